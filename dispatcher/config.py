@@ -1,0 +1,102 @@
+"""Dispatcher configuration: the :class:`DispatcherConfig` object and :func:`load_config`.
+
+The YAML file has three sections, as in the seed: ``dispatcher:`` (scalars), ``agent_pools:``
+(a mapping of pool name to pool definition) and ``skill_mapping:``. An optional ``ui:`` section
+configures the console.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .models import AgentPool, SchedulingPolicy
+
+DEFAULT_STATE_DIR = ".necrocode"
+DEFAULT_REGISTRY = f"{DEFAULT_STATE_DIR}/registry.db"
+REGISTRY_ENV = "NECROCODE_REGISTRY"
+
+
+@dataclass
+class UIConfig:
+    """Settings of the necroui console."""
+
+    refresh_interval: float = 0.5  # seconds between dashboard refreshes
+    keymap: dict[str, str] = field(default_factory=dict)  # binding id -> keys, e.g. {"pause": "P"}
+
+
+@dataclass
+class DispatcherConfig:
+    """Everything the Dispatcher can be told. Every field has a default."""
+
+    # --- the seed's keys -------------------------------------------------------------------
+    poll_interval: float = 5.0  # seconds between registry polls for outside writers
+    scheduling_policy: SchedulingPolicy | str = SchedulingPolicy.PRIORITY
+    max_global_concurrency: int = 10
+    heartbeat_timeout: float = 60.0  # seconds without a sign of life before a runner is lost
+    retry_max_attempts: int = 3
+    retry_backoff_base: float = 2.0  # delay = base ** attempt seconds
+    graceful_shutdown_timeout: float = 300.0
+    agent_pools: list[AgentPool] = field(default_factory=list)
+    skill_mapping: dict[str, list[str]] = field(default_factory=dict)
+
+    # --- added keys ------------------------------------------------------------------------
+    registry_path: str | None = None  # None: $NECROCODE_REGISTRY, else ./.necrocode/registry.db
+    state_dir: str | None = None  # workspaces, logs, fallback events; None: beside the registry
+    api_host: str = "127.0.0.1"
+    api_port: int = 0  # 0: any free port (written to <state_dir>/dispatcher.json)
+    api_enabled: bool = True
+    heartbeat_interval: float = 10.0  # how often wrapped runners send heartbeats
+    priority_aging_seconds: float = 0.0  # +1 priority per this many seconds waiting; 0: off
+    fair_share_weights: dict[str, float] = field(default_factory=dict)  # tenant -> weight
+    fair_share_default_weight: float = 1.0
+    fair_share_half_life: float = 3600.0  # seconds for past usage to count half
+    fair_share_entry_charge: float = 60.0  # runner-seconds charged when a task is assigned
+    retry_backoff_max: float = 300.0  # cap on the retry delay, seconds
+    retry_jitter: float = 0.1  # +/- this fraction of the delay, at random
+    non_retryable_exit_codes: list[int] = field(default_factory=list)
+    slots_per_repo: int = 4  # worktrees per repository
+    runner_stop_grace: float = 10.0  # seconds between TERM and KILL when stopping a runner
+    deadlock_check_interval: float = 30.0
+    snapshot_max_rate: float = 10.0  # snapshots published per second at most
+    ui: UIConfig = field(default_factory=UIConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scheduling_policy, str) and not isinstance(
+            self.scheduling_policy, SchedulingPolicy
+        ):
+            self.scheduling_policy = SchedulingPolicy(self.scheduling_policy)
+
+    # --- derived paths ---------------------------------------------------------------------
+    def resolved_registry_path(self) -> Path:
+        """Registry location: config, else $NECROCODE_REGISTRY, else ./.necrocode/registry.db."""
+        raw = self.registry_path or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY
+        return Path(raw).expanduser()
+
+    def resolved_state_dir(self) -> Path:
+        """Directory for workspaces, logs and the event fallback."""
+        if self.state_dir:
+            return Path(self.state_dir).expanduser()
+        return self.resolved_registry_path().parent
+
+    def get_pool(self, name: str) -> AgentPool | None:
+        for pool in self.agent_pools:
+            if pool.name == name:
+                return pool
+        return None
+
+
+def load_config(path: str | os.PathLike[str]) -> DispatcherConfig:
+    """Load and validate a YAML config file; raises ConfigError listing every problem."""
+    from .config_loader import load_config_file
+
+    return load_config_file(path)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> DispatcherConfig:
+    """Build a validated config from the parsed YAML structure."""
+    from .config_loader import config_from_mapping
+
+    return config_from_mapping(data, source=source)

@@ -1,0 +1,200 @@
+"""The RunnerLauncher contract shared by the local-process, Docker and Kubernetes launchers.
+
+The engine thread calls every method here. Launchers may run their own watcher threads; those only
+call ``on_exit(runner_id)`` to wake the engine, which then calls :meth:`RunnerLauncher.poll`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..models import AgentPool, Runner, Slot, Task
+
+
+@dataclass(frozen=True)
+class RunnerExit:
+    """How a runner ended, as its platform reports it."""
+
+    exit_code: int | None  # None: unknown (killed, lost, OOM without code)
+    reason: str = ""  # "exited", "signal 9", "OOMKilled", "DeadlineExceeded", …
+    finished_at: float | None = None
+    oom_killed: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0
+
+
+@dataclass(frozen=True)
+class LaunchEnvironment:
+    """What every launcher needs from the engine to start runners."""
+
+    api_url: str | None  # the Dispatcher's HTTP API, for heartbeats and completion
+    token_for: Callable[[str], str]  # runner id -> its token
+    runs_dir: Path  # attempt directories live under here
+    heartbeat_interval: float = 10.0
+    heartbeat_timeout: float = 60.0
+    stop_grace: float = 10.0
+    on_exit: Callable[[str], None] = field(default=lambda runner_id: None)
+
+
+def new_runner_id(task: Task, attempt: int) -> str:
+    """A unique, readable runner id: ``r-<taskset>-<id>-a<attempt>-<random>``."""
+    safe = "".join(c if c.isalnum() else "-" for c in f"{task.taskset}-{task.id}").strip("-")
+    return f"r-{safe[:40]}-a{attempt}-{secrets.token_hex(3)}"
+
+
+def attempt_dir(runs_dir: Path, task: Task, attempt: int) -> Path:
+    """Directory of one attempt: log file, exit status, runner record."""
+    safe_set = "".join(c if c.isalnum() or c in "-_." else "_" for c in task.taskset)
+    safe_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in task.id)
+    return runs_dir / safe_set / safe_id / f"attempt-{attempt}"
+
+
+def task_context(task: Task, slot: Slot, runner_id: str, attempt: int) -> dict[str, Any]:
+    """The JSON given to the agent as NECROCODE_TASK_CONTEXT / TASK_CONTEXT."""
+    return {
+        "task": task.key,
+        "task_id": task.id,
+        "taskset": task.taskset,
+        "title": task.title,
+        "description": task.description,
+        "skill": task.required_skill,
+        "priority": task.priority,
+        "tenant": task.tenant,
+        "attempt": attempt,
+        "runner_id": runner_id,
+        "slot_id": slot.slot_id,
+        "slot_path": slot.slot_path,
+        "branch": slot.branch,
+        "repo": slot.repo,
+        "timeout": task.timeout,
+        "resources": task.resources.to_dict(),
+        "metadata": task.metadata,
+    }
+
+
+def runner_env(
+    task: Task,
+    slot: Slot,
+    pool: AgentPool,
+    runner_id: str,
+    attempt: int,
+    env: LaunchEnvironment,
+    *,
+    slot_path: str | None = None,
+) -> dict[str, str]:
+    """Environment variables of the runner contract (DESIGN.md), without the parent's env."""
+    ctx = task_context(task, slot, runner_id, attempt)
+    if slot_path is not None:
+        ctx["slot_path"] = slot_path
+    ctx_json = json.dumps(ctx)
+    out = {
+        "NECROCODE_RUNNER_ID": runner_id,
+        "NECROCODE_TASK_CONTEXT": ctx_json,
+        "NECROCODE_TASK_KEY": task.key,
+        "NECROCODE_ATTEMPT": str(attempt),
+        "NECROCODE_SLOT_PATH": ctx["slot_path"],
+        "NECROCODE_HEARTBEAT_INTERVAL": str(env.heartbeat_interval),
+        "NECROCODE_HEARTBEAT_TIMEOUT": str(env.heartbeat_timeout),
+        "RUNNER_ID": runner_id,
+        "TASK_CONTEXT": ctx_json,
+        "POOL_NAME": pool.name,
+    }
+    if env.api_url:
+        out["NECROCODE_API_URL"] = env.api_url
+        out["NECROCODE_RUNNER_TOKEN"] = env.token_for(runner_id)
+    for key, value in (pool.config or {}).items():
+        if isinstance(value, str | int | float | bool):
+            name = "".join(c if c.isalnum() else "_" for c in str(key)).upper()
+            out[f"RUNNER_{name}"] = str(value)
+    return out
+
+
+def agent_argv(task: Task, slot: Slot, pool: AgentPool, runner_id: str, attempt: int) -> list[str]:
+    """The agent's argv: the task's command, else the pool's agent_command template.
+
+    Template items are filled with ``str.format`` of plain values; never run through a shell.
+    """
+    if task.command:
+        return [str(a) for a in task.command]
+    template = pool.agent_command or (pool.config or {}).get("agent_command")
+    if not template:
+        from ..errors import RunnerLaunchError
+
+        raise RunnerLaunchError(
+            f"task {task.key!r} has no command and pool {pool.name!r} has no agent_command; "
+            "add `command:` to the task or `agent_command:` to the pool",
+            pool=pool.name,
+            retryable=False,
+        )
+    values = {
+        "task_id": task.id,
+        "task_key": task.key,
+        "taskset": task.taskset,
+        "title": task.title,
+        "skill": task.required_skill,
+        "slot_path": slot.slot_path,
+        "slot_id": slot.slot_id,
+        "branch": slot.branch or "",
+        "runner_id": runner_id,
+        "attempt": attempt,
+    }
+    return [str(item).format_map(_SafeFormat(values)) for item in template]
+
+
+class _SafeFormat(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+class RunnerLauncher(ABC):
+    """Starts, watches and stops Agent Runners on one kind of platform."""
+
+    def __init__(self, env: LaunchEnvironment) -> None:
+        self.env = env
+
+    @abstractmethod
+    def launch(self, task: Task, slot: Slot, pool: AgentPool, *, attempt: int = 1) -> Runner:
+        """Start a runner for ``task`` in ``slot``; raises RunnerLaunchError."""
+
+    @abstractmethod
+    def poll(self, runner: Runner) -> RunnerExit | None:
+        """Non-blocking: None while the runner lives, its exit once it has ended."""
+
+    @abstractmethod
+    def stop(self, runner: Runner, grace: float | None = None) -> RunnerExit | None:
+        """Fence: stop the runner (TERM, grace, KILL) and return once it is gone."""
+
+    def reconcile(self, pool: AgentPool) -> list[Runner]:
+        """Runners of this pool still alive on the platform (to adopt after a restart)."""
+        return []
+
+    def is_alive(self, runner: Runner) -> bool:
+        """True while the runner's platform object exists and runs."""
+        return self.poll(runner) is None
+
+    def health(self, pool: AgentPool) -> tuple[bool, str]:
+        """Whether the platform can take runners now, and why not."""
+        return True, ""
+
+    def release(self, runner: Runner) -> None:
+        """Forget platform resources of a finished runner (remove the container, the Job)."""
+
+    def close(self) -> None:
+        """Stop watcher threads and close clients."""
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON so that readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)

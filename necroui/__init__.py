@@ -1,0 +1,1 @@
+"""necroui: the operations console and command line of NecroCode Dispatcher."""
