@@ -1,0 +1,281 @@
+"""The Dispatcher's HTTP API: one small threaded server for runners and for control.
+
+Routes (JSON in and out):
+
+- ``POST /v1/runners/{id}/heartbeat`` and ``POST /v1/runners/{id}/complete``: Bearer token of
+  that runner (:func:`~.tokens.runner_token`). A heartbeat answer may carry
+  ``{"action": "stop"}``: the runner must stop its agent (the wrapper does).
+- ``GET /v1/status`` and ``POST /v1/control/{verb}``: Bearer admin token.
+- ``GET /metrics`` (Prometheus text, no token) and ``GET /healthz``.
+
+The server never touches engine state: it authenticates, parses and calls the :class:`ApiHandler`
+(implemented by the engine, which only enqueues commands and returns their answers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+
+from ..errors import (
+    DispatcherError,
+    InvalidTransitionError,
+    PoolNotFoundError,
+    TaskNotFoundError,
+    ValidationError,
+)
+from .tokens import tokens_equal, verify_runner_token
+
+logger = logging.getLogger(__name__)
+
+#: Largest request body accepted, in bytes.
+MAX_BODY = 1 << 20
+
+CONTROL_VERBS = frozenset({"pause", "resume", "priority", "retry", "cancel", "pool"})
+
+_RUNNER_PATH = re.compile(r"^/v1/runners/([A-Za-z0-9._:-]{1,200})/(heartbeat|complete)$")
+_CONTROL_PATH = re.compile(r"^/v1/control/([a-z_-]{1,40})$")
+
+
+class ApiHandler(Protocol):
+    """What the API calls; the engine implements it (each call enqueues an engine command)."""
+
+    def on_heartbeat(self, runner_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """A runner's heartbeat (payload may hold ``progress``)."""
+        ...
+
+    def on_complete(self, runner_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """A runner's completion report: ``exit_code``, ``duration``, ``reason``, ``artifacts``."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """The newest snapshot as a dict."""
+        ...
+
+    def control(self, verb: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """A control command (pause, resume, priority, retry, cancel, pool)."""
+        ...
+
+    def metrics(self) -> tuple[bytes, str]:
+        """Prometheus exposition: (body, content type)."""
+        ...
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _error_status(exc: BaseException) -> int:
+    if isinstance(exc, TaskNotFoundError | PoolNotFoundError | LookupError):
+        return 404
+    if isinstance(exc, InvalidTransitionError):
+        return 409
+    if isinstance(exc, ValidationError | DispatcherError | ValueError | TypeError):
+        return 400
+    return 500
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    api: ApiServer
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "necrocode-dispatcher"
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib name)
+        logger.debug("api %s - %s", self.address_string(), format % args)
+
+    # --- plumbing --------------------------------------------------------------------------
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        if status == 401:
+            self.send_header("WWW-Authenticate", 'Bearer realm="necrocode"')
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_json(self, status: int, data: Any) -> None:
+        self._send(status, json.dumps(data, default=str).encode("utf-8"))
+
+    def _bearer(self) -> str | None:
+        header = self.headers.get("Authorization") or ""
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            return None
+        return value.strip()
+
+    def _read_json(self) -> dict[str, Any]:
+        raw_len = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding"):
+            raise _HttpError(411, "chunked bodies are not accepted; send Content-Length")
+        try:
+            length = int(raw_len) if raw_len else 0
+        except ValueError as exc:
+            raise _HttpError(400, "bad Content-Length") from exc
+        if length < 0:
+            raise _HttpError(400, "bad Content-Length")
+        if length > MAX_BODY:
+            raise _HttpError(413, f"body larger than {MAX_BODY} bytes")
+        if length == 0:
+            return {}
+        raw = self.rfile.read(length)
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise _HttpError(400, f"body is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise _HttpError(400, "body must be a JSON object")
+        return data
+
+    def _require_admin(self) -> None:
+        if not tokens_equal(self.server.api.admin_token, self._bearer()):
+            raise _HttpError(401, "admin token missing or wrong (see <state_dir>/admin.token)")
+
+    def _dispatch(self, method: str) -> None:
+        path = self.path.split("?", 1)[0]
+        api = self.server.api
+        try:
+            if method == "GET" and path == "/healthz":
+                self._send_json(200, {"ok": True})
+                return
+            if method == "GET" and path == "/metrics":
+                body, ctype = api.handler.metrics()
+                self._send(200, body, ctype)
+                return
+            if path == "/v1/status":
+                if method != "GET":
+                    raise _HttpError(405, "use GET")
+                self._require_admin()
+                self._send_json(200, api.handler.status())
+                return
+            match = _CONTROL_PATH.match(path)
+            if match:
+                if method != "POST":
+                    raise _HttpError(405, "use POST")
+                self._require_admin()
+                verb = match.group(1)
+                if verb not in CONTROL_VERBS:
+                    raise _HttpError(404, f"unknown control verb {verb!r}; "
+                                          f"known: {', '.join(sorted(CONTROL_VERBS))}")
+                payload = self._read_json()
+                self._send_json(200, api.handler.control(verb, payload))
+                return
+            match = _RUNNER_PATH.match(path)
+            if match:
+                if method != "POST":
+                    raise _HttpError(405, "use POST")
+                runner_id, action = match.group(1), match.group(2)
+                token = self._bearer()
+                if token is None:
+                    raise _HttpError(401, "runner token missing (Authorization: Bearer ...)")
+                if tokens_equal(api.admin_token, token):
+                    raise _HttpError(403, "the admin token cannot report for a runner")
+                if not verify_runner_token(api.secret, runner_id, token):
+                    raise _HttpError(401, f"token is not the token of runner {runner_id!r}")
+                payload = self._read_json()
+                if action == "heartbeat":
+                    result = api.handler.on_heartbeat(runner_id, payload)
+                else:
+                    result = api.handler.on_complete(runner_id, payload)
+                self._send_json(200, result if result is not None else {"ok": True})
+                return
+            raise _HttpError(404, f"no route for {method} {path}")
+        except _HttpError as exc:
+            self._send_json(exc.status, {"error": exc.message})
+        except Exception as exc:  # the handler refused: map to a status, never crash the server
+            status = _error_status(exc)
+            if status == 500:
+                logger.exception("api %s %s failed", method, path)
+            self._send_json(status, {"error": str(exc), "type": type(exc).__name__})
+
+    def do_GET(self) -> None:  # noqa: N802 (stdlib name)
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch("DELETE")
+
+
+class ApiServer:
+    """The HTTP API on ``host:port`` (port 0: any free port), served from daemon threads."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        handler: ApiHandler,
+        secret: bytes,
+        admin_token: str,
+    ) -> None:
+        if not secret:
+            raise ValueError("ApiServer needs a non-empty secret for runner tokens")
+        if not admin_token:
+            raise ValueError("ApiServer needs a non-empty admin token")
+        self.host = host
+        self.port = port
+        self.handler = handler
+        self.secret = secret
+        self.admin_token = admin_token
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str | None:
+        """Base URL once started (``http://127.0.0.1:PORT``)."""
+        if self._httpd is None:
+            return None
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> str:
+        """Bind and serve in a daemon thread; returns the base URL."""
+        if self._httpd is not None:
+            return self.url or ""
+        httpd = _Server((self.host, self.port), _RequestHandler)
+        httpd.api = self
+        self.port = int(httpd.server_address[1])
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.2},
+            name="necrocode-api", daemon=True,
+        )
+        self._thread.start()
+        logger.info("HTTP API listening on %s", self.url)
+        return self.url or ""
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> ApiServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
