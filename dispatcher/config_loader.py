@@ -24,7 +24,7 @@ import difflib
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -70,28 +70,49 @@ def default_config() -> DispatcherConfig:
 # --- YAML with line numbers --------------------------------------------------------------------
 
 
-def _compose(text: str, source: str) -> tuple[Any, dict[Path_, int]]:
-    """Parse YAML; returns the value and a table of path -> 1-based line (of the key)."""
+@dataclass
+class YamlDocument:
+    """Parsed YAML with where each part came from.
+
+    ``lines`` maps a path (keys and list indexes) to the 1-based line of its key (or item);
+    ``raw`` maps the path of each scalar to its text as written (``1.10`` stays ``"1.10"``);
+    ``duplicates`` lists paths of mapping keys given twice, with their line.
+    """
+
+    value: Any
+    lines: dict[Path_, int] = field(default_factory=dict)
+    raw: dict[Path_, str] = field(default_factory=dict)
+    duplicates: list[tuple[Path_, int]] = field(default_factory=list)
+
+
+def parse_yaml(text: str) -> YamlDocument:
+    """Parse one YAML document keeping line numbers; raises yaml.YAMLError on bad syntax."""
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
-        lines: dict[Path_, int] = {}
-        dupes: list[Problem] = []
+        doc = YamlDocument(None)
         if node is not None:
-            _index(node, (), lines, dupes, source)
-            value = loader.construct_document(node)
-        else:
-            value = None
+            _index(node, (), doc)
+            doc.value = loader.construct_document(node)
     finally:
         loader.dispose()
-    if dupes:
-        raise ConfigError(dupes)
-    return value, lines
+    return doc
 
 
-def _index(node: yaml.Node, path: Path_, lines: dict[Path_, int], dupes: list[Problem],
-           source: str) -> None:
-    lines.setdefault(path, node.start_mark.line + 1)
+def yaml_error_problem(exc: yaml.YAMLError, source: str) -> Problem:
+    """A YAML syntax error as a Problem naming the line and column."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        loc = f"{source}:{mark.line + 1}" if mark else source
+        col = f" (column {mark.column + 1})" if mark else ""
+        what = " ".join(x for x in (exc.context, exc.problem) if x)
+        return Problem(loc, "", f"YAML syntax error{col}: {what}",
+                       "fix the indentation or quoting on that line")
+    return Problem(source, "", f"YAML error: {exc}")
+
+
+def _index(node: yaml.Node, path: Path_, doc: YamlDocument) -> None:
+    doc.lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -99,24 +120,25 @@ def _index(node: yaml.Node, path: Path_, lines: dict[Path_, int], dupes: list[Pr
             sub = (*path, key)
             line = key_node.start_mark.line + 1
             if key in seen:
-                dupes.append(Problem(f"{source}:{line}", _dotted(sub), "key given twice",
-                                     "keep only one of them"))
+                doc.duplicates.append((sub, line))
             seen.add(key)
-            lines[sub] = line
-            _index(value_node, sub, lines, dupes, source)
+            doc.lines[sub] = line
+            _index(value_node, sub, doc)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _index(item, (*path, i), lines, dupes, source)
+            _index(item, (*path, i), doc)
+    elif isinstance(node, yaml.ScalarNode):
+        doc.raw[path] = str(node.value)
 
 
-def _dotted(path: Path_) -> str:
+def dotted(path: Path_) -> str:
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out
 
 
-def _locator(source: str, lines: dict[Path_, int]) -> Locate:
+def locator(source: str, lines: dict[Path_, int]) -> Locate:
     def locate(path: Path_) -> str:
         for n in range(len(path), -1, -1):
             line = lines.get(path[:n])
@@ -127,7 +149,7 @@ def _locator(source: str, lines: dict[Path_, int]) -> Locate:
     return locate
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
     """How a YAML user would call the type of ``value``."""
     if value is None:
         return "null"
@@ -150,7 +172,7 @@ def _unknown(key: str, valid: list[str] | tuple[str, ...], where: str, loc: str,
              path: Path_) -> Problem:
     close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
-    return Problem(loc, _dotted(path), f"unknown key in {where}", hint)
+    return Problem(loc, dotted(path), f"unknown key in {where}", hint)
 
 
 # --- file -> config -------------------------------------------------------------------------
@@ -170,30 +192,26 @@ def load_config_file(path: str | os.PathLike[str]) -> DispatcherConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(source, "", f"cannot read the file: {exc}")]) from exc
     try:
-        data, lines = _compose(text, source)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        loc = f"{source}:{mark.line + 1}" if mark else source
-        col = f" (column {mark.column + 1})" if mark else ""
-        what = " ".join(x for x in (exc.context, exc.problem) if x)
-        raise ConfigError([Problem(loc, "", f"YAML syntax error{col}: {what}",
-                                   "fix the indentation or quoting on that line")]) from exc
+        doc = parse_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([Problem(source, "", f"YAML error: {exc}")]) from exc
-    return config_from_mapping(data, source, lines=lines, base_dir=p.resolve().parent)
+        raise ConfigError([yaml_error_problem(exc, source)]) from exc
+    if doc.duplicates:
+        raise ConfigError([Problem(f"{source}:{line}", dotted(path), "key given twice",
+                                   "keep only one of them") for path, line in doc.duplicates])
+    return config_from_mapping(doc.value, source, lines=doc.lines, base_dir=p.resolve().parent)
 
 
 def config_from_mapping(data: Any, source: str = "<dict>", *,
                         lines: dict[Path_, int] | None = None,
                         base_dir: Path | None = None) -> DispatcherConfig:
     """Build a validated config from the parsed YAML structure; raises ConfigError."""
-    locate = _locator(source, lines or {})
+    locate = locator(source, lines or {})
     problems: list[Problem] = []
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([Problem(locate(()), "", f"expected a mapping of sections, got "
-                                   f"{_type_name(data)}",
+                                   f"{type_name(data)}",
                                    f"the file has the sections {', '.join(SECTIONS)}")])
     scalar_keys = dispatcher_keys()
     for key in data:
@@ -268,7 +286,7 @@ def _section(data: dict[str, Any], name: str, locate: Locate,
         return {}
     if not isinstance(value, dict):
         problems.append(Problem(locate((name,)), name,
-                                f"expected a mapping, got {_type_name(value)}",
+                                f"expected a mapping, got {type_name(value)}",
                                 "indent its keys under the section name"))
         return {}
     return value
@@ -287,8 +305,8 @@ def _pool_from_yaml(name: str, body: Any, locate: Locate, problems: list[Problem
     if body is None:
         body = {}
     if not isinstance(body, dict):
-        problems.append(Problem(locate(path), _dotted(path),
-                                f"expected a pool definition (a mapping), got {_type_name(body)}",
+        problems.append(Problem(locate(path), dotted(path),
+                                f"expected a pool definition (a mapping), got {type_name(body)}",
                                 "give at least 'type:' and 'max_concurrency:'"))
         return None
     kwargs: dict[str, Any] = {"name": name}
@@ -306,7 +324,7 @@ def _pool_from_yaml(name: str, body: Any, locate: Locate, problems: list[Problem
     else:
         close = difflib.get_close_matches(str(raw_type), valid_types, n=1, cutoff=0.5)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        problems.append(Problem(locate((*path, "type")), _dotted((*path, "type")),
+        problems.append(Problem(locate((*path, "type")), dotted((*path, "type")),
                                 f"unknown pool type {raw_type!r}",
                                 f"{hint}valid types: {', '.join(valid_types)}"))
         kwargs["type"] = PoolType.LOCAL_PROCESS
@@ -408,7 +426,7 @@ def validate_config(config: DispatcherConfig, *, source: str = "DispatcherConfig
     problems: list[Problem] = []
 
     def add(path: Path_, message: str, hint: str = "") -> None:
-        problems.append(Problem(where(path), _dotted(path), message, hint))
+        problems.append(Problem(where(path), dotted(path), message, hint))
 
     for f in fields(DispatcherConfig):
         if f.name in _NOT_SCALAR:
@@ -421,7 +439,7 @@ def validate_config(config: DispatcherConfig, *, source: str = "DispatcherConfig
             continue
         expected = _check_type(str(f.type), value)
         if expected is not None:
-            add(path, f"expected {expected}, got {_type_name(value)}")
+            add(path, f"expected {expected}, got {type_name(value)}")
             continue
         if f.name in _MINIMUMS and _is_number(value):
             low, inclusive = _MINIMUMS[f.name]
@@ -448,11 +466,11 @@ def validate_config(config: DispatcherConfig, *, source: str = "DispatcherConfig
 def _validate_pools(config: DispatcherConfig, add: Callable[..., None]) -> list[str]:
     names: list[str] = []
     if not isinstance(config.agent_pools, list):
-        add(("agent_pools",), f"expected a list of AgentPool, got {_type_name(config.agent_pools)}")
+        add(("agent_pools",), f"expected a list of AgentPool, got {type_name(config.agent_pools)}")
         return names
     for pool in config.agent_pools:
         if not isinstance(pool, AgentPool):
-            add(("agent_pools",), f"expected AgentPool objects, got {_type_name(pool)}")
+            add(("agent_pools",), f"expected AgentPool objects, got {type_name(pool)}")
             continue
         path: Path_ = ("agent_pools", pool.name)
         if pool.name in names:
@@ -460,7 +478,7 @@ def _validate_pools(config: DispatcherConfig, add: Callable[..., None]) -> list[
         names.append(pool.name)
         if not _is_int(pool.max_concurrency):
             add((*path, "max_concurrency"),
-                f"expected an integer, got {_type_name(pool.max_concurrency)}")
+                f"expected an integer, got {type_name(pool.max_concurrency)}")
         elif pool.max_concurrency < 1:
             add((*path, "max_concurrency"), f"must be >= 1, got {pool.max_concurrency}",
                 "to stop a pool taking tasks, set 'enabled: false'")
@@ -470,20 +488,20 @@ def _validate_pools(config: DispatcherConfig, add: Callable[..., None]) -> list[
                 continue
             ok = _is_number(value) if key == "cpu_quota" else _is_int(value)
             if not ok:
-                add((*path, key), f"expected {kind} or null, got {_type_name(value)}")
+                add((*path, key), f"expected {kind} or null, got {type_name(value)}")
             elif value <= 0:
                 add((*path, key), f"must be > 0, got {value:g}",
                     "leave it out (or null) for no limit")
         if not isinstance(pool.enabled, bool):
-            add((*path, "enabled"), f"expected true or false, got {_type_name(pool.enabled)}")
+            add((*path, "enabled"), f"expected true or false, got {type_name(pool.enabled)}")
         cmd = pool.agent_command
         if cmd is not None and not (isinstance(cmd, list) and cmd
                                     and all(isinstance(x, str) for x in cmd)):
             add((*path, "agent_command"),
-                f"expected a non-empty list of strings (argv), got {_type_name(cmd)}",
+                f"expected a non-empty list of strings (argv), got {type_name(cmd)}",
                 'e.g. ["python", "agent.py", "--task", "{task_id}"]; it never runs in a shell')
         if not isinstance(pool.config, dict):
-            add((*path, "config"), f"expected a mapping, got {_type_name(pool.config)}")
+            add((*path, "config"), f"expected a mapping, got {type_name(pool.config)}")
             continue
         if pool.type is PoolType.KUBERNETES:
             ns = pool.config.get("namespace")
@@ -503,12 +521,12 @@ def _validate_skill_mapping(config: DispatcherConfig, pool_names: list[str],
                             add: Callable[..., None]) -> None:
     if not isinstance(config.skill_mapping, dict):
         add(("skill_mapping",),
-            f"expected a mapping of skill to pool names, got {_type_name(config.skill_mapping)}")
+            f"expected a mapping of skill to pool names, got {type_name(config.skill_mapping)}")
         return
     for skill, pools in config.skill_mapping.items():
         path: Path_ = ("skill_mapping", str(skill))
         if not isinstance(pools, list) or not all(isinstance(p, str) for p in pools):
-            add(path, f"expected a list of pool names, got {_type_name(pools)}",
+            add(path, f"expected a list of pool names, got {type_name(pools)}",
                 f"e.g. {skill}: [{', '.join(pool_names[:2]) or 'local'}]")
             continue
         if not pools:
@@ -523,16 +541,16 @@ def _validate_skill_mapping(config: DispatcherConfig, pool_names: list[str],
 
 def _validate_ui(ui: UIConfig, add: Callable[..., None]) -> None:
     if not isinstance(ui, UIConfig):
-        add(("ui",), f"expected a mapping, got {_type_name(ui)}")
+        add(("ui",), f"expected a mapping, got {type_name(ui)}")
         return
     if not _is_number(ui.refresh_interval):
         add(("ui", "refresh_interval"),
-            f"expected a number, got {_type_name(ui.refresh_interval)}")
+            f"expected a number, got {type_name(ui.refresh_interval)}")
     elif ui.refresh_interval <= 0:
         add(("ui", "refresh_interval"), f"must be > 0, got {ui.refresh_interval:g}")
     if _check_type("dict[str, str]", ui.keymap) is not None:
         add(("ui", "keymap"),
-            f"expected a mapping of binding id to keys, got {_type_name(ui.keymap)}",
+            f"expected a mapping of binding id to keys, got {type_name(ui.keymap)}",
             'e.g. keymap: {pause: "P"}')
 
 
