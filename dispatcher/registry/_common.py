@@ -1,0 +1,343 @@
+"""Behaviour shared by the registry implementations, so that they cannot drift apart.
+
+Both :class:`~.sqlite.SQLiteRegistry` and :class:`~.memory.MemoryRegistry` validate transitions
+and updates, plan a taskset submit and order tasks through the functions here; they differ only
+in how they store the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InvalidTransitionError, RegistryError
+from ..models import (
+    ALLOWED_TRANSITIONS,
+    EventType,
+    Resources,
+    Task,
+    TaskEvent,
+    Taskset,
+    TaskState,
+    task_key,
+)
+from .base import UPDATABLE_FIELDS, SubmitResult
+
+#: Fields that define a task (from its taskset file); a resubmit compares and updates them.
+DEFINITION_FIELDS = (
+    "title",
+    "description",
+    "dependencies",
+    "required_skill",
+    "priority",
+    "tenant",
+    "resources",
+    "command",
+    "timeout",
+    "max_attempts",
+    "metadata",
+    "repo",
+    "optional",
+    "estimated_duration",
+)
+
+#: Orders accepted by ``list_tasks(order_by=...)``.
+ORDER_BY = ("key", "priority", "updated")
+
+#: States a new task may be submitted in (a checked Kiro box is DONE); others are computed.
+KEPT_SUBMIT_STATES = frozenset({TaskState.DONE, TaskState.CANCELLED})
+
+
+def clone(task: Task, **changes: Any) -> Task:
+    """A deep-enough copy of ``task`` (like Task.copy, ~10x faster) with ``changes`` set.
+
+    Values in ``changes`` must already be normalised (see :func:`check_updates`).
+    """
+    new = object.__new__(Task)
+    attrs = new.__dict__
+    attrs.update(task.__dict__)
+    attrs["dependencies"] = list(task.dependencies)
+    attrs["metadata"] = dict(task.metadata)
+    attrs["artifacts"] = list(task.artifacts)
+    res = task.resources
+    attrs["resources"] = Resources(res.cpu, res.memory_mb)
+    if task.command is not None:
+        attrs["command"] = list(task.command)
+    if changes:
+        attrs.update(changes)
+    return new
+
+
+def as_states(state: TaskState | str | Sequence[TaskState | str] | None) -> tuple[TaskState, ...]:
+    """One state or several as a tuple of :class:`TaskState` (empty for None)."""
+    if state is None:
+        return ()
+    if isinstance(state, TaskState | str):
+        return (TaskState(state),)
+    return tuple(TaskState(s) for s in state)
+
+
+def event_type_values(types: Sequence[Any] | None) -> tuple[str, ...]:
+    """Event types given as :class:`EventType` or their string value, as stored values."""
+    if not types:
+        return ()
+    return tuple(t.value if isinstance(t, EventType) else EventType(t).value for t in types)
+
+
+def check_order_by(order_by: str) -> None:
+    if order_by not in ORDER_BY:
+        raise RegistryError(
+            f"cannot order tasks by {order_by!r}; use one of: {', '.join(ORDER_BY)}"
+        )
+
+
+def check_transition(
+    key: str,
+    current: TaskState,
+    target: TaskState,
+    expected: TaskState | Sequence[TaskState] | None,
+) -> None:
+    """Raise InvalidTransitionError unless ``current -> target`` may happen now."""
+    wanted = as_states(expected)
+    if wanted and current not in wanted:
+        names = " or ".join(s.value for s in wanted)
+        raise InvalidTransitionError(
+            key, current.value, target.value, f"expected it to be {names} (it moved on)"
+        )
+    if target not in ALLOWED_TRANSITIONS[current]:
+        allowed = ", ".join(sorted(s.value for s in ALLOWED_TRANSITIONS[current])) or "nothing"
+        raise InvalidTransitionError(
+            key,
+            current.value,
+            target.value,
+            f"not allowed by the state machine (from {current.value}: {allowed})",
+        )
+
+
+def check_updates(key: str, updates: dict[str, Any]) -> dict[str, Any]:
+    """Validate field updates and normalise their values (copies, Resources)."""
+    unknown = sorted(set(updates) - UPDATABLE_FIELDS)
+    if unknown:
+        hint = "use transition() to change the state" if "state" in unknown else (
+            f"updatable fields: {', '.join(sorted(UPDATABLE_FIELDS))}"
+        )
+        raise RegistryError(f"cannot update {', '.join(unknown)} of task {key!r}; {hint}")
+    out = dict(updates)
+    for name in ("dependencies", "artifacts"):
+        if name in out:
+            out[name] = list(out[name] or [])
+    if "metadata" in out:
+        out["metadata"] = dict(out["metadata"] or {})
+    if "command" in out and out["command"] is not None:
+        out["command"] = list(out["command"])
+    if "resources" in out:
+        res = out["resources"]
+        out["resources"] = (
+            Resources(res.cpu, res.memory_mb) if isinstance(res, Resources)
+            else Resources.from_dict(res)
+        )
+    return out
+
+
+def apply_updates(task: Task, updates: dict[str, Any], now: float) -> Task:
+    """A copy of ``task`` with checked updates applied and ``updated_at`` set."""
+    new = clone(task, **updates)
+    new.updated_at = now
+    return new
+
+
+def apply_transition(task: Task, target: TaskState, updates: dict[str, Any], now: float) -> Task:
+    """A copy of ``task`` in ``target`` with updates; entering READY stamps ``ready_at``."""
+    new = apply_updates(task, updates, now)
+    new.state = target
+    if target is TaskState.READY and "ready_at" not in updates:
+        new.ready_at = now
+    return new
+
+
+def bind_event(event: TaskEvent, key: str) -> TaskEvent:
+    """The event about task ``key`` (its task_key filled in when left empty)."""
+    return event if event.task_key else dataclasses.replace(event, task_key=key)
+
+
+def dependency_keys(task: Task) -> list[str]:
+    """Keys of a task's dependencies (ids in its taskset; an id with '/' is a full key)."""
+    ts = task.taskset
+    return [d if "/" in d else task_key(ts, d) for d in task.dependencies]
+
+
+def ready_event(key: str, now: float, cause: str) -> TaskEvent:
+    return TaskEvent(
+        EventType.TASK_READY, key, timestamp=now, message=cause, details={"reason": cause}
+    )
+
+
+def priority_event(key: str, old: int, new: int, stamp: float) -> TaskEvent:
+    return TaskEvent(
+        EventType.PRIORITY_CHANGED, key, timestamp=stamp, message=f"priority {old} -> {new}",
+        details={"old": old, "new": new},
+    )
+
+
+def with_seq(event: TaskEvent, seq: int) -> TaskEvent:
+    return dataclasses.replace(event, seq=seq)
+
+
+def priority_sort_key(task: Task) -> tuple[int, bool, float, str]:
+    """Priority descending, then ready_at ascending (never-ready last), then key."""
+    ready = task.ready_at
+    return (-task.priority, ready is None, ready if ready is not None else 0.0, task.key)
+
+
+def sort_tasks(tasks: list[Task], order_by: str, seq_of: Callable[[str], int]) -> list[Task]:
+    if order_by == "priority":
+        return sorted(tasks, key=priority_sort_key)
+    if order_by == "updated":
+        return sorted(tasks, key=lambda t: -seq_of(t.key))
+    return sorted(tasks, key=lambda t: t.key)
+
+
+def normalize_tasks(taskset: Taskset) -> list[Task]:
+    """The submitted tasks as members of ``taskset`` (name, default tenant), in file order.
+
+    Refuses what would corrupt the registry: duplicate ids and ids containing '/'.
+    """
+    out: list[Task] = []
+    seen: set[str] = set()
+    default_tenant = taskset.tenant or taskset.name
+    for task in taskset.tasks:
+        if "/" in task.id or not task.id:
+            raise RegistryError(
+                f"taskset {taskset.name!r}: task id {task.id!r} is invalid; ids are non-empty "
+                "and contain no '/'"
+            )
+        if task.id in seen:
+            raise RegistryError(
+                f"taskset {taskset.name!r}: task id {task.id!r} appears twice; ids are unique "
+                "within a taskset"
+            )
+        seen.add(task.id)
+        tenant = task.tenant
+        if not tenant or tenant == task.taskset:  # defaulted from its (old) taskset name
+            tenant = default_tenant
+        # A shallow copy: the registry stores deep copies or serialises, never these objects.
+        new = object.__new__(Task)
+        new.__dict__.update(task.__dict__, taskset=taskset.name, tenant=tenant)
+        out.append(new)
+    return out
+
+
+@dataclass
+class SubmitPlan:
+    """What a submit writes: tasks to insert or replace, dependency rows, events."""
+
+    result: SubmitResult
+    created: list[Task] = field(default_factory=list)
+    updated: list[Task] = field(default_factory=list)  # full new rows of existing tasks
+    deps_changed: list[Task] = field(default_factory=list)  # existing tasks with new deps
+    events: list[TaskEvent] = field(default_factory=list)
+    positions: dict[str, int] = field(default_factory=dict)
+
+
+def definition_changes(old: Task, new: Task) -> list[str]:
+    return [f for f in DEFINITION_FIELDS if getattr(old, f) != getattr(new, f)]
+
+
+def plan_submit(
+    taskset: Taskset,
+    existing: dict[str, Task],
+    outside_states: Callable[[Iterable[str]], dict[str, TaskState]],
+    now: float,
+) -> SubmitPlan:
+    """Decide what submitting ``taskset`` does, given its tasks already stored (by key).
+
+    ``outside_states`` answers the states of dependency keys outside this taskset.
+    """
+    tasks = normalize_tasks(taskset)
+    plan = SubmitPlan(result=SubmitResult(taskset=taskset.name))
+    result = plan.result
+    state_of: dict[str, TaskState] = {k: t.state for k, t in existing.items()}
+    new_tasks: list[Task] = []
+    created_details = {s: {"state": s.value} for s in TaskState}  # shared: serialised once
+    for pos, task in enumerate(tasks):
+        key = task_key(taskset.name, task.id)
+        plan.positions[key] = pos
+        if key not in existing:
+            new_tasks.append(task)
+            if task.state in KEPT_SUBMIT_STATES:
+                state_of[key] = task.state
+            else:
+                state_of[key] = TaskState.BLOCKED  # decided below
+    dep_lists = {t.key: dependency_keys(t) for t in tasks}
+    outside = {d for deps in dep_lists.values() for d in deps if d not in state_of}
+    if outside:
+        state_of.update(outside_states(outside))
+
+    def all_done(key: str) -> bool:
+        return all(state_of.get(d) is TaskState.DONE for d in dep_lists[key])
+
+    for task in new_tasks:
+        key = task.key
+        if task.state not in KEPT_SUBMIT_STATES:
+            task.state = TaskState.READY if all_done(key) else TaskState.BLOCKED
+            state_of[key] = task.state
+        task.created_at = task.updated_at = now
+        task.ready_at = now if task.state is TaskState.READY else task.ready_at
+        if task.state is TaskState.DONE and task.finished_at is None:
+            task.finished_at = now
+        plan.created.append(task)
+        result.created.append(key)
+        plan.events.append(
+            TaskEvent(
+                EventType.TASK_CREATED, key, timestamp=now, message=f"created {task.state.value}",
+                details=created_details[task.state],
+            )
+        )
+    created_keys = set(result.created)
+    for task in tasks:
+        key = task.key
+        if key in created_keys:
+            if task.state is TaskState.READY:
+                result.ready.append(key)
+            continue
+        old = existing[key]
+        changed = definition_changes(old, task)
+        new = clone(old, **{f: getattr(task, f) for f in changed}) if changed else old
+        state_event: TaskEvent | None = None
+        deps_changed = "dependencies" in changed
+        if old.state is TaskState.BLOCKED or (old.state is TaskState.READY and deps_changed):
+            target = TaskState.READY if all_done(key) else TaskState.BLOCKED
+            if target is not old.state:
+                if new is old:
+                    new = clone(old)
+                new.state = target
+                if target is TaskState.READY:
+                    new.ready_at = now
+                    state_event = ready_event(key, now, "dependencies done")
+                else:
+                    state_event = TaskEvent(
+                        EventType.TASK_BLOCKED, key, timestamp=now,
+                        message="waits for dependencies", details={"reason": "dependencies"},
+                    )
+        if new is old:
+            result.unchanged.append(key)
+        else:
+            new.updated_at = now
+            plan.updated.append(new)
+            result.updated.append(key)
+            if changed:
+                plan.events.append(
+                    TaskEvent(
+                        EventType.TASK_UPDATED, key, timestamp=now,
+                        message=f"updated {', '.join(changed)}", details={"fields": changed},
+                    )
+                )
+            if state_event is not None:
+                plan.events.append(state_event)
+        if deps_changed:
+            plan.deps_changed.append(new)
+        if new.state is TaskState.READY:
+            result.ready.append(key)
+    return plan

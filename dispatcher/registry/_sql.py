@@ -1,0 +1,199 @@
+"""Schema and row codecs of the SQLite registry.
+
+A task row has a column per field that is filtered, sorted or indexed; every other field lives
+in the ``data`` JSON object, which leaves out values equal to their default to stay small.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from ..models import EventType, Resources, Task, TaskEvent, Taskset, TaskState
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tasksets (
+    name TEXT PRIMARY KEY,
+    repo TEXT,
+    tenant TEXT,
+    description TEXT NOT NULL DEFAULT '',
+    source TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    key TEXT PRIMARY KEY,
+    taskset TEXT NOT NULL,
+    id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    required_skill TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    ready_at REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    seq INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_seq ON tasks (seq);
+CREATE INDEX IF NOT EXISTS tasks_taskset ON tasks (taskset, position);
+CREATE INDEX IF NOT EXISTS tasks_state_priority
+    ON tasks (state, priority DESC, ready_at IS NULL, ready_at, key);
+CREATE TABLE IF NOT EXISTS deps (
+    dependent_key TEXT NOT NULL,
+    dep_key TEXT NOT NULL,
+    PRIMARY KEY (dependent_key, dep_key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deps_dep ON deps (dep_key);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    task_key TEXT,
+    timestamp REAL NOT NULL,
+    type TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    runner_id TEXT,
+    slot_id TEXT,
+    pool TEXT,
+    duration REAL,
+    details TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS events_task ON events (task_key, seq);
+CREATE INDEX IF NOT EXISTS events_time ON events (timestamp);
+"""
+
+TASK_COLUMNS = (
+    "key, taskset, id, state, required_skill, tenant, priority, ready_at, created_at, "
+    "updated_at, seq, position, data"
+)
+INSERT_TASK = f"INSERT OR REPLACE INTO tasks ({TASK_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+UPDATE_TASK = (
+    "UPDATE tasks SET state=?, required_skill=?, tenant=?, priority=?, ready_at=?, "
+    "updated_at=?, seq=?, data=? WHERE key=?"
+)
+EVENT_COLUMNS = (
+    "seq, task_key, timestamp, type, message, runner_id, slot_id, pool, duration, details"
+)
+INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
+
+# Ordering expressions; "priority" matches the tasks_state_priority index.
+ORDER_SQL = {
+    "key": "key",
+    "priority": "priority DESC, ready_at IS NULL, ready_at, key",
+    "updated": "seq DESC",
+}
+
+_DEFAULT_RESOURCES = Resources().to_dict()
+# Fields kept in the JSON blob, with the value left out when equal to it.
+_JSON_DEFAULTS: dict[str, Any] = {
+    "title": "",
+    "description": "",
+    "dependencies": [],
+    "command": None,
+    "timeout": None,
+    "max_attempts": None,
+    "metadata": {},
+    "repo": None,
+    "optional": False,
+    "estimated_duration": None,
+    "started_at": None,
+    "finished_at": None,
+    "attempts": 0,
+    "next_attempt_at": None,
+    "last_error": None,
+    "runner_id": None,
+    "assigned_slot": None,
+    "reserved_branch": None,
+    "artifacts": [],
+}
+_dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def encode_data(task: Task) -> str:
+    """The JSON blob of a task: its non-column fields that differ from their defaults."""
+    data: dict[str, Any] = {}
+    for name, default in _JSON_DEFAULTS.items():
+        value = getattr(task, name)
+        if value != default:
+            data[name] = value
+    resources = task.resources
+    if resources.cpu != 1.0 or resources.memory_mb != 512:
+        data["resources"] = resources.to_dict()
+    return _dumps(data)
+
+
+def task_row(task: Task, seq: int, position: int) -> tuple[Any, ...]:
+    """The full row of a task for INSERT_TASK."""
+    return (
+        task.key, task.taskset, task.id, task.state.value, task.required_skill, task.tenant,
+        task.priority, task.ready_at, task.created_at, task.updated_at, seq, position,
+        encode_data(task),
+    )
+
+
+def task_update_row(task: Task, seq: int) -> tuple[Any, ...]:
+    """Parameters of UPDATE_TASK for a changed task."""
+    return (
+        task.state.value, task.required_skill, task.tenant, task.priority, task.ready_at,
+        task.updated_at, seq, encode_data(task), task.key,
+    )
+
+
+def row_to_task(row: sqlite3.Row | tuple[Any, ...]) -> Task:
+    """Decode a row selected with TASK_COLUMNS."""
+    (_key, taskset, tid, state, skill, tenant, priority, ready_at, created_at, updated_at,
+     _seq, _position, data) = row
+    fields: dict[str, Any] = json.loads(data)
+    res = fields.get("resources")
+    if res is not None:
+        fields["resources"] = Resources.from_dict(res)
+    return Task(
+        id=tid, taskset=taskset, state=TaskState(state), required_skill=skill, tenant=tenant,
+        priority=priority, ready_at=ready_at, created_at=created_at, updated_at=updated_at,
+        **fields,
+    )
+
+
+def event_rows(events: Sequence[TaskEvent], first_seq: int) -> list[tuple[Any, ...]]:
+    """Rows of INSERT_EVENT, numbered from ``first_seq``; a details dict shared by several
+    events is serialised once."""
+    cache: dict[int, str] = {}
+    rows = []
+    for i, event in enumerate(events):
+        details = event.details
+        if not details:
+            text = "{}"
+        else:
+            text = cache.get(id(details)) or cache.setdefault(id(details), _dumps(details))
+        rows.append((
+            first_seq + i, event.task_key, event.timestamp, event.event_type.value,
+            event.message, event.runner_id, event.slot_id, event.pool, event.duration, text,
+        ))
+    return rows
+
+
+def row_to_event(row: tuple[Any, ...]) -> TaskEvent:
+    seq, key, ts, etype, message, runner, slot, pool, duration, details = row
+    return TaskEvent(
+        event_type=EventType(etype), task_key=key, timestamp=ts, message=message,
+        runner_id=runner, slot_id=slot, pool=pool, duration=duration,
+        details=json.loads(details) if details != "{}" else {}, seq=seq,
+    )
+
+
+def row_to_taskset(row: tuple[Any, ...]) -> Taskset:
+    name, repo, tenant, description, source, created_at = row
+    return Taskset(
+        name=name, repo=repo, tenant=tenant, description=description, source=source,
+        created_at=created_at,
+    )
+
+
+def placeholders(n: int) -> str:
+    return ",".join("?" * n)

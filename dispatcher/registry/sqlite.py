@@ -1,0 +1,486 @@
+"""The embedded Task Registry: one SQLite file in WAL mode.
+
+Safe for several threads (a connection per thread; writes in one process queue on a lock) and
+for several processes (WAL, ``busy_timeout``, every write in ``BEGIN IMMEDIATE``). Each write
+takes numbers from one change sequence: a task row stores the number of its latest change
+(indexed, so :meth:`SQLiteRegistry.changes_since` costs O(changes)) and each event its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import RegistryError, TaskNotFoundError
+from ..models import Task, TaskEvent, Taskset, TaskState, now
+from . import _sql
+from ._common import (
+    apply_transition,
+    apply_updates,
+    as_states,
+    bind_event,
+    check_order_by,
+    check_transition,
+    check_updates,
+    dependency_keys,
+    event_type_values,
+    plan_submit,
+    priority_event,
+    ready_event,
+    with_seq,
+)
+from .base import ChangeBatch, SubmitResult
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 500  # keys per IN (...) query
+
+
+class SQLiteRegistry:
+    """Task Registry stored in one SQLite file (created with its schema when missing)."""
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._closed = False
+        self._init_schema()
+
+    # --- connections and transactions ------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.warning("registry %s: journal_mode is %s, not wal", self.path, mode)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA temp_store = MEMORY")
+        except sqlite3.Error as exc:
+            raise RegistryError(
+                f"cannot open the registry {str(self.path)!r}: {exc}; check the path and its "
+                "permissions (--registry / NECROCODE_REGISTRY)"
+            ) from exc
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise RegistryError(f"the registry {str(self.path)!r} is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE): everything in it commits or nothing."""
+        with self._write_lock:
+            conn = self._conn()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise RegistryError(f"registry {str(self.path)!r} is busy: {exc}") from exc
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query in it sees the same snapshot."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def _init_schema(self) -> None:
+        with self._write() as conn:
+            for statement in _sql.SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            row = conn.execute("SELECT version FROM schema_version").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO schema_version VALUES (?)", (_sql.SCHEMA_VERSION,))
+                conn.execute("INSERT OR IGNORE INTO counters VALUES ('seq', 0)")
+            elif row[0] > _sql.SCHEMA_VERSION:
+                raise RegistryError(
+                    f"the registry {str(self.path)!r} has schema version {row[0]}, newer than "
+                    f"this Dispatcher's {_sql.SCHEMA_VERSION}; upgrade necrocode-dispatcher"
+                )
+
+    def close(self) -> None:
+        """Close every connection of every thread."""
+        self._closed = True
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:  # pragma: no cover - closing is best effort
+                log.debug("closing a registry connection failed", exc_info=True)
+
+    def __enter__(self) -> SQLiteRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteRegistry({str(self.path)!r})"
+
+    # --- internal helpers ------------------------------------------------------------------
+    @staticmethod
+    def _next_seq(conn: sqlite3.Connection, n: int) -> int:
+        """Take ``n`` numbers of the change sequence; returns the first."""
+        last = conn.execute(
+            "UPDATE counters SET value = value + ? WHERE name = 'seq' RETURNING value", (n,)
+        ).fetchone()[0]
+        return int(last) - n + 1
+
+    @staticmethod
+    def _load(conn: sqlite3.Connection, key: str) -> Task:
+        row = conn.execute(
+            f"SELECT {_sql.TASK_COLUMNS} FROM tasks WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            raise TaskNotFoundError(key)
+        return _sql.row_to_task(row)
+
+    @staticmethod
+    def _load_many(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, Task]:
+        out: dict[str, Task] = {}
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i : i + _CHUNK]
+            rows = conn.execute(
+                f"SELECT {_sql.TASK_COLUMNS} FROM tasks WHERE key IN "
+                f"({_sql.placeholders(len(chunk))})",
+                chunk,
+            )
+            for row in rows:
+                out[row[0]] = _sql.row_to_task(row)
+        return out
+
+    def _save(self, conn: sqlite3.Connection, tasks: Sequence[Task]) -> None:
+        """Write changed tasks (existing rows), each with a new change number."""
+        if not tasks:
+            return
+        first = self._next_seq(conn, len(tasks))
+        conn.executemany(
+            _sql.UPDATE_TASK, [_sql.task_update_row(t, first + i) for i, t in enumerate(tasks)]
+        )
+
+    def _insert_events(self, conn: sqlite3.Connection, events: Sequence[TaskEvent]) -> int:
+        """Store events; returns the seq of the first."""
+        if not events:
+            return 0
+        first = self._next_seq(conn, len(events))
+        conn.executemany(_sql.INSERT_EVENT, _sql.event_rows(events, first))
+        return first
+
+    @staticmethod
+    def _set_deps(conn: sqlite3.Connection, tasks: Iterable[Task], *, fresh: bool) -> None:
+        tasks = list(tasks)
+        if not fresh:
+            conn.executemany("DELETE FROM deps WHERE dependent_key = ?", [(t.key,) for t in tasks])
+        rows = [(t.key, d) for t in tasks for d in dependency_keys(t)]
+        if rows:
+            conn.executemany("INSERT OR IGNORE INTO deps VALUES (?, ?)", rows)
+
+    @staticmethod
+    def _unblockable(conn: sqlite3.Connection, done_key: str) -> list[Task]:
+        """BLOCKED dependents of ``done_key`` whose dependencies are now all DONE."""
+        rows = conn.execute(
+            f"""SELECT {', '.join('t.' + c.strip() for c in _sql.TASK_COLUMNS.split(','))}
+            FROM deps d JOIN tasks t ON t.key = d.dependent_key
+            WHERE d.dep_key = ? AND t.state = 'blocked' AND NOT EXISTS (
+                SELECT 1 FROM deps d2 LEFT JOIN tasks t2 ON t2.key = d2.dep_key
+                WHERE d2.dependent_key = t.key AND (t2.state IS NULL OR t2.state != 'done'))
+            ORDER BY t.key""",
+            (done_key,),
+        )
+        return [_sql.row_to_task(r) for r in rows]
+
+    # --- tasksets --------------------------------------------------------------------------
+    def submit_taskset(self, taskset: Taskset) -> SubmitResult:
+        """Create or update a taskset and its tasks, atomically (see TaskRegistry)."""
+        stamp = now()
+        with self._write() as conn:
+            existing = {
+                row[0]: _sql.row_to_task(row)
+                for row in conn.execute(
+                    f"SELECT {_sql.TASK_COLUMNS} FROM tasks WHERE taskset = ?", (taskset.name,)
+                )
+            }
+
+            def outside(keys: Iterable[str]) -> dict[str, TaskState]:
+                found = self._load_many(conn, list(keys))
+                return {k: t.state for k, t in found.items()}
+
+            plan = plan_submit(taskset, existing, outside, stamp)
+            conn.execute(
+                """INSERT INTO tasksets (name, repo, tenant, description, source, created_at,
+                updated_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET
+                repo=excluded.repo, tenant=excluded.tenant, description=excluded.description,
+                source=excluded.source, updated_at=excluded.updated_at""",
+                (taskset.name, taskset.repo, taskset.tenant, taskset.description,
+                 taskset.source, taskset.created_at, stamp),
+            )
+            written = plan.created + plan.updated
+            if written:
+                first = self._next_seq(conn, len(written))
+                pos = plan.positions
+                conn.executemany(
+                    _sql.INSERT_TASK,
+                    [_sql.task_row(t, first + i, pos[t.key]) for i, t in enumerate(written)],
+                )
+            self._set_deps(conn, plan.created, fresh=True)
+            self._set_deps(conn, plan.deps_changed, fresh=False)
+            self._insert_events(conn, plan.events)
+        log.info(
+            "submitted taskset %s: %d created, %d updated, %d unchanged",
+            taskset.name, len(plan.result.created), len(plan.result.updated),
+            len(plan.result.unchanged),
+        )
+        return plan.result
+
+    def list_tasksets(self) -> list[Taskset]:
+        """Every taskset (``tasks`` left empty; use list_tasks)."""
+        rows = self._conn().execute(
+            "SELECT name, repo, tenant, description, source, created_at FROM tasksets "
+            "ORDER BY name"
+        )
+        return [_sql.row_to_taskset(r) for r in rows]
+
+    def get_taskset(self, name: str) -> Taskset | None:
+        """One taskset with its tasks (in submit order), or None."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT name, repo, tenant, description, source, created_at FROM tasksets "
+                "WHERE name = ?",
+                (name,),
+            ).fetchone()
+            if row is None:
+                return None
+            taskset = _sql.row_to_taskset(row)
+            taskset.tasks = [
+                _sql.row_to_task(r)
+                for r in conn.execute(
+                    f"SELECT {_sql.TASK_COLUMNS} FROM tasks WHERE taskset = ? "
+                    "ORDER BY position, key",
+                    (name,),
+                )
+            ]
+        return taskset
+
+    # --- tasks -----------------------------------------------------------------------------
+    def get_task(self, key: str) -> Task:
+        """The task with key ``taskset/id``; raises TaskNotFoundError."""
+        return self._load(self._conn(), key)
+
+    def get_tasks(self, keys: Iterable[str]) -> dict[str, Task]:
+        """Several tasks by key; missing keys are left out."""
+        wanted = list(dict.fromkeys(keys))
+        with self._read() as conn:
+            found = self._load_many(conn, wanted)
+        return {k: found[k] for k in wanted if k in found}
+
+    def list_tasks(
+        self,
+        *,
+        state: TaskState | Sequence[TaskState] | None = None,
+        skill: str | None = None,
+        taskset: str | None = None,
+        tenant: str | None = None,
+        order_by: str = "key",
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Task]:
+        """Tasks matching every given filter, sorted, one page."""
+        check_order_by(order_by)
+        where: list[str] = []
+        params: list[Any] = []
+        states = as_states(state)
+        if states:
+            where.append(f"state IN ({_sql.placeholders(len(states))})")
+            params += [s.value for s in states]
+        for column, value in (("required_skill", skill), ("taskset", taskset),
+                              ("tenant", tenant)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = f"SELECT {_sql.TASK_COLUMNS} FROM tasks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {_sql.ORDER_SQL[order_by]} LIMIT ? OFFSET ?"
+        params += [-1 if limit is None else limit, offset]
+        return [_sql.row_to_task(r) for r in self._conn().execute(sql, params)]
+
+    def count_tasks(self, *, taskset: str | None = None) -> dict[TaskState, int]:
+        """Number of tasks per state (every state present, zero included)."""
+        counts = dict.fromkeys(TaskState, 0)
+        if taskset is None:
+            rows = self._conn().execute("SELECT state, COUNT(*) FROM tasks GROUP BY state")
+        else:
+            rows = self._conn().execute(
+                "SELECT state, COUNT(*) FROM tasks WHERE taskset = ? GROUP BY state", (taskset,)
+            )
+        for state, n in rows:
+            counts[TaskState(state)] = n
+        return counts
+
+    def transition(
+        self,
+        key: str,
+        to_state: TaskState,
+        *,
+        expected: TaskState | Sequence[TaskState] | None = None,
+        event: TaskEvent | None = None,
+        **updates: Any,
+    ) -> Task:
+        """Compare-and-set state change plus updates plus event, in one transaction."""
+        target = TaskState(to_state)
+        checked = check_updates(key, updates)
+        with self._write() as conn:
+            task = self._load(conn, key)
+            check_transition(key, task.state, target, expected)
+            stamp = now()
+            new = apply_transition(task, target, checked, stamp)
+            self._save(conn, [new])
+            if "dependencies" in checked:
+                self._set_deps(conn, [new], fresh=False)
+            events = [bind_event(event, key)] if event is not None else []
+            if target is TaskState.DONE:
+                unblocked = [
+                    apply_transition(t, TaskState.READY, {}, stamp)
+                    for t in self._unblockable(conn, key)
+                ]
+                self._save(conn, unblocked)
+                events += [ready_event(t.key, stamp, f"dependency {key} done") for t in unblocked]
+            self._insert_events(conn, events)
+        return new
+
+    def update_task(self, key: str, *, event: TaskEvent | None = None, **updates: Any) -> Task:
+        """Change fields of UPDATABLE_FIELDS (not the state) plus an event, atomically."""
+        checked = check_updates(key, updates)
+        with self._write() as conn:
+            new = apply_updates(self._load(conn, key), checked, now())
+            self._save(conn, [new])
+            if "dependencies" in checked:
+                self._set_deps(conn, [new], fresh=False)
+            if event is not None:
+                self._insert_events(conn, [bind_event(event, key)])
+        return new
+
+    def set_priority(self, key: str, priority: int) -> Task:
+        """Persist a new priority and write a PriorityChanged event (old and new in details)."""
+        priority = int(priority)
+        with self._write() as conn:
+            task = self._load(conn, key)
+            stamp = now()
+            new = apply_updates(task, {"priority": priority}, stamp)
+            self._save(conn, [new])
+            self._insert_events(conn, [priority_event(key, task.priority, priority, stamp)])
+        return new
+
+    # --- change feed -----------------------------------------------------------------------
+    def current_seq(self) -> int:
+        """The latest change sequence number."""
+        row = self._conn().execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()
+        return int(row[0])
+
+    def changes_since(self, seq: int, limit: int | None = None) -> ChangeBatch:
+        """Tasks whose latest change is after ``seq``, in sequence order (index on seq)."""
+        if limit is not None and limit <= 0:
+            return ChangeBatch([], seq)
+        with self._read() as conn:
+            current = int(
+                conn.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()[0]
+            )
+            rows = conn.execute(
+                f"SELECT {_sql.TASK_COLUMNS} FROM tasks WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, -1 if limit is None else limit),
+            ).fetchall()
+        tasks = [_sql.row_to_task(r) for r in rows]
+        if limit is not None and len(rows) >= limit and rows:
+            return ChangeBatch(tasks, int(rows[-1][10]))
+        return ChangeBatch(tasks, max(current, seq))
+
+    # --- events ----------------------------------------------------------------------------
+    def record_event(self, event: TaskEvent) -> TaskEvent:
+        """Store an event; returns it with its ``seq`` set."""
+        with self._write() as conn:
+            first = self._insert_events(conn, [event])
+        return with_seq(event, first)
+
+    def record_events(self, events: Iterable[TaskEvent]) -> None:
+        """Store several events in one transaction."""
+        events = list(events)
+        if events:
+            with self._write() as conn:
+                self._insert_events(conn, events)
+
+    def get_events(
+        self,
+        *,
+        task_key: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        event_types: Sequence[Any] | None = None,
+        limit: int | None = None,
+        after_seq: int | None = None,
+        newest_first: bool = False,
+    ) -> list[TaskEvent]:
+        """Events filtered by task, time range [since, until), type; oldest first by default."""
+        where: list[str] = []
+        params: list[Any] = []
+        for clause, value in (("task_key = ?", task_key), ("timestamp >= ?", since),
+                              ("timestamp < ?", until), ("seq > ?", after_seq)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        types = event_type_values(event_types)
+        if types:
+            where.append(f"type IN ({_sql.placeholders(len(types))})")
+            params += types
+        sql = f"SELECT {_sql.EVENT_COLUMNS} FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
+        params.append(-1 if limit is None else limit)
+        return [_sql.row_to_event(r) for r in self._conn().execute(sql, params)]
+
+    # --- maintenance -----------------------------------------------------------------------
+    def integrity_check(self) -> str:
+        """SQLite's integrity check: "ok" when the file is sound."""
+        return str(self._conn().execute("PRAGMA integrity_check").fetchone()[0])
+
+    def size_on_disk(self) -> int:
+        """Bytes used by the database file and its WAL."""
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            p = Path(f"{self.path}{suffix}")
+            if p.exists():
+                total += p.stat().st_size
+        return total
+
+
+__all__ = ["SQLiteRegistry"]
