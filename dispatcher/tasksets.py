@@ -1,0 +1,469 @@
+"""YAML tasksets in: parse, validate everything, then submit (R1.5).
+
+The format::
+
+    taskset: chat-app            # required: the taskset (spec) name
+    repo: ./path/or/url          # optional: repository the tasks work in
+    tenant: team-a               # optional: default tenant of its tasks
+    description: ...             # optional
+    tasks:
+      - id: "1.1"                # required, unique in the taskset
+        title: Create the schema # required
+        description: ...
+        skill: database          # -> Task.required_skill
+        priority: 5              # integer, higher first
+        depends_on: ["1.0"]      # -> Task.dependencies (ids in this taskset)
+        resources: {cpu: 1, memory_mb: 512}
+        command: ["python", "agent.py", "--task", "1.1"]   # argv, never run through a shell
+        timeout: 600             # seconds
+        max_attempts: 3
+        tenant: team-b
+        estimate: 10m            # -> Task.estimated_duration (seconds, or "90s", "10m", "2h")
+        optional: false
+        repo: ./other            # overrides the taskset's repo
+        metadata: {any: thing}
+
+Ids and dependencies are kept as written (``1.10`` stays ``"1.10"`` even unquoted). A relative
+``repo`` path is resolved against the taskset file's folder (URLs are left alone).
+
+Nothing is written unless the whole taskset is valid: every problem (file:line, task id, field)
+is collected and raised as one :class:`~.errors.TasksetError`. Dependencies are checked against
+the taskset plus the tasks of the same taskset already in the registry, so a re-submit may add
+tasks that depend on earlier ones. Resources above every quota of the pools a task can go to
+are a warning, not an error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import DispatcherConfig
+from .config_loader import YamlDocument, dotted, locator, parse_yaml, type_name, yaml_error_problem
+from .errors import Problem, TasksetError
+from .graph import build_graph, cycle_text, find_cycles, parse_duration
+from .models import Resources, Task, Taskset, TaskState, task_key
+from .registry.base import SubmitResult, TaskRegistry
+
+log = logging.getLogger(__name__)
+
+Path_ = tuple[str | int, ...]
+TOP_KEYS = ("taskset", "repo", "tenant", "description", "tasks")
+TASK_KEYS = ("id", "title", "description", "skill", "priority", "depends_on", "resources",
+             "command", "timeout", "max_attempts", "tenant", "metadata", "estimate", "optional",
+             "repo")
+RESOURCE_KEYS = ("cpu", "memory_mb")
+_NAME_RE = re.compile(r"^[^/\s][^/]*$")
+
+
+class _Collector:
+    """Collects problems with their locations."""
+
+    def __init__(self, source: str, locate: Callable[[Path_], str]) -> None:
+        self.source = source
+        self.locate = locate
+        self.problems: list[Problem] = []
+
+    def add(self, path: Path_, key: str, message: str, hint: str = "") -> None:
+        self.problems.append(Problem(self.locate(path), key, message, hint))
+
+    def unknown(self, path: Path_, key: str, name: str, valid: tuple[str, ...], where: str) -> None:
+        close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
+        self.add(path, key, f"unknown key in {where}", hint)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _is_url(text: str) -> bool:
+    return "://" in text or bool(re.match(r"^[\w.-]+@[\w.-]+:", text))
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+
+def load_taskset_file(
+    path: str | os.PathLike[str],
+    config: DispatcherConfig | None = None,
+    existing: TaskRegistry | None = None,
+) -> tuple[Taskset, list[str]]:
+    """Read, parse and validate a YAML taskset file; returns it with its warnings.
+
+    Raises TasksetError naming every problem (file:line, task id, field).
+    """
+    source = os.fspath(path)
+    p = Path(source)
+    if not p.is_file():
+        what = "not a file" if p.exists() else "taskset file not found"
+        raise TasksetError([Problem(source, "", what, "give the path of a YAML taskset file")])
+    try:
+        text = p.read_text(encoding="utf-8")
+        doc = parse_yaml(text)
+    except yaml.YAMLError as exc:
+        raise TasksetError([yaml_error_problem(exc, source)]) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TasksetError([Problem(source, "", f"cannot read the file: {exc}")]) from exc
+    taskset, problems, locate_task, all_ids = _parse(doc, source, p.resolve().parent)
+    warnings: list[str] = []
+    if taskset.name:  # else _parse said why; dependency checks need the name
+        more, warnings = _validate(taskset, existing, config, locate_task, all_ids,
+                                   check_cycles=not problems)
+        problems += more
+    if problems:
+        raise TasksetError(_sorted(problems), title=f"invalid taskset {source}; nothing written")
+    return taskset, warnings
+
+
+def parse_taskset(data: Any, source: str = "<taskset>", base_dir: Path | None = None) -> Taskset:
+    """Build a Taskset from parsed YAML data, checking its structure and types.
+
+    Dependencies and cycles are checked by :func:`validate_taskset`.
+    """
+    taskset, problems, _, _ = _parse(YamlDocument(data), source, base_dir)
+    if problems:
+        raise TasksetError(problems, title=f"invalid taskset {source}; nothing written")
+    return taskset
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    def line(p: Problem) -> int:
+        tail = p.location.rpartition(":")[2]
+        return int(tail) if tail.isdigit() else 0
+
+    return sorted(problems, key=line)
+
+
+def _parse(
+    doc: YamlDocument, source: str, base_dir: Path | None
+) -> tuple[Taskset, list[Problem], Callable[[str, str], str], set[str]]:
+    locate = locator(source, doc.lines)
+    out = _Collector(source, locate)
+    for dup, _line in doc.duplicates:
+        out.add(dup, dotted(dup), "key given twice", "keep only one of them")
+    data = doc.value
+    empty = Taskset(name="", source=source)
+    if not isinstance(data, dict):
+        out.add((), "", f"expected a mapping with 'taskset:' and 'tasks:', got {type_name(data)}")
+        return empty, out.problems, lambda tid, field: source, set()
+    for key in data:
+        if str(key) not in TOP_KEYS:
+            out.unknown((str(key),), str(key), str(key), TOP_KEYS, "the taskset")
+    name = data.get("taskset")
+    if name is None:
+        out.add((), "taskset", "missing the taskset name", "add 'taskset: my-spec' at the top")
+        name = ""
+    elif not isinstance(name, str) or not _NAME_RE.match(name):
+        out.add(("taskset",), "taskset", f"expected a name without '/', got {type_name(name)}")
+        name = ""
+    header: dict[str, str | None] = {}
+    for key in ("repo", "tenant", "description"):
+        value = data.get(key)
+        if value is not None and not isinstance(value, str):
+            out.add((key,), key, f"expected a string, got {type_name(value)}")
+            value = None
+        header[key] = value
+    repo = _resolve_repo(header["repo"], base_dir)
+    taskset = Taskset(name=name, repo=repo, tenant=header["tenant"],
+                      description=header["description"] or "", source=source)
+
+    raw_tasks = data.get("tasks")
+    where_task: dict[str, Path_] = {}
+    all_ids: set[str] = set()
+    if raw_tasks is None:
+        out.add((), "tasks", "missing the list of tasks", "add 'tasks:' with '- id: ...' items")
+        raw_tasks = []
+    elif not isinstance(raw_tasks, list):
+        out.add(("tasks",), "tasks", f"expected a list of tasks, got {type_name(raw_tasks)}")
+        raw_tasks = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw_tasks):
+        path: Path_ = ("tasks", i)
+        raw_id = item.get("id") if isinstance(item, dict) else None
+        tid = _scalar_text(raw_id, (*path, "id"), doc)
+        if tid is not None and tid in seen:
+            first = locate(("tasks", seen[tid], "id"))
+            out.add((*path, "id"), f"tasks[{tid}].id", f"duplicate id {tid!r} (first at {first})",
+                    "give each task of the taskset its own id")
+            continue
+        if tid is not None:
+            seen[tid] = i
+            where_task[tid] = path
+        task = _parse_task(item, path, doc, out, taskset, base_dir)
+        if task is not None:
+            taskset.tasks.append(task)
+    all_ids.update(seen)
+
+    def locate_task(task_id: str, field: str) -> str:
+        path = where_task.get(task_id)
+        if path is None:
+            return source
+        return locate((*path, field)) if field else locate(path)
+
+    return taskset, out.problems, locate_task, all_ids
+
+
+def _resolve_repo(repo: str | None, base_dir: Path | None) -> str | None:
+    if not repo or base_dir is None or _is_url(repo):
+        return repo
+    p = Path(repo).expanduser()
+    return str(p if p.is_absolute() else (base_dir / p).resolve())
+
+
+def _scalar_text(value: Any, path: Path_, doc: YamlDocument) -> str | None:
+    """Ids as written: ``1.10`` unquoted is the string "1.10", not the float 1.1."""
+    if isinstance(value, str):
+        return value
+    if _is_number(value):
+        return doc.raw.get(path, str(value))
+    return None
+
+
+def _parse_task(item: Any, path: Path_, doc: YamlDocument, out: _Collector, taskset: Taskset,
+                base_dir: Path | None) -> Task | None:
+    if not isinstance(item, dict):
+        out.add(path, f"tasks[#{path[-1] + 1}]",  # type: ignore[operator]
+                f"expected a task (a mapping with id and title), got {type_name(item)}")
+        return None
+    tid = _scalar_text(item.get("id"), (*path, "id"), doc)
+    label = f"tasks[{tid}]" if tid else f"tasks[#{int(path[-1]) + 1}]"
+    before = len(out.problems)
+
+    def bad(key: str, message: str, hint: str = "") -> None:
+        out.add((*path, *key.split(".")), f"{label}.{key}", message, hint)
+
+    for key in item:
+        if str(key) not in TASK_KEYS:
+            out.unknown((*path, str(key)), f"{label}.{key}", str(key), TASK_KEYS,
+                        f"task {tid or '#' + str(int(path[-1]) + 1)}")
+    if "id" not in item:
+        out.add(path, label, "missing id", 'add e.g. id: "1.1"')
+    elif tid is None or not _NAME_RE.match(tid):
+        bad("id", f"expected a task id without '/', got {type_name(item.get('id'))}")
+    title = item.get("title")
+    if title is None:
+        out.add(path, label, "missing title", "add 'title: what the task does'")
+    elif not isinstance(title, str):
+        bad("title", f"expected a string, got {type_name(title)}")
+    for key in ("description", "skill", "tenant", "repo"):
+        if item.get(key) is not None and not isinstance(item[key], str):
+            bad(key, f"expected a string, got {type_name(item[key])}")
+    priority = item.get("priority", 0)
+    if not _is_int(priority):
+        bad("priority", f"expected an integer, got {type_name(priority)}", "higher runs first")
+    deps_raw = item.get("depends_on")
+    deps: list[str] = []
+    dep_items: list[tuple[Any, Path_]] = []
+    if isinstance(deps_raw, list):
+        dep_items = [(d, (*path, "depends_on", j)) for j, d in enumerate(deps_raw)]
+    elif isinstance(deps_raw, str) or _is_number(deps_raw):
+        dep_items = [(deps_raw, (*path, "depends_on"))]  # a single id is fine
+    elif deps_raw is not None:
+        bad("depends_on", f"expected a list of task ids, got {type_name(deps_raw)}")
+    for dep, dep_path in dep_items:
+        text = _scalar_text(dep, dep_path, doc)
+        if text is None:
+            bad("depends_on", f"expected task ids, got {type_name(dep)}")
+        else:
+            deps.append(text)
+    resources = _parse_resources(item.get("resources"), bad)
+    command = item.get("command")
+    if command is not None and not (isinstance(command, list) and command
+                                    and all(isinstance(x, str) for x in command)):
+        hint = ('write it as a list of arguments, e.g. ["python", "agent.py"]; '
+                "commands never run through a shell")
+        bad("command", f"expected a non-empty list of strings (argv), got {type_name(command)}",
+            hint)
+    timeout = item.get("timeout")
+    if timeout is not None and (not _is_number(timeout) or timeout <= 0):
+        bad("timeout", f"expected a positive number of seconds, got {type_name(timeout)}")
+    max_attempts = item.get("max_attempts")
+    if max_attempts is not None and (not _is_int(max_attempts) or max_attempts < 1):
+        bad("max_attempts", f"expected an integer >= 1, got {type_name(max_attempts)}")
+    metadata = item.get("metadata", {})
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        bad("metadata", f"expected a mapping, got {type_name(metadata)}")
+    estimate: float | None = None
+    if item.get("estimate") is not None:
+        estimate = parse_duration(item["estimate"])
+        if estimate is None:
+            bad("estimate", f"expected seconds or a duration like '10m', "
+                f"got {type_name(item['estimate'])}")
+    optional = item.get("optional", False)
+    if not isinstance(optional, bool):
+        bad("optional", f"expected true or false, got {type_name(optional)}")
+    if len(out.problems) > before or tid is None:
+        return None
+    repo = _resolve_repo(item.get("repo"), base_dir) if item.get("repo") else taskset.repo
+    return Task(
+        id=tid,
+        title=title or "",
+        taskset=taskset.name,
+        description=item.get("description") or "",
+        state=TaskState.BLOCKED if deps else TaskState.READY,
+        dependencies=deps,
+        required_skill=item.get("skill") or "",
+        priority=priority,
+        tenant=item.get("tenant") or taskset.tenant or "",
+        resources=resources,
+        command=list(command) if command is not None else None,
+        timeout=float(timeout) if timeout is not None else None,
+        max_attempts=max_attempts,
+        metadata=dict(metadata),
+        repo=repo,
+        optional=optional,
+        estimated_duration=estimate,
+    )
+
+
+def _parse_resources(raw: Any, bad: Callable[..., None]) -> Resources:
+    if raw is None:
+        return Resources()
+    if not isinstance(raw, dict):
+        bad("resources", f"expected a mapping like {{cpu: 1, memory_mb: 512}}, "
+            f"got {type_name(raw)}")
+        return Resources()
+    for key in raw:
+        if str(key) not in RESOURCE_KEYS:
+            close = difflib.get_close_matches(str(key), list(RESOURCE_KEYS), n=1, cutoff=0.5)
+            bad(f"resources.{key}", "unknown resource",
+                f"did you mean {close[0]!r}?" if close else "valid: cpu, memory_mb")
+    cpu, mem = raw.get("cpu", 1.0), raw.get("memory_mb", 512)
+    if not _is_number(cpu) or cpu <= 0:
+        bad("resources.cpu", f"expected a positive number of cores, got {type_name(cpu)}")
+        cpu = 1.0
+    if not _is_int(mem) or mem <= 0:
+        bad("resources.memory_mb", f"expected a positive integer (MB), got {type_name(mem)}")
+        mem = 512
+    return Resources(cpu=float(cpu), memory_mb=int(mem))
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def validate_taskset(
+    taskset: Taskset,
+    existing: TaskRegistry | None = None,
+    config: DispatcherConfig | None = None,
+) -> list[str]:
+    """Check names, duplicate ids, dependencies and cycles; returns warnings.
+
+    Dependencies may name tasks of the same taskset already in ``existing``. Raises
+    TasksetError with every problem.
+    """
+    source = taskset.source or f"taskset {taskset.name}"
+    problems, warnings = _validate(taskset, existing, config, lambda tid, field: source)
+    if problems:
+        raise TasksetError(problems, title=f"invalid taskset {source}; nothing written")
+    return warnings
+
+
+def _validate(
+    taskset: Taskset,
+    existing: TaskRegistry | None,
+    config: DispatcherConfig | None,
+    locate: Callable[[str, str], str],
+    also_known: set[str] | None = None,
+    *,
+    check_cycles: bool = True,
+) -> tuple[list[Problem], list[str]]:
+    problems: list[Problem] = []
+    warnings: list[str] = []
+
+    def add(tid: str, field: str, message: str, hint: str = "") -> None:
+        key = f"tasks[{tid}]" + (f".{field}" if field else "")
+        problems.append(Problem(locate(tid, field), key, message, hint))
+
+    if not taskset.name or not _NAME_RE.match(taskset.name):
+        problems.append(Problem(locate("", ""), "taskset",
+                                f"invalid taskset name {taskset.name!r}", "a name without '/'"))
+    ids: set[str] = set()
+    for task in taskset.tasks:
+        if task.id in ids:
+            add(task.id, "id", f"duplicate id {task.id!r}", "give each task its own id")
+        ids.add(task.id)
+        if not task.id or not _NAME_RE.match(task.id):
+            add(task.id, "id", f"invalid task id {task.id!r}", "an id without '/'")
+    known = ids | (also_known or set())
+    union: dict[str, Task] = {}
+    if existing is not None and taskset.name:
+        for old in existing.list_tasks(taskset=taskset.name):
+            known.add(old.id)
+            union[old.id] = old
+    for task in taskset.tasks:
+        union[task.id] = task.copy(taskset=taskset.name)
+        for dep in task.dependencies:
+            if dep == task.id:
+                add(task.id, "depends_on", "depends on itself",
+                    "remove it from its own depends_on")
+            elif dep not in known:
+                close = difflib.get_close_matches(dep, sorted(known), n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}?" if close else "define that task or remove it"
+                add(task.id, "depends_on", f"unknown dependency {dep!r}", hint)
+    if check_cycles and not problems:
+        graph = build_graph(union.values())
+        for cycle in find_cycles(graph):
+            ids_in = [k.rpartition("/")[2] for k in cycle]
+            if len(ids_in) == 1:
+                continue  # reported above as "depends on itself"
+            first = next((i for i in ids_in if i in {t.id for t in taskset.tasks}), ids_in[0])
+            add(first, "depends_on", f"dependency cycle: {cycle_text(ids_in)}",
+                "remove one dependency of the cycle")
+    if config is not None:
+        warnings += _quota_warnings(taskset, config)
+    return problems, warnings
+
+
+def _quota_warnings(taskset: Taskset, config: DispatcherConfig) -> list[str]:
+    warnings: list[str] = []
+    pools = {p.name: p for p in config.agent_pools}
+    for task in taskset.tasks:
+        names = (config.skill_mapping.get(task.required_skill)
+                 or config.skill_mapping.get("default")
+                 or ([] if config.skill_mapping else list(pools)))
+        candidates = [pools[n] for n in names if n in pools]
+        key = task_key(taskset.name, task.id)
+        if not candidates:
+            warnings.append(f"{key}: no pool takes skill {task.required_skill or '(none)'!r} "
+                            "and there is no 'default' in skill_mapping; it will wait")
+            continue
+        cpu, mem = task.resources.cpu, task.resources.memory_mb
+        fits = [p for p in candidates
+                if (p.cpu_quota is None or cpu <= p.cpu_quota)
+                and (p.memory_quota is None or mem <= p.memory_quota)]
+        if not fits:
+            quotas = ", ".join(f"{p.name} (cpu {p.cpu_quota}, memory {p.memory_quota} MB)"
+                               for p in candidates)
+            warnings.append(f"{key}: resources cpu {cpu:g}, memory {mem} MB exceed the quota "
+                            f"of every pool it can go to: {quotas}; it will wait")
+    return warnings
+
+
+# --- submit -------------------------------------------------------------------------------
+
+
+def submit_taskset_file(
+    registry: TaskRegistry, path: str | os.PathLike[str], config: DispatcherConfig | None = None
+) -> SubmitResult:
+    """Validate a YAML taskset file against the registry, then create or update it.
+
+    Raises TasksetError (nothing written) when anything is wrong; warnings are logged.
+    """
+    taskset, warnings = load_taskset_file(path, config, existing=registry)
+    for warning in warnings:
+        log.warning("%s", warning)
+    return registry.submit_taskset(taskset)

@@ -1,0 +1,283 @@
+"""YAML tasksets: the R1.5 format, every problem named, nothing written on error, re-submit."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from necrocode.dispatcher.config_loader import default_config
+from necrocode.dispatcher.errors import TasksetError
+from necrocode.dispatcher.models import AgentPool, Resources, Taskset, TaskState
+from necrocode.dispatcher.registry.memory import MemoryRegistry
+from necrocode.dispatcher.tasksets import (
+    load_taskset_file,
+    parse_taskset,
+    submit_taskset_file,
+    validate_taskset,
+)
+
+R15_EXAMPLE = """\
+taskset: chat-app            # required: the taskset (spec) name
+repo: ./path/or/url          # optional: repository the tasks work in
+tenant: team-a               # optional: default tenant of its tasks
+tasks:
+  - id: "1.0"
+    title: Plan
+  - id: "1.1"                # required, unique in the taskset
+    title: Create the schema # required
+    description: ...
+    skill: database          # the task's required_skill
+    priority: 5
+    depends_on: ["1.0"]
+    resources: {cpu: 1, memory_mb: 512}
+    command: ["python", "agent.py", "--task", "1.1"]   # argv, never run through a shell
+    timeout: 600
+    max_attempts: 3
+    tenant: team-b
+    metadata: {any: thing}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "tasks.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems_of(path: Path, **kw: object) -> list[str]:
+    with pytest.raises(TasksetError) as info:
+        load_taskset_file(path, **kw)  # type: ignore[arg-type]
+    return [str(p) for p in info.value.problems]
+
+
+def test_r15_example_maps_every_field(tmp_path: Path) -> None:
+    taskset, warnings = load_taskset_file(write(tmp_path, R15_EXAMPLE))
+    assert warnings == []
+    assert (taskset.name, taskset.tenant) == ("chat-app", "team-a")
+    assert taskset.repo == str(tmp_path / "path" / "or" / "url")  # relative to the file
+    plan, schema = taskset.tasks
+    assert plan.tenant == "team-a" and plan.state is TaskState.READY
+    assert plan.repo == taskset.repo
+    assert schema.id == "1.1" and schema.taskset == "chat-app"
+    assert schema.title == "Create the schema"
+    assert schema.description == "..."
+    assert schema.required_skill == "database"
+    assert schema.priority == 5
+    assert schema.dependencies == ["1.0"]
+    assert schema.state is TaskState.BLOCKED
+    assert schema.resources == Resources(cpu=1.0, memory_mb=512)
+    assert schema.command == ["python", "agent.py", "--task", "1.1"]
+    assert schema.timeout == 600
+    assert schema.max_attempts == 3
+    assert schema.tenant == "team-b"
+    assert schema.metadata == {"any": "thing"}
+
+
+def test_ids_are_kept_as_written(tmp_path: Path) -> None:
+    taskset, _ = load_taskset_file(write(tmp_path, """\
+        taskset: s
+        tasks:
+          - {id: 1.10, title: a}
+          - {id: 1.1, title: b, depends_on: [1.10], estimate: 10m, optional: true}
+          - {id: 2, title: c, depends_on: 1.1}
+        """))
+    assert [t.id for t in taskset.tasks] == ["1.10", "1.1", "2"]
+    assert taskset.tasks[1].dependencies == ["1.10"]
+    assert taskset.tasks[1].estimated_duration == 600
+    assert taskset.tasks[1].optional is True
+    assert taskset.tasks[2].dependencies == ["1.1"]
+
+
+def test_url_repo_is_left_alone(tmp_path: Path) -> None:
+    taskset, _ = load_taskset_file(write(tmp_path, "taskset: s\nrepo: https://x/y.git\n"
+                                     "tasks:\n  - {id: a, title: a}\n"))
+    assert taskset.repo == "https://x/y.git"
+
+
+CASES = [
+    # missing taskset name
+    ("tasks:\n  - {id: a, title: a}\n", 1, "taskset", "missing the taskset name"),
+    # missing tasks list / wrong shape
+    ("taskset: s\n", 1, "tasks", "missing the list of tasks"),
+    ("taskset: s\ntasks: {a: 1}\n", 2, "tasks", "expected a list of tasks"),
+    ("taskset: s\ntasks:\n  - just text\n", 3, "tasks[#1]", "expected a task"),
+    # missing id / title
+    ("taskset: s\ntasks:\n  - title: a\n", 3, "tasks[#1]", "missing id"),
+    ("taskset: s\ntasks:\n  - id: a\n", 3, "tasks[a]", "missing title"),
+    # duplicate ids: the second is named, with where the first is
+    ("taskset: s\ntasks:\n  - {id: a, title: a}\n  - {id: a, title: b}\n", 4, "tasks[a].id",
+     "duplicate id 'a' (first at"),
+    # unknown dependency, with a did-you-mean
+    ("taskset: s\ntasks:\n  - {id: build, title: a}\n  - id: b\n    title: b\n"
+     "    depends_on: [biuld]\n", 6, "tasks[b].depends_on",
+     "unknown dependency 'biuld' (did you mean 'build'?)"),
+    # self-dependency and cycles, with the path
+    ("taskset: s\ntasks:\n  - id: a\n    title: a\n    depends_on: [a]\n", 5,
+     "tasks[a].depends_on", "depends on itself"),
+    ("taskset: s\ntasks:\n  - id: a\n    title: a\n    depends_on: [b]\n"
+     "  - id: b\n    title: b\n    depends_on: [a]\n", 5, "tasks[a].depends_on",
+     "dependency cycle: a -> b -> a"),
+    # wrong types
+    ("taskset: s\ntasks:\n  - id: a\n    title: a\n    command: python agent.py\n", 5,
+     "tasks[a].command", "never run through a shell"),
+    ("taskset: s\ntasks:\n  - id: a\n    title: a\n    command: [python, 1]\n", 5,
+     "tasks[a].command", "expected a non-empty list of strings"),
+    ("taskset: s\ntasks:\n  - id: a\n    title: a\n    priority: high\n", 5,
+     "tasks[a].priority", "expected an integer, got the string 'high'"),
+    ("taskset: s\ntasks:\n  - id: a\n    title: [x]\n", 4, "tasks[a].title",
+     "expected a string, got a list"),
+    ("taskset: s\ntasks:\n  - id: a\n    title: a\n    depends_on: {x: 1}\n", 5,
+     "tasks[a].depends_on", "expected a list of task ids"),
+    ("taskset: s\ntasks:\n  - id: a\n    title: a\n    timeout: -1\n", 5, "tasks[a].timeout",
+     "expected a positive number of seconds"),
+    ("taskset: s\ntasks:\n  - id: a\n    title: a\n    max_attempts: 0\n", 5,
+     "tasks[a].max_attempts", "expected an integer >= 1"),
+    ("taskset: s\ntasks:\n  - id: a\n    title: a\n    metadata: [1]\n", 5,
+     "tasks[a].metadata", "expected a mapping"),
+    ("taskset: s\ntasks:\n  - id: a\n    title: a\n    estimate: soon\n", 5,
+     "tasks[a].estimate", "duration like '10m'"),
+    ("taskset: s\ntasks:\n  - id: a\n    title: a\n    optional: maybe\n", 5,
+     "tasks[a].optional", "expected true or false"),
+    # resources: known keys, positive values
+    ("taskset: s\ntasks:\n  - id: a\n    title: a\n    resources:\n      cpu: 0\n", 6,
+     "tasks[a].resources.cpu", "expected a positive number of cores"),
+    ("taskset: s\ntasks:\n  - id: a\n    title: a\n    resources:\n      memory_mb: -5\n", 6,
+     "tasks[a].resources.memory_mb", "expected a positive integer (MB)"),
+    ("taskset: s\ntasks:\n  - id: a\n    title: a\n    resources:\n      memory: 5\n", 6,
+     "tasks[a].resources.memory", "did you mean 'memory_mb'"),
+    ("taskset: s\ntasks:\n  - id: a\n    title: a\n    resources: 2\n", 5,
+     "tasks[a].resources", "expected a mapping like {cpu: 1, memory_mb: 512}"),
+    # unknown keys with did-you-mean
+    ("taskset: s\ntasks:\n  - id: a\n    title: a\n    dependson: [b]\n", 5,
+     "tasks[a].dependson", "did you mean 'depends_on'"),
+    ("taskset: s\ntenent: x\ntasks: []\n", 2, "tenent", "did you mean 'tenant'"),
+    # bad names
+    ("taskset: a/b\ntasks: []\n", 1, "taskset", "expected a name without '/'"),
+    ("taskset: s\ntasks:\n  - {id: x/y, title: a}\n", 3, "tasks[x/y].id", "without '/'"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "key", "message"), CASES)
+def test_each_problem_names_file_line_task_and_field(
+    tmp_path: Path, text: str, line: int, key: str, message: str
+) -> None:
+    problems = problems_of(write(tmp_path, text))
+    prefix = f"{tmp_path / 'tasks.yaml'}:{line}: {key}: "
+    matching = [p for p in problems if p.startswith(prefix)]
+    assert matching, f"no problem starts with {prefix!r}: {problems}"
+    assert any(message in p for p in matching), problems
+
+
+def test_not_a_file_and_syntax_error(tmp_path: Path) -> None:
+    assert "taskset file not found" in problems_of(tmp_path / "nope.yaml")[0]
+    problems = problems_of(write(tmp_path, "taskset: s\ntasks: [\n"))
+    assert "YAML syntax error" in problems[0]
+    assert problems_of(write(tmp_path, "- a\n"))[0].endswith(
+        "expected a mapping with 'taskset:' and 'tasks:', got a list")
+
+
+def test_every_problem_at_once_and_nothing_written(tmp_path: Path) -> None:
+    registry = MemoryRegistry()
+    path = write(tmp_path, """\
+        taskset: s
+        tasks:
+          - id: a
+            title: a
+            priority: high
+          - id: a
+            title: again
+          - id: b
+            title: b
+            depends_on: [zzz]
+          - title: no id
+        """)
+    with pytest.raises(TasksetError) as info:
+        submit_taskset_file(registry, path)
+    keys = [p.key for p in info.value.problems]
+    assert keys == ["tasks[a].priority", "tasks[a].id", "tasks[b].depends_on", "tasks[#4]"]
+    assert "nothing written" in str(info.value)
+    assert registry.list_tasks() == []
+
+
+def test_longer_cycle_path(tmp_path: Path) -> None:
+    problems = problems_of(write(tmp_path, """\
+        taskset: s
+        tasks:
+          - {id: a, title: a, depends_on: [c]}
+          - {id: b, title: b, depends_on: [a]}
+          - {id: c, title: c, depends_on: [b]}
+          - {id: d, title: d}
+        """))
+    assert len(problems) == 1
+    assert "dependency cycle: a -> b -> c -> a" in problems[0]
+
+
+def test_resources_above_every_quota_is_a_warning(tmp_path: Path) -> None:
+    config = default_config()
+    config.agent_pools[0].cpu_quota = 2
+    config.agent_pools.append(AgentPool(name="big", max_concurrency=1, memory_quota=100))
+    config.skill_mapping["gpu"] = ["big"]
+    taskset, warnings = load_taskset_file(write(tmp_path, """\
+        taskset: s
+        tasks:
+          - {id: a, title: a, resources: {cpu: 4}}
+          - {id: b, title: b, resources: {cpu: 1}}
+          - {id: c, title: c, skill: gpu, resources: {memory_mb: 4096}}
+        """), config=config)
+    assert len(taskset.tasks) == 3
+    assert len(warnings) == 2
+    assert warnings[0].startswith("s/a: resources cpu 4, memory 512 MB exceed the quota")
+    assert "big (cpu None, memory 100 MB)" in warnings[1]
+
+
+def test_unmapped_skill_without_default_is_a_warning(tmp_path: Path) -> None:
+    config = default_config()
+    config.skill_mapping = {"db": ["local"]}
+    _, warnings = load_taskset_file(
+        write(tmp_path, "taskset: s\ntasks:\n  - {id: a, title: a, skill: ui}\n"), config=config)
+    assert warnings == ["s/a: no pool takes skill 'ui' and there is no 'default' in "
+                        "skill_mapping; it will wait"]
+
+
+def test_submit_and_resubmit_keeps_state(tmp_path: Path) -> None:
+    registry = MemoryRegistry()
+    path = write(tmp_path, "taskset: s\ntasks:\n  - {id: a, title: a}\n"
+                 "  - {id: b, title: b, depends_on: [a]}\n")
+    result = submit_taskset_file(registry, path)
+    assert sorted(result.created) == ["s/a", "s/b"]
+    registry.transition("s/a", TaskState.RUNNING)
+    registry.transition("s/a", TaskState.DONE)
+    # the second version adds a task that depends on one defined only in the registry
+    path2 = write(tmp_path, "taskset: s\ntasks:\n  - {id: b, title: b renamed, depends_on: [a]}\n"
+                  "  - {id: c, title: c, depends_on: [a, b]}\n", name="more.yaml")
+    result = submit_taskset_file(registry, path2)
+    assert result.created == ["s/c"] and result.updated == ["s/b"]
+    assert registry.get_task("s/a").state is TaskState.DONE
+    assert registry.get_task("s/b").title == "b renamed"
+    assert registry.get_task("s/b").state is TaskState.READY
+
+
+def test_resubmit_cycle_through_existing_tasks_is_refused(tmp_path: Path) -> None:
+    registry = MemoryRegistry()
+    submit_taskset_file(registry, write(tmp_path, "taskset: s\ntasks:\n  - {id: a, title: a}\n"
+                                        "  - {id: b, title: b, depends_on: [a]}\n"))
+    path = write(tmp_path, "taskset: s\ntasks:\n  - {id: a, title: a, depends_on: [b]}\n",
+                 name="v2.yaml")
+    with pytest.raises(TasksetError, match="dependency cycle: a -> b -> a"):
+        submit_taskset_file(registry, path)
+    assert registry.get_task("s/a").dependencies == []
+
+
+def test_parse_and_validate_taskset_without_a_file() -> None:
+    taskset = parse_taskset({"taskset": "s", "tasks": [{"id": "a", "title": "A"},
+                                                      {"id": "b", "title": "B",
+                                                       "depends_on": ["a"]}]})
+    assert validate_taskset(taskset) == []
+    with pytest.raises(TasksetError, match="tasks\\[a\\]: missing title"):
+        parse_taskset({"taskset": "s", "tasks": [{"id": "a"}]})
+    built = Taskset(name="s", tasks=[taskset.tasks[1]], source="inline")
+    with pytest.raises(TasksetError) as info:
+        validate_taskset(built)
+    assert str(info.value.problems[0]) == (
+        "inline: tasks[b].depends_on: unknown dependency 'a' (define that task or remove it)")
