@@ -1,0 +1,271 @@
+"""The Scheduler: which queued tasks go to which pools in one round.
+
+A round works on group heads only. The queue keeps, per scheduler, an index of its tasks grouped
+by ``(partition, skill, milli-cores, MB)`` — tasks in one group are interchangeable as far as
+placement goes — each group a heap in the policy's order. A round:
+
+1. returns at once when the global limit is reached or no enabled pool has a free place
+   (O(#pools), whatever the queue length);
+2. promotes tasks whose retry time has come, then collects the heads of the groups that a pool
+   can take now, one heap per partition;
+3. repeatedly lets the policy pick a partition and places that partition's best head, reserving
+   its capacity at once (``acquire``); a group whose head does not fit is closed for the round
+   (all its tasks have the same shape), so a full pool never blocks another skill or shape.
+
+Each decision costs O(log n + #mapped pools); a round costs O(#groups) more.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Hashable
+from typing import Any
+
+from . import pending as _pending
+from .config import DispatcherConfig
+from .models import AgentPool, SchedulingPolicy, Task
+from .policies import Policy, make_policy, register_policy
+from .pool_manager import AgentPoolManager, cpu_millis
+from .snapshot import Pending
+from .task_queue import QueueIndex, TaskQueue
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Scheduler", "register_policy"]
+
+Group = tuple[Hashable, str, int, int]  # (partition, skill, cpu milli-cores, memory MB)
+
+
+class Scheduler:
+    """Chooses (task, pool) pairs from a TaskQueue by a policy, within every limit.
+
+    ``policy`` is a :class:`SchedulingPolicy`, a registered policy name, a
+    :class:`~.policies.Policy` subclass or instance.
+    """
+
+    def __init__(
+        self,
+        policy: SchedulingPolicy | str | Policy | type[Policy] | None = None,
+        config: DispatcherConfig | None = None,
+    ) -> None:
+        self.config = config or DispatcherConfig()
+        self.policy: Policy = make_policy(policy, self.config)
+        self._index_name = f"scheduler-{id(self)}"
+        self._warned: set[tuple[str, int, int]] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def policy_name(self) -> str:
+        return self.policy.name
+
+    # --- the index -----------------------------------------------------------------------------
+    def _group_of(self, task: Task) -> Group:
+        return (
+            self.policy.partition(task),
+            task.required_skill,
+            cpu_millis(task.resources.cpu),
+            task.resources.memory_mb,
+        )
+
+    def _index(self, queue: TaskQueue, now: float) -> QueueIndex:
+        policy = self.policy
+        if policy.time_invariant:
+            index = queue.index(
+                self._index_name, self._group_of, lambda t: policy.sort_key(t, 0.0)
+            )
+        else:
+            index = queue.build_index(self._group_of, lambda t: policy.sort_key(t, now))
+        index.promote(now)
+        return index
+
+    # --- the round ------------------------------------------------------------------------------
+    def schedule(
+        self,
+        task_queue: TaskQueue,
+        agent_pool_manager: AgentPoolManager,
+        *,
+        now: float | None = None,
+        limit: int | None = None,
+    ) -> list[tuple[Task, AgentPool]]:
+        """Decide and reserve capacity for as many queued tasks as fit now (at most ``limit``).
+
+        Returns ``(task, pool)`` pairs in decision order. Each chosen task has left the queue and
+        holds capacity in its pool (``agent_pool_manager.acquire``); the caller releases it when
+        the runner ends or its launch fails. Tasks whose ``next_attempt_at`` is in the future
+        are not handed out.
+        """
+        now = time.time() if now is None else now
+        pm = agent_pool_manager
+        decisions: list[tuple[Task, AgentPool]] = []
+        if limit is not None and limit <= 0:
+            return decisions
+        with task_queue.lock, self._lock:
+            if not len(task_queue) or not pm.any_capacity():
+                return decisions
+            index = self._index(task_queue, now)
+            parts = self._open_heads(index, pm)
+            policy = self.policy
+            max_global = pm.max_global_concurrency
+            while parts:
+                if limit is not None and len(decisions) >= limit:
+                    break
+                if pm.global_running >= max_global:
+                    break
+                part = next(iter(parts)) if len(parts) == 1 else policy.pick_partition(
+                    list(parts), now
+                )
+                heap = parts[part]
+                group = heap[0][2]
+                pool = pm.select_pool(group[1], group[2], group[3])
+                if pool is None:
+                    heapq.heappop(heap)
+                else:
+                    task = index.take_head(group)
+                    pm.acquire(pool.name, task)
+                    policy.on_assigned(task, pool, now)
+                    decisions.append((task, pool))
+                    head = index.head(group)
+                    if head is None:
+                        heapq.heappop(heap)
+                    else:
+                        heapq.heapreplace(heap, (head[0], head[1], group))
+                if not heap:
+                    del parts[part]
+        if decisions:
+            log.debug("scheduled %d task(s) with policy %s", len(decisions), self.policy.name)
+        return decisions
+
+    def _open_heads(
+        self, index: QueueIndex, pm: AgentPoolManager
+    ) -> dict[Hashable, list[tuple[Any, int, Group]]]:
+        parts: dict[Hashable, list[tuple[Any, int, Group]]] = {}
+        for group in list(index.groups):
+            g: Group = group  # type: ignore[assignment]
+            if pm.select_pool(g[1], g[2], g[3]) is None:
+                self._warn_if_never(index, g, pm)
+                continue
+            head = index.head(g)
+            if head is None:
+                continue
+            parts.setdefault(g[0], []).append((head[0], head[1], g))
+        for heap in parts.values():
+            heapq.heapify(heap)
+        return parts
+
+    def _warn_if_never(self, index: QueueIndex, group: Group, pm: AgentPoolManager) -> None:
+        shape = (group[1], group[2], group[3])
+        if shape in self._warned:
+            return
+        head = index.head(group)
+        if head is None:
+            return
+        task = index._queue.get(head[3])
+        if task is None:
+            return
+        why = _pending.explain_placement(task, pm)
+        if why.reason in _NEVER:
+            self._warned.add(shape)
+            log.warning("task %s (and others like it) cannot be placed: %s", task.key, why)
+
+    # --- views ---------------------------------------------------------------------------------
+    def order(
+        self,
+        task_queue: TaskQueue,
+        agent_pool_manager: AgentPoolManager | None = None,
+        now: float | None = None,
+    ) -> list[Task]:
+        """Every queued task in the order this policy would dispatch it, capacity aside.
+
+        Tasks still in retry backoff come last, earliest retry first. Nothing is changed (the
+        policy's state is simulated on a copy).
+        """
+        now = time.time() if now is None else now
+        with task_queue.lock, self._lock:
+            policy = self.policy
+            if policy.time_invariant:
+                index = task_queue.index(
+                    self._index_name, self._group_of, lambda t: policy.sort_key(t, 0.0)
+                )
+            else:
+                index = task_queue.build_index(self._group_of, lambda t: policy.sort_key(t, now))
+            index.promote(now)
+            later = [t for t in (task_queue.get(k) for k in index.delayed_keys()) if t]
+            per_part: dict[Hashable, list[tuple[Any, int, str]]] = {}
+            for group in index.groups:
+                part = group[0]  # type: ignore[index]
+                per_part.setdefault(part, []).extend(
+                    (e[0], e[1], e[3]) for e in index.live_entries(group)
+                )
+            out: list[Task] = []
+            for entries in per_part.values():
+                entries.sort()
+            if len(per_part) <= 1:
+                for entries in per_part.values():
+                    out.extend(task_queue._tasks[e[2]] for e in entries)
+            else:
+                sim = policy.clone()
+                cursors = {p: 0 for p in per_part}
+                dummy = AgentPool(name="order")
+                while cursors:
+                    part = sim.pick_partition(list(cursors), now)
+                    i = cursors[part]
+                    task = task_queue._tasks[per_part[part][i][2]]
+                    out.append(task)
+                    sim.on_assigned(task, dummy, now)
+                    if i + 1 < len(per_part[part]):
+                        cursors[part] = i + 1
+                    else:
+                        del cursors[part]
+            out.extend(later)
+            return out
+
+    def explain(
+        self,
+        task: Task,
+        agent_pool_manager: AgentPoolManager,
+        now: float | None = None,
+        *,
+        paused: bool = False,
+    ) -> Pending:
+        """Why ``task`` (READY, still queued) is not running now; see :mod:`.pending`."""
+        return _pending.explain_placement(task, agent_pool_manager, now, paused=paused)
+
+    # --- fair share ----------------------------------------------------------------------------
+    def record_usage(self, tenant: str, runner_seconds: float, now: float | None = None) -> None:
+        """A runner of ``tenant`` ended after ``runner_seconds`` (feeds fair-share usage)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self.policy.record_usage(tenant, runner_seconds, now)
+
+    def tenant_usage(self, tenant: str, now: float | None = None) -> float:
+        """Decayed fair-share usage of ``tenant`` (0 for other policies)."""
+        usage = getattr(self.policy, "usage", None)
+        if usage is None:
+            return 0.0
+        return float(usage(tenant, time.time() if now is None else now))
+
+    def next_wakeup(self, task_queue: TaskQueue) -> float | None:
+        """Earliest ``next_attempt_at`` among queued tasks still in backoff, if any."""
+        with task_queue.lock:
+            if self.policy.time_invariant:
+                index = task_queue.index(
+                    self._index_name, self._group_of, lambda t: self.policy.sort_key(t, 0.0)
+                )
+                return index.next_delayed_at()
+            times = [t.next_attempt_at for t in task_queue.tasks() if t.next_attempt_at]
+            return min(times) if times else None
+
+    def __repr__(self) -> str:
+        return f"Scheduler(policy={self.policy.name!r})"
+
+
+_NEVER = frozenset(
+    {
+        _pending.PendingReason.NO_POOL_FOR_SKILL,
+        _pending.PendingReason.EXCEEDS_QUOTA,
+        _pending.PendingReason.POOL_DISABLED,
+    }
+)
