@@ -1,0 +1,374 @@
+"""LocalProcessLauncher: Agent Runners as direct child processes of the Dispatcher.
+
+Direct supervision (DESIGN.md "Agent Runner contract"): the agent runs in its own session and
+process group, with stdout+stderr appended to the attempt's ``output.log``. No Python interpreter
+is started per task; a one-line ``sh`` trampoline records the exit status in the attempt directory
+(``exit_status.json``, written atomically) so that a Dispatcher restarted after a crash still
+learns how an orphaned run ended. The agent's argv reaches ``sh`` as positional parameters
+(``"$@"``) and is never parsed by the shell, so task fields cannot inject commands.
+
+Every attempt directory also gets ``runner.json`` (runner id, task, pid, start time, pgid, boot id)
+from which :meth:`LocalProcessLauncher.reconcile` adopts live runners after a restart, refusing a
+pid whose start time differs (a recycled pid).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import RunnerLaunchError
+from ..models import AgentPool, Runner, RunnerState, Slot, Task
+from . import procfs
+from .base import (
+    LaunchEnvironment,
+    RunnerExit,
+    RunnerLauncher,
+    agent_argv,
+    attempt_dir,
+    new_runner_id,
+    runner_env,
+    write_json_atomic,
+)
+
+logger = logging.getLogger(__name__)
+
+LOG_FILE = "output.log"
+EXIT_FILE = "exit_status.json"
+RUNNER_FILE = "runner.json"
+
+#: The trampoline: run "$@" (argv as positional parameters, never re-parsed), then record its
+#: exit status atomically unless the agent runner wrapper already wrote a richer one.
+TRAMPOLINE = (
+    '"$@"; rc=$?; f=$NECROCODE_EXIT_FILE; '
+    'if [ -n "$f" ] && [ ! -e "$f" ]; then '
+    'printf \'{"exit_code": %d, "source": "trampoline"}\\n\' "$rc" > "$f.tmp" '
+    '&& mv -f "$f.tmp" "$f"; fi; exit "$rc"'
+)
+
+# Inherited variables that must not leak into a runner (the Dispatcher's own contract names).
+_DROP_PREFIXES = ("NECROCODE_", "RUNNER_")
+_DROP_NAMES = frozenset({"TASK_CONTEXT", "POOL_NAME"})
+
+
+def read_exit_status(adir: str | Path) -> RunnerExit | None:
+    """The exit status recorded in an attempt directory, or None if there is none (yet)."""
+    path = Path(adir) / EXIT_FILE
+    try:
+        data = json.loads(path.read_text())
+        mtime = path.stat().st_mtime
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    code = data.get("exit_code")
+    return RunnerExit(
+        exit_code=int(code) if isinstance(code, int) else None,
+        reason=str(data.get("reason") or "exited"),
+        finished_at=float(data.get("finished_at") or mtime),
+    )
+
+
+@dataclass
+class _Tracked:
+    runner_id: str
+    pid: int
+    pgid: int
+    start_ticks: int | None
+    adir: Path
+    proc: subprocess.Popen[bytes] | None  # None: adopted after a restart, not our child
+    exit: RunnerExit | None = None
+
+
+class LocalProcessLauncher(RunnerLauncher):
+    """Runs agents as local processes in their own process group (pool type local-process)."""
+
+    def __init__(
+        self,
+        env: LaunchEnvironment,
+        *,
+        inherit_env: bool = True,
+        extra_env: dict[str, str] | None = None,
+        use_pidfd: bool = True,
+    ) -> None:
+        super().__init__(env)
+        self.inherit_env = inherit_env
+        self.extra_env = dict(extra_env or {})
+        self._tracked: dict[str, _Tracked] = {}
+        self._records: dict[str, dict[str, Any]] = {}
+        self._watcher = procfs.ExitWatcher(env.on_exit, use_pidfd=use_pidfd)
+        self._boot_id = procfs.boot_id()
+
+    # --- launch ------------------------------------------------------------------------------
+    def launch(self, task: Task, slot: Slot, pool: AgentPool, *, attempt: int = 1) -> Runner:
+        """Start the agent of ``task`` in ``slot``; raises RunnerLaunchError."""
+        runner_id = new_runner_id(task, attempt)
+        argv = agent_argv(task, slot, pool, runner_id, attempt)
+        cwd = Path(slot.slot_path)
+        if not cwd.is_dir():
+            raise RunnerLaunchError(
+                f"slot {slot.slot_id!r} of task {task.key!r}: directory {cwd} does not exist",
+                pool=pool.name,
+            )
+        env = self._child_env(task, slot, pool, runner_id, attempt)
+        self._check_executable(argv, cwd, env.get("PATH", os.defpath), task, pool)
+        adir = attempt_dir(self.env.runs_dir, task, attempt)
+        try:
+            adir.mkdir(parents=True, exist_ok=True)
+            for stale in (EXIT_FILE, RUNNER_FILE, EXIT_FILE + ".tmp"):
+                (adir / stale).unlink(missing_ok=True)
+        except OSError as exc:
+            raise RunnerLaunchError(f"cannot prepare attempt directory {adir}: {exc}",
+                                    pool=pool.name) from exc
+        log_path = adir / LOG_FILE
+        env["NECROCODE_ATTEMPT_DIR"] = str(adir)
+        env["NECROCODE_EXIT_FILE"] = str(adir / EXIT_FILE)
+        env["NECROCODE_LOG_PATH"] = str(log_path)
+        started_at = time.time()
+        try:
+            with open(log_path, "ab") as log:
+                if log.tell() > 0:  # an earlier run of this attempt (requeued at shutdown)
+                    log.write(f"\n--- necrocode: runner {runner_id} started ---\n".encode())
+                    log.flush()
+                proc = subprocess.Popen(
+                    ["/bin/sh", "-c", TRAMPOLINE, "necrocode-runner", *argv],
+                    cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                )
+        except OSError as exc:
+            raise RunnerLaunchError(f"cannot start task {task.key!r} in pool {pool.name!r}: "
+                                    f"{exc}", pool=pool.name) from exc
+        st = procfs.read_stat(proc.pid)
+        ticks = st.start_ticks if st else None
+        record = {
+            "runner_id": runner_id, "task_key": task.key, "pool": pool.name,
+            "pid": proc.pid, "pgid": proc.pid, "start_ticks": ticks, "boot_id": self._boot_id,
+            "started_at": started_at, "attempt": attempt, "slot_id": slot.slot_id,
+            "slot_path": slot.slot_path, "log_path": str(log_path), "attempt_dir": str(adir),
+            "cpu": task.resources.cpu, "memory_mb": task.resources.memory_mb,
+        }
+        write_json_atomic(adir / RUNNER_FILE, record)
+        self._tracked[runner_id] = _Tracked(runner_id, proc.pid, proc.pid, ticks, adir, proc)
+        self._records[runner_id] = record
+        self._watcher.watch(runner_id, proc.pid, proc)
+        logger.debug("launched %s for %s: pid %d in %s", runner_id, task.key, proc.pid, cwd)
+        return self._runner_from(record, RunnerState.RUNNING)
+
+    def _child_env(
+        self, task: Task, slot: Slot, pool: AgentPool, runner_id: str, attempt: int
+    ) -> dict[str, str]:
+        env: dict[str, str] = {}
+        if self.inherit_env:
+            env = {
+                k: v for k, v in os.environ.items()
+                if not k.startswith(_DROP_PREFIXES) and k not in _DROP_NAMES
+            }
+        else:
+            env["PATH"] = os.environ.get("PATH", os.defpath)
+        env.update(self.extra_env)
+        env.update(runner_env(task, slot, pool, runner_id, attempt, self.env))
+        return env
+
+    @staticmethod
+    def _check_executable(
+        argv: list[str], cwd: Path, path: str, task: Task, pool: AgentPool
+    ) -> None:
+        if not argv or not argv[0]:
+            raise RunnerLaunchError(f"task {task.key!r}: empty command", pool=pool.name,
+                                    retryable=False)
+        prog = argv[0]
+        if "/" in prog:
+            target = cwd / prog
+            ok = target.is_file() and os.access(target, os.X_OK)
+        else:
+            ok = shutil.which(prog, path=path) is not None
+        if not ok:
+            raise RunnerLaunchError(
+                f"task {task.key!r}: command {prog!r} not found or not executable "
+                f"(cwd {cwd}); fix `command:` of the task or `agent_command:` of pool "
+                f"{pool.name!r}", pool=pool.name, retryable=False,
+            )
+
+    # --- watch ------------------------------------------------------------------------------
+    def poll(self, runner: Runner) -> RunnerExit | None:
+        """None while the runner lives; its exit once it ended (reaps our own children)."""
+        t = self._track(runner)
+        if t is None:
+            return RunnerExit(None, "unknown runner (no pid recorded)", time.time())
+        if t.exit is not None:
+            return t.exit
+        if t.proc is not None:
+            rc = t.proc.poll()
+            if rc is None:
+                return None
+            recorded = read_exit_status(t.adir)
+            if rc >= 0:
+                t.exit = RunnerExit(rc, recorded.reason if recorded else "exited",
+                                    recorded.finished_at if recorded else time.time())
+            elif recorded is not None:
+                t.exit = recorded
+            else:
+                t.exit = RunnerExit(None, f"signal {-rc}", time.time())
+            return t.exit
+        recorded = read_exit_status(t.adir)
+        if recorded is not None:
+            t.exit = recorded
+        elif procfs.same_process(t.pid, t.start_ticks):
+            return None
+        else:
+            t.exit = read_exit_status(t.adir) or RunnerExit(
+                None, "ended without a recorded exit status (killed or lost)", time.time())
+        return t.exit
+
+    def stop(self, runner: Runner, grace: float | None = None) -> RunnerExit | None:
+        """Fence: TERM the process group, wait ``grace``, KILL, return once the group is gone."""
+        t = self._track(runner)
+        if t is None:
+            return RunnerExit(None, "unknown runner (no pid recorded)", time.time())
+        grace = self.env.stop_grace if grace is None else grace
+        ended = self.poll(runner)
+        how = "gone"
+        if self._group_is_ours(t):
+            how = procfs.kill_group(t.pgid, grace, reap=lambda: self._reap(t))
+        if ended is not None:
+            return ended
+        exit_ = self.poll(runner)
+        reason = {"killed": f"killed (SIGKILL after {grace:g}s grace)",
+                  "terminated": "stopped (SIGTERM)"}.get(how, "stopped")
+        code = exit_.exit_code if exit_ is not None else None
+        t.exit = RunnerExit(code, reason, time.time())
+        logger.info("stopped runner %s (pgid %d): %s", t.runner_id, t.pgid, reason)
+        return t.exit
+
+    @staticmethod
+    def _group_is_ours(t: _Tracked) -> bool:
+        """False when the group's leader pid now belongs to another process (recycled).
+
+        A pid is only reused once no process has it as its pgid any more, so a leader pid held
+        by a process with another start time means our group is empty: nothing to kill.
+        """
+        if t.proc is not None or t.start_ticks is None or t.pgid != t.pid:
+            return True
+        st = procfs.read_stat(t.pgid)
+        return st is None or st.start_ticks == t.start_ticks
+
+    @staticmethod
+    def _reap(t: _Tracked) -> None:
+        if t.proc is not None:
+            t.proc.poll()
+
+    def is_alive(self, runner: Runner) -> bool:
+        return self.poll(runner) is None
+
+    def release(self, runner: Runner) -> None:
+        """Kill what is left of a finished runner's process group and forget it."""
+        t = self._tracked.get(runner.runner_id)
+        if t is None:
+            return
+        if self.poll(runner) is not None and self._group_is_ours(t):
+            procfs.kill_group(t.pgid, 0.0, reap=lambda: self._reap(t))
+        self._tracked.pop(runner.runner_id, None)
+
+    def log_activity(self, runner: Runner) -> tuple[float, int] | None:
+        """(mtime, size) of the runner's log; growth is a sign of life."""
+        path = runner.log_path
+        if path is None:
+            t = self._tracked.get(runner.runner_id)
+            path = str(t.adir / LOG_FILE) if t else None
+        if path is None:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return st.st_mtime, st.st_size
+
+    # --- restart -----------------------------------------------------------------------------
+    def reconcile(self, pool: AgentPool) -> list[Runner]:
+        """Live runners of ``pool`` left by an earlier Dispatcher (same pid AND start time)."""
+        out: list[Runner] = []
+        for path in sorted(self.env.runs_dir.glob(f"*/*/attempt-*/{RUNNER_FILE}")):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if not isinstance(record, dict) or record.get("pool") != pool.name:
+                continue
+            rid = str(record.get("runner_id") or "")
+            if not rid:
+                continue
+            self._records[rid] = record
+            if rid in self._tracked:
+                if self.poll(self._runner_from(record, RunnerState.RUNNING)) is None:
+                    out.append(self._runner_from(record, RunnerState.RUNNING))
+                continue
+            if (path.parent / EXIT_FILE).exists():
+                continue
+            if record.get("boot_id") and record.get("boot_id") != self._boot_id:
+                continue
+            pid, ticks = int(record.get("pid") or 0), record.get("start_ticks")
+            if pid <= 0 or ticks is None or not procfs.same_process(pid, int(ticks)):
+                continue
+            self._tracked[rid] = _Tracked(rid, pid, int(record.get("pgid") or pid), int(ticks),
+                                          path.parent, None)
+            self._watcher.watch(rid, pid)
+            out.append(self._runner_from(record, RunnerState.RUNNING))
+            logger.info("adopted runner %s of %s (pid %d)", rid, record.get("task_key"), pid)
+        return out
+
+    def recorded_exit(self, runner_id: str) -> RunnerExit | None:
+        """How a runner seen by :meth:`reconcile` (or launched here) ended, if it recorded it."""
+        record = self._records.get(runner_id)
+        if record is None or not record.get("attempt_dir"):
+            return None
+        return read_exit_status(record["attempt_dir"])
+
+    def close(self) -> None:
+        """Stop the exit watcher; running agents are left alone (they may be adopted later)."""
+        self._watcher.close()
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _track(self, runner: Runner) -> _Tracked | None:
+        t = self._tracked.get(runner.runner_id)
+        if t is not None:
+            return t
+        handle = runner.handle or ""
+        pid = runner.details.get("pid") or (int(handle) if handle.isdigit() else None)
+        if not pid:
+            return None
+        if runner.attempt_dir:
+            adir = Path(runner.attempt_dir)
+        else:
+            adir = Path(runner.log_path or ".").parent
+        ticks = runner.details.get("start_ticks")
+        t = _Tracked(runner.runner_id, int(pid), int(runner.details.get("pgid") or pid),
+                     int(ticks) if ticks is not None else None, adir, None)
+        self._tracked[runner.runner_id] = t
+        return t
+
+    @staticmethod
+    def _runner_from(record: dict[str, Any], state: RunnerState) -> Runner:
+        return Runner(
+            runner_id=str(record["runner_id"]),
+            task_key=str(record.get("task_key") or ""),
+            pool_name=str(record.get("pool") or ""),
+            slot_id=record.get("slot_id"),
+            slot_path=record.get("slot_path"),
+            handle=str(record.get("pid")),
+            state=state,
+            started_at=float(record.get("started_at") or time.time()),
+            attempt=int(record.get("attempt") or 1),
+            log_path=record.get("log_path"),
+            attempt_dir=record.get("attempt_dir"),
+            cpu=float(record.get("cpu") or 0.0),
+            memory_mb=int(record.get("memory_mb") or 0),
+            details={"pid": record.get("pid"), "pgid": record.get("pgid"),
+                     "start_ticks": record.get("start_ticks"), "boot_id": record.get("boot_id")},
+        )
