@@ -67,7 +67,14 @@ class DispatcherConfig:
         if isinstance(self.scheduling_policy, str) and not isinstance(
             self.scheduling_policy, SchedulingPolicy
         ):
-            self.scheduling_policy = SchedulingPolicy(self.scheduling_policy)
+            try:
+                self.scheduling_policy = SchedulingPolicy(self.scheduling_policy)
+            except ValueError:
+                # A custom policy registered with dispatcher.policies.register_policy (R11.4).
+                from .policies import available_policies
+
+                if self.scheduling_policy not in available_policies():
+                    raise
 
     # --- derived paths ---------------------------------------------------------------------
     def resolved_registry_path(self) -> Path:
