@@ -90,9 +90,25 @@ def _find_cycles(g: nx.DiGraph) -> list[list[str]]:
     except ImportError:
         graph_mod = None
     find_cycles = getattr(graph_mod, "find_cycles", None)
-    if find_cycles is not None:
-        return [list(c) for c in find_cycles(g)]
-    return [list(c) for c in itertools.islice(nx.simple_cycles(g), _MAX_CYCLES)]
+    if find_cycles is None:
+        return [list(c) for c in itertools.islice(nx.simple_cycles(g), _MAX_CYCLES)]
+    cycles = [list(c) for c in find_cycles(g)]
+    # One cycle per knot may leave out tasks of that knot (two loops sharing a task): add
+    # cycles until every task that is on some cycle is named.
+    covered = {k for c in cycles for k in c}
+    for component in nx.strongly_connected_components(g):
+        missing = set(component) - covered
+        if len(component) < 2 or not missing:
+            continue
+        sub = g.subgraph(component)
+        for cycle in itertools.islice(nx.simple_cycles(sub), _MAX_CYCLES):
+            if missing & set(cycle):
+                cycles.append(list(cycle))
+                missing -= set(cycle)
+                covered |= set(cycle)
+            if not missing:
+                break
+    return cycles
 
 
 class DeadlockDetector:
