@@ -126,3 +126,22 @@ def test_every_alert_expression_names_exported_metrics() -> None:
     for rule in rules:
         names = metric_names(rule["expr"])
         assert names and names <= exported, (rule["alert"], names - exported)
+
+
+def test_dashboard_panels_do_not_overlap() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    cells: dict[tuple[int, int], str] = {}
+    for panel in _walk_panels(dashboard["panels"]):
+        g = panel["gridPos"]
+        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, panel["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, (panel["title"], cells.get((x, y)))
+                cells[(x, y)] = panel["title"]
+
+
+def test_provisioning_files_load() -> None:
+    prov = ROOT / "config" / "grafana" / "provisioning"
+    assert yaml.safe_load((prov / "dashboards.yml").read_text())["providers"][0]["type"] == "file"
+    assert yaml.safe_load((prov / "datasource.yml").read_text())["datasources"][0]["type"] == \
+        "prometheus"
