@@ -55,8 +55,13 @@ def dispatcher_keys() -> list[str]:
 
 
 def policy_names() -> list[str]:
-    """Valid ``scheduling_policy`` values."""
-    return [p.value for p in SchedulingPolicy]
+    """Valid ``scheduling_policy`` values: the built-in ones, then registered custom ones."""
+    names = [p.value for p in SchedulingPolicy]
+    try:
+        from .policies import available_policies
+    except ImportError:  # pragma: no cover - the scheduling package is always there
+        return names
+    return names + [n for n in available_policies() if n not in names]
 
 
 def default_config() -> DispatcherConfig:

@@ -163,3 +163,15 @@ def test_absolute_job_template_is_kept(tmp_path: Path) -> None:
         "    config: {namespace: ns, job_template: /etc/job.yaml}\n"
     )
     assert load_config(path).agent_pools[0].config["job_template"] == "/etc/job.yaml"
+
+
+def test_custom_policy_registered_by_name_loads() -> None:
+    from necrocode.dispatcher.policies import Policy, register_policy
+
+    class Newest(Policy):
+        name = "newest-first"
+
+    register_policy("newest-first", Newest)
+    config = config_from_dict({"dispatcher": {"scheduling_policy": "newest-first"}})
+    assert config.scheduling_policy == "newest-first"
+    assert validate_config(config) == []
