@@ -1,0 +1,335 @@
+"""RepoPoolManager: workspace slots (git worktrees and scratch directories) for tasks.
+
+Layout under ``<state_dir>/workspaces/``::
+
+    <repo-slug>/repo.git     one bare clone per repository (fetched, never checked out)
+    <repo-slug>/slot-<n>     worktrees of it, reused by task after task
+    scratch/slot-<n>         clean directories for tasks without a repository
+    slots.json               which slot holds which task (a restarted dispatcher reads it)
+
+A task with a repository gets a worktree on branch ``feature/task-{taskset}-{id}``, started from
+the remote's default branch. Slots are cleaned (reset, clean -ffdx, new branch; scratch emptied)
+before each reuse, so one task never sees another's leftovers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import stat
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..models import Slot, Task
+from .git import RepoPoolError, branch_name, normalize_repo, redact, repo_slug, run_git
+
+logger = logging.getLogger(__name__)
+
+SCRATCH = "scratch"
+STATE_FILE = "slots.json"
+_START = "refs/remotes/origin/HEAD"
+
+
+@dataclass
+class _SlotRecord:
+    slot_id: str
+    path: str
+    repo: str | None  # normalized repository; None for scratch slots
+    branch: str | None = None
+    task: str | None = None  # key of the task holding it; None when free
+
+    @property
+    def index(self) -> int:
+        return int(self.slot_id.rsplit("/", 1)[1])
+
+    def to_slot(self) -> Slot:
+        return Slot(slot_id=self.slot_id, slot_path=self.path, repo=self.repo, branch=self.branch)
+
+
+class RepoPoolManager:
+    """Hands out workspace slots and takes them back, each exactly once."""
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        slots_per_repo: int = 4,
+        *,
+        scratch_slots: int | None = None,
+        fetch_interval: float = 10.0,
+    ) -> None:
+        if slots_per_repo < 1:
+            raise ValueError(f"slots_per_repo must be >= 1, got {slots_per_repo}")
+        self.root = Path(state_dir) / "workspaces"
+        self.slots_per_repo = slots_per_repo
+        self.scratch_slots = scratch_slots  # None: as many as needed
+        self.fetch_interval = fetch_interval
+        self._lock = threading.RLock()
+        self._slots: dict[str, _SlotRecord] = {}
+        self._last_fetch: dict[str, float] = {}
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._load()
+
+    # --- public API -----------------------------------------------------------------------------
+    def allocate_slot(self, task: Task) -> Slot | None:
+        """Reserve and prepare a slot for ``task``; None when its repository has no free slot.
+
+        Raises RepoPoolError (a RunnerLaunchError) when git cannot prepare the workspace.
+        """
+        with self._lock:
+            held = self.slot_for_task(task.key)
+            if held is not None:
+                logger.warning("task %s already holds slot %s; reusing it", task.key, held.slot_id)
+                return held
+            if not task.repo:
+                return self._allocate_scratch(task)
+            return self._allocate_worktree(task, task.repo)
+
+    def release_slot(self, slot_id: str) -> bool:
+        """Free a slot. A second release (or an unknown slot) is logged and ignored: False."""
+        with self._lock:
+            rec = self._slots.get(slot_id)
+            if rec is None or rec.task is None:
+                logger.warning("release of slot %s ignored: it is not in use "
+                               "(released twice?)", slot_id)
+                return False
+            logger.debug("slot %s released by %s", slot_id, rec.task)
+            rec.task = None
+            self._save()
+            if rec.repo is not None and Path(rec.path).is_dir():
+                # let go of the branch so a retry of the task can check it out elsewhere
+                run_git(["checkout", "-q", "--detach"], cwd=rec.path, check=False)
+            return True
+
+    def slot_in_use(self, slot_id: str) -> bool:
+        """True while a task holds the slot."""
+        with self._lock:
+            rec = self._slots.get(slot_id)
+            return rec is not None and rec.task is not None
+
+    def mark_in_use(
+        self, slot_id: str, task_key: str, *, repo: str | None = None, branch: str | None = None
+    ) -> Slot:
+        """Record that ``task_key`` holds ``slot_id`` (adoption of a live runner after restart)."""
+        with self._lock:
+            rec = self._slots.get(slot_id)
+            if rec is None:
+                rec = self._record_for_id(slot_id, repo)
+                self._slots[slot_id] = rec
+            if rec.task not in (None, task_key):
+                logger.warning("slot %s was held by %s; now marked in use by %s",
+                               slot_id, rec.task, task_key)
+            rec.task = task_key
+            if branch is not None:
+                rec.branch = branch
+            self._save()
+            return rec.to_slot()
+
+    def free_slots(self, repo: str | None) -> int:
+        """Free slots for tasks of ``repo`` (None: scratch; ``sys.maxsize`` if unbounded)."""
+        with self._lock:
+            if not repo:
+                if self.scratch_slots is None:
+                    return sys.maxsize
+                return max(0, self.scratch_slots - self._count_used(SCRATCH))
+            return max(0, self.slots_per_repo - self._count_used(repo_slug(repo)))
+
+    def assignments(self) -> dict[str, str]:
+        """slot id -> key of the task holding it, for every slot in use."""
+        with self._lock:
+            return {sid: r.task for sid, r in self._slots.items() if r.task is not None}
+
+    def get_slot(self, slot_id: str) -> Slot | None:
+        with self._lock:
+            rec = self._slots.get(slot_id)
+            return rec.to_slot() if rec else None
+
+    def slot_for_task(self, task_key: str) -> Slot | None:
+        """The slot ``task_key`` holds, if any."""
+        with self._lock:
+            for rec in self._slots.values():
+                if rec.task == task_key:
+                    return rec.to_slot()
+            return None
+
+    def in_use_count(self) -> int:
+        with self._lock:
+            return sum(1 for r in self._slots.values() if r.task is not None)
+
+    # --- scratch --------------------------------------------------------------------------------
+    def _allocate_scratch(self, task: Task) -> Slot | None:
+        rec = self._pick(None, SCRATCH, self.scratch_slots)
+        if rec is None:
+            return None
+        path = Path(rec.path)
+        _empty_dir(path)
+        rec.branch = None
+        rec.task = task.key
+        self._save()
+        return rec.to_slot()
+
+    # --- worktrees ------------------------------------------------------------------------------
+    def _allocate_worktree(self, task: Task, repo: str) -> Slot | None:
+        norm = normalize_repo(repo)
+        slug = repo_slug(norm)
+        rec = self._pick(norm, slug, self.slots_per_repo)
+        if rec is None:
+            return None
+        mirror = self._ensure_mirror(norm, slug)
+        branch = branch_name(task.taskset, task.id)
+        try:
+            self._prepare_worktree(mirror, Path(rec.path), branch)
+        except RepoPoolError:
+            # a broken worktree (lock files, half-deleted dir): rebuild it once from scratch
+            logger.warning("slot %s: rebuilding its worktree", rec.slot_id, exc_info=True)
+            _remove_tree(Path(rec.path))
+            run_git(["--git-dir", str(mirror), "worktree", "prune"], check=False)
+            self._prepare_worktree(mirror, Path(rec.path), branch)
+        rec.branch = branch
+        rec.task = task.key
+        self._save()
+        return rec.to_slot()
+
+    def _ensure_mirror(self, norm: str, slug: str) -> Path:
+        mirror = self.root / slug / "repo.git"
+        now = time.monotonic()
+        if not mirror.is_dir():
+            tmp = self.root / slug / "repo.git.tmp"
+            _remove_tree(tmp)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            run_git(["init", "-q", "--bare", str(tmp)])
+            run_git(["--git-dir", str(tmp), "remote", "add", "origin", norm])
+            run_git(["--git-dir", str(tmp), "fetch", "-q", "--prune", "origin"])
+            if run_git(["--git-dir", str(tmp), "remote", "set-head", "origin", "--auto"],
+                       check=False).returncode != 0:
+                self._guess_head(tmp, norm)
+            os.replace(tmp, mirror)
+            self._last_fetch[slug] = now
+            logger.info("cloned %s into %s", redact(norm), mirror)
+        elif now - self._last_fetch.get(slug, float("-inf")) >= self.fetch_interval:
+            proc = run_git(["--git-dir", str(mirror), "fetch", "-q", "--prune", "origin"],
+                           check=False)
+            if proc.returncode != 0:
+                logger.warning("fetch of %s failed, using the last fetched state: %s",
+                               redact(norm), redact(proc.stderr.strip()))
+            self._last_fetch[slug] = now
+        return mirror
+
+    @staticmethod
+    def _guess_head(git_dir: Path, norm: str) -> None:
+        for name in ("main", "master"):
+            ref = f"refs/remotes/origin/{name}"
+            if run_git(["--git-dir", str(git_dir), "rev-parse", "-q", "--verify", ref],
+                       check=False).returncode == 0:
+                run_git(["--git-dir", str(git_dir), "symbolic-ref", _START, ref])
+                return
+        raise RepoPoolError(
+            f"repository {redact(norm)} has no default branch (is it empty?); push a first "
+            "commit or fix the taskset's `repo:`", retryable=False,
+        )
+
+    @staticmethod
+    def _prepare_worktree(mirror: Path, path: Path, branch: str) -> None:
+        if not (path / ".git").exists():
+            _remove_tree(path)
+            run_git(["--git-dir", str(mirror), "worktree", "add", "-q", "--detach", "-f",
+                     str(path), _START])
+        else:
+            run_git(["reset", "-q", "--hard"], cwd=path)
+            run_git(["clean", "-q", "-ffdx"], cwd=path)
+        run_git(["checkout", "-q", "-f", "--ignore-other-worktrees", "-B", branch, _START],
+                cwd=path)
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+    def _pick(self, repo: str | None, folder: str, limit: int | None) -> _SlotRecord | None:
+        """A free slot of ``repo`` (lowest index first), created if the limit allows."""
+        mine = sorted((r for r in self._slots.values() if r.slot_id.startswith(folder + "/")),
+                      key=lambda r: r.index)
+        for rec in mine:
+            if rec.task is None and (limit is None or rec.index < limit):
+                rec.repo = repo
+                return rec
+        used = {r.index for r in mine}
+        index = next(i for i in range(len(used) + 1) if i not in used)
+        if limit is not None and index >= limit:
+            return None
+        rec = _SlotRecord(f"{folder}/{index}", str(self.root / folder / f"slot-{index}"), repo)
+        self._slots[rec.slot_id] = rec
+        return rec
+
+    def _count_used(self, folder: str) -> int:
+        return sum(1 for r in self._slots.values()
+                   if r.task is not None and r.slot_id.startswith(folder + "/"))
+
+    def _record_for_id(self, slot_id: str, repo: str | None) -> _SlotRecord:
+        folder, _, index = slot_id.rpartition("/")
+        if not folder or not index.isdigit() or "/" in folder or folder.startswith("."):
+            raise ValueError(f"malformed slot id {slot_id!r}; expected '<repo-slug>/<n>' "
+                             "or 'scratch/<n>'")
+        norm = None if folder == SCRATCH else (normalize_repo(repo) if repo else None)
+        return _SlotRecord(slot_id, str(self.root / folder / f"slot-{index}"), norm)
+
+    def _load(self) -> None:
+        path = self.root / STATE_FILE
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            logger.warning("ignoring unreadable %s: %s", path, exc)
+            return
+        for raw in (data.get("slots") or {}).values():
+            try:
+                rec = _SlotRecord(str(raw["slot_id"]), str(raw["path"]), raw.get("repo"),
+                                  raw.get("branch"), raw.get("task"))
+                rec.index  # noqa: B018 (validates the id)
+            except (KeyError, ValueError, TypeError, IndexError):
+                logger.warning("ignoring a malformed slot entry in %s: %r", path, raw)
+                continue
+            self._slots[rec.slot_id] = rec
+
+    def _save(self) -> None:
+        data: dict[str, Any] = {"version": 1, "slots": {
+            sid: {"slot_id": r.slot_id, "path": r.path, "repo": r.repo, "branch": r.branch,
+                  "task": r.task}
+            for sid, r in sorted(self._slots.items())
+        }}
+        path = self.root / STATE_FILE
+        tmp = path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+
+
+def _empty_dir(path: Path) -> None:
+    """Make ``path`` an existing, empty directory (symlinks inside are removed, not followed)."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            _remove_tree(child)
+        else:
+            child.unlink()
+
+
+def _remove_tree(path: Path) -> None:
+    """rmtree that also removes read-only files and directories an agent left behind."""
+
+    def on_error(func: Any, name: str, _exc: Any) -> None:
+        try:
+            os.chmod(name, stat.S_IRWXU)
+            parent = os.path.dirname(name)
+            os.chmod(parent, stat.S_IRWXU)
+            func(name)
+        except OSError:
+            pass
+
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path, onerror=on_error)
