@@ -1,0 +1,214 @@
+"""Scheduler benchmark: decisions per second and peak memory per policy and queue size.
+
+Run: ``python tests/bench/bench_scheduler.py [--sizes 1000,10000,100000] [--quick]``
+
+Workload: 4 skills, 3 pools, one of them full. ``alpha`` and ``beta`` have room for every task;
+``gamma`` is full from the start (4/4), so skill ``s2`` (mapped to gamma only) can never be
+placed and ``s0``/``s1`` (alpha or beta, then gamma) must go around it. Priorities 0..9, three
+tenants, three resource shapes.
+
+Columns:
+- ``build ms``: the first round's index build over the whole queue (once per queue);
+- ``decisions/s``: rounds of 256 decisions (after the build) until 20,000 decisions or no
+  placeable task is left;
+- ``peak MB``: tracemalloc peak while building the queue and running those rounds (a separate
+  run, since tracemalloc slows Python down);
+- ``full round us``: one schedule() call when every pool is full (must not grow with the queue);
+- ``blocked round us``: one schedule() call when only tasks of the full pool's skill are queued
+  and other pools have room (touches one group head per task shape, not the queue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import random
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+
+from necrocode.dispatcher.config import DispatcherConfig
+from necrocode.dispatcher.models import AgentPool, PoolType, Resources, SchedulingPolicy, Task
+from necrocode.dispatcher.pool_manager import AgentPoolManager
+from necrocode.dispatcher.scheduler import Scheduler
+from necrocode.dispatcher.task_queue import TaskQueue
+
+SKILLS = ["s0", "s1", "s2", "s3"]
+SHAPES = [(0.5, 256), (1.0, 512), (2.0, 2048)]
+TENANTS = ["team-a", "team-b", "team-c"]
+
+
+def make_config(n: int) -> DispatcherConfig:
+    return DispatcherConfig(
+        max_global_concurrency=4 * n + 10,
+        agent_pools=[
+            AgentPool("alpha", PoolType.LOCAL_PROCESS, max_concurrency=2 * n),
+            AgentPool("beta", PoolType.DOCKER, max_concurrency=2 * n, cpu_quota=4.0 * n,
+                      memory_quota=4096 * n),
+            AgentPool("gamma", PoolType.KUBERNETES, max_concurrency=4),
+        ],
+        skill_mapping={
+            "s0": ["alpha", "gamma"],
+            "s1": ["beta", "gamma"],
+            "s2": ["gamma"],
+            "s3": ["alpha", "beta"],
+        },
+        fair_share_weights={"team-a": 1, "team-b": 1, "team-c": 2},
+    )
+
+
+def make_tasks(n: int, seed: int = 7, skills: list[str] = SKILLS) -> list[Task]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        cpu, mem = rng.choice(SHAPES)
+        out.append(
+            Task(
+                id=str(i),
+                taskset=f"ts{i % 5}",
+                required_skill=rng.choice(skills),
+                priority=rng.randrange(10),
+                tenant=rng.choice(TENANTS),
+                resources=Resources(cpu, mem),
+                ready_at=1_000_000.0 + i * 0.001,
+                created_at=1_000_000.0,
+            )
+        )
+    return out
+
+
+def fill_gamma(pm: AgentPoolManager) -> None:
+    for i in range(4):
+        pm.acquire("gamma", Task(id=f"busy{i}", taskset="bench", resources=Resources(1, 512)))
+
+
+def setup(policy: str, n: int) -> tuple[Scheduler, TaskQueue, AgentPoolManager]:
+    cfg = make_config(n)
+    pm = AgentPoolManager(cfg)
+    fill_gamma(pm)
+    q = TaskQueue()
+    for t in make_tasks(n):
+        q.enqueue(t)
+    return Scheduler(policy, cfg), q, pm
+
+
+def run_rounds(s: Scheduler, q: TaskQueue, pm: AgentPoolManager, target: int) -> tuple[int, float]:
+    done = 0
+    start = time.perf_counter()
+    while done < target:
+        got = s.schedule(q, pm, now=2_000_000.0, limit=256)
+        if not got:
+            break
+        done += len(got)
+    return done, time.perf_counter() - start
+
+
+def measure(policy: str, n: int, target: int) -> dict[str, float]:
+    s, q, pm = setup(policy, n)
+    gc.collect()
+    t0 = time.perf_counter()
+    first = s.schedule(q, pm, now=2_000_000.0, limit=1)
+    build = time.perf_counter() - t0
+    assert first
+    done, secs = run_rounds(s, q, pm, target)
+    # memory, in a separate run
+    gc.collect()
+    tracemalloc.start()
+    s2, q2, pm2 = setup(policy, n)
+    run_rounds(s2, q2, pm2, target)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del s2, q2, pm2
+    return {
+        "build_ms": build * 1000,
+        "decisions": done,
+        "per_s": done / secs if secs else float("inf"),
+        "peak_mb": peak / 1e6,
+        "full_us": full_round(policy, n),
+        "blocked_us": blocked_round(policy, n),
+    }
+
+
+def _time_calls(fn: Callable[[], object], calls: int = 2000) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def full_round(policy: str, n: int) -> float:
+    """Every pool full: one schedule() call."""
+    cfg = make_config(n)
+    cfg.agent_pools[0].max_concurrency = 1
+    cfg.agent_pools[1].max_concurrency = 1
+    pm = AgentPoolManager(cfg)
+    fill_gamma(pm)
+    pm.acquire("alpha", Task(id="a", taskset="bench"))
+    pm.acquire("beta", Task(id="b", taskset="bench"))
+    q = TaskQueue()
+    for t in make_tasks(n):
+        q.enqueue(t)
+    s = Scheduler(policy, cfg)
+    return _time_calls(lambda: s.schedule(q, pm, now=2_000_000.0))
+
+
+def blocked_round(policy: str, n: int) -> float:
+    """Only tasks of the full pool's skill queued; other pools idle."""
+    cfg = make_config(n)
+    pm = AgentPoolManager(cfg)
+    fill_gamma(pm)
+    q = TaskQueue()
+    for t in make_tasks(n, skills=["s2"]):
+        q.enqueue(t)
+    s = Scheduler(policy, cfg)
+    return _time_calls(lambda: s.schedule(q, pm, now=2_000_000.0), calls=500)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()} "
+        f"({platform.python_implementation()}), {platform.system()} {platform.release()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000,10000,100000")
+    ap.add_argument("--policies", default=",".join(p.value for p in SchedulingPolicy))
+    ap.add_argument("--target", type=int, default=20_000, help="decisions per measurement")
+    ap.add_argument("--quick", action="store_true", help="sizes 1000,10000 only")
+    args = ap.parse_args(argv)
+    sizes = [int(x) for x in args.sizes.split(",")]
+    if args.quick:
+        sizes = [s for s in sizes if s <= 10_000]
+    print(f"machine: {machine()}")
+    print("workload: 4 skills, 3 pools (gamma full), priorities 0-9, 3 tenants, 3 shapes")
+    header = (f"{'policy':<12} {'queued':>8} {'build ms':>9} {'decisions':>9} "
+              f"{'decisions/s':>12} {'peak MB':>8} {'full round us':>14} {'blocked round us':>17}")
+    print(header)
+    print("-" * len(header))
+    for policy in args.policies.split(","):
+        for n in sizes:
+            r = measure(policy, n, args.target)
+            print(f"{policy:<12} {n:>8} {r['build_ms']:>9.1f} {r['decisions']:>9.0f} "
+                  f"{r['per_s']:>12,.0f} {r['peak_mb']:>8.1f} {r['full_us']:>14.1f} "
+                  f"{r['blocked_us']:>17.1f}")
+            sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
