@@ -1,0 +1,749 @@
+"""DispatcherCore: the engine loop that ties the Dispatcher's components together.
+
+One engine thread alone mutates scheduling state (queue, pool counters, runner table, retry
+timers). Everything else — the console, the HTTP API, launcher watcher threads, signal handlers —
+posts :class:`~.engine_state.Command` objects to a thread-safe queue and reads frozen
+:class:`~.snapshot.Snapshot` objects. The loop sleeps on its command queue until the nearest
+deadline (next registry poll, next retry, next liveness check), so a submit, a completion, a
+heartbeat or a control command wakes it at once.
+
+Runner lifecycle lives in :mod:`.engine_runners`, control verbs in :mod:`.engine_control`,
+snapshot assembly in :mod:`.engine_snapshot`, the API handler and state files in
+:mod:`.engine_api`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as queue_mod
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+from .config import DispatcherConfig
+from .deadlock import DeadlockDetector
+from .engine_api import (
+    EngineApiHandler,
+    load_or_create_admin_token,
+    load_or_create_secret,
+    read_dispatcher_info,
+    remove_dispatcher_info,
+    write_dispatcher_info,
+)
+from .engine_control import ControlMixin
+from .engine_runners import RunnerMixin
+from .engine_snapshot import THROUGHPUT_BUCKETS, THROUGHPUT_INTERVAL, SnapshotBuilder
+from .engine_state import Command, RunnerRecord
+from .errors import DispatcherError, DispatcherStateError
+from .events import EventRecorder
+from .launchers.base import LaunchEnvironment, RunnerLauncher
+from .models import AgentPool, EventType, PoolType, Task, TaskEvent, Taskset, TaskState
+from .pool_manager import AgentPoolManager
+from .registry.base import SubmitResult, TaskRegistry
+from .retry import RetryManager
+from .runner_monitor import RunnerMonitor
+from .scheduler import Scheduler
+from .snapshot import DeadlockView, Snapshot
+from .task_monitor import TaskMonitor
+from .task_queue import TaskQueue
+
+logger = logging.getLogger(__name__)
+
+CONTROL_TIMEOUT = 5.0  # seconds a control call waits for the engine's answer
+PLATFORM_CHECK_INTERVAL = 1.0  # seconds between liveness checks of every runner
+
+
+class _NullMetrics:
+    """Stands in when no MetricsCollector can be built: every hook does nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+def _default_metrics(config: DispatcherConfig) -> Any:
+    try:
+        from .metrics import MetricsCollector
+
+        return MetricsCollector(config)
+    except Exception:  # metrics are optional for the engine
+        logger.warning("metrics disabled: MetricsCollector could not be built", exc_info=True)
+        return _NullMetrics()
+
+
+def _with_default_pools(config: DispatcherConfig) -> DispatcherConfig:
+    if config.agent_pools:
+        return config
+    logger.info("no agent_pools configured: using one local-process pool 'local' of %d runners",
+                4)
+    return replace(config, agent_pools=[AgentPool(name="local", type=PoolType.LOCAL_PROCESS,
+                                                  max_concurrency=4)],
+                   skill_mapping=config.skill_mapping or {"default": ["local"]})
+
+
+class DispatcherCore(ControlMixin, RunnerMixin):
+    """The Dispatcher's main controller (seed API: ``start()``, ``stop(timeout)``,
+    ``get_status()``), with thread-safe control methods and frozen snapshots.
+
+    ``registry`` defaults to the one the config names; ``launchers`` maps a pool type (or a pool
+    name) to its launcher (default: built at start for the configured pool types); ``metrics``
+    defaults to a new MetricsCollector.
+    """
+
+    def __init__(
+        self,
+        config: DispatcherConfig | None = None,
+        *,
+        registry: TaskRegistry | None = None,
+        launchers: dict[Any, RunnerLauncher] | None = None,
+        metrics: Any = None,
+    ) -> None:
+        self.config = _with_default_pools(config or DispatcherConfig())
+        self._owns_registry = registry is None
+        if registry is None:
+            from .registry import open_registry
+
+            registry = open_registry(self.config.resolved_registry_path())
+        self.registry = registry
+        self.registry_label = str(getattr(registry, "path", None)
+                                  or self.config.resolved_registry_path())
+        self.state_dir = self.config.resolved_state_dir()
+        self.runs_dir = self.state_dir / "runs"
+        self.events = EventRecorder(registry, self.state_dir)
+        self.task_monitor = TaskMonitor(self.config, registry)
+        self.queue = TaskQueue()
+        self.pool_manager = AgentPoolManager(self.config)
+        self.scheduler = Scheduler(self.config.scheduling_policy, self.config)
+        self.retry_manager = RetryManager(self.config)
+        self.runner_monitor = RunnerMonitor(self.config.heartbeat_timeout)
+        self.deadlock_detector = DeadlockDetector(self.config)
+        self._repo_pool: Any = None
+        self.metrics = metrics if metrics is not None else _default_metrics(self.config)
+        self._given_launchers = dict(launchers or {})
+        self._launchers = {}
+        self.api_url: str | None = None
+        self._api_server: Any = None
+        self._secret: bytes = b""
+        self.admin_token: str | None = None
+
+        self._commands: queue_mod.SimpleQueue[Command] = queue_mod.SimpleQueue()
+        self._runners = {}
+        self._by_task = {}
+        self._known = {}
+        self._state_counts = {}
+        self._no_slot = {}
+        self._delayed = []
+        self._changed = set()
+        self._finished_keys = deque(maxlen=2000)
+        self._flagged_exits = set()
+        self._pending_events = []
+        self._deadlocks = ()
+        self._deadlocked_keys = set()
+        self._last_pool = {}
+        self._reported_cycles: set[frozenset[str]] = set()
+        self._paused = False
+        self._state = "stopped"
+        self._dirty = True
+        self._sched_dirty = True
+        self._registry_dirty = True
+        self._stopper = None
+        self._engine_thread = None
+        self._counters = {"assigned": 0, "retried": 0, "launch_errors": 0,
+                          "heartbeat_timeouts": 0}
+        self._throughput = deque([0], maxlen=THROUGHPUT_BUCKETS)
+        self._throughput_started = time.time()
+        self._next_poll = 0.0
+        self._next_platform_check = 0.0
+        self._next_deadlock_check = 0.0
+        self._next_snapshot_at = 0.0
+        self._drain_deadline: float | None = None
+        self._leave_running = False
+        self._stop_requested = False
+        self._crash: BaseException | None = None
+        self._control_lock = threading.RLock()
+        self._snap_cond = threading.Condition()
+        self._builder = SnapshotBuilder(self)
+        self._snapshot = self._initial_snapshot()
+
+    # --- properties ------------------------------------------------------------------------
+    @property
+    def repo_pool(self) -> Any:  # type: ignore[override]
+        """The Repo Pool Manager (built on first use: it creates the workspace folders)."""
+        if self._repo_pool is None:
+            from .repo_pool import RepoPoolManager  # type: ignore[attr-defined]
+
+            self._repo_pool = RepoPoolManager(self.state_dir, self.config.slots_per_repo)
+        return self._repo_pool
+
+    @repo_pool.setter
+    def repo_pool(self, value: Any) -> None:
+        self._repo_pool = value
+
+    @property
+    def is_running(self) -> bool:
+        """True while the engine thread runs."""
+        thread = self._engine_thread
+        return thread is not None and thread.is_alive()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def launchers(self) -> dict[Any, RunnerLauncher]:
+        return dict(self._launchers)
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the API, reconcile RUNNING tasks, then the engine thread. Returns at once."""
+        if self.is_running:
+            raise DispatcherStateError("the dispatcher is already running; stop() it first")
+        other = read_dispatcher_info(self.state_dir)
+        if other is not None and other.get("pid") != _pid():
+            raise DispatcherStateError(
+                f"another dispatcher (pid {other.get('pid')}) runs on this state dir "
+                f"({self.state_dir}) at {other.get('url')}; stop it first, or use another "
+                "registry")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self._state = "starting"
+        self._stop_requested = False
+        self._drain_deadline = None
+        self._crash = None
+        self.events.replay()
+        if self.config.api_enabled:
+            self._start_api()
+        self._setup_launchers()
+        self._builder.start_events_at(self.registry.current_seq())
+        self._stopper = None
+        self._reconcile()
+        self._stopper = ThreadPoolExecutor(max_workers=8, thread_name_prefix="necrocode-fence")
+        self.events.record(TaskEvent(
+            event_type=EventType.DISPATCHER_STARTED,
+            message=f"dispatcher started (pid {_pid()}, policy "
+                    f"{getattr(self.config.scheduling_policy, 'value', '')}, "
+                    f"api {self.api_url or 'off'})",
+            details={"pid": _pid(), "api_url": self.api_url}))
+        bind = getattr(self.metrics, "bind", None)
+        if bind is not None:
+            try:
+                bind(snapshot_source=self.snapshot, pool_manager=self.pool_manager)
+            except Exception:
+                logger.debug("metrics bind failed", exc_info=True)
+        self._state = "paused" if self._paused else "running"
+        self._registry_dirty = True
+        self._engine_thread = threading.Thread(target=self._run, name="necrocode-engine",
+                                               daemon=True)
+        self._engine_thread.start()
+        logger.info("dispatcher started: registry %s, state dir %s", self.registry_label,
+                    self.state_dir)
+
+    def stop(self, timeout: float | None = None, *, leave_running: bool = False) -> None:
+        """Graceful shutdown: take no new tasks, wait up to ``timeout`` seconds (default
+        ``graceful_shutdown_timeout``) for running runners, then stop the rest and put their
+        tasks back to READY without spending an attempt. ``leave_running=True`` leaves the
+        runners alive for the next start to adopt."""
+        if timeout is None:
+            timeout = self.config.graceful_shutdown_timeout
+        thread = self._engine_thread
+        if thread is not None and thread.is_alive():
+            self._post(Command("stop", {"timeout": float(timeout),
+                                        "leave_running": leave_running}))
+            # wait for the drain, the fences and a little more
+            thread.join(float(timeout) + self.config.runner_stop_grace + 30.0)
+            if thread.is_alive():
+                logger.error("engine thread did not stop in time")
+        self._engine_thread = None
+        self._teardown()
+
+    def _teardown(self) -> None:
+        if self._stopper is not None:
+            self._stopper.shutdown(wait=True)
+            self._stopper = None
+        if self._api_server is not None:
+            try:
+                self._api_server.stop()
+            except Exception:
+                logger.exception("API server stop failed")
+            self._api_server = None
+        remove_dispatcher_info(self.state_dir)
+        for launcher in {id(v): v for v in self._launchers.values()}.values():
+            try:
+                launcher.close()
+            except Exception:
+                logger.exception("launcher close failed")
+        self._state = "stopped"
+        self._publish(time.time(), force=True)
+        if self._owns_registry:
+            try:
+                self.registry.close()
+            except Exception:
+                logger.debug("registry close failed", exc_info=True)
+
+    def _start_api(self) -> None:
+        from .api.server import ApiServer
+
+        self._secret = load_or_create_secret(self.state_dir)
+        self.admin_token = load_or_create_admin_token(self.state_dir)
+        self._api_server = ApiServer(self.config.api_host, self.config.api_port,
+                                     EngineApiHandler(self), self._secret, self.admin_token)
+        self.api_url = self._api_server.start()
+        write_dispatcher_info(self.state_dir, self.api_url, self.registry_label)
+
+    def _token_for(self, runner_id: str) -> str:
+        from .api.tokens import runner_token
+
+        return runner_token(self._secret, runner_id) if self._secret else ""
+
+    def _launch_env(self) -> LaunchEnvironment:
+        return LaunchEnvironment(
+            api_url=self.api_url, token_for=self._token_for, runs_dir=self.runs_dir,
+            heartbeat_interval=self.config.heartbeat_interval,
+            heartbeat_timeout=self.config.heartbeat_timeout,
+            stop_grace=self.config.runner_stop_grace, on_exit=self._on_runner_exit)
+
+    def _setup_launchers(self) -> None:
+        env = self._launch_env()
+        launchers: dict[Any, RunnerLauncher] = {}
+        for key, launcher in self._given_launchers.items():
+            launcher.env = replace(launcher.env, on_exit=self._on_runner_exit,
+                                   api_url=self.api_url or launcher.env.api_url,
+                                   token_for=self._token_for if self._secret
+                                   else launcher.env.token_for)
+            launchers[key] = launcher
+        types = {p.type for p in self.pool_manager.pools.values()}
+        for ptype in types:
+            if ptype in launchers or any(
+                    p.name in launchers for p in self.pool_manager.pools.values()
+                    if p.type is ptype):
+                continue
+            made = self._make_launcher(ptype, env)
+            if made is not None:
+                launchers[ptype] = made
+        self._launchers = launchers
+
+    @staticmethod
+    def _make_launcher(ptype: PoolType, env: LaunchEnvironment) -> RunnerLauncher | None:
+        try:
+            if ptype is PoolType.LOCAL_PROCESS:
+                from .launchers.local import LocalProcessLauncher  # type: ignore[import-not-found]
+
+                return LocalProcessLauncher(env)  # type: ignore[no-any-return]
+            if ptype is PoolType.DOCKER:
+                from .launchers.docker import DockerLauncher
+
+                return DockerLauncher(env)
+            if ptype is PoolType.KUBERNETES:
+                from .launchers.kubernetes import (  # type: ignore[import-not-found]
+                    KubernetesLauncher,
+                )
+
+                return KubernetesLauncher(env)  # type: ignore[no-any-return]
+        except Exception as exc:
+            logger.warning("no launcher for %s pools: %s", ptype.value, exc)
+        return None
+
+    # --- commands --------------------------------------------------------------------------
+    def _post(self, command: Command) -> None:
+        self._commands.put(command)
+
+    def _wake(self) -> None:
+        self._post(Command("wake"))
+
+    def _on_runner_exit(self, runner_id: str) -> None:
+        """Launcher watcher threads call this when a runner's process ended."""
+        self._post(Command("exit", {"runner_id": runner_id}))
+
+    def _take_commands(self, timeout: float) -> list[Command]:
+        try:
+            first = self._commands.get(timeout=timeout) if timeout > 0 \
+                else self._commands.get_nowait()
+        except queue_mod.Empty:
+            return []
+        out = [first]
+        while True:
+            try:
+                out.append(self._commands.get_nowait())
+            except queue_mod.Empty:
+                return out
+
+    def _handle(self, cmd: Command) -> None:
+        kind = cmd.kind
+        payload = cmd.payload
+        try:
+            if kind == "wake":
+                self._registry_dirty = True
+            elif kind == "exit":
+                self._flagged_exits.add(payload["runner_id"])
+            elif kind == "heartbeat":
+                rid = payload["runner_id"]
+                rec = self._runners.get(rid)
+                if rec is not None and not rec.stopping:
+                    self.runner_monitor.update_heartbeat(rid, payload.get("progress"))
+                    rec.last_sign = time.time()
+                    if payload.get("progress") is not None:
+                        rec.progress = payload["progress"]
+                    rec.rev += 1
+                    self._changed.add(rec.key)
+                    self._dirty = True
+            elif kind == "complete":
+                self._on_report(payload["runner_id"], payload.get("report") or {})
+            elif kind == "fenced":
+                self._fenced(payload["runner_id"], payload.get("exit"))
+            elif kind == "stop":
+                self._begin_drain(float(payload.get("timeout", 0.0)),
+                                  bool(payload.get("leave_running")))
+            elif kind == "control":
+                result = self._do_control(payload["verb"], payload.get("args") or {})
+                if cmd.reply is not None:
+                    cmd.reply.set_result(result)
+                return
+            elif kind == "call":
+                result = payload["fn"]()
+                if cmd.reply is not None:
+                    cmd.reply.set_result(result)
+                return
+            else:
+                logger.warning("unknown engine command %r", kind)
+            if cmd.reply is not None:
+                cmd.reply.set_result(None)
+        except Exception as exc:
+            if cmd.reply is not None:
+                cmd.reply.set_exception(exc)
+            else:
+                logger.exception("engine command %s failed", kind)
+
+    def _on_report(self, runner_id: str, report: dict[str, Any]) -> None:
+        rec = self._runners.get(runner_id)
+        if rec is None:
+            return
+        rec.report = report
+        rec.reported_at = time.time()
+        rec.last_sign = rec.reported_at
+        self.runner_monitor.touch(runner_id)
+        self._flagged_exits.add(runner_id)
+
+    # --- the loop --------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while True:
+                now = time.time()
+                timeout = max(0.0, self._next_deadline(now) - now)
+                for cmd in self._take_commands(timeout):
+                    self._handle(cmd)
+                self._iterate(time.time())
+                if self._drain_finished():
+                    break
+        except BaseException as exc:  # keep the process sane: log, then stop cleanly
+            self._crash = exc
+            logger.exception("engine loop crashed")
+        finally:
+            self._finish_loop()
+
+    def _next_deadline(self, now: float) -> float:
+        if self._registry_dirty or self._flagged_exits or (
+                self._sched_dirty and not self._paused and self._state == "running"
+                and len(self.queue)):
+            return now
+        deadline = self._next_poll
+        if self._delayed:
+            deadline = min(deadline, self._delayed[0][0])
+        if self._runners:
+            deadline = min(deadline, self._next_platform_check)
+        if self._dirty:
+            deadline = min(deadline, self._next_snapshot_at)
+        if self._drain_deadline is not None:
+            deadline = min(deadline, self._drain_deadline)
+        deadline = min(deadline, self._next_deadlock_check, self._next_throughput_roll())
+        return deadline
+
+    def _iterate(self, now: float) -> None:
+        self._roll_throughput(now)
+        if self._registry_dirty or now >= self._next_poll:
+            self._registry_dirty = False
+            self._next_poll = now + max(0.05, float(self.config.poll_interval))
+            for task in self.task_monitor.poll_changes():
+                self._apply_change(task, now)
+        self._release_delayed(now)
+        if self._flagged_exits:
+            flagged, self._flagged_exits = self._flagged_exits, set()
+            self._check_exits(flagged)
+        if self._runners and now >= self._next_platform_check:
+            self._next_platform_check = now + min(
+                PLATFORM_CHECK_INTERVAL, max(0.05, self.config.heartbeat_timeout / 4))
+            self._check_exits(list(self._runners))
+            self._check_liveness(now)
+        if self._state == "running" and not self._paused and self._sched_dirty:
+            self._schedule_round(now)
+        if self._pending_events:
+            batch, self._pending_events = self._pending_events, []
+            self.events.record_many(batch)
+        if now >= self._next_deadlock_check:
+            self._next_deadlock_check = now + max(0.5, self.config.deadlock_check_interval)
+            self._check_deadlocks()
+        if self._drain_deadline is not None:
+            self._drain_step(now)
+        self._publish(now)
+
+    def _apply_change(self, task: Task, now: float) -> None:
+        """A task changed in the registry (our write's echo, or another process's)."""
+        key = task.key
+        self._set_known(task)
+        rid = self._by_task.get(key)
+        if rid is not None:
+            rec = self._runners.get(rid)
+            if rec is not None and task.state is not TaskState.RUNNING and not rec.stopping:
+                # someone else settled the task while its runner runs: stop the runner
+                self._fence(rec, "orphan", f"task moved to {task.state.value} outside the "
+                                           "dispatcher")
+            return
+        if task.state is not TaskState.READY:
+            if key in self.queue:
+                self.queue.remove(key)
+                self._sched_dirty = True
+            self._no_slot.pop(key, None)
+            return
+        if key in self._no_slot:
+            self._no_slot[key] = task
+            return
+        if task.next_attempt_at and task.next_attempt_at > now:
+            if key in self.queue:
+                self.queue.remove(key)
+            self._push_delayed(task)
+            return
+        self.queue.enqueue(task)  # new, or replaces the queued copy (keeps its FIFO place)
+        self._sched_dirty = True
+
+    def _schedule_round(self, now: float) -> None:
+        self._sched_dirty = False
+        if not len(self.queue):
+            return
+        started = time.perf_counter()
+        decisions = self.scheduler.schedule(self.queue, self.pool_manager, now=now)
+        for task, pool in decisions:
+            self._launch(task, pool, now)
+        if decisions:
+            self._metric("observe_round", time.perf_counter() - started)
+            self._sched_dirty = True  # capacity may remain: try again next iteration
+
+    def _check_deadlocks(self) -> None:
+        if not self._known:
+            return
+        try:
+            report = self.deadlock_detector.detect(list(self._known.values()))
+        except Exception:
+            logger.debug("deadlock detection failed", exc_info=True)
+            return
+        views: list[DeadlockView] = []
+        cycle_keys: set[str] = set()
+        for cyc in getattr(report, "cycles", []) or []:
+            tasks = tuple(getattr(cyc, "tasks", cyc))
+            cycle_keys.update(tasks)
+            views.append(DeadlockView("cycle", tasks, getattr(cyc, "root", None),
+                                      getattr(cyc, "suggestion", "")))
+            ident = frozenset(tasks)
+            if ident not in self._reported_cycles:
+                self._reported_cycles.add(ident)
+                self.events.record(TaskEvent(
+                    event_type=EventType.DEADLOCK_DETECTED, task_key=tasks[0] if tasks else None,
+                    message="dependency cycle: " + " -> ".join([*tasks, tasks[0]] if tasks
+                                                                else []),
+                    details={"tasks": list(tasks)}))
+        for blk in getattr(report, "blocked_by_failure", []) or []:
+            views.append(DeadlockView("failed_dependency", tuple(getattr(blk, "tasks", ())),
+                                      getattr(blk, "root", None),
+                                      getattr(blk, "suggestion", "")))
+        new = tuple(views)
+        if new != self._deadlocks:
+            self._changed.update(self._deadlocked_keys | cycle_keys)
+            self._deadlocks = new
+            self._deadlocked_keys = cycle_keys
+            self._dirty = True
+
+    # --- throughput and snapshots ----------------------------------------------------------
+    def _next_throughput_roll(self) -> float:
+        return self._throughput_started + THROUGHPUT_INTERVAL * len(self._throughput) \
+            if len(self._throughput) < THROUGHPUT_BUCKETS else \
+            self._throughput_started + THROUGHPUT_INTERVAL * THROUGHPUT_BUCKETS
+
+    def _roll_throughput(self, now: float) -> None:
+        while now >= self._throughput_started + THROUGHPUT_INTERVAL * len(self._throughput):
+            if len(self._throughput) == THROUGHPUT_BUCKETS:
+                self._throughput_started += THROUGHPUT_INTERVAL
+            self._throughput.append(0)
+            self._dirty = True
+
+    def _publish(self, now: float, *, force: bool = False) -> None:
+        if not force and (not self._dirty or now < self._next_snapshot_at):
+            return
+        self._dirty = False
+        self._next_snapshot_at = now + 1.0 / max(0.1, float(self.config.snapshot_max_rate))
+        state = self._state
+        if state == "running" and self._paused:
+            state = "paused"
+        snap = self._builder.build(now, state)
+        with self._snap_cond:
+            self._snapshot = snap
+            self._snap_cond.notify_all()
+        self._metric("update_from_snapshot", snap)
+
+    def _initial_snapshot(self) -> Snapshot:
+        try:
+            counts = self.registry.count_tasks()
+        except Exception:
+            counts = {}
+        from .snapshot import Counters
+
+        c = Counters(total=sum(counts.values()), blocked=counts.get(TaskState.BLOCKED, 0),
+                     ready=counts.get(TaskState.READY, 0),
+                     running=counts.get(TaskState.RUNNING, 0), done=counts.get(TaskState.DONE, 0),
+                     failed=counts.get(TaskState.FAILED, 0),
+                     cancelled=counts.get(TaskState.CANCELLED, 0))
+        return Snapshot(version=0, taken_at=time.time(), state="stopped",
+                        policy=str(getattr(self.config.scheduling_policy, "value",
+                                           self.config.scheduling_policy)),
+                        max_global_concurrency=self.config.max_global_concurrency,
+                        registry_path=self.registry_label, api_url=None,
+                        pools=tuple(self.pool_manager.get_all_pool_status()), counters=c,
+                        heartbeat_timeout=self.config.heartbeat_timeout)
+
+    def snapshot(self) -> Snapshot:
+        """The newest published snapshot (never blocks)."""
+        return self._snapshot  # type: ignore[return-value]
+
+    def wait_for_snapshot(self, after_version: int, timeout: float | None = None) -> Snapshot:
+        """Wait until a snapshot newer than ``after_version`` is published (or the timeout)."""
+        with self._snap_cond:
+            self._snap_cond.wait_for(lambda: self._snapshot is not None
+                                     and self._snapshot.version > after_version, timeout)
+            return self._snapshot  # type: ignore[return-value]
+
+    def get_status(self) -> dict[str, Any]:
+        """The newest snapshot as a JSON-ready dict (seed API)."""
+        return self.snapshot().to_dict()
+
+    # --- shutdown --------------------------------------------------------------------------
+    def _begin_drain(self, timeout: float, leave_running: bool) -> None:
+        if self._stop_requested and self._drain_deadline is not None:
+            self._drain_deadline = min(self._drain_deadline, time.time() + timeout)
+            return
+        self._stop_requested = True
+        self._leave_running = leave_running
+        self._drain_deadline = time.time() + max(0.0, timeout)
+        self._state = "draining"
+        self._dirty = True
+        logger.info("dispatcher stopping: %d runner(s) running, waiting up to %.0fs",
+                    len(self._runners), timeout)
+
+    def _drain_step(self, now: float) -> None:
+        if self._leave_running or not self._runners:
+            return
+        if self._drain_deadline is not None and now >= self._drain_deadline:
+            if self._state != "stopping":
+                self._state = "stopping"
+                self._dirty = True
+            for rec in list(self._runners.values()):
+                if not rec.stopping:
+                    self._fence(rec, "shutdown", "dispatcher stopping")
+
+    def _drain_finished(self) -> bool:
+        if not self._stop_requested:
+            return False
+        return self._leave_running or not self._runners
+
+    def _finish_loop(self) -> None:
+        left = len(self._runners)
+        try:
+            if self._pending_events:
+                self.events.record_many(self._pending_events)
+                self._pending_events = []
+            self.events.record(TaskEvent(
+                event_type=EventType.DISPATCHER_STOPPED,
+                message="dispatcher stopped" + (
+                    f"; {left} runner(s) left running for the next start to adopt"
+                    if left else "") + (f" after an engine error: {self._crash}"
+                                        if self._crash else ""),
+                details={"left_running": left}))
+        except Exception:
+            logger.exception("could not record DispatcherStopped")
+        self._state = "stopped"
+        self._publish(time.time(), force=True)
+
+    # --- public control surface ------------------------------------------------------------
+    def control(self, verb: str, payload: dict[str, Any] | None = None) -> str:
+        """Apply a control verb (pause, resume, priority, retry, cancel, pool)."""
+        payload = dict(payload or {})
+        if threading.current_thread() is self._engine_thread:
+            return self._do_control(verb, payload)
+        if not self.is_running or self._stop_requested:
+            with self._control_lock:
+                return self._do_control(verb, payload)
+        reply: Future[str] = Future()
+        self._post(Command("control", {"verb": verb, "args": payload}, reply))
+        try:
+            return reply.result(timeout=CONTROL_TIMEOUT)
+        except TimeoutError:
+            raise DispatcherError(
+                f"the engine did not answer {verb!r} within {CONTROL_TIMEOUT:g}s") from None
+
+    def pause(self) -> str:
+        """Stop starting new runners (running ones continue)."""
+        return self.control("pause")
+
+    def resume(self) -> str:
+        """Start dispatching again."""
+        return self.control("resume")
+
+    def set_priority(self, task_key: str, priority: int) -> str:
+        """Change a task's priority (persisted)."""
+        return self.control("priority", {"task": task_key, "priority": priority})
+
+    def retry(self, task_key: str) -> str:
+        """Retry a FAILED or CANCELLED task now (or the failed roots of a blocked one)."""
+        return self.control("retry", {"task": task_key})
+
+    def cancel(self, task_key: str) -> str:
+        """Cancel a task; a running one has its runner stopped first."""
+        return self.control("cancel", {"task": task_key})
+
+    def set_pool_enabled(self, pool_name: str, enabled: bool) -> str:
+        """Enable or drain a pool at run time."""
+        return self.control("pool", {"pool": pool_name, "enabled": enabled})
+
+    def submit(self, taskset: Taskset) -> SubmitResult:
+        """Validate and write a taskset, then wake the engine."""
+        try:
+            from .tasksets import validate_taskset
+        except ImportError:  # pragma: no cover - the module ships with the package
+            validate_taskset = None  # type: ignore[assignment]
+        if validate_taskset is not None:
+            validate_taskset(taskset, self.registry, self.config)
+        result = self.registry.submit_taskset(taskset)
+        self._wake()
+        return result
+
+    def wake(self) -> None:
+        """Ask the engine to poll the registry now (after writes made around it)."""
+        self._wake()
+
+    def runner_records(self) -> list[RunnerRecord]:
+        """The live runner records (read-only use; for tests and diagnostics)."""
+        return list(self._runners.values())
+
+    def __enter__(self) -> DispatcherCore:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+__all__ = ["DispatcherCore"]

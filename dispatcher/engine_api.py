@@ -1,0 +1,163 @@
+"""The engine's side of the HTTP API: the ApiHandler and the files that find a running engine.
+
+Files in the state dir:
+
+- ``dispatcher.json``: ``{"url", "pid", "started_at", "registry"}`` of the running Dispatcher,
+  removed when it stops (a stale file is recognised by its dead pid);
+- ``admin.token``: the admin token for control calls, mode 0600, kept across restarts;
+- ``runner.secret``: the secret of runner tokens, mode 0600, kept across restarts so that
+  adopted runners can still report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .api.tokens import new_secret, read_admin_token, write_admin_token
+from .engine_state import Command
+from .launchers.base import write_json_atomic
+
+if TYPE_CHECKING:
+    from .core import DispatcherCore
+
+logger = logging.getLogger(__name__)
+
+DISPATCHER_FILE = "dispatcher.json"
+ADMIN_TOKEN_FILE = "admin.token"
+SECRET_FILE = "runner.secret"
+
+
+class EngineApiHandler:
+    """Implements the API's handler protocol by posting commands to the engine."""
+
+    def __init__(self, core: DispatcherCore) -> None:
+        self.core = core
+
+    def on_heartbeat(self, runner_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        rec = self.core._runners.get(runner_id)
+        if rec is None or rec.stopping:
+            return {"ok": False, "action": "stop",
+                    "reason": f"runner {runner_id} is not running for this dispatcher"}
+        progress = payload.get("progress")
+        self.core._post(Command("heartbeat", {"runner_id": runner_id,
+                                              "progress": None if progress is None
+                                              else str(progress)[:500]}))
+        return {"ok": True}
+
+    def on_complete(self, runner_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if runner_id not in self.core._runners:
+            return {"ok": False, "reason": f"runner {runner_id} is not known (already settled?)"}
+        self.core._post(Command("complete", {"runner_id": runner_id, "report": dict(payload)}))
+        return {"ok": True}
+
+    def status(self) -> dict[str, Any]:
+        return self.core.get_status()
+
+    def control(self, verb: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "message": self.core.control(verb, payload)}
+
+    def metrics(self) -> tuple[bytes, str]:
+        metrics = self.core.metrics
+        exposition = getattr(metrics, "exposition", None)
+        if exposition is not None:
+            body, ctype = exposition()
+            return body, ctype
+        return b"", "text/plain; version=0.0.4; charset=utf-8"
+
+
+# --- files --------------------------------------------------------------------------------
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _private_ok(path: Path) -> bool:
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (st.st_mode & 0o077) == 0 and st.st_uid == os.getuid()
+
+
+def load_or_create_secret(state_dir: Path) -> bytes:
+    """The runner-token secret, kept in ``runner.secret`` (0600) across restarts."""
+    path = state_dir / SECRET_FILE
+    if _private_ok(path):
+        raw = path.read_bytes()
+        if len(raw) >= 32:
+            return raw
+    secret = new_secret()
+    _write_private(path, secret)
+    return secret
+
+
+def load_or_create_admin_token(state_dir: Path) -> str:
+    """The admin token from ``admin.token`` (0600), created when missing or not private."""
+    path = state_dir / ADMIN_TOKEN_FILE
+    if _private_ok(path):
+        token = read_admin_token(path)
+        if token:
+            return token
+    return write_admin_token(path)
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with that pid exists (and is not a zombie we could see)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def read_dispatcher_info(state_dir: Path) -> dict[str, Any] | None:
+    """The running Dispatcher's ``dispatcher.json``, or None when none runs there."""
+    path = state_dir / DISPATCHER_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not data.get("url"):
+        return None
+    if not pid_alive(int(data.get("pid") or 0)):
+        return None
+    return data
+
+
+def write_dispatcher_info(state_dir: Path, url: str, registry: str) -> None:
+    write_json_atomic(state_dir / DISPATCHER_FILE, {
+        "url": url, "pid": os.getpid(), "started_at": time.time(), "registry": registry,
+    })
+
+
+def remove_dispatcher_info(state_dir: Path) -> None:
+    """Remove ``dispatcher.json`` if it is this process's."""
+    path = state_dir / DISPATCHER_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(data, dict) and data.get("pid") == os.getpid():
+        path.unlink(missing_ok=True)

@@ -1,0 +1,203 @@
+"""Operator controls of the engine: pause, resume, priority, retry, cancel, pool on/off.
+
+:meth:`ControlMixin._do_control` runs on the engine thread while the engine runs (the public
+methods of DispatcherCore post a command and wait for its answer), or directly on the caller's
+thread when the engine is not started; then it acts on the registry alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .engine_state import EngineBase
+from .errors import (
+    DispatcherError,
+    DispatcherStateError,
+    InvalidTransitionError,
+    PoolNotFoundError,
+)
+from .models import EventType, Task, TaskEvent, TaskState
+
+logger = logging.getLogger(__name__)
+
+_RETRYABLE = (TaskState.FAILED, TaskState.CANCELLED)
+
+
+def _payload_key(payload: dict[str, Any]) -> str:
+    key = payload.get("task") or payload.get("key") or payload.get("task_key")
+    if not key or not isinstance(key, str):
+        raise DispatcherError("control command needs the task key: {\"task\": \"taskset/id\"}")
+    return key
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on", "enable", "enabled")
+    return bool(value)
+
+
+class ControlMixin(EngineBase):
+    """The control verbs (mixed into DispatcherCore)."""
+
+    def _do_control(self, verb: str, payload: dict[str, Any]) -> str:
+        """Apply one control verb; returns a short message, raises DispatcherError on refusal."""
+        if verb == "pause":
+            return self._ctl_pause(True)
+        if verb == "resume":
+            return self._ctl_pause(False)
+        if verb == "priority":
+            raw = payload.get("priority")
+            try:
+                priority = int(raw)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise DispatcherError(
+                    f"priority must be an integer, got {raw!r}") from None
+            return self._ctl_priority(_payload_key(payload), priority)
+        if verb == "retry":
+            return self._ctl_retry(_payload_key(payload))
+        if verb == "cancel":
+            return self._ctl_cancel(_payload_key(payload))
+        if verb == "pool":
+            name = payload.get("pool") or payload.get("name")
+            if not isinstance(name, str) or not name:
+                raise DispatcherError("pool command needs {\"pool\": NAME, \"enabled\": bool}")
+            return self._ctl_pool(name, _truthy(payload.get("enabled", True)))
+        raise DispatcherError(
+            f"unknown control verb {verb!r}; known: pause, resume, priority, retry, cancel, pool")
+
+    # --- verbs -----------------------------------------------------------------------------
+    def _ctl_pause(self, pause: bool) -> str:
+        if self._paused == pause:
+            return "dispatching already paused" if pause else "dispatching already running"
+        self._paused = pause
+        self._sched_dirty = True
+        self._dirty = True
+        self._changed.update(self.queue_keys())
+        self.events.record(TaskEvent(
+            event_type=EventType.DISPATCHER_PAUSED if pause else EventType.DISPATCHER_RESUMED,
+            message="dispatching paused" if pause else "dispatching resumed"))
+        return "paused dispatching" if pause else "resumed dispatching"
+
+    def queue_keys(self) -> list[str]:
+        """Keys of the tasks in the queue (for refreshing their pending reasons)."""
+        return [t.key for t in self.queue.tasks()] if len(self.queue) else []
+
+    def _ctl_priority(self, key: str, priority: int) -> str:
+        task = self.registry.get_task(key)
+        old = task.priority
+        if old == priority:
+            return f"priority of {key} already {priority}"
+        new = self.registry.set_priority(key, priority)
+        self._after_write(new)
+        if key in self.queue:
+            self.queue.update_priority(key, priority)
+            self._sched_dirty = True
+        elif key in self._no_slot:
+            self._no_slot[key] = new
+        return f"priority of {key}: {old} -> {priority}"
+
+    def _ctl_retry(self, key: str) -> str:
+        task = self.registry.get_task(key)
+        if task.state in _RETRYABLE:
+            return self._retry_one(task)
+        if task.state is TaskState.READY:
+            if task.next_attempt_at:
+                new = self.events.update(key, next_attempt_at=None, event=TaskEvent(
+                    event_type=EventType.TASK_RETRIED, task_key=key,
+                    message="retry now (backoff skipped by an operator)",
+                    details={"manual": True}))
+                self._after_write(new)
+                return f"{key} retries now (backoff skipped)"
+            return f"{key} is already READY"
+        if task.state is TaskState.BLOCKED:
+            roots = self._failed_roots(task)
+            if not roots:
+                raise DispatcherStateError(
+                    f"{key} is BLOCKED on dependencies that have not finished yet; "
+                    "nothing to retry")
+            messages = [self._retry_one(root) for root in roots]
+            return f"{key} was blocked by {len(roots)} failed dependenc(ies): " + "; ".join(
+                messages)
+        raise InvalidTransitionError(key, task.state.value, TaskState.READY.value,
+                                     "only FAILED, CANCELLED or blocked tasks can be retried")
+
+    def _retry_one(self, task: Task) -> str:
+        deps = self.registry.get_tasks(
+            [f"{task.taskset}/{d}" for d in task.dependencies]) if task.dependencies else {}
+        all_done = all(d.state is TaskState.DONE for d in deps.values()) and len(deps) == len(
+            task.dependencies)
+        target = TaskState.READY if all_done else TaskState.BLOCKED
+        new = self.events.transition(
+            task.key, target, expected=task.state, attempts=0, next_attempt_at=None,
+            last_error=None, finished_at=None, runner_id=None,
+            event=TaskEvent(event_type=EventType.TASK_RETRIED, task_key=task.key,
+                            message=f"retried by an operator (was {task.state.value}; "
+                                    "attempts reset)",
+                            details={"manual": True, "previous_attempts": task.attempts}))
+        self._after_write(new)
+        return f"{task.key}: {task.state.value} -> {target.value}"
+
+    def _failed_roots(self, task: Task) -> list[Task]:
+        """FAILED/CANCELLED tasks among the (transitive) dependencies of ``task``."""
+        roots: dict[str, Task] = {}
+        seen: set[str] = set()
+        stack = [task]
+        while stack:
+            current = stack.pop()
+            keys = [f"{current.taskset}/{d}" for d in current.dependencies]
+            for dep in self.registry.get_tasks(k for k in keys if k not in seen).values():
+                seen.add(dep.key)
+                if dep.state in _RETRYABLE:
+                    roots[dep.key] = dep
+                elif dep.state is not TaskState.DONE:
+                    stack.append(dep)
+        return list(roots.values())
+
+    def _ctl_cancel(self, key: str) -> str:
+        task = self.registry.get_task(key)
+        if task.state.terminal:
+            raise InvalidTransitionError(key, task.state.value, TaskState.CANCELLED.value,
+                                         "the task has already finished")
+        rid = self._by_task.get(key)
+        if rid is not None and rid in self._runners:
+            rec = self._runners[rid]
+            if rec.stopping:
+                return f"{key} is already being stopped ({rec.fence_outcome})"
+            self._fence(rec, "cancelled", "cancelled by an operator")  # type: ignore[attr-defined]
+            return f"cancelling {key}: stopping runner {rid}"
+        new = self.events.transition(
+            key, TaskState.CANCELLED, expected=task.state, runner_id=None,
+            event=TaskEvent(event_type=EventType.TASK_CANCELLED, task_key=key,
+                            message=f"cancelled by an operator (was {task.state.value})",
+                            runner_id=task.runner_id))
+        self._after_write(new)
+        if key in self.queue:
+            self.queue.remove(key)
+        self._no_slot.pop(key, None)
+        blocked = self._dependents_count(new)
+        tail = f"; {blocked} dependent task(s) now blocked" if blocked else ""
+        return f"cancelled {key}{tail}"
+
+    def _dependents_count(self, task: Task) -> int:
+        return sum(1 for t in self._known.values()
+                   if t.taskset == task.taskset and task.id in t.dependencies)
+
+    def _ctl_pool(self, name: str, enabled: bool) -> str:
+        if name not in self.pool_manager.pools:
+            raise PoolNotFoundError(name, sorted(self.pool_manager.pools))
+        pool = self.pool_manager.pools[name]
+        if pool.enabled == enabled:
+            return f"pool {name} already {'enabled' if enabled else 'disabled'}"
+        self.pool_manager.set_pool_enabled(name, enabled)
+        self._sched_dirty = True
+        self._dirty = True
+        self._changed.update(self.queue_keys())
+        self.events.record(TaskEvent(
+            event_type=EventType.POOL_ENABLED if enabled else EventType.POOL_DISABLED,
+            pool=name, message=f"pool {name} {'enabled' if enabled else 'disabled'}"))
+        return f"pool {name} {'enabled' if enabled else 'disabled (running tasks finish)'}"
+
+    def _after_write(self, task: Task) -> None:
+        self._set_known(task)  # type: ignore[attr-defined]
+        self._registry_dirty = True

@@ -1,0 +1,589 @@
+"""Runner lifecycle inside the engine: launch, exit, fence, release, retry decision, adoption.
+
+Every method here runs on the engine thread (or in ``start()`` before that thread exists). The
+rules (DESIGN.md "Sources of truth"): a task goes READY -> RUNNING by compare-and-set *before*
+its runner starts; a runner's slot and pool capacity are released exactly once, after the runner
+is known to be gone; a lost or timed-out runner is stopped (fenced) before its task is offered
+again, so a task never runs twice at the same time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from .engine_state import Command, EngineBase, RunnerRecord
+from .errors import InvalidTransitionError, RunnerLaunchError, TaskNotFoundError
+from .launchers.base import RunnerExit, RunnerLauncher, attempt_dir, new_runner_id
+from .models import (
+    AgentPool,
+    EventType,
+    Runner,
+    RunnerState,
+    Slot,
+    Task,
+    TaskEvent,
+    TaskState,
+)
+
+logger = logging.getLogger(__name__)
+
+EXIT_STATUS_FILE = "exit_status.json"
+
+
+def _clock(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+class RunnerMixin(EngineBase):
+    """Launching and finishing runners (mixed into DispatcherCore)."""
+
+    # --- bookkeeping of known tasks --------------------------------------------------------
+    def _set_known(self, task: Task) -> None:
+        """Record the newest state of ``task`` (counters, finished list, throughput)."""
+        old = self._known.get(task.key)
+        if old is not None:
+            self._state_counts[old.state] = self._state_counts.get(old.state, 1) - 1
+        self._state_counts[task.state] = self._state_counts.get(task.state, 0) + 1
+        self._known[task.key] = task
+        self._changed.add(task.key)
+        self._dirty = True
+        if task.state.terminal and (old is None or not old.state.terminal):
+            self._finished_keys.appendleft(task.key)
+            if old is not None:
+                self._count_finished()
+
+    def _count_finished(self) -> None:
+        """Add one finished task to the current throughput bucket (engine_snapshot rolls them)."""
+        if self._throughput:
+            self._throughput[-1] += 1
+
+    def _metric(self, name: str, *args: Any) -> None:
+        """Call a metrics hook; metrics never break the engine."""
+        hook = getattr(self.metrics, name, None)
+        if hook is None:
+            return
+        try:
+            hook(*args)
+        except Exception:
+            logger.debug("metrics hook %s failed", name, exc_info=True)
+
+    def _launcher_for(self, pool: AgentPool) -> RunnerLauncher | None:
+        return self._launchers.get(pool.name) or self._launchers.get(pool.type)
+
+    # --- launch ----------------------------------------------------------------------------
+    def _launch(self, task: Task, pool: AgentPool, now: float) -> bool:
+        """Start one scheduled task (capacity already acquired by the scheduler)."""
+        key = task.key
+        try:
+            slot = self.repo_pool.allocate_slot(task)
+        except Exception as exc:
+            self.pool_manager.release(pool.name, task)
+            self._sched_dirty = True
+            logger.warning("no workspace for %s: %s", key, exc)
+            self._attempt_failed(task, TaskState.READY, None, "launch_error",
+                                 f"workspace slot could not be prepared: {exc}")
+            return False
+        if slot is None:
+            self.pool_manager.release(pool.name, task)
+            self._no_slot[key] = task
+            self._changed.add(key)
+            self._dirty = True
+            return False
+        attempt = task.attempts + 1
+        runner_id = new_runner_id(task, attempt)
+        assigned = TaskEvent(
+            event_type=EventType.TASK_ASSIGNED, task_key=key, timestamp=now,
+            message=f"assigned to pool {pool.name}, slot {slot.slot_id} (attempt {attempt})",
+            runner_id=runner_id, slot_id=slot.slot_id, pool=pool.name,
+            details={"attempt": attempt, "branch": slot.branch},
+        )
+        try:
+            running = self.events.transition(
+                key, TaskState.RUNNING, expected=TaskState.READY, event=assigned,
+                runner_id=runner_id, assigned_slot=slot.slot_id, reserved_branch=slot.branch,
+                started_at=now, next_attempt_at=None,
+            )
+        except (InvalidTransitionError, TaskNotFoundError) as exc:
+            logger.info("not launching %s: %s", key, exc)
+            self.repo_pool.release_slot(slot.slot_id)
+            self.pool_manager.release(pool.name, task)
+            self._sched_dirty = True
+            self._registry_dirty = True
+            return False
+        self._set_known(running)
+        self._last_pool[key] = pool.name
+        self._registry_dirty = True
+        self._counters["assigned"] += 1
+        self._metric("record_assignment", running, pool)
+        launcher = self._launcher_for(pool)
+        try:
+            if launcher is None:
+                raise RunnerLaunchError(
+                    f"no launcher for pool {pool.name!r} of type {pool.type.value}; is its "
+                    "platform available (docker SDK, kubernetes client)?", pool=pool.name)
+            runner = launcher.launch(running, slot, pool, attempt=attempt)
+        except Exception as exc:
+            err = exc if isinstance(exc, RunnerLaunchError) else RunnerLaunchError(
+                f"{type(exc).__name__}: {exc}", pool=pool.name)
+            self._launch_error(running, pool, slot, err)
+            return False
+        if runner.runner_id != runner_id:  # the launcher named it itself
+            running = self.registry.update_task(key, runner_id=runner.runner_id)
+            self._set_known(running)
+        started = runner.started_at or now
+        rec = RunnerRecord(runner=runner, task=running, pool=pool, launcher=launcher,
+                           slot=slot, started_at=started, last_sign=time.time(), attempt=attempt)
+        runner.state = RunnerState.RUNNING
+        self._runners[runner.runner_id] = rec
+        self._by_task[key] = runner.runner_id
+        self.runner_monitor.add_runner(runner)
+        self.pool_manager.record_launch_success(pool.name)
+        self._pending_events.append(TaskEvent(
+            event_type=EventType.RUNNER_STARTED, task_key=key, timestamp=started,
+            message=f"runner {runner.runner_id} started ({runner.handle or '?'})",
+            runner_id=runner.runner_id, slot_id=slot.slot_id, pool=pool.name,
+            details={"attempt": attempt, "handle": runner.handle, "log_path": runner.log_path},
+        ))
+        wait = max(0.0, now - (task.ready_at or task.created_at))
+        self._metric("record_start", running, pool, wait)
+        return True
+
+    def _launch_error(self, task: Task, pool: AgentPool, slot: Slot | None,
+                      exc: RunnerLaunchError) -> None:
+        """A runner could not start: release everything, then retry with backoff or fail."""
+        if slot is not None:
+            self.repo_pool.release_slot(slot.slot_id)
+        self.pool_manager.release(pool.name, task)
+        self._sched_dirty = True
+        self.pool_manager.record_launch_error(pool.name, str(exc))
+        self._metric("record_launch_error", pool.name)
+        self._counters["launch_errors"] += 1
+        logger.warning("launch of %s in pool %s failed: %s", task.key, pool.name, exc)
+        self.events.record(TaskEvent(
+            event_type=EventType.RUNNER_LAUNCH_FAILED, task_key=task.key, message=str(exc),
+            slot_id=slot.slot_id if slot else None, pool=pool.name,
+        ))
+        self._attempt_failed(task, TaskState.RUNNING, None, "launch_error", str(exc),
+                             retryable=exc.retryable)
+        self._requeue_no_slot()
+
+    # --- failures and retries --------------------------------------------------------------
+    def _attempt_failed(
+        self,
+        task: Task,
+        current: TaskState,
+        exit_code: int | None,
+        reason: str,
+        message: str,
+        *,
+        retryable: bool = True,
+    ) -> Task | None:
+        """Count one failed attempt and decide: back to READY after a backoff, or FAILED."""
+        now = time.time()
+        key = task.key
+        attempts = task.attempts + 1
+        spent = task.copy(attempts=attempts)
+        try:
+            retry = retryable and bool(
+                self.retry_manager.should_retry(spent, exit_code=exit_code, reason=reason))
+        except Exception:
+            logger.exception("retry decision for %s failed; failing it", key)
+            retry = False
+        self._metric("record_failure", reason)
+        clear = {"runner_id": None} if current is TaskState.RUNNING else {}
+        try:
+            if retry:
+                at = float(self.retry_manager.next_attempt_at(spent, now))
+                event = TaskEvent(
+                    event_type=EventType.TASK_RETRIED, task_key=key, timestamp=now,
+                    message=f"attempt {attempts} failed ({message}); retry at {_clock(at)}",
+                    details={"attempt": attempts, "next_attempt_at": at,
+                             "exit_code": exit_code, "reason": reason},
+                )
+                if current is TaskState.READY:
+                    new = self.events.update(key, event=event, attempts=attempts,
+                                             next_attempt_at=at, last_error=message)
+                else:
+                    new = self.events.transition(
+                        key, TaskState.READY, expected=current, event=event, attempts=attempts,
+                        next_attempt_at=at, last_error=message, finished_at=now, **clear)
+                self._counters["retried"] += 1
+                self._metric("record_retry", new)
+            else:
+                why = "not retryable" if not retryable or attempts < self._max_attempts(spent) \
+                    else f"after {attempts} attempt(s)"
+                event = TaskEvent(
+                    event_type=EventType.TASK_FAILED, task_key=key, timestamp=now,
+                    message=f"failed {why}: {message}",
+                    details={"attempts": attempts, "exit_code": exit_code, "reason": reason},
+                )
+                new = self.events.transition(
+                    key, TaskState.FAILED, expected=current, event=event, attempts=attempts,
+                    last_error=message, finished_at=now, next_attempt_at=None, **clear)
+        except (InvalidTransitionError, TaskNotFoundError) as exc:
+            logger.warning("could not record the failure of %s: %s", key, exc)
+            self._registry_dirty = True
+            return None
+        self._set_known(new)
+        self._registry_dirty = True
+        return new
+
+    def _max_attempts(self, task: Task) -> int:
+        try:
+            return int(self.retry_manager.max_attempts_for(task))
+        except Exception:
+            return task.max_attempts or self.config.retry_max_attempts
+
+    # --- exits -----------------------------------------------------------------------------
+    def _check_exits(self, runner_ids: Iterable[str]) -> None:
+        """Poll the platform for the given runners and finish those that ended."""
+        for rid in list(runner_ids):
+            rec = self._runners.get(rid)
+            if rec is None or rec.stopping:
+                continue
+            try:
+                result = rec.launcher.poll(rec.runner)
+            except Exception:
+                logger.exception("polling runner %s failed", rid)
+                continue
+            if result is not None:
+                self._runner_ended(rec, result)
+
+    def _runner_ended(self, rec: RunnerRecord, result: RunnerExit) -> None:
+        """The platform says the runner is gone: DONE, or a failed attempt."""
+        now = time.time()
+        code = result.exit_code
+        if code is None and rec.report is not None:
+            reported = rec.report.get("exit_code")
+            code = int(reported) if isinstance(reported, int | float) else None
+        self._release(rec)
+        task = self._known.get(rec.key, rec.task)
+        duration = max(0.0, (result.finished_at or now) - rec.started_at)
+        common: dict[str, Any] = {"task_key": rec.key, "runner_id": rec.runner_id,
+                                  "slot_id": rec.slot.slot_id if rec.slot else None,
+                                  "pool": rec.pool.name, "duration": duration}
+        if code == 0:
+            event = TaskEvent(event_type=EventType.RUNNER_COMPLETED,
+                              message=f"exited 0 after {duration:.1f}s",
+                              details={"exit_code": 0, "attempt": rec.attempt}, **common)
+            try:
+                done = self.events.transition(rec.key, TaskState.DONE, expected=TaskState.RUNNING,
+                                              event=event, finished_at=now, last_error=None,
+                                              next_attempt_at=None)
+            except (InvalidTransitionError, TaskNotFoundError) as exc:
+                logger.warning("completion of %s not recorded: %s", rec.key, exc)
+                self._registry_dirty = True
+                return
+            self._set_known(done)
+            self._registry_dirty = True
+            self._metric("record_finish", done, rec.pool, "done", duration)
+            return
+        what = result.reason or (f"exit code {code}" if code is not None else "killed")
+        message = f"exit code {code}" if code is not None else what
+        if result.oom_killed:
+            message += " (out of memory)"
+        self.events.record(TaskEvent(
+            event_type=EventType.RUNNER_FAILED, message=f"runner failed: {what}",
+            details={"exit_code": code, "reason": what, "attempt": rec.attempt,
+                     "oom_killed": result.oom_killed}, **common))
+        self._metric("record_finish", task, rec.pool, "failed", duration)
+        reason = "exit_code" if code is not None and code > 0 else "killed"
+        self._attempt_failed(task, TaskState.RUNNING, code, reason, message)
+
+    def _release(self, rec: RunnerRecord) -> None:
+        """Give back the runner's slot and pool capacity, exactly once."""
+        if rec.released:
+            return
+        rec.released = True
+        self._runners.pop(rec.runner_id, None)
+        if self._by_task.get(rec.key) == rec.runner_id:
+            del self._by_task[rec.key]
+        self.runner_monitor.remove_runner(rec.runner_id)
+        try:
+            rec.launcher.release(rec.runner)
+        except Exception:
+            logger.exception("launcher could not release runner %s", rec.runner_id)
+        if rec.slot is not None and rec.slot.slot_id:
+            try:
+                self.repo_pool.release_slot(rec.slot.slot_id)
+            except Exception:
+                logger.exception("slot %s could not be released", rec.slot.slot_id)
+        self.pool_manager.release(rec.pool.name, rec.task)
+        runtime = max(0.0, time.time() - rec.started_at)
+        try:
+            self.scheduler.record_usage(rec.task.tenant, runtime)
+        except Exception:
+            logger.debug("record_usage failed", exc_info=True)
+        self._sched_dirty = True
+        self._changed.add(rec.key)
+        self._dirty = True
+        self._requeue_no_slot()
+
+    def _requeue_no_slot(self) -> None:
+        """A slot may have freed: offer the tasks that waited for one again."""
+        if not self._no_slot:
+            return
+        waiting, self._no_slot = self._no_slot, {}
+        for key, task in waiting.items():
+            current = self._known.get(key, task)
+            if current.state is TaskState.READY and key not in self._by_task:
+                self._enqueue(current)
+
+    def _enqueue(self, task: Task) -> None:
+        if task.key not in self.queue:
+            self.queue.enqueue(task)
+        self._sched_dirty = True
+        self._changed.add(task.key)
+        self._dirty = True
+
+    # --- liveness, timeouts, fencing -------------------------------------------------------
+    def _check_liveness(self, now: float) -> None:
+        """Signs of life (log growth), task timeouts, lost heartbeats, stuck reporters."""
+        grace = self.config.runner_stop_grace
+        for rec in list(self._runners.values()):
+            if rec.stopping:
+                continue
+            log_path = rec.runner.log_path
+            if log_path:
+                try:
+                    size = os.stat(log_path).st_size
+                except OSError:
+                    size = rec.log_size
+                if size != rec.log_size:
+                    rec.log_size = size
+                    rec.last_sign = now
+                    self.runner_monitor.touch(rec.runner_id, now)
+                    self._changed.add(rec.key)
+            timeout = self._known.get(rec.key, rec.task).timeout
+            if timeout and now - rec.started_at > timeout:
+                self._fence(rec, "timeout", f"ran longer than its timeout of {timeout:g}s",
+                            EventType.RUNNER_TIMED_OUT)
+                continue
+            if rec.reported_at is not None and now - rec.reported_at > grace:
+                self._fence(rec, "reported", "reported completion but did not exit")
+        for rid in self.runner_monitor.check_heartbeats():
+            late = self._runners.get(rid)
+            if late is None or late.stopping:
+                continue
+            self._counters["heartbeat_timeouts"] += 1
+            self._metric("record_heartbeat_timeout", late.pool.name)
+            age = now - late.last_sign
+            self._fence(late, "lost", f"no sign of life for {age:.1f}s "
+                        f"(heartbeat_timeout {self.config.heartbeat_timeout:g}s)",
+                        EventType.RUNNER_LOST)
+
+    def _fence(self, rec: RunnerRecord, outcome: str, reason: str,
+               event_type: EventType | None = None) -> None:
+        """Stop a runner in a worker thread; the engine finishes it when it is gone."""
+        if rec.stopping:
+            return
+        rec.stopping = True
+        rec.fence_outcome = outcome
+        rec.fence_reason = reason
+        self._changed.add(rec.key)
+        self._dirty = True
+        if event_type is not None:
+            self.events.record(TaskEvent(
+                event_type=event_type, task_key=rec.key, message=reason, runner_id=rec.runner_id,
+                slot_id=rec.slot.slot_id if rec.slot else None, pool=rec.pool.name,
+                duration=max(0.0, time.time() - rec.started_at),
+            ))
+        logger.info("stopping runner %s of %s: %s", rec.runner_id, rec.key, reason)
+        grace = 0.0 if outcome == "kill" else self.config.runner_stop_grace
+        stopper = self._stopper
+        if stopper is None:  # not running (start-up reconcile): stop inline
+            self._fenced(rec.runner_id, self._stop_now(rec, grace))
+            return
+        rid = rec.runner_id
+
+        def work() -> None:
+            result = self._stop_now(rec, grace)
+            self._post(Command("fenced", {"runner_id": rid, "exit": result}))
+
+        stopper.submit(work)
+
+    @staticmethod
+    def _stop_now(rec: RunnerRecord, grace: float) -> RunnerExit | None:
+        try:
+            return rec.launcher.stop(rec.runner, grace)
+        except Exception:
+            logger.exception("stopping runner %s failed", rec.runner_id)
+            return None
+
+    def _fenced(self, runner_id: str, result: RunnerExit | None) -> None:
+        """A fenced runner is gone: release it and settle its task by the fence's outcome."""
+        rec = self._runners.get(runner_id)
+        if rec is None:
+            return
+        outcome = rec.fence_outcome or "lost"
+        now = time.time()
+        duration = max(0.0, now - rec.started_at)
+        task = self._known.get(rec.key, rec.task)
+        self._release(rec)
+        if outcome == "reported":
+            code = (rec.report or {}).get("exit_code")
+            # _release above already ran; _runner_ended's own release is then a no-op
+            self._runner_ended(rec, RunnerExit(
+                int(code) if isinstance(code, int | float) else None, "reported", now))
+            return
+        if outcome in ("lost", "timeout"):
+            self._metric("record_finish", task, rec.pool, outcome, duration)
+            self._attempt_failed(task, TaskState.RUNNING, None,
+                                 "heartbeat_timeout" if outcome == "lost" else "timeout",
+                                 rec.fence_reason)
+            return
+        if outcome == "cancelled":
+            self._metric("record_finish", task, rec.pool, "cancelled", duration)
+            event = TaskEvent(event_type=EventType.TASK_CANCELLED, task_key=rec.key,
+                              message=f"cancelled; runner {rec.runner_id} stopped",
+                              runner_id=rec.runner_id, pool=rec.pool.name, duration=duration,
+                              slot_id=rec.slot.slot_id if rec.slot else None)
+            self._settle(rec.key, TaskState.CANCELLED, event, finished_at=now, runner_id=None)
+            return
+        if outcome == "shutdown":
+            event = TaskEvent(event_type=EventType.TASK_REQUEUED, task_key=rec.key,
+                              message="dispatcher stopping: runner stopped, task back to READY "
+                                      "(no attempt spent)",
+                              runner_id=rec.runner_id, pool=rec.pool.name, duration=duration)
+            self._settle(rec.key, TaskState.READY, event, runner_id=None, next_attempt_at=None)
+            return
+        # "orphan": the task is no longer ours (changed by someone else); nothing to write.
+
+    def _settle(self, key: str, state: TaskState, event: TaskEvent, **updates: Any) -> None:
+        try:
+            task = self.events.transition(key, state, expected=TaskState.RUNNING, event=event,
+                                          **updates)
+        except (InvalidTransitionError, TaskNotFoundError) as exc:
+            logger.warning("%s not moved to %s: %s", key, state.value, exc)
+            self._registry_dirty = True
+            return
+        self._set_known(task)
+        self._registry_dirty = True
+
+    # --- restart: adopt or settle RUNNING tasks --------------------------------------------
+    def _reconcile(self) -> None:
+        """Match RUNNING tasks to live runners (adopt) or settle them from their exit status."""
+        running = self.registry.list_tasks(state=TaskState.RUNNING)
+        alive: dict[str, tuple[Runner, RunnerLauncher, AgentPool]] = {}
+        pools = {p.name: p for p in self.pool_manager.pools.values()}
+        for pool in pools.values():
+            launcher = self._launcher_for(pool)
+            if launcher is None:
+                continue
+            try:
+                found = launcher.reconcile(pool)
+            except Exception:
+                logger.exception("reconcile of pool %s failed", pool.name)
+                continue
+            for runner in found:
+                owner = pools.get(runner.pool_name, pool)
+                alive.setdefault(runner.runner_id, (runner, launcher, owner))
+        for task in running:
+            match = alive.pop(task.runner_id, None) if task.runner_id else None
+            if match is not None:
+                self._adopt(task, *match)
+            else:
+                self._settle_orphaned_task(task)
+        for runner, launcher, _pool in alive.values():
+            logger.warning("runner %s (%s) has no RUNNING task; stopping it", runner.runner_id,
+                           runner.task_key)
+            try:
+                launcher.stop(runner, self.config.runner_stop_grace)
+                launcher.release(runner)
+            except Exception:
+                logger.exception("could not stop orphan runner %s", runner.runner_id)
+
+    def _adopt(self, task: Task, runner: Runner, launcher: RunnerLauncher,
+               pool: AgentPool) -> None:
+        now = time.time()
+        slot_id = task.assigned_slot or runner.slot_id
+        slot = Slot(slot_id=slot_id or "", slot_path=runner.slot_path or "",
+                    branch=task.reserved_branch) if slot_id else None
+        if slot_id:
+            try:
+                self.repo_pool.mark_in_use(slot_id, task.key)
+            except Exception:
+                logger.exception("slot %s of %s could not be marked in use", slot_id, task.key)
+        self.pool_manager.acquire(pool.name, task)
+        runner.state = RunnerState.RUNNING
+        rec = RunnerRecord(runner=runner, task=task, pool=pool, launcher=launcher, slot=slot,
+                           started_at=runner.started_at or now, last_sign=now,
+                           attempt=task.attempts + 1, adopted=True)
+        self._runners[runner.runner_id] = rec
+        self._by_task[task.key] = runner.runner_id
+        self.runner_monitor.add_runner(runner, last_seen=now)
+        self._set_known(task)
+        self.events.record(TaskEvent(
+            event_type=EventType.RUNNER_ADOPTED, task_key=task.key,
+            message=f"runner {runner.runner_id} ({runner.handle}) adopted after restart",
+            runner_id=runner.runner_id, slot_id=slot_id, pool=pool.name,
+        ))
+
+    def _settle_orphaned_task(self, task: Task) -> None:
+        """A RUNNING task whose runner is gone: its exit status decides, else requeue."""
+        now = time.time()
+        status = self._read_exit_status(task)
+        if task.assigned_slot:
+            try:
+                self.repo_pool.release_slot(task.assigned_slot)
+            except Exception:
+                logger.debug("slot %s release at reconcile", task.assigned_slot, exc_info=True)
+        code = status.get("exit_code") if status else None
+        common: dict[str, Any] = {"task_key": task.key, "runner_id": task.runner_id,
+                                  "slot_id": task.assigned_slot}
+        if status is not None and code == 0:
+            event = TaskEvent(event_type=EventType.RUNNER_COMPLETED,
+                              message="runner finished while the dispatcher was down (exit 0)",
+                              details={"exit_code": 0, "recovered": True}, **common)
+            self._settle(task.key, TaskState.DONE, event, finished_at=now, next_attempt_at=None)
+            return
+        if status is not None:
+            code_i = int(code) if isinstance(code, int | float) else None
+            self.events.record(TaskEvent(
+                event_type=EventType.RUNNER_FAILED,
+                message=f"runner ended while the dispatcher was down (exit {code_i})",
+                details={"exit_code": code_i, "recovered": True}, **common))
+            self._attempt_failed(task, TaskState.RUNNING, code_i,
+                                 "exit_code" if code_i else "killed", f"exit code {code_i}")
+            return
+        event = TaskEvent(event_type=EventType.TASK_REQUEUED,
+                          message="runner gone after a dispatcher restart, no exit status: "
+                                  "back to READY (no attempt spent)", **common)
+        self._settle(task.key, TaskState.READY, event, runner_id=None, next_attempt_at=None)
+
+    def _read_exit_status(self, task: Task) -> dict[str, Any] | None:
+        path = attempt_dir(self.runs_dir, task, task.attempts + 1) / EXIT_STATUS_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        if "exit_code" not in data and "returncode" in data:
+            data["exit_code"] = data["returncode"]
+        if data.get("runner_id") and task.runner_id and data["runner_id"] != task.runner_id:
+            return None  # a different run of the same attempt number
+        return data
+
+    # --- delayed (backoff) tasks -----------------------------------------------------------
+    def _push_delayed(self, task: Task) -> None:
+        heapq.heappush(self._delayed, (float(task.next_attempt_at or 0.0), task.key))
+        self._changed.add(task.key)
+        self._dirty = True
+
+    def _release_delayed(self, now: float) -> None:
+        while self._delayed and self._delayed[0][0] <= now:
+            _, key = heapq.heappop(self._delayed)
+            task = self._known.get(key)
+            if task is None or task.state is not TaskState.READY or key in self._by_task:
+                continue
+            if task.next_attempt_at and task.next_attempt_at > now:
+                self._push_delayed(task)
+                continue
+            self._enqueue(task)

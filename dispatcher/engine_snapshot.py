@@ -1,0 +1,264 @@
+"""Builds the engine's frozen :class:`~.snapshot.Snapshot` after changes.
+
+Per-task views are cached and rebuilt only for tasks that changed since the last snapshot
+(``rev`` grows when a view's content changes). Queue positions and pending reasons of the whole
+queue are recomputed on every snapshot for small queues and at most once a second for big ones,
+so 10,000 queued tasks do not make the engine lag.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from .models import Task, TaskEvent, TaskState
+from .snapshot import (
+    Counters,
+    FinishedTaskView,
+    Pending,
+    PendingReason,
+    QueuedTaskView,
+    RunningTaskView,
+    Snapshot,
+)
+
+if TYPE_CHECKING:
+    from .core import DispatcherCore
+
+logger = logging.getLogger(__name__)
+
+FULL_REFRESH_SMALL = 2000  # queues up to this size get positions recomputed every snapshot
+FINISHED_KEEP = 200
+EVENTS_KEEP = 200
+THROUGHPUT_INTERVAL = 10.0
+THROUGHPUT_BUCKETS = 60
+
+
+def _fallback_pending(reason: PendingReason, message: str) -> Pending:
+    return Pending(reason, message)
+
+
+class SnapshotBuilder:
+    """Keeps cached views and assembles snapshots (engine thread only)."""
+
+    def __init__(self, core: DispatcherCore) -> None:
+        self.core = core
+        self.version = 0
+        self._queued: dict[str, QueuedTaskView] = {}
+        self._finished: dict[str, FinishedTaskView] = {}
+        self._queued_keys: set[str] = set()
+        self._order: list[str] = []  # READY keys in dispatch order (last full refresh)
+        self._positions: dict[str, int] = {}
+        self._last_full = 0.0
+        self._events: deque[TaskEvent] = deque(maxlen=EVENTS_KEEP)
+        self._event_seq = 0
+        self._pending_mod: Any = None
+        self._pending_loaded = False
+
+    # --- inputs ----------------------------------------------------------------------------
+    def note_changed(self, keys: set[str]) -> None:
+        """Track which tasks are queued (READY/BLOCKED, not running) after changes."""
+        core = self.core
+        for key in keys:
+            task = core._known.get(key)
+            if task is not None and task.state in (TaskState.READY, TaskState.BLOCKED) \
+                    and key not in core._by_task:
+                self._queued_keys.add(key)
+            else:
+                self._queued_keys.discard(key)
+                self._queued.pop(key, None)
+
+    def poll_events(self) -> None:
+        """Fetch registry events newer than the last seen (outside writers included)."""
+        try:
+            new = self.core.registry.get_events(after_seq=self._event_seq, limit=500)
+        except Exception:
+            logger.debug("event poll failed", exc_info=True)
+            return
+        for ev in new:
+            self._events.append(ev)
+            if ev.seq is not None:
+                self._event_seq = max(self._event_seq, ev.seq)
+
+    def start_events_at(self, seq: int) -> None:
+        self._event_seq = seq
+
+    # --- pending reasons -------------------------------------------------------------------
+    def _pending_module(self) -> Any:
+        if not self._pending_loaded:
+            self._pending_loaded = True
+            try:
+                from . import pending as mod
+
+                self._pending_mod = mod
+            except ImportError:
+                self._pending_mod = None
+        return self._pending_mod
+
+    def _pending_for(self, task: Task, now: float) -> Pending:
+        core = self.core
+        mod = self._pending_module()
+        key = task.key
+        try:
+            if key in core._deadlocked_keys:
+                return Pending(PendingReason.DEADLOCK, "part of a dependency cycle; see deadlocks")
+            if task.state is TaskState.BLOCKED:
+                deps = {f"{task.taskset}/{d}": core._known.get(f"{task.taskset}/{d}")
+                        for d in task.dependencies}
+                known = {k: v for k, v in deps.items() if v is not None}
+                if mod is not None:
+                    return mod.pending_for_blocked(task, known)  # type: ignore[no-any-return]
+                bad = [k for k, v in known.items() if v.state in (TaskState.FAILED,
+                                                                  TaskState.CANCELLED)]
+                if bad:
+                    return _fallback_pending(PendingReason.BLOCKED_BY_FAILURE,
+                                             f"blocked by failed {', '.join(bad)}")
+                waiting = [k for k, v in deps.items() if v is None or v.state is not
+                           TaskState.DONE]
+                return _fallback_pending(PendingReason.WAITING_DEPENDENCIES,
+                                         f"waiting on {', '.join(waiting)}")
+            if task.next_attempt_at and task.next_attempt_at > now:
+                if mod is not None:
+                    return mod.pending_retry(task)  # type: ignore[no-any-return]
+                at = time.strftime("%H:%M:%S", time.localtime(task.next_attempt_at))
+                return _fallback_pending(PendingReason.RETRY_BACKOFF, f"retry at {at}")
+            if core._paused:
+                if mod is not None:
+                    return mod.pending_paused()  # type: ignore[no-any-return]
+                return _fallback_pending(PendingReason.PAUSED, "dispatcher paused")
+            if key in core._no_slot:
+                if mod is not None:
+                    return mod.no_slot(task, task.repo)  # type: ignore[no-any-return]
+                return _fallback_pending(PendingReason.NO_SLOT, "no free workspace slot")
+            return core.scheduler.explain(task, core.pool_manager)  # type: ignore[no-any-return]
+        except Exception:
+            logger.debug("pending reason of %s failed", key, exc_info=True)
+            return _fallback_pending(PendingReason.QUEUED, "queued")
+
+    # --- views -----------------------------------------------------------------------------
+    def _queued_view(self, task: Task, now: float) -> QueuedTaskView:
+        view = QueuedTaskView(
+            key=task.key, taskset=task.taskset, task_id=task.id, title=task.title,
+            state=task.state, skill=task.required_skill, tenant=task.tenant,
+            priority=task.priority, ready_at=task.ready_at, created_at=task.created_at,
+            attempts=task.attempts, position=self._positions.get(task.key),
+            pending=self._pending_for(task, now), next_attempt_at=task.next_attempt_at,
+        )
+        old = self._queued.get(task.key)
+        if old is not None:
+            view = replace(view, rev=old.rev) if replace(old, rev=0) == replace(view, rev=0) \
+                else replace(view, rev=old.rev + 1)
+        self._queued[task.key] = view
+        return view
+
+    def _finished_view(self, task: Task) -> FinishedTaskView:
+        pool = self.core._last_pool.get(task.key)
+        view = FinishedTaskView(
+            key=task.key, taskset=task.taskset, task_id=task.id, title=task.title,
+            state=task.state, attempts=task.attempts, started_at=task.started_at,
+            finished_at=task.finished_at, last_error=task.last_error, pool=pool,
+        )
+        old = self._finished.get(task.key)
+        if old is not None:
+            view = replace(view, rev=old.rev) if replace(old, rev=0) == replace(view, rev=0) \
+                else replace(view, rev=old.rev + 1)
+        self._finished[task.key] = view
+        return view
+
+    def _running_views(self) -> tuple[RunningTaskView, ...]:
+        out = []
+        for rec in self.core._runners.values():
+            task = self.core._known.get(rec.key, rec.task)
+            out.append(RunningTaskView(
+                key=rec.key, taskset=task.taskset, task_id=task.id, title=task.title,
+                skill=task.required_skill, tenant=task.tenant, priority=task.priority,
+                runner_id=rec.runner_id, pool=rec.pool.name,
+                slot_id=rec.slot.slot_id if rec.slot else None, attempt=rec.attempt,
+                started_at=rec.started_at, last_sign_of_life=rec.last_sign,
+                runner_state=rec.state, handle=rec.runner.handle, progress=rec.progress,
+                log_path=rec.runner.log_path, rev=rec.rev,
+            ))
+        out.sort(key=lambda v: v.started_at)
+        return tuple(out)
+
+    # --- assembly --------------------------------------------------------------------------
+    def build(self, now: float, state: str) -> Snapshot:
+        """Assemble the next snapshot from the cached views and the engine's state."""
+        core = self.core
+        changed = core._changed
+        core._changed = set()
+        self.note_changed(changed)
+        self.poll_events()
+        full = len(self._queued_keys) <= FULL_REFRESH_SMALL or now - self._last_full >= 1.0
+        if full:
+            self._last_full = now
+            try:
+                ordered = core.scheduler.order(core.queue, core.pool_manager, now=now)
+                self._order = [t.key for t in ordered]
+            except Exception:
+                logger.debug("scheduler order failed", exc_info=True)
+                self._order = [t.key for t in core.queue.tasks()]
+            self._positions = {k: i for i, k in enumerate(self._order, 1)}
+            rebuild = set(self._queued_keys)
+        else:
+            rebuild = changed & self._queued_keys
+        for key in rebuild:
+            task = core._known.get(key)
+            if task is not None:
+                self._queued_view(task, now)
+        ready = [self._queued[k] for k in self._order if k in self._queued_keys
+                 and k in self._queued]
+        in_order = set(self._order)
+        rest = [v for k, v in self._queued.items() if k not in in_order
+                and k in self._queued_keys]
+        rest.sort(key=lambda v: (v.state is TaskState.BLOCKED, -v.priority, v.key))
+        queued = tuple(ready + rest)
+
+        finished: list[FinishedTaskView] = []
+        seen: set[str] = set()
+        for key in core._finished_keys:
+            if key in seen:
+                continue
+            seen.add(key)
+            task = core._known.get(key)
+            if task is None or not task.state.terminal:
+                continue
+            view = self._finished.get(key)
+            if view is None or key in changed:
+                view = self._finished_view(task)
+            finished.append(view)
+            if len(finished) >= FINISHED_KEEP:
+                break
+        if len(self._finished) > 4 * FINISHED_KEEP:
+            self._finished = {v.key: v for v in finished}
+
+        counts = core._state_counts
+        c = core._counters
+        counters = Counters(
+            total=sum(counts.values()),
+            blocked=counts.get(TaskState.BLOCKED, 0), ready=counts.get(TaskState.READY, 0),
+            running=counts.get(TaskState.RUNNING, 0), done=counts.get(TaskState.DONE, 0),
+            failed=counts.get(TaskState.FAILED, 0), cancelled=counts.get(TaskState.CANCELLED, 0),
+            assigned=c["assigned"], retried=c["retried"], launch_errors=c["launch_errors"],
+            heartbeat_timeouts=c["heartbeat_timeouts"],
+        )
+        try:
+            pools = tuple(core.pool_manager.get_all_pool_status())
+        except Exception:
+            logger.debug("pool status failed", exc_info=True)
+            pools = ()
+        self.version += 1
+        return Snapshot(
+            version=self.version, taken_at=now, state=state,
+            policy=str(getattr(core.config.scheduling_policy, "value",
+                               core.config.scheduling_policy)),
+            max_global_concurrency=core.config.max_global_concurrency,
+            registry_path=core.registry_label, api_url=core.api_url, pools=pools,
+            queued=queued, running=self._running_views(), finished=tuple(finished),
+            events=tuple(self._events), counters=counters,
+            throughput=tuple(core._throughput), throughput_interval=THROUGHPUT_INTERVAL,
+            deadlocks=core._deadlocks, heartbeat_timeout=core.config.heartbeat_timeout,
+        )

@@ -1,0 +1,108 @@
+"""State shared by the parts of the engine (DispatcherCore and its engine_* mixins).
+
+Only the engine thread mutates these objects; other threads post :class:`Command` objects.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import DispatcherConfig
+from .events import EventRecorder
+from .launchers.base import RunnerLauncher
+from .models import AgentPool, PoolType, Runner, RunnerState, Slot, Task, TaskState
+from .registry.base import TaskRegistry
+from .snapshot import DeadlockView, Snapshot
+
+
+@dataclass
+class Command:
+    """A request to the engine thread. ``reply`` (when set) receives the answer or the error."""
+
+    kind: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    reply: Future[Any] | None = None
+
+
+@dataclass
+class RunnerRecord:
+    """The engine's book of one live runner (one attempt of one task)."""
+
+    runner: Runner
+    task: Task
+    pool: AgentPool
+    launcher: RunnerLauncher
+    slot: Slot | None
+    started_at: float
+    last_sign: float
+    attempt: int
+    state: RunnerState = RunnerState.RUNNING
+    progress: str | None = None
+    log_size: int = -1
+    stopping: bool = False  # a fence (stop) is in progress in a worker thread
+    fence_outcome: str | None = None  # lost | timeout | cancelled | shutdown | reported | orphan
+    fence_reason: str = ""
+    report: dict[str, Any] | None = None  # completion report received over the API
+    reported_at: float | None = None
+    released: bool = False  # slot and pool capacity given back
+    adopted: bool = False
+    rev: int = 0
+
+    @property
+    def runner_id(self) -> str:
+        return self.runner.runner_id
+
+    @property
+    def key(self) -> str:
+        return self.task.key
+
+
+class EngineBase:
+    """Attributes every engine mixin relies on (declared once for the type checker)."""
+
+    config: DispatcherConfig
+    registry: TaskRegistry
+    events: EventRecorder
+    state_dir: Path
+    runs_dir: Path
+    queue: Any  # TaskQueue
+    scheduler: Any  # Scheduler
+    pool_manager: Any  # AgentPoolManager
+    retry_manager: Any  # RetryManager
+    runner_monitor: Any  # RunnerMonitor
+    repo_pool: Any  # RepoPoolManager
+    deadlock_detector: Any  # DeadlockDetector
+    metrics: Any  # MetricsCollector or a null object
+
+    _launchers: dict[PoolType | str, RunnerLauncher]
+    _runners: dict[str, RunnerRecord]  # runner id -> record
+    _by_task: dict[str, str]  # task key -> runner id
+    _known: dict[str, Task]  # every task seen, newest state
+    _state_counts: dict[TaskState, int]
+    _no_slot: dict[str, Task]  # READY tasks waiting for a workspace slot
+    _delayed: list[tuple[float, str]]  # heap of (next_attempt_at, key) in retry backoff
+    _changed: set[str]  # task keys whose view must be rebuilt
+    _finished_keys: deque[str]
+    _flagged_exits: set[str]
+    _pending_events: list[Any]
+    _deadlocks: tuple[DeadlockView, ...]
+    _deadlocked_keys: set[str]
+    _last_pool: dict[str, str]  # task key -> pool of its last runner
+    _paused: bool
+    _state: str
+    _dirty: bool
+    _sched_dirty: bool
+    _registry_dirty: bool
+    _stopper: ThreadPoolExecutor | None
+    _engine_thread: threading.Thread | None
+    _post: Callable[[Command], None]
+    _snapshot: Snapshot | None
+    _counters: dict[str, int]
+    _throughput: deque[int]
+    _throughput_started: float

@@ -1,0 +1,294 @@
+"""DispatcherCore with a MemoryRegistry and a FakeLauncher: the engine loop's rules."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from necrocode.dispatcher.config import DispatcherConfig
+from necrocode.dispatcher.core import DispatcherCore
+from necrocode.dispatcher.errors import DispatcherError, TaskNotFoundError
+from necrocode.dispatcher.launchers.fake import FakeLauncher
+from necrocode.dispatcher.models import (
+    AgentPool,
+    EventType,
+    PoolType,
+    Runner,
+    RunnerState,
+    Task,
+    Taskset,
+    TaskState,
+)
+from necrocode.dispatcher.registry import MemoryRegistry
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``cond`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def make_config(tmp_path: Path, **overrides: Any) -> DispatcherConfig:
+    pools = overrides.pop("agent_pools", None) or [
+        AgentPool(name="local", type=PoolType.LOCAL_PROCESS, max_concurrency=2)]
+    base: dict[str, Any] = dict(
+        registry_path=":memory:", state_dir=str(tmp_path / "state"), poll_interval=0.2,
+        max_global_concurrency=10, heartbeat_timeout=30.0, retry_max_attempts=3,
+        retry_backoff_base=0.05, retry_jitter=0.0, api_enabled=False, runner_stop_grace=0.2,
+        agent_pools=pools, skill_mapping={"default": [p.name for p in pools]},
+    )
+    base.update(overrides)
+    return DispatcherConfig(**base)
+
+
+class Harness:
+    """A started DispatcherCore over a MemoryRegistry and a FakeLauncher."""
+
+    def __init__(self, tmp_path: Path, **overrides: Any) -> None:
+        self.registry = MemoryRegistry()
+        self.launcher = FakeLauncher()
+        self.config = make_config(tmp_path, **overrides)
+        self.core = DispatcherCore(self.config, registry=self.registry,
+                                   launchers={PoolType.LOCAL_PROCESS: self.launcher})
+
+    def submit(self, *tasks: Task, name: str = "ts") -> None:
+        for t in tasks:
+            t.taskset = name
+            t.tenant = t.tenant if t.tenant != "default" else name
+        self.core.submit(Taskset(name=name, tasks=list(tasks)))
+
+    def state(self, key: str) -> TaskState:
+        return self.registry.get_task(key).state
+
+    def wait_state(self, key: str, state: TaskState, timeout: float = 10.0) -> Task:
+        return wait_until(lambda: self.registry.get_task(key).state is state
+                          and self.registry.get_task(key), timeout, f"{key} {state.value}")
+
+    def runner_of(self, key: str, index: int = -1) -> str:
+        launches = wait_until(lambda: self.launcher.launch_for(key), 10, f"launch of {key}")
+        return launches[index].runner.runner_id
+
+    def events(self, key: str | None = None) -> list[EventType]:
+        return [e.event_type for e in self.registry.get_events(task_key=key)]
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path)
+    h.core.start()
+    yield h
+    h.core.stop(timeout=2)
+
+
+def test_dependencies_run_in_order_and_end_done(harness: Harness) -> None:
+    harness.submit(Task(id="a", title="A"), Task(id="b", title="B", dependencies=["a"]))
+    rid = harness.runner_of("ts/a")
+    assert harness.launcher.launch_for("ts/b") == []
+    assert harness.state("ts/b") is TaskState.BLOCKED
+    harness.launcher.finish(rid, 0)
+    harness.wait_state("ts/a", TaskState.DONE)
+    harness.launcher.finish(harness.runner_of("ts/b"), 0)
+    harness.wait_state("ts/b", TaskState.DONE)
+    kinds = harness.events("ts/a")
+    assert EventType.TASK_ASSIGNED in kinds
+    assert EventType.RUNNER_COMPLETED in kinds
+    wait_until(lambda: EventType.RUNNER_STARTED in harness.events("ts/a"), 5, "RunnerStarted")
+    snap = wait_until(lambda: (s := harness.core.snapshot()).counters.done == 2 and s, 5,
+                      "snapshot with 2 done")
+    assert {v.key for v in snap.finished} == {"ts/a", "ts/b"}
+    assert harness.core.repo_pool.in_use_count() == 0
+
+
+def test_pool_limit_holds_and_completion_frees_capacity(harness: Harness) -> None:
+    harness.submit(*[Task(id=f"t{i}", title=str(i)) for i in range(5)])
+    running = harness.launcher.wait_for_running(2)
+    time.sleep(0.2)  # give the engine a chance to over-commit (it must not)
+    assert len(harness.launcher.running()) == 2
+    harness.launcher.finish(running[0], 0)
+    harness.launcher.wait_for_launches(3)
+    assert len(harness.launcher.running()) == 2
+    status = harness.core.pool_manager.get_pool_status("local")
+    assert status.running == 2
+
+
+def test_failure_is_retried_with_backoff_then_done(harness: Harness) -> None:
+    harness.submit(Task(id="x", title="X"))
+    harness.launcher.finish(harness.runner_of("ts/x"), 3)
+    retried = wait_until(lambda: len(harness.launcher.launch_for("ts/x")) == 2, 10, "relaunch")
+    assert retried
+    task = harness.registry.get_task("ts/x")
+    assert task.attempts == 1
+    harness.launcher.finish(harness.runner_of("ts/x"), 0)
+    done = harness.wait_state("ts/x", TaskState.DONE)
+    assert done.attempts == 1
+    kinds = harness.events("ts/x")
+    assert kinds.count(EventType.RUNNER_FAILED) == 1
+    assert kinds.count(EventType.TASK_RETRIED) == 1
+
+
+def test_failed_after_max_attempts(harness: Harness) -> None:
+    harness.submit(Task(id="x", title="X", max_attempts=2))
+    harness.launcher.finish(harness.runner_of("ts/x", 0), 1)
+    wait_until(lambda: len(harness.launcher.launch_for("ts/x")) == 2, 10, "relaunch")
+    harness.launcher.finish(harness.runner_of("ts/x", 1), 1)
+    failed = harness.wait_state("ts/x", TaskState.FAILED)
+    assert failed.attempts == 2
+    assert EventType.TASK_FAILED in harness.events("ts/x")
+    assert harness.core.pool_manager.get_pool_status("local").running == 0
+
+
+def test_launch_error_releases_and_retries(harness: Harness) -> None:
+    harness.launcher.fail_next_launch("boom")
+    harness.submit(Task(id="x", title="X"))
+    rid = harness.runner_of("ts/x")
+    assert harness.registry.get_task("ts/x").attempts == 1
+    assert EventType.RUNNER_LAUNCH_FAILED in harness.events("ts/x")
+    harness.launcher.finish(rid, 0)
+    harness.wait_state("ts/x", TaskState.DONE)
+    assert harness.core.repo_pool.in_use_count() == 0
+
+
+def test_non_retryable_launch_error_fails_at_once(harness: Harness) -> None:
+    harness.launcher.fail_next_launch("bad command", retryable=False)
+    harness.submit(Task(id="x", title="X"))
+    failed = harness.wait_state("ts/x", TaskState.FAILED)
+    assert failed.attempts == 1
+    assert harness.core.pool_manager.get_pool_status("local").running == 0
+
+
+def test_cancel_running_stops_runner_and_reports_dependents(harness: Harness) -> None:
+    harness.submit(Task(id="a", title="A"), Task(id="b", title="B", dependencies=["a"]))
+    rid = harness.runner_of("ts/a")
+    message = harness.core.cancel("ts/a")
+    assert "cancel" in message
+    harness.wait_state("ts/a", TaskState.CANCELLED)
+    assert rid in harness.launcher.stops
+    snap = wait_until(lambda: (s := harness.core.snapshot()) and any(
+        q.key == "ts/b" and q.pending.reason.value == "blocked_by_failure" for q in s.queued)
+        and s, 10, "b blocked by failure")
+    assert snap.counters.cancelled == 1
+    assert harness.core.pool_manager.get_pool_status("local").running == 0
+
+
+def test_controls_pause_resume_priority_retry(harness: Harness) -> None:
+    assert harness.core.pause() == "paused dispatching"
+    harness.submit(Task(id="p", title="P"))
+    wait_until(lambda: any(q.key == "ts/p" and q.pending.reason.value == "paused"
+                           for q in harness.core.snapshot().queued), 5, "paused reason")
+    assert harness.launcher.launches == []
+    assert harness.core.set_priority("ts/p", 7) == "priority of ts/p: 0 -> 7"
+    assert harness.registry.get_task("ts/p").priority == 7
+    harness.core.resume()
+    harness.launcher.finish(harness.runner_of("ts/p"), 0)
+    harness.wait_state("ts/p", TaskState.DONE)
+    with pytest.raises(DispatcherError):
+        harness.core.retry("ts/p")  # DONE cannot be retried
+    with pytest.raises(TaskNotFoundError):
+        harness.core.set_priority("ts/nope", 1)
+
+
+def test_heartbeat_loss_fences_and_retries(tmp_path: Path) -> None:
+    h = Harness(tmp_path, heartbeat_timeout=0.3)
+    h.core.start()
+    try:
+        h.submit(Task(id="h", title="H"))
+        first = h.runner_of("ts/h")
+        h.launcher.hang(first)
+        wait_until(lambda: len(h.launcher.launch_for("ts/h")) >= 2, 10, "relaunch after loss")
+        assert first in h.launcher.stops
+        assert EventType.RUNNER_LOST in h.events("ts/h")
+        assert h.registry.get_task("ts/h").attempts >= 1
+    finally:
+        h.core.stop(timeout=0.5)
+
+
+def test_task_timeout_fences(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.core.start()
+    try:
+        h.submit(Task(id="t", title="T", timeout=0.2, max_attempts=1))
+        first = h.runner_of("ts/t")
+        h.wait_state("ts/t", TaskState.FAILED)
+        assert first in h.launcher.stops
+        assert EventType.RUNNER_TIMED_OUT in h.events("ts/t")
+    finally:
+        h.core.stop(timeout=0.5)
+
+
+def test_stop_requeues_running_without_spending_an_attempt(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.core.start()
+    h.submit(Task(id="s", title="S"))
+    rid = h.runner_of("ts/s")
+    h.core.stop(timeout=0.1)
+    task = h.registry.get_task("ts/s")
+    assert task.state is TaskState.READY
+    assert task.attempts == 0
+    assert rid in h.launcher.stops
+    kinds = h.events("ts/s")
+    assert EventType.TASK_REQUEUED in kinds
+    assert EventType.DISPATCHER_STOPPED in h.events()
+
+
+def test_restart_adopts_live_runner(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.core.start()
+    h.submit(Task(id="r", title="R"))
+    rid = h.runner_of("ts/r")
+    h.core.stop(timeout=5, leave_running=True)
+    assert h.registry.get_task("ts/r").state is TaskState.RUNNING
+    runner = h.launcher.runner(rid)
+    # a new engine on the same registry finds the runner alive
+    launcher2 = FakeLauncher()
+    launcher2.add_adoptable(Runner(runner_id=rid, task_key="ts/r", pool_name="local",
+                                   slot_id=runner.slot_id, state=RunnerState.RUNNING))
+    core2 = DispatcherCore(h.config, registry=h.registry,
+                           launchers={PoolType.LOCAL_PROCESS: launcher2})
+    core2.start()
+    try:
+        assert EventType.RUNNER_ADOPTED in h.events("ts/r")
+        assert launcher2.launches == []
+        assert core2.pool_manager.get_pool_status("local").running == 1
+        launcher2.finish(rid, 0)
+        h.wait_state("ts/r", TaskState.DONE)
+    finally:
+        core2.stop(timeout=1)
+
+
+def test_restart_requeues_when_runner_gone(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.core.start()
+    h.submit(Task(id="g", title="G"))
+    h.runner_of("ts/g")
+    h.core.stop(timeout=5, leave_running=True)
+    launcher2 = FakeLauncher()
+    core2 = DispatcherCore(h.config, registry=h.registry,
+                           launchers={PoolType.LOCAL_PROCESS: launcher2})
+    core2.start()
+    try:
+        launches = launcher2.wait_for_launches(1)
+        assert launches[0].task.key == "ts/g"
+        assert EventType.TASK_REQUEUED in h.events("ts/g")
+        assert h.registry.get_task("ts/g").attempts == 0
+    finally:
+        core2.stop(timeout=0.5)
+
+
+def test_status_dict_and_offline_controls(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.submit(Task(id="o", title="O"))
+    status = h.core.get_status()
+    assert status["state"] == "stopped"
+    assert h.core.set_priority("ts/o", 3) == "priority of ts/o: 0 -> 3"
+    assert h.core.cancel("ts/o").startswith("cancelled ts/o")
+    assert h.state("ts/o") is TaskState.CANCELLED
+    assert "ready" in h.core.retry("ts/o")
+    assert h.state("ts/o") is TaskState.READY
