@@ -1,0 +1,346 @@
+"""Pure parts of the Kubernetes launcher: pool settings, RFC 1123 names, labels, the Job body and
+how a Job's and Pod's status becomes a :class:`RunnerExit`. Nothing here calls a cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import RunnerLaunchError
+from ..models import AgentPool, Slot, Task
+from .base import LaunchEnvironment, RunnerExit, agent_argv, runner_env
+from .docker_spec import WRAPPER_MODULE, limits_for
+
+LABEL_MANAGED = "necrocode.managed"
+LABEL_RUNNER = "necrocode.runner-id"
+LABEL_TASK = "necrocode.task"
+LABEL_TASKSET = "necrocode.taskset"
+LABEL_POOL = "necrocode.pool"
+# Label values are limited to 63 chars of [A-Za-z0-9._-]; the exact values go in annotations.
+ANN_RUNNER = "necrocode/runner-id"
+ANN_TASK = "necrocode/task"
+ANN_POOL = "necrocode/pool"
+ANN_ATTEMPT = "necrocode/attempt"
+ANN_SLOT = "necrocode/slot-id"
+ANN_SLOT_PATH = "necrocode/slot-path"
+ANN_ATTEMPT_DIR = "necrocode/attempt-dir"
+
+DEFAULT_TEMPLATE: dict[str, Any] = {
+    "apiVersion": "batch/v1",
+    "kind": "Job",
+    "metadata": {"name": "necrocode-runner"},
+    "spec": {
+        "backoffLimit": 0,
+        "template": {
+            "metadata": {},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "runner", "image": "necrocode/runner:latest",
+                                "workingDir": "/workspace"}],
+            },
+        },
+    },
+}
+
+_DNS_BAD = re.compile(r"[^a-z0-9-]+")
+_LABEL_BAD = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def job_name(runner_id: str, prefix: str = "necrocode") -> str:
+    """An RFC 1123 label for a runner's Job: lowercase ``[a-z0-9-]``, ≤ 63 chars, alnum at both
+    ends, unique per runner id (a hash of the full id ends names that had to be shortened)."""
+    raw = f"{prefix}-{runner_id}".lower() if prefix else runner_id.lower()
+    name = re.sub(r"-{2,}", "-", _DNS_BAD.sub("-", raw)).strip("-")
+    if len(name) > 63 or name != raw:
+        digest = hashlib.sha1(runner_id.encode()).hexdigest()[:8]
+        name = f"{name[:54].rstrip('-')}-{digest}"
+    if not name[0].isalnum():
+        name = "n" + name[:62]
+    return name
+
+
+def label_value(value: str) -> str:
+    """A valid label value: ≤ 63 chars of ``[A-Za-z0-9._-]``, alphanumeric at both ends."""
+    text = _LABEL_BAD.sub("-", value)
+    if len(text) > 63:
+        text = text[:54] + "-" + hashlib.sha1(value.encode()).hexdigest()[:8]
+    return text.strip("-_.")
+
+
+def cpu_quantity(cores: float) -> str:
+    return f"{max(1, int(math.ceil(cores * 1000)))}m"
+
+
+def memory_quantity(mb: int) -> str:
+    return f"{mb}Mi"
+
+
+@dataclass(frozen=True)
+class KubernetesPoolSettings:
+    """The ``config:`` keys of a kubernetes pool, with defaults."""
+
+    namespace: str = "default"
+    job_template: str | None = None  # path of a Job YAML; None: the built-in template
+    image: str | None = None  # overrides the template's runner image
+    container: str = "runner"  # which container of the template runs the agent
+    use_wrapper: bool = True
+    python: str = "python3"
+    api_url: str | None = None  # the Dispatcher API as seen from the pods (its Service)
+    slot_path: str = "/workspace"
+    env: dict[str, str] = field(default_factory=dict)
+    service_account: str | None = None
+    propagation_policy: str = "Foreground"  # how stop() deletes a Job: Foreground | Background
+    ttl_seconds_after_finished: int | None = None
+    name_prefix: str = "necrocode"
+
+    @classmethod
+    def from_pool(cls, pool: AgentPool) -> KubernetesPoolSettings:
+        cfg = dict(pool.config or {})
+        env_raw = cfg.get("env") or {}
+        if not isinstance(env_raw, dict):
+            raise RunnerLaunchError(
+                f"agent_pools.{pool.name}.config.env must be a mapping of names to values",
+                pool=pool.name, retryable=False,
+            )
+        policy = str(cfg.get("propagation_policy") or "Foreground")
+        if policy not in ("Foreground", "Background"):
+            raise RunnerLaunchError(
+                f"agent_pools.{pool.name}.config.propagation_policy: {policy!r} is not "
+                "Foreground or Background", pool=pool.name, retryable=False,
+            )
+        ttl = cfg.get("ttl_seconds_after_finished")
+        wrapper = cfg.get("use_wrapper", True)
+        if isinstance(wrapper, str):
+            wrapper = wrapper.strip().lower() in ("1", "true", "yes", "on")
+        return cls(
+            namespace=str(cfg.get("namespace") or "default"),
+            job_template=str(cfg["job_template"]) if cfg.get("job_template") else None,
+            image=cfg.get("image") or None,
+            container=str(cfg.get("container") or "runner"),
+            use_wrapper=bool(wrapper),
+            python=str(cfg.get("python") or "python3"),
+            api_url=cfg.get("api_url") or None,
+            slot_path=str(cfg.get("slot_path") or "/workspace"),
+            env={str(k): str(v) for k, v in env_raw.items()},
+            service_account=cfg.get("service_account") or None,
+            propagation_policy=policy,
+            ttl_seconds_after_finished=int(ttl) if ttl is not None else None,
+            name_prefix=str(cfg.get("name_prefix", "necrocode")),
+        )
+
+
+def resolve_template_path(raw: str, search: list[Path] | None = None) -> Path:
+    """Find a job_template: absolute, else relative to the working dir, then to ``config/``."""
+    path = Path(raw).expanduser()
+    if path.is_absolute():
+        candidates = [path]
+    else:
+        bases = search or [Path.cwd(), Path.cwd() / "config"]
+        candidates = [base / path for base in bases]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    tried = ", ".join(str(c) for c in candidates)
+    raise RunnerLaunchError(
+        f"job_template {raw!r} not found (looked at {tried}); set "
+        "agent_pools.<pool>.config.job_template to the path of a Job YAML such as "
+        "config/manifests/runner-job.yaml", retryable=False,
+    )
+
+
+def load_job_template(raw: str | None, pool_name: str = "") -> dict[str, Any]:
+    """The Job template as a dict (the built-in one when ``raw`` is None)."""
+    if not raw:
+        return copy.deepcopy(DEFAULT_TEMPLATE)
+    path = resolve_template_path(raw)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise RunnerLaunchError(f"job_template {path}: cannot read it: {exc}",
+                                pool=pool_name, retryable=False) from exc
+    problems = []
+    if not isinstance(data, dict) or data.get("kind") != "Job":
+        problems.append("it must be one YAML document of kind: Job")
+    else:
+        containers = (((data.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+            "containers")
+        if not containers or not isinstance(containers, list):
+            problems.append("spec.template.spec.containers must list at least one container")
+    if problems:
+        raise RunnerLaunchError(f"job_template {path}: {'; '.join(problems)}",
+                                pool=pool_name, retryable=False)
+    assert isinstance(data, dict)
+    return data
+
+
+def build_job(
+    template: dict[str, Any],
+    task: Task,
+    slot: Slot,
+    pool: AgentPool,
+    runner_id: str,
+    attempt: int,
+    env: LaunchEnvironment,
+    attempt_path: Path,
+    settings: KubernetesPoolSettings,
+) -> dict[str, Any]:
+    """The batch/v1 Job body of one runner, built on a copy of ``template``."""
+    job = copy.deepcopy(template)
+    job["apiVersion"] = "batch/v1"
+    job["kind"] = "Job"
+    name = job_name(runner_id, settings.name_prefix)
+    labels = {
+        LABEL_MANAGED: "true",
+        LABEL_RUNNER: label_value(runner_id),
+        LABEL_TASK: label_value(task.key.replace("/", ".")),
+        LABEL_TASKSET: label_value(task.taskset),
+        LABEL_POOL: label_value(pool.name),
+    }
+    annotations = {
+        ANN_RUNNER: runner_id, ANN_TASK: task.key, ANN_POOL: pool.name,
+        ANN_ATTEMPT: str(attempt), ANN_SLOT: slot.slot_id, ANN_SLOT_PATH: slot.slot_path,
+        ANN_ATTEMPT_DIR: str(attempt_path),
+    }
+    meta = job.setdefault("metadata", {}) or {}
+    job["metadata"] = meta
+    meta.pop("generateName", None)
+    meta["name"] = name
+    meta["namespace"] = settings.namespace
+    meta["labels"] = {**(meta.get("labels") or {}), **labels}
+    meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
+
+    spec = job.setdefault("spec", {})
+    spec["backoffLimit"] = 0
+    if task.timeout:
+        spec["activeDeadlineSeconds"] = max(1, int(math.ceil(task.timeout)))
+    if settings.ttl_seconds_after_finished is not None:
+        spec["ttlSecondsAfterFinished"] = settings.ttl_seconds_after_finished
+    pod = spec.setdefault("template", {})
+    pod_meta = pod.setdefault("metadata", {}) or {}
+    pod["metadata"] = pod_meta
+    pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **labels}
+    pod_meta["annotations"] = {**(pod_meta.get("annotations") or {}),
+                               ANN_RUNNER: runner_id, ANN_TASK: task.key}
+    pod_spec = pod.setdefault("spec", {})
+    pod_spec["restartPolicy"] = "Never"
+    if settings.service_account:
+        pod_spec["serviceAccountName"] = settings.service_account
+    containers = pod_spec.get("containers") or []
+    container = next((c for c in containers if c.get("name") == settings.container),
+                     containers[0] if containers else None)
+    if container is None:
+        raise RunnerLaunchError(f"pool {pool.name!r}: the job template has no container",
+                                pool=pool.name, retryable=False)
+
+    argv = agent_argv(task, slot, pool, runner_id, attempt)
+    if settings.use_wrapper:
+        container["command"] = [settings.python, "-m", WRAPPER_MODULE, "--", *argv]
+    else:
+        container["command"] = argv
+    container.pop("args", None)
+    if settings.image:
+        container["image"] = settings.image
+    container.setdefault("workingDir", settings.slot_path)
+
+    contract = runner_env(task, slot, pool, runner_id, attempt, env, slot_path=settings.slot_path)
+    if settings.api_url and env.api_url:
+        contract["NECROCODE_API_URL"] = settings.api_url
+    wanted = {**settings.env, **contract, "PYTHONUNBUFFERED": "1"}
+    kept = [e for e in (container.get("env") or []) if e.get("name") not in wanted]
+    container["env"] = kept + [{"name": k, "value": v} for k, v in wanted.items()]
+
+    cpu, mem = limits_for(task, pool)
+    resources = container.setdefault("resources", {}) or {}
+    container["resources"] = resources
+    requests = dict(resources.get("requests") or {})
+    limits = dict(resources.get("limits") or {})
+    if cpu:
+        requests["cpu"] = limits["cpu"] = cpu_quantity(cpu)
+    if mem:
+        requests["memory"] = limits["memory"] = memory_quantity(mem)
+    resources["requests"] = requests
+    resources["limits"] = limits
+    return job
+
+
+def _true(cond: dict[str, Any]) -> bool:
+    return str(cond.get("status")) == "True"
+
+
+LOST_POD_REASONS = ("Evicted", "NodeLost", "Shutdown", "Terminated", "UnexpectedAdmissionError",
+                    "NodeAffinity", "OutOfcpu", "OutOfmemory")
+
+
+def job_exit(
+    job: dict[str, Any] | None, pods: list[dict[str, Any]], container: str = "runner"
+) -> RunnerExit | None:
+    """How a runner's Job ended, from the Job's conditions and its Pod's status; None if running.
+
+    ``job`` None means the Job is gone (deleted by someone else).
+    """
+    pod_code, pod_reason = _terminated(pods, container)
+    finished = None
+    if job is None:
+        return RunnerExit(pod_code, "Job deleted outside the Dispatcher")
+    status = job.get("status") or {}
+    conditions = [c for c in status.get("conditions") or [] if _true(c)]
+    kinds = {c.get("type"): c for c in conditions}
+    if "Complete" in kinds or (status.get("succeeded") or 0) > 0:
+        return RunnerExit(pod_code if pod_code is not None else 0, "exited", finished)
+    failed = kinds.get("Failed")
+    if failed is not None or (status.get("failed") or 0) > 0:
+        why = (failed or {}).get("reason") or ""
+        if pod_reason == "OOMKilled":
+            return RunnerExit(pod_code, "OOMKilled: the pod ran out of memory (memory limit)",
+                              finished, oom_killed=True)
+        if why == "DeadlineExceeded":
+            msg = (failed or {}).get("message") or "active longer than activeDeadlineSeconds"
+            return RunnerExit(pod_code, f"DeadlineExceeded: {msg}", finished)
+        lost = _lost_reason(pods)
+        if lost:
+            return RunnerExit(None, f"pod lost: {lost}", finished)
+        if pod_code is not None:
+            reason = "exited" if pod_code <= 128 else f"signal {pod_code - 128}"
+            return RunnerExit(pod_code, reason, finished)
+        msg = (failed or {}).get("message") or ""
+        return RunnerExit(None, f"Job failed: {why or 'unknown'}{': ' + msg if msg else ''}",
+                          finished)
+    lost = _lost_reason(pods)
+    if lost:
+        return RunnerExit(None, f"pod lost: {lost}", finished)
+    return None
+
+
+def _terminated(pods: list[dict[str, Any]], container: str) -> tuple[int | None, str]:
+    """(exit code, reason) of the runner container of the first pod where it has terminated."""
+    for pod in pods:
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        for cs in statuses:
+            if cs.get("name") != container and len(statuses) > 1:
+                continue
+            term = (cs.get("state") or {}).get("terminated")
+            if term:
+                code = term.get("exitCode")
+                return (int(code) if code is not None else None), str(term.get("reason") or "")
+    return None, ""
+
+
+def _lost_reason(pods: list[dict[str, Any]]) -> str:
+    for pod in pods:
+        status = pod.get("status") or {}
+        reason = status.get("reason") or ""
+        if status.get("phase") == "Unknown" or reason in LOST_POD_REASONS:
+            message = status.get("message") or ""
+            return f"{reason or 'phase Unknown'}{': ' + message if message else ''}"
+        if (pod.get("metadata") or {}).get("deletionTimestamp") and status.get("phase") in (
+                "Pending", "Running"):
+            return "pod deleted"
+    return ""
