@@ -1,0 +1,280 @@
+"""necroui: the Textual operations dashboard of NecroCode Dispatcher.
+
+:class:`NecroApp` reads the engine's newest :class:`Snapshot` on a timer and diff-updates its
+widgets; it never touches engine internals. Verbs go through the engine's control methods
+(``pause``, ``set_priority``, …) from thread workers, and their answers show as notifications.
+:func:`run_dashboard` is what the bare ``necroui`` command calls.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from necrocode.dispatcher.config import DispatcherConfig
+from necrocode.dispatcher.errors import DispatcherError
+from necrocode.dispatcher.snapshot import Snapshot
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
+from textual.screen import Screen
+
+from .screens.main import MUTATING_ACTIONS, MainScreen
+from .screens.modals import QuitChoice, QuitModal
+
+log = logging.getLogger(__name__)
+
+
+class EngineLike(Protocol):
+    """What the dashboard needs from :class:`DispatcherCore` (a fake implements it in tests)."""
+
+    registry: Any
+    config: DispatcherConfig
+
+    def snapshot(self) -> Snapshot | None: ...
+    def pause(self) -> str: ...
+    def resume(self) -> str: ...
+    def set_priority(self, task_key: str, priority: int) -> str: ...
+    def retry(self, task_key: str) -> str: ...
+    def cancel(self, task_key: str) -> str: ...
+    def set_pool_enabled(self, pool_name: str, enabled: bool) -> str: ...
+
+
+class NecroApp(App[QuitChoice]):
+    """The dashboard. ``clock`` feeds every age on screen (frozen in snapshot tests)."""
+
+    CSS_PATH = "necroui.tcss"
+    TITLE = "necroui"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("question_mark", "help", "Help", id="help"),
+        Binding("q", "quit_app", "Quit", id="quit"),
+        Binding("ctrl+p", "command_palette", "Palette", id="command_palette", show=False),
+    ]
+
+    def __init__(
+        self,
+        engine: EngineLike,
+        *,
+        read_only: bool = False,
+        clock: Callable[[], float] = time.time,
+        refresh_interval: float | None = None,
+        keymap: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.engine = engine
+        self.read_only = read_only
+        self.clock = clock
+        ui = getattr(getattr(engine, "config", None), "ui", None)
+        self.refresh_interval = refresh_interval or getattr(ui, "refresh_interval", 0.5) or 0.5
+        self.keymap: dict[str, str] = dict(keymap if keymap is not None
+                                           else getattr(ui, "keymap", {}) or {})
+        self.snapshot: Snapshot | None = None
+        self.main = MainScreen()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        if self.keymap:
+            self.set_keymap(self.keymap)
+        self.push_screen(self.main)
+        self.call_after_refresh(self.refresh_snapshot)
+        self.set_interval(self.refresh_interval, self.refresh_snapshot, name="snapshot")
+
+    def refresh_snapshot(self) -> None:
+        """Take the engine's newest snapshot; apply it if new, else let the clock tick."""
+        try:
+            snap = self.engine.snapshot()
+        except Exception:  # noqa: BLE001 - keep the UI alive; the log says why
+            log.exception("engine snapshot failed")
+            return
+        if not self.main.is_mounted:
+            return
+        try:
+            with self.batch_update():
+                if snap is not None and (
+                    self.snapshot is None or snap.version != self.snapshot.version
+                ):
+                    self.snapshot = snap
+                    self.main.apply(snap)
+                else:
+                    self.main.tick()
+        except NoMatches:  # the screen is being torn down (quitting)
+            return
+
+    # --- engine control (threads: the engine answers within a few seconds) ------------------
+    def control(self, label: str, calls: list[Callable[[], str]]) -> None:
+        """Run control calls in a thread worker; notify their answers or errors."""
+
+        def work() -> None:
+            answers: list[str] = []
+            errors: list[str] = []
+            for call in calls:
+                try:
+                    answers.append(str(call()))
+                except DispatcherError as exc:
+                    errors.append(str(exc))
+                except Exception as exc:  # noqa: BLE001 - shown to the operator, logged
+                    log.exception("%s failed", label)
+                    errors.append(f"{label} failed: {type(exc).__name__}: {exc}")
+            self.call_from_thread(self._report, answers, errors)
+
+        self.run_worker(work, thread=True, group="control", exit_on_error=False,
+                        name=label)
+
+    def _report(self, answers: list[str], errors: list[str]) -> None:
+        if answers:
+            shown = answers if len(answers) <= 3 else [*answers[:3], f"… and {len(answers) - 3}"]
+            self.notify("\n".join(shown), timeout=4)
+        for error in errors[:5]:
+            self.notify(error, severity="error", timeout=8)
+        self.refresh_snapshot()
+
+    def toggle_pause(self) -> None:
+        """Pause dispatching, or resume it when paused."""
+        if self.read_only:
+            return
+        paused = self.snapshot is not None and self.snapshot.state == "paused"
+        if paused:
+            self.control("resume", [self.engine.resume])
+        else:
+            self.control("pause", [self.engine.pause])
+
+    def set_priorities(self, changes: list[tuple[str, int]]) -> None:
+        if self.read_only:
+            return
+        self.control("priority", [partial(self.engine.set_priority, k, p) for k, p in changes])
+
+    def retry_tasks(self, keys: Iterable[str]) -> None:
+        if self.read_only:
+            return
+        self.control("retry", [partial(self.engine.retry, k) for k in keys])
+
+    def cancel_tasks(self, keys: Iterable[str]) -> None:
+        if self.read_only:
+            return
+        self.control("cancel", [partial(self.engine.cancel, k) for k in keys])
+
+    def set_pool_enabled(self, name: str, enabled: bool) -> None:
+        if self.read_only:
+            return
+        self.control("pool", [partial(self.engine.set_pool_enabled, name, enabled)])
+
+    # --- screens ---------------------------------------------------------------------------------
+    def open_detail(self, key: str) -> None:
+        from .screens.detail import TaskDetailScreen
+
+        self.push_screen(TaskDetailScreen(key))
+
+    def open_graph(self, key: str | None) -> None:
+        from .screens.graph import GraphScreen
+
+        self.push_screen(GraphScreen(key))
+
+    def action_help(self) -> None:
+        from .screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_quit_app(self) -> None:
+        running = len(self.snapshot.running) if self.snapshot else 0
+        if running and not isinstance(self.screen, QuitModal):
+
+            def done(choice: QuitChoice | None) -> None:
+                if choice and choice is not QuitChoice.BACK:
+                    self.exit(choice)
+
+            self.push_screen(QuitModal(running), done)
+        else:
+            self.exit(QuitChoice.WAIT)
+
+    def binding_key(self, binding: Binding) -> str:
+        """The key(s) a binding answers to, after the config's keymap."""
+        if binding.id and binding.id in self.keymap:
+            return self.keymap[binding.id]
+        return binding.key
+
+    # --- command palette ---------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        main = self.main
+        verbs: list[tuple[str, str, str, Callable[[], Any]]] = [
+            ("pause_toggle", "Pause / resume dispatching", "p", main.action_pause_toggle),
+            ("priority_up", "Raise priority", "+1 on the selected/marked tasks",
+             main.action_priority_up),
+            ("priority_down", "Lower priority", "-1 on the selected/marked tasks",
+             main.action_priority_down),
+            ("priority_set", "Set priority…", "type a priority", main.action_priority_set),
+            ("retry", "Retry task", "retry the selected/marked failed or blocked tasks",
+             main.action_retry),
+            ("cancel", "Cancel task…", "cancel the selected/marked tasks (asks first)",
+             main.action_cancel),
+            ("pool_toggle", "Enable / disable pool", "the pool selected in the pools panel",
+             main.action_pool_toggle),
+            ("filter", "Filter tasks", "/", main.action_filter),
+            ("detail", "Task detail", "fields, dependencies, events, log",
+             main.action_detail),
+            ("graph", "Dependency graph", "at the selected task", main.action_graph),
+            ("help", "Help: keys", "?", self.action_help),
+        ]
+        for action, title, help_text, callback in verbs:
+            if self.read_only and action in MUTATING_ACTIONS:
+                continue
+            yield SystemCommand(title, help_text, callback)
+        for sort_id in ("task", "skill", "priority", "wait", "tenant"):
+            yield SystemCommand(f"Sort by {sort_id}", "the focused table",
+                                lambda s=sort_id: main.action_sort(s))
+
+
+def _submit_demo(engine: Any, config: DispatcherConfig) -> None:
+    """Submit the demo taskset when the registry has no task yet."""
+    registry = engine.registry
+    counts = registry.count_tasks()
+    if sum(counts.values()):
+        return
+    for module_name in ("necroui.demo", "necroui.headless"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        submit = getattr(module, "submit_demo", None)
+        if submit is not None:
+            submit(engine, config)
+            return
+    from necrocode.dispatcher.tasksets import load_taskset_file
+
+    path = Path(__file__).parent / "demo" / "demo.yaml"
+    taskset, _warnings = load_taskset_file(path, config)
+    engine.submit(taskset)
+
+
+def run_dashboard(config: DispatcherConfig, *, demo: bool = False, read_only: bool = False) -> int:
+    """Start the engine, run the dashboard, stop the engine as the operator chose. Exit code."""
+    from necrocode.dispatcher.core import DispatcherCore
+
+    engine = DispatcherCore(config)
+    if demo:
+        _submit_demo(engine, config)
+    engine.start()
+    choice: QuitChoice | None = None
+    try:
+        app = NecroApp(engine, read_only=read_only)
+        choice = app.run()
+    finally:
+        timeout = getattr(config, "graceful_shutdown_timeout", 300.0)
+        if choice is QuitChoice.LEAVE:
+            engine.stop(timeout=0, leave_running=True)
+        elif choice is QuitChoice.STOP:
+            engine.stop(timeout=0)
+        else:
+            snap = engine.snapshot()
+            if snap is not None and snap.running:
+                print(f"necroui: waiting up to {timeout:g}s for {len(snap.running)} runner(s)…",
+                      file=sys.stderr)
+            engine.stop(timeout=timeout)
+    return 0

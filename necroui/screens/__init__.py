@@ -1,0 +1,1 @@
+"""Screens of the necroui dashboard: main, task detail, graph, help and modals."""

@@ -1,0 +1,248 @@
+"""Task detail (enter): fields, dependency chain, every event, the attempt's log tail (following).
+
+Registry reads happen in a thread worker (SQLite may wait on a lock); the log tail is re-read
+from its last offset every second while the screen is open.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from necrocode.dispatcher.models import Task, TaskEvent
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, RichLog, Static
+
+from ..widgets.eventtail import event_line
+from ..widgets.format import fmt_datetime, fmt_duration, state_text, state_value
+
+if TYPE_CHECKING:
+    from ..app import NecroApp
+
+log = logging.getLogger(__name__)
+_LOG_NAMES = ("output.log", "agent.log", "stdout.log")
+_MAX_LOG_READ = 64 * 1024
+
+
+@dataclass
+class DetailData:
+    """What the detail screen shows, loaded off the UI thread."""
+
+    task: Task | None = None
+    error: str | None = None
+    deps: list[tuple[int, Task]] = field(default_factory=list)  # (depth, task), upstream
+    dependents: list[Task] = field(default_factory=list)
+    events: list[TaskEvent] = field(default_factory=list)
+    log_path: Path | None = None
+
+
+def _find_log(app: NecroApp, task: Task) -> Path | None:
+    snap = app.snapshot
+    if snap is not None:
+        for view in snap.running:
+            if view.key == task.key and view.log_path:
+                return Path(view.log_path)
+    try:
+        runs = Path(app.engine.config.resolved_state_dir()) / "runs"
+        from necrocode.dispatcher.launchers.base import attempt_dir
+
+        base = attempt_dir(runs, task, 1).parent
+    except Exception:  # noqa: BLE001 - no state dir: no log
+        return None
+    if not base.is_dir():
+        return None
+    attempts = sorted(
+        (p for p in base.glob("attempt-*") if p.is_dir()),
+        key=lambda p: int(re.sub(r"\D", "", p.name) or 0),
+    )
+    for directory in reversed(attempts):
+        for name in _LOG_NAMES:
+            if (directory / name).is_file():
+                return directory / name
+    return None
+
+
+def load_detail(app: NecroApp, key: str) -> DetailData:
+    """Read the task, its dependency chain, dependents and events from the registry."""
+    registry = app.engine.registry
+    data = DetailData()
+    try:
+        task = registry.get_task(key)
+    except Exception as exc:  # noqa: BLE001 - shown on screen
+        data.error = str(exc)
+        return data
+    data.task = task
+    seen: set[str] = set()
+    frontier: list[tuple[int, Task]] = [(0, task)]
+    while frontier and len(data.deps) < 200:
+        depth, current = frontier.pop(0)
+        keys = [f"{current.taskset}/{d}" for d in current.dependencies]
+        found = registry.get_tasks([k for k in keys if k not in seen])
+        for dep_key in keys:
+            if dep_key in seen or dep_key not in found:
+                continue
+            seen.add(dep_key)
+            data.deps.append((depth + 1, found[dep_key]))
+            frontier.append((depth + 1, found[dep_key]))
+    siblings = registry.list_tasks(taskset=task.taskset)
+    data.dependents = [t for t in siblings if task.id in t.dependencies]
+    data.events = list(registry.get_events(task_key=key))
+    data.log_path = _find_log(app, task)
+    return data
+
+
+def fields_table(task: Task, now: float) -> Table:
+    """Key/value table of a task's fields."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold grey70", no_wrap=True)
+    table.add_column()
+    rows: list[tuple[str, Any]] = [
+        ("key", Text(task.key, style="bold")),
+        ("title", task.title or "-"),
+        ("state", state_text(task.state)),
+        ("skill", task.required_skill or "-"),
+        ("priority", str(task.priority)),
+        ("tenant", task.tenant),
+        ("attempts", f"{task.attempts}" + (f" / {task.max_attempts}" if task.max_attempts else "")),
+        ("resources", f"cpu {task.resources.cpu:g}, memory {task.resources.memory_mb} MB"),
+        ("timeout", fmt_duration(task.timeout) if task.timeout else "-"),
+        ("repo", task.repo or "-"),
+        ("command", " ".join(task.command) if task.command else "(pool's agent_command)"),
+        ("created", fmt_datetime(task.created_at)),
+        ("ready since", fmt_datetime(task.ready_at)),
+        ("started", fmt_datetime(task.started_at)),
+        ("finished", fmt_datetime(task.finished_at)),
+        ("runner", task.runner_id or "-"),
+        ("slot", task.assigned_slot or "-"),
+    ]
+    if state_value(task.state) == "running" and task.started_at:
+        rows.append(("running for", fmt_duration(now - (task.started_at or now))))
+    if task.next_attempt_at:
+        rows.append(("next attempt", fmt_datetime(task.next_attempt_at)))
+    if task.last_error:
+        rows.append(("last error", Text(task.last_error, style="red")))
+    if task.description:
+        rows.append(("description", task.description))
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def deps_text(data: DetailData) -> Text:
+    """The upstream chain (indented by depth) and the direct dependents."""
+    text = Text()
+    if not data.deps:
+        text.append("no dependencies\n", style="grey62")
+    for depth, dep in data.deps:
+        text.append("  " * (depth - 1) + "↑ ")
+        text.append(dep.key, style="bold")
+        text.append(" ")
+        text.append_text(state_text(dep.state))
+        text.append(f"  {dep.title}\n", style="grey62")
+    if data.dependents:
+        text.append("dependents:\n", style="bold")
+        for dep in data.dependents:
+            text.append("↓ ")
+            text.append(dep.key, style="bold")
+            text.append(" ")
+            text.append_text(state_text(dep.state))
+            text.append(f"  {dep.title}\n", style="grey62")
+    return text
+
+
+class TaskDetailScreen(Screen[None]):
+    """Everything known about one task; follows its log while it runs."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", id="detail_back"),
+        Binding("g", "graph", "Graph", id="detail_graph"),
+    ]
+
+    def __init__(self, key: str) -> None:
+        super().__init__(classes="detail")
+        self.key = key
+        self.data: DetailData | None = None
+        self._log_offset = 0
+        self._log_path: Path | None = None
+
+    @property
+    def necro(self) -> NecroApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="detail-scroll"):
+            yield Static(Text(f"Task {self.key}", style="bold"), id="detail-title")
+            yield Static("loading…", id="detail-fields", classes="section")
+            yield Static("", id="detail-deps", classes="section")
+            yield Static("", id="detail-events", classes="section")
+            yield RichLog(id="detail-log", max_lines=400, wrap=False, markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#detail-fields").border_title = "fields"
+        self.query_one("#detail-deps").border_title = "dependencies"
+        self.query_one("#detail-events").border_title = "events"
+        self.query_one("#detail-log").border_title = "log"
+        self.reload()
+        self.set_interval(1.0, self.reload, name="detail-refresh")
+
+    def reload(self) -> None:
+        """Re-read the registry and the log in a thread."""
+        self.run_worker(self._load, thread=True, group="detail", exclusive=True,
+                        exit_on_error=False)
+
+    def _load(self) -> None:
+        data = load_detail(self.necro, self.key)
+        chunk = self._read_log(data.log_path)
+        self.app.call_from_thread(self._show, data, chunk)
+
+    def _read_log(self, path: Path | None) -> str | None:
+        if path is None:
+            return None
+        if path != self._log_path:
+            self._log_path, self._log_offset = path, 0
+        try:
+            size = path.stat().st_size
+            if size < self._log_offset:
+                self._log_offset = 0
+            start = max(self._log_offset, size - _MAX_LOG_READ)
+            with path.open("rb") as fh:
+                fh.seek(start)
+                raw = fh.read(size - start)
+            self._log_offset = size
+            return raw.decode("utf-8", errors="replace")
+        except OSError as exc:
+            return f"(cannot read {path}: {exc})\n"
+
+    def _show(self, data: DetailData, chunk: str | None) -> None:
+        self.data = data
+        if data.task is None:
+            self.query_one("#detail-fields", Static).update(
+                Text(data.error or "task not found", style="bold red"))
+            return
+        now = self.necro.clock()
+        self.query_one("#detail-fields", Static).update(fields_table(data.task, now))
+        self.query_one("#detail-deps", Static).update(deps_text(data))
+        events = Group(*(event_line(e) for e in data.events)) if data.events else Text(
+            "no events", style="grey62")
+        self.query_one("#detail-events", Static).update(events)
+        log_widget = self.query_one("#detail-log", RichLog)
+        log_widget.border_title = f"log {data.log_path}" if data.log_path else "log (none yet)"
+        if chunk:
+            for line in chunk.splitlines():
+                log_widget.write(Text(line))
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_graph(self) -> None:
+        self.necro.open_graph(self.key)

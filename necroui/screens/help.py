@@ -1,0 +1,81 @@
+"""The `?` help screen: every key binding of the dashboard, after the config's keymap."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from .main import MUTATING_ACTIONS, MainScreen
+
+if TYPE_CHECKING:
+    from ..app import NecroApp
+
+_EXTRA: tuple[tuple[str, str], ...] = (
+    ("arrows, pgup/pgdn", "move in the focused table"),
+    ("enter (graph)", "detail of the task under the graph cursor"),
+    ("up/down/left/right (graph)", "move to a dependency / dependent / neighbour"),
+    ("esc", "back / close"),
+)
+
+
+def _key_display(key: str) -> str:
+    names = {"question_mark": "?", "plus": "+", "minus": "-", "equals_sign": "=", "slash": "/",
+             "space": "space", "escape": "esc", "shift+tab": "shift+tab"}
+    return ", ".join(names.get(k.strip(), k.strip()) for k in key.split(","))
+
+
+def bindings_table(app: NecroApp) -> Table:
+    """A rich table of the bindings (mutating ones left out in read-only mode)."""
+    table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+    table.add_column("key", style="bold cyan", no_wrap=True)
+    table.add_column("does")
+    table.add_column("id", style="grey50")
+    rows: list[Binding] = []
+    for b in [*MainScreen.BINDINGS, *type(app).BINDINGS]:
+        if isinstance(b, Binding):
+            rows.append(b)
+    for binding in rows:
+        action = binding.action.split("(")[0]
+        if app.read_only and action in MUTATING_ACTIONS:
+            continue
+        table.add_row(_key_display(app.binding_key(binding)), binding.description,
+                      binding.id or "")
+    for key, what in _EXTRA:
+        table.add_row(key, what, "")
+    return table
+
+
+class HelpScreen(ModalScreen[None]):
+    """Lists every binding; any of esc, q or ? closes it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Close", id="help_close"),
+        Binding("question_mark", "close", "Close", show=False),
+        Binding("q", "close", "Close", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        app: NecroApp = self.app  # type: ignore[assignment]
+        title = Text("necroui keys", style="bold")
+        if app.read_only:
+            title.append("  (read-only: verbs hidden)", style="yellow")
+        hint = Text(
+            "\nRebind keys in the config: ui: keymap: {<id>: <key>}. "
+            "Sort keys act on the focused table; again to reverse. "
+            "Marked rows (space) take bulk retry/cancel/priority.",
+            style="grey62",
+        )
+        with VerticalScroll(id="help-box"):
+            yield Static(title)
+            yield Static(bindings_table(app))
+            yield Static(hint)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,356 @@
+"""The dashboard screen: header, pools, running / queue / finished tables, event tail.
+
+Narrow terminals (80x24) show one panel at a time under a tab bar; wide ones (>= 150x40) show the
+four panels in a grid. Keys act on the selected row (or the marked rows) of the last task table
+that had the focus; every verb goes through the engine's control methods (see ``NecroApp``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from necrocode.dispatcher.snapshot import Snapshot
+from textual import events, on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import DataTable, Footer, Input, Tab, Tabs
+
+from ..widgets import (
+    DashboardHeader,
+    DiffTable,
+    EventTail,
+    FinishedTable,
+    PoolsTable,
+    QueueTable,
+    RunningTable,
+)
+from .modals import ConfirmModal, FilterInput, PriorityModal
+
+if TYPE_CHECKING:
+    from ..app import NecroApp
+
+#: Actions that change the engine's state: hidden (not only disabled) in read-only mode.
+MUTATING_ACTIONS = frozenset(
+    {"pause_toggle", "priority_up", "priority_down", "priority_set", "retry", "cancel",
+     "pool_toggle", "mark"}
+)
+
+#: Panels in tab order: (panel id, tab label, widget id).
+PANELS: tuple[tuple[str, str, str], ...] = (
+    ("running", "Running", "running-table"),
+    ("queue", "Queue", "queue-table"),
+    ("finished", "Finished", "finished-table"),
+    ("events", "Events", "events"),
+)
+
+WIDE_MIN = (150, 40)
+
+
+class PanelTabs(Tabs, can_focus=False):
+    """The tab bar of narrow layouts (clicks and tab keys switch panels)."""
+
+
+class MainScreen(Screen[None]):
+    """The live dashboard."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("p", "pause_toggle", "Pause/Resume", id="pause"),
+        Binding("plus", "priority_up", "Prio+", id="priority_up", show=False),
+        Binding("minus", "priority_down", "Prio-", id="priority_down", show=False),
+        Binding("equals_sign", "priority_set", "Set prio", id="priority_set", show=False),
+        Binding("r", "retry", "Retry", id="retry"),
+        Binding("c", "cancel", "Cancel", id="cancel"),
+        Binding("e", "pool_toggle", "Pool on/off", id="pool_toggle"),
+        Binding("slash", "filter", "Filter", id="filter"),
+        Binding("space", "mark", "Mark", id="mark", show=False),
+        Binding("enter", "detail", "Detail", id="detail"),
+        Binding("g", "graph", "Graph", id="graph"),
+        Binding("S", "sort('skill')", "Sort skill", id="sort_skill", show=False),
+        Binding("P", "sort('priority')", "Sort priority", id="sort_priority", show=False),
+        Binding("W", "sort('wait')", "Sort wait", id="sort_wait", show=False),
+        Binding("T", "sort('task')", "Sort task", id="sort_task", show=False),
+        Binding("N", "sort('tenant')", "Sort tenant", id="sort_tenant", show=False),
+        Binding("O", "sort('')", "Dispatch order", id="sort_order", show=False),
+        Binding("tab", "next_panel(1)", "Next panel", id="next_panel", show=False),
+        Binding("shift+tab", "next_panel(-1)", "Prev panel", id="prev_panel", show=False),
+        Binding("escape", "back", "Clear marks/filter", id="back", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(id="main")
+        self.active_table_id = "running-table"
+        self._snap: Snapshot | None = None
+
+    @property
+    def necro(self) -> NecroApp:
+        return self.app  # type: ignore[return-value]
+
+    # --- layout ----------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        clock = self.necro.clock
+        yield DashboardHeader(read_only=self.necro.read_only, id="header")
+        yield PoolsTable(id="pools")
+        yield PanelTabs(*(Tab(label, id=f"tab-{pid}") for pid, label, _ in PANELS), id="tabs")
+        with Vertical(id="body"):
+            with Vertical(id="box-running", classes="box active"):
+                yield RunningTable(clock=clock, id="running-table")
+            with Vertical(id="box-events", classes="box"):
+                yield EventTail(id="events")
+            with Vertical(id="box-queue", classes="box"):
+                yield QueueTable(clock=clock, id="queue-table")
+            with Vertical(id="box-finished", classes="box"):
+                yield FinishedTable(clock=clock, id="finished-table")
+        yield FilterInput(placeholder="filter: words matched in key, title, skill, state…",
+                          id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for pid, label, _ in PANELS:
+            self.query_one(f"#box-{pid}").border_title = label
+        self._layout_for(self.size.width, self.size.height)
+        self.query_one("#running-table").focus()
+        self.call_after_refresh(self.necro.refresh_snapshot)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._layout_for(event.size.width, event.size.height)
+
+    def _layout_for(self, width: int, height: int) -> None:
+        self.set_class(width >= WIDE_MIN[0] and height >= WIDE_MIN[1], "wide")
+
+    @property
+    def wide(self) -> bool:
+        return self.has_class("wide")
+
+    def show_panel(self, pid: str) -> None:
+        """Make a panel the visible one (narrow layout) and mark its tab active."""
+        for other, _, _ in PANELS:
+            self.query_one(f"#box-{other}").set_class(other == pid, "active")
+        tabs = self.query_one(PanelTabs)
+        if tabs.active != f"tab-{pid}":
+            tabs.active = f"tab-{pid}"
+
+    @on(Tabs.TabActivated, "#tabs")
+    def _tab_activated(self, event: Tabs.TabActivated) -> None:
+        pid = (event.tab.id or "tab-running").removeprefix("tab-")
+        self.show_panel(pid)
+        widget_id = dict((p, w) for p, _, w in PANELS)[pid]
+        widget = self.query_one(f"#{widget_id}")
+        if not widget.has_focus and not isinstance(self.focused, Input):
+            widget.focus()
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        widget = event.widget
+        if isinstance(widget, DiffTable) and widget.id:
+            self.active_table_id = widget.id
+        for pid, _, wid in PANELS:
+            if widget.id == wid:
+                self.show_panel(pid)
+
+    # --- data ------------------------------------------------------------------------------------
+    def apply(self, snap: Snapshot) -> None:
+        """Apply a new snapshot to every panel."""
+        self._snap = snap
+        self.query_one(DashboardHeader).apply(snap)
+        self.query_one(PoolsTable).apply(snap.pools)
+        running = self.query_one(RunningTable)
+        running.heartbeat_timeout = snap.heartbeat_timeout
+        running.apply(snap.running)
+        self.query_one(QueueTable).apply(snap.queued)
+        self.query_one(FinishedTable).apply(snap.finished)
+        self.query_one(EventTail).apply(snap.events)
+        self._update_titles()
+
+    def tick(self) -> None:
+        """Clock tick without a new snapshot: ages and waiting times move on."""
+        for table in self.task_tables():
+            table.tick()
+
+    def _update_titles(self) -> None:
+        counts = {
+            "running": self.query_one(RunningTable),
+            "queue": self.query_one(QueueTable),
+            "finished": self.query_one(FinishedTable),
+        }
+        for pid, label, _ in PANELS:
+            table = counts.get(pid)
+            if table is None:
+                continue
+            shown, total = len(table.shown_keys), table.total
+            title = f"{label} {total}" if shown == total else f"{label} {shown}/{total}"
+            if table.sort_id:
+                title += f" ↕{table.sort_id}{'↑' if table.sort_reverse else ''}"
+            if table.marked:
+                title += f" ●{len(table.marked)}"
+            box = self.query_one(f"#box-{pid}")
+            if box.border_title != title:
+                box.border_title = title
+                tab = self.query_one(f"#tab-{pid}", Tab)
+                tab.label = title
+
+    def task_tables(self) -> list[DiffTable[Any]]:
+        return [self.query_one(RunningTable), self.query_one(QueueTable),
+                self.query_one(FinishedTable)]
+
+    @property
+    def active_table(self) -> DiffTable[Any]:
+        return self.query_one(f"#{self.active_table_id}", DiffTable)
+
+    def selected_task(self) -> str | None:
+        """Key of the selected task in the last focused task table."""
+        return self.active_table.selected_key
+
+    def target_tasks(self) -> list[str]:
+        """Marked tasks of the active table, else its selected task."""
+        return self.active_table.target_keys()
+
+    def task_priority(self, key: str) -> int | None:
+        for table in self.task_tables():
+            view = table.view(key)
+            if view is not None and hasattr(view, "priority"):
+                return int(view.priority)
+        return None
+
+    # --- bindings --------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.necro.read_only and action in MUTATING_ACTIONS:
+            return False
+        return True
+
+    def action_pause_toggle(self) -> None:
+        self.necro.toggle_pause()
+
+    def _bump(self, delta: int) -> None:
+        keys = self.target_tasks()
+        if not keys:
+            self.notify("no task selected", severity="warning")
+            return
+        changes = [(k, (self.task_priority(k) or 0) + delta) for k in keys]
+        self.necro.set_priorities(changes)
+
+    def action_priority_up(self) -> None:
+        self._bump(+1)
+
+    def action_priority_down(self) -> None:
+        self._bump(-1)
+
+    def action_priority_set(self) -> None:
+        keys = self.target_tasks()
+        if not keys:
+            self.notify("no task selected", severity="warning")
+            return
+        current = self.task_priority(keys[0]) if len(keys) == 1 else None
+        what = keys[0] if len(keys) == 1 else f"{len(keys)} marked tasks"
+
+        def done(value: int | None) -> None:
+            if value is not None:
+                self.necro.set_priorities([(k, value) for k in keys])
+
+        self.app.push_screen(PriorityModal(f"Priority of {what}", current), done)
+
+    def action_retry(self) -> None:
+        keys = self.target_tasks()
+        if not keys:
+            self.notify("no task selected", severity="warning")
+            return
+        self.necro.retry_tasks(keys)
+        self.active_table.clear_marks()
+
+    def action_cancel(self) -> None:
+        keys = self.target_tasks()
+        if not keys:
+            self.notify("no task selected", severity="warning")
+            return
+        what = keys[0] if len(keys) == 1 else f"{len(keys)} marked tasks"
+        table = self.active_table
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.necro.cancel_tasks(keys)
+                table.clear_marks()
+
+        self.app.push_screen(ConfirmModal(f"Cancel {what}?", yes_label="Cancel task"), done)
+
+    def action_pool_toggle(self) -> None:
+        pools = self.query_one(PoolsTable)
+        name = pools.selected_pool
+        if name is None:
+            self.notify("no pool selected", severity="warning")
+            return
+        status = pools.pools.get(name)
+        self.necro.set_pool_enabled(name, not (status.enabled if status else True))
+
+    def action_filter(self) -> None:
+        box = self.query_one(FilterInput)
+        box.add_class("shown")
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.set_filter(event.value)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        box = self.query_one(FilterInput)
+        if not event.value:
+            box.remove_class("shown")
+            self.set_filter("")
+        self.active_table.focus()
+
+    def set_filter(self, text: str) -> None:
+        """Filter every task table (the filter holds across refreshes)."""
+        with self.app.batch_update():
+            for table in self.task_tables():
+                if table.filter_text != text.strip().lower():
+                    table.set_filter(text)
+            self.query_one(DashboardHeader).set_filter(text.strip())
+            self._update_titles()
+
+    def action_sort(self, sort_id: str) -> None:
+        table = self.active_table
+        if sort_id and sort_id not in table.SORTS:
+            self.notify(f"the {table.id} cannot sort by {sort_id}", severity="warning")
+            return
+        table.set_sort(sort_id or None)
+        self._update_titles()
+
+    def action_mark(self) -> None:
+        self.active_table.toggle_mark()
+        self._update_titles()
+
+    def action_detail(self) -> None:
+        key = self.selected_task()
+        if key:
+            self.necro.open_detail(key)
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        if isinstance(event.data_table, DiffTable) and event.row_key.value:
+            event.stop()
+            self.necro.open_detail(str(event.row_key.value))
+
+    def action_graph(self) -> None:
+        self.necro.open_graph(self.selected_task())
+
+    def action_next_panel(self, step: int) -> None:
+        order = ["pools"] + [w for _, _, w in PANELS]
+        focused = self.focused
+        current = focused.id if isinstance(focused, Widget) and focused.id in order else None
+        index = order.index(current) if current else 0
+        target = order[(index + step) % len(order)]
+        for pid, _, wid in PANELS:
+            if wid == target:
+                self.show_panel(pid)
+        self.query_one(f"#{target}").focus()
+
+    def action_back(self) -> None:
+        table = self.active_table
+        if table.marked:
+            table.clear_marks()
+            self._update_titles()
+        elif table.filter_text:
+            self.query_one(FilterInput).value = ""
+            self.query_one(FilterInput).remove_class("shown")
+            self.set_filter("")

@@ -1,0 +1,142 @@
+"""Small modal screens: confirmation (default No), priority input, quit choice, filter."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label
+
+
+class ConfirmModal(ModalScreen[bool]):
+    """Asks yes/no; ``No`` has the focus, so enter or esc answer No."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "answer(False)", "No", id="confirm_no"),
+        Binding("y", "answer(True)", "Yes", id="confirm_yes"),
+        Binding("n", "answer(False)", "No", show=False),
+    ]
+
+    def __init__(self, question: str, *, yes_label: str = "Yes") -> None:
+        super().__init__(classes="modal")
+        self.question = question
+        self.yes_label = yes_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.question, classes="question")
+            with Horizontal(classes="buttons"):
+                yield Button("No", id="no", variant="primary")
+                yield Button(self.yes_label, id="yes", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, value: bool) -> None:
+        self.dismiss(value)
+
+
+class PriorityModal(ModalScreen[int | None]):
+    """Asks for a new integer priority; esc cancels."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, current: int | None) -> None:
+        super().__init__(classes="modal")
+        self.title_text = title
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="question")
+            yield Input(
+                value="" if self.current is None else str(self.current),
+                placeholder="priority (integer, higher runs first)",
+                type="integer",
+                id="priority-input",
+            )
+            yield Label("enter to apply, esc to cancel", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        value = event.value.strip()
+        try:
+            self.dismiss(int(value))
+        except ValueError:
+            self.notify(f"{value!r} is not an integer priority", severity="error")
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class QuitChoice(StrEnum):
+    """What to do with runners still running when the dashboard quits."""
+
+    WAIT = "wait"  # stop dispatching, wait for the running runners to finish
+    LEAVE = "leave"  # stop the dispatcher; leave runners to be adopted by the next start
+    STOP = "stop"  # stop the runners now; their tasks go back to READY
+    BACK = "back"  # do not quit
+
+
+class QuitModal(ModalScreen[QuitChoice]):
+    """Asked when quitting while runners still run."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "choose('back')", "Back"),
+        Binding("w", "choose('wait')", "Wait", show=False),
+        Binding("l", "choose('leave')", "Leave", show=False),
+        Binding("s", "choose('stop')", "Stop", show=False),
+    ]
+
+    def __init__(self, running: int) -> None:
+        super().__init__(classes="modal")
+        self.running = running
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Label(
+                f"{self.running} runner(s) still running. Quit how?", classes="question"
+            )
+            yield Label(
+                "[b]w[/b]ait for them to finish · [b]l[/b]eave them for the next start · "
+                "[b]s[/b]top them (tasks go back to ready)",
+                classes="hint",
+            )
+            with Horizontal(classes="buttons"):
+                yield Button("Back", id="back", variant="primary")
+                yield Button("Wait", id="wait")
+                yield Button("Leave", id="leave")
+                yield Button("Stop", id="stop", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#back", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(QuitChoice(event.button.id or "back"))
+
+    def action_choose(self, choice: str) -> None:
+        self.dismiss(QuitChoice(choice))
+
+
+class FilterInput(Input):
+    """The `/` filter line: typing filters live, enter keeps it, esc clears it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "clear_filter", "Clear filter", id="filter_clear"),
+    ]
+
+    def action_clear_filter(self) -> None:
+        self.value = ""
+        self.post_message(self.Submitted(self, ""))

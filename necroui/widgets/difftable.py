@@ -1,0 +1,337 @@
+"""A DataTable that applies snapshots as diffs keyed by row, keeping cursor, sort and filter.
+
+The live-monitor pattern (STYLE.md): never clear and rebuild. Each :meth:`DiffTable.apply` adds
+new rows, ``update_cell``s only the cells whose formatted value changed, removes gone rows in one
+pass, and re-sorts only when the order really changed. Time-dependent ("lazy") cells, such as
+waiting time or heartbeat age, are refreshed from the clock for the visible rows only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar, cast
+
+from rich.text import Text
+from textual.widgets import DataTable
+from textual.widgets.data_table import RowKey
+
+V = TypeVar("V")
+
+CellValue = str | Text
+MARK = "●"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: key, header label, width (None: auto) and whether it ticks with the clock."""
+
+    key: str
+    label: str
+    width: int | None = None
+    lazy: bool = False  # depends on the clock or on the row's position: refreshed when visible
+
+
+@dataclass(frozen=True)
+class SortSpec:
+    """A sort the user can pick with a shift-letter: its name and the value it sorts by."""
+
+    name: str
+    value: Callable[[Any, float], Any]  # (view, now) -> sortable value
+
+
+class DiffTable(DataTable[CellValue], Generic[V]):
+    """Base of the queue, running and finished tables.
+
+    Subclasses define :attr:`COLUMNS`, :attr:`SORTS` and the row hooks. Every table has a
+    ``mark`` column (space marks rows) and a ``task`` column holding the row key as plain text.
+    """
+
+    COLUMNS: ClassVar[tuple[Column, ...]] = ()
+    TASK_WIDTH: ClassVar[int] = 14  # fixed widths: auto widths re-measure 10k rows
+    SORTS: ClassVar[dict[str, SortSpec]] = {}  # sort id ("skill", "priority", ...) -> spec
+
+    def __init__(self, *, clock: Callable[[], float], id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=False)
+        self.clock = clock
+        self._views: dict[str, V] = {}
+        self._sigs: dict[str, Hashable] = {}
+        self._lazy: dict[str, tuple[CellValue, ...]] = {}
+        self._order: list[str] = []  # keys shown, in table order
+        self._shown: set[str] = set()
+        self._snapshot_rank: dict[str, int] = {}
+        self.filter_text = ""
+        self.sort_id: str | None = None
+        self.sort_reverse = False
+        self.marked: set[str] = set()
+        self._static_cols = [c for c in self.COLUMNS if not c.lazy]
+        self._lazy_cols = [c for c in self.COLUMNS if c.lazy]
+        self._layout: list[tuple[bool, int]] = []  # per column: (lazy?, index in its group)
+        counts = [0, 0]
+        for col in self.COLUMNS:
+            self._layout.append((col.lazy, counts[col.lazy]))
+            counts[col.lazy] += 1
+
+    # --- hooks for subclasses --------------------------------------------------------------------
+    def signature(self, view: V) -> Hashable:
+        """Cheap tuple of the fields the static cells show (compared to detect changes)."""
+        raise NotImplementedError
+
+    def static_cells(self, view: V) -> tuple[CellValue, ...]:
+        """Formatted non-lazy cells after ``mark`` and ``task``, in column order."""
+        raise NotImplementedError
+
+    def lazy_cells(self, view: V, now: float) -> tuple[CellValue, ...]:
+        """Formatted lazy cells, in column order."""
+        return ()
+
+    def search_text(self, view: V) -> str:
+        """Lower-case text the filter matches against."""
+        raise NotImplementedError
+
+    def view_key(self, view: V) -> str:
+        return str(cast(Any, view).key)
+
+    # --- setup -----------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self.add_column(" ", key="mark", width=1)
+        self.add_column("task", key="task", width=self.TASK_WIDTH)
+        for col in self.COLUMNS:
+            self.add_column(col.label, key=col.key, width=col.width)
+
+    # --- queries ---------------------------------------------------------------------------------
+    @property
+    def selected_key(self) -> str | None:
+        """Row key under the cursor, or None when the table is empty."""
+        if not self._order or self.cursor_row < 0 or self.cursor_row >= len(self._order):
+            return None
+        return self._order[self.cursor_row]
+
+    def view(self, key: str) -> V | None:
+        """The latest view of a row (shown or filtered out)."""
+        return self._views.get(key)
+
+    @property
+    def shown_keys(self) -> list[str]:
+        """Keys shown, in table order."""
+        return list(self._order)
+
+    @property
+    def total(self) -> int:
+        return len(self._views)
+
+    def target_keys(self) -> list[str]:
+        """Marked rows (still present) if any, else the selected row."""
+        marked = [k for k in self._order if k in self.marked]
+        if marked:
+            return marked
+        key = self.selected_key
+        return [key] if key else []
+
+    # --- user changes ----------------------------------------------------------------------------
+    def set_filter(self, text: str) -> None:
+        """Show only rows whose text contains every word of ``text`` (case-insensitive)."""
+        self.filter_text = text.strip().lower()
+        self._apply(list(self._views.values()), force=True)
+
+    def set_sort(self, sort_id: str | None, reverse: bool | None = None) -> None:
+        """Sort by a :attr:`SORTS` id (None: the snapshot's order); the same id twice reverses."""
+        if sort_id is not None and sort_id not in self.SORTS:
+            raise KeyError(sort_id)
+        if reverse is None:
+            reverse = (not self.sort_reverse) if sort_id == self.sort_id else False
+        self.sort_id, self.sort_reverse = sort_id, reverse
+        self._reorder(force=True)
+
+    def toggle_mark(self, key: str | None = None) -> None:
+        """Mark or unmark a row (default: the selected one)."""
+        key = key or self.selected_key
+        if key is None:
+            return
+        if key in self.marked:
+            self.marked.discard(key)
+        else:
+            self.marked.add(key)
+        if key in self._shown:
+            self.update_cell(key, "mark", MARK if key in self.marked else "")
+
+    def clear_marks(self) -> None:
+        for key in list(self.marked):
+            self.marked.discard(key)
+            if key in self._shown:
+                self.update_cell(key, "mark", "")
+
+    # --- applying snapshots ----------------------------------------------------------------------
+    def apply(self, views: Sequence[V]) -> None:
+        """Bring the table to ``views`` (snapshot order) by adding, updating and removing rows."""
+        self._apply(views, force=False)
+
+    def _matches(self, view: V) -> bool:
+        if not self.filter_text:
+            return True
+        text = self.search_text(view)
+        return all(word in text for word in self.filter_text.split())
+
+    def _apply(self, views: Sequence[V], *, force: bool) -> None:
+        now = self.clock()
+        cursor_key = self.selected_key
+        old_views = self._views
+        new_views: dict[str, V] = {}
+        rank: dict[str, int] = {}
+        to_add: list[str] = []
+        to_remove: list[str] = []
+        changed = False
+        for i, view in enumerate(views):
+            key = self.view_key(view)
+            new_views[key] = view
+            rank[key] = i
+            old = old_views.get(key)
+            if not force and old is not None:
+                if old is view:
+                    continue
+                rev = getattr(view, "rev", 0)
+                if rev and rev == getattr(old, "rev", 0):
+                    continue
+                sig = self.signature(view)
+                if sig == self._sigs.get(key):
+                    continue
+            else:
+                sig = self.signature(view)
+            shown = key in self._shown
+            visible = self._matches(view)
+            if shown and not visible:
+                to_remove.append(key)
+            elif shown:
+                if sig != self._sigs.get(key):
+                    self._update_static(key, view)
+                    changed = True
+            elif visible:
+                to_add.append(key)
+            self._sigs[key] = sig
+        for key in self._shown:
+            if key not in new_views:
+                to_remove.append(key)
+        for key in old_views.keys() - new_views.keys():
+            self._sigs.pop(key, None)
+            self._lazy.pop(key, None)
+            self.marked.discard(key)
+        self._views = new_views
+        self._snapshot_rank = rank
+        if to_remove:
+            self._remove_rows(to_remove)
+        for key in to_add:
+            view = new_views[key]
+            lazy = self.lazy_cells(view, now)
+            self._lazy[key] = lazy
+            self.add_row(
+                MARK if key in self.marked else "",
+                key,
+                *self._merge(self.static_cells(view), lazy),
+                key=key,
+            )
+            self._shown.add(key)
+            self._order.append(key)
+        self._reorder(force=bool(to_add or to_remove or changed or force))
+        if cursor_key is not None and cursor_key in self._shown:
+            index = self._index_of(cursor_key)
+            if index is not None and index != self.cursor_row:
+                self.move_cursor(row=index, animate=False)
+        self.tick(now)
+
+    def _merge(
+        self, static: tuple[CellValue, ...], lazy: tuple[CellValue, ...]
+    ) -> list[CellValue]:
+        return [lazy[i] if is_lazy else static[i] for is_lazy, i in self._layout]
+
+    def _update_static(self, key: str, view: V) -> None:
+        for col, value in zip(self._static_cols, self.static_cells(view), strict=True):
+            current = self.get_cell(key, col.key)
+            if current != value:
+                self.update_cell(key, col.key, value)
+
+    def _index_of(self, key: str) -> int | None:
+        try:
+            return self.get_row_index(key)
+        except Exception:  # noqa: BLE001 - row vanished meanwhile
+            return None
+
+    def _desired_order(self) -> list[str]:
+        now = self.clock()
+        rank = self._snapshot_rank
+        shown = self._shown
+        if self.sort_id is None:
+            return [k for k in rank if k in shown]
+        spec = self.SORTS[self.sort_id]
+        views = self._views
+
+        def sort_key(key: str) -> tuple[Any, int]:
+            value = spec.value(views[key], now)
+            return (value, rank.get(key, 0))
+
+        return sorted(shown, key=sort_key, reverse=self.sort_reverse)
+
+    def _reorder(self, *, force: bool) -> None:
+        if self.sort_id is not None and not force:
+            return
+        desired = self._desired_order()
+        if desired == self._order:
+            return
+        positions = {key: i for i, key in enumerate(desired)}
+        self.sort("task", key=lambda k: positions.get(str(k), 0))
+        self._order = desired
+
+    def _remove_rows(self, keys: list[str]) -> None:
+        drop = set(keys)
+        if len(drop) <= 8 or not hasattr(self, "_row_locations"):
+            for key in drop:
+                self.remove_row(key)
+        else:
+            self._bulk_remove(drop)
+        self._shown -= drop
+        self._order = [k for k in self._order if k not in drop]
+        for key in drop:
+            self._lazy.pop(key, None)
+
+    def _bulk_remove(self, drop: set[str]) -> None:
+        """Remove many rows in one pass (DataTable.remove_row is O(rows) per call)."""
+        from textual._two_way_dict import TwoWayDict
+
+        remaining = [k for k in self._order if k not in drop]
+        for key in drop:
+            row_key = RowKey(key)
+            self.rows.pop(row_key, None)
+            self._data.pop(row_key, None)
+            self._new_rows.discard(row_key)
+        self._updated_cells = {c for c in self._updated_cells if str(c.row_key.value) not in drop}
+        self._row_locations = TwoWayDict({RowKey(k): i for i, k in enumerate(remaining)})
+        self._require_update_dimensions = True
+        self._update_count += 1
+        self.cursor_coordinate = self.cursor_coordinate
+        self.check_idle()
+        self.refresh(layout=True)
+
+    # --- clock ticks -----------------------------------------------------------------------------
+    def visible_range(self) -> range:
+        """Indexes of the rows on screen (header excluded)."""
+        top = int(self.scroll_y)
+        height = max(1, self.size.height - 1) if self.size.height else 50
+        return range(top, min(len(self._order), top + height + 1))
+
+    def tick(self, now: float | None = None) -> None:
+        """Refresh lazy cells (ages, positions) of the visible rows where their text changed."""
+        if not self._lazy_cols:
+            return
+        now = self.clock() if now is None else now
+        for index in self.visible_range():
+            key = self._order[index]
+            view = self._views.get(key)
+            if view is None:
+                continue
+            cells = self.lazy_cells(view, now)
+            old = self._lazy.get(key)
+            if cells == old:
+                continue
+            for i, (col, value) in enumerate(zip(self._lazy_cols, cells, strict=True)):
+                if old is None or old[i] != value:
+                    self.update_cell(key, col.key, value)
+            self._lazy[key] = cells

@@ -1,0 +1,114 @@
+"""Formatting helpers shared by the dashboard widgets: durations, bars, state colours.
+
+Every time-dependent text is computed from a ``now`` given by the caller (the app's injectable
+clock), so snapshot tests with a frozen clock are deterministic.
+"""
+
+from __future__ import annotations
+
+import time
+
+from necrocode.dispatcher.models import TaskState
+from rich.text import Text
+
+#: Colour of each task state, used by tables, the graph and the detail screen.
+STATE_STYLES: dict[str, str] = {
+    TaskState.BLOCKED.value: "grey62",
+    TaskState.READY.value: "cyan",
+    TaskState.RUNNING.value: "bold yellow",
+    TaskState.DONE.value: "green",
+    TaskState.FAILED.value: "bold red",
+    TaskState.CANCELLED.value: "magenta",
+}
+
+#: Colour of each dispatcher state shown in the header.
+ENGINE_STATE_STYLES: dict[str, str] = {
+    "starting": "cyan",
+    "running": "bold green",
+    "paused": "bold black on yellow",
+    "draining": "bold yellow",
+    "stopping": "bold red",
+    "stopped": "red",
+}
+
+
+def state_value(state: object) -> str:
+    """The plain string of a TaskState (or anything with ``.value``)."""
+    return str(getattr(state, "value", state))
+
+
+def state_text(state: object) -> Text:
+    """A task state coloured by :data:`STATE_STYLES`."""
+    value = state_value(state)
+    return Text(value, style=STATE_STYLES.get(value, ""))
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """Compact duration: ``42s``, ``3m05s``, ``2h07m``, ``3d04h``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def fmt_clock(timestamp: float | None) -> str:
+    """Local wall-clock time ``HH:MM:SS`` of a timestamp."""
+    if timestamp is None:
+        return "-"
+    return time.strftime("%H:%M:%S", time.localtime(timestamp))
+
+
+def fmt_datetime(timestamp: float | None) -> str:
+    """Local ``YYYY-MM-DD HH:MM:SS`` of a timestamp."""
+    if timestamp is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def heartbeat_style(age: float, timeout: float) -> str:
+    """Green under half the timeout, yellow after, red near it (>= 80 %)."""
+    if timeout <= 0:
+        return "green"
+    if age < timeout / 2:
+        return "green"
+    if age < timeout * 0.8:
+        return "yellow"
+    return "bold red"
+
+
+def heartbeat_text(age: float, timeout: float) -> Text:
+    """Heartbeat age coloured by risk."""
+    return Text(fmt_duration(age), style=heartbeat_style(age, timeout))
+
+
+def bar(used: float, total: float, width: int = 10) -> Text:
+    """A saturation bar ``█████░░░░░`` coloured green / yellow / red by fill."""
+    ratio = 0.0 if total <= 0 else max(0.0, min(1.0, used / total))
+    filled = round(ratio * width)
+    style = "green" if ratio < 0.7 else ("yellow" if ratio < 1.0 else "bold red")
+    text = Text("█" * filled, style=style)
+    text.append("░" * (width - filled), style="grey35")
+    return text
+
+
+def fmt_quota(used: float, quota: float | None, unit: str = "") -> str:
+    """``1.5/4`` or ``1.5/-`` (no quota)."""
+    def num(v: float) -> str:
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    q = "∞" if quota is None else num(quota)
+    return f"{num(used)}/{q}{unit}"
+
+
+def truncate(text: str | None, width: int) -> str:
+    """Single line, at most ``width`` characters (an ellipsis marks the cut)."""
+    if not text:
+        return ""
+    line = " ".join(str(text).split())
+    return line if len(line) <= width else line[: max(0, width - 1)] + "…"

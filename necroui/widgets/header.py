@@ -1,0 +1,87 @@
+"""The dashboard header: dispatcher state, policy, global load, totals, throughput, registry."""
+
+from __future__ import annotations
+
+from necrocode.dispatcher.snapshot import Snapshot
+from rich.text import Text
+from textual.widgets import Static
+
+from .format import ENGINE_STATE_STYLES
+
+_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: tuple[int, ...] | list[int]) -> str:
+    """Values as block characters scaled to their max (``▁▃▅█``)."""
+    if not values:
+        return ""
+    top = max(values) or 1
+    return "".join(_BLOCKS[min(7, round(v / top * 7))] for v in values)
+
+
+def header_text(snap: Snapshot | None, *, read_only: bool = False, filter_text: str = "") -> Text:
+    """The header's two lines as rich Text."""
+    text = Text()
+    text.append(" necroui ", style="bold white on dark_green")
+    if snap is None:
+        text.append("  waiting for the engine's first snapshot…", style="italic")
+        return text
+    text.append(" ")
+    text.append(f" {snap.state.upper()} ", style=ENGINE_STATE_STYLES.get(snap.state, "bold"))
+    if read_only:
+        text.append(" READ-ONLY ", style="bold white on blue")
+    c = snap.counters
+    text.append(" " + str(snap.policy), style="bold")
+    text.append("  run ", style="grey62")
+    text.append(f"{snap.running_total}/{snap.max_global_concurrency}", style="bold")
+    text.append("  done ", style="grey62")
+    text.append(str(c.done), style="bold green")
+    text.append(" fail ", style="grey62")
+    text.append(str(c.failed), style="bold red" if c.failed else "bold")
+    if c.cancelled:
+        text.append(" cxl ", style="grey62")
+        text.append(str(c.cancelled), style="magenta")
+    text.append(" /", style="grey62")
+    text.append(str(c.total), style="bold")
+    text.append("\n")
+    if snap.throughput:
+        text.append(" done/" + f"{snap.throughput_interval:g}s ", style="grey62")
+        text.append(sparkline(snap.throughput[-24:]), style="green")
+        text.append(f" {snap.throughput[-1]}", style="bold")
+    text.append("  registry ", style="grey62")
+    text.append(snap.registry_path)
+    if snap.api_url:
+        text.append("  api ", style="grey62")
+        text.append(snap.api_url)
+    if snap.deadlocks:
+        text.append(f"  {len(snap.deadlocks)} deadlock(s)!", style="bold red")
+    if filter_text:
+        text.append("  filter ", style="grey62")
+        text.append(f"/{filter_text}", style="bold cyan")
+    return text
+
+
+class DashboardHeader(Static):
+    """Two status lines; redrawn only when something shown changed."""
+
+    def __init__(self, *, read_only: bool = False, id: str | None = None) -> None:
+        super().__init__(header_text(None), id=id)
+        self.read_only = read_only
+        self.filter_text = ""
+        self._snap: Snapshot | None = None
+        self._last: tuple[object, ...] | None = None
+
+    def apply(self, snap: Snapshot) -> None:
+        """Redraw from a snapshot."""
+        self._snap = snap
+        key = (snap.state, snap.policy, snap.counters, snap.running_total, snap.registry_path,
+               snap.api_url, len(snap.deadlocks), self.filter_text, snap.max_global_concurrency,
+               snap.throughput[-24:], snap.throughput_interval)
+        if key != self._last:
+            self._last = key
+            self.update(header_text(snap, read_only=self.read_only, filter_text=self.filter_text))
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text
+        if self._snap is not None:
+            self.apply(self._snap)

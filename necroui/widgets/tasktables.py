@@ -1,0 +1,184 @@
+"""The queue, running and finished tables of the dashboard (diff-updated from snapshots)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import ClassVar
+
+from necrocode.dispatcher.snapshot import (
+    FinishedTaskView,
+    PendingReason,
+    QueuedTaskView,
+    RunningTaskView,
+)
+from rich.text import Text
+
+from .difftable import CellValue, Column, DiffTable, SortSpec
+from .format import (
+    fmt_clock,
+    fmt_duration,
+    heartbeat_text,
+    state_text,
+    state_value,
+    truncate,
+)
+
+_INF = float("inf")
+
+#: Colours of pending reasons: red when the task can never run as things stand.
+_PENDING_STYLES: dict[PendingReason, str] = {
+    PendingReason.QUEUED: "cyan",
+    PendingReason.WAITING_DEPENDENCIES: "grey62",
+    PendingReason.BLOCKED_BY_FAILURE: "bold red",
+    PendingReason.EXCEEDS_QUOTA: "bold red",
+    PendingReason.NO_POOL_FOR_SKILL: "bold red",
+    PendingReason.DEADLOCK: "bold red",
+    PendingReason.POOL_DISABLED: "yellow",
+    PendingReason.POOL_UNHEALTHY: "yellow",
+    PendingReason.PAUSED: "yellow",
+}
+
+
+class QueueTable(DiffTable[QueuedTaskView]):
+    """READY and BLOCKED tasks: position, skill, tenant, priority, wait, pending reason (B1)."""
+
+    COLUMNS: ClassVar[tuple[Column, ...]] = (
+        Column("pos", "#", width=5, lazy=True),
+        Column("state", "state", width=7),
+        Column("skill", "skill", width=10),
+        Column("tenant", "tenant", width=10),
+        Column("prio", "prio", width=4),
+        Column("wait", "wait", width=7, lazy=True),
+        Column("pending", "pending reason", width=44),
+    )
+    SORTS: ClassVar[dict[str, SortSpec]] = {
+        "task": SortSpec("task", lambda v, now: v.key),
+        "skill": SortSpec("skill", lambda v, now: (v.skill, -v.priority)),
+        "priority": SortSpec("priority", lambda v, now: -v.priority),
+        "wait": SortSpec("wait", lambda v, now: v.ready_at if v.ready_at else v.created_at),
+        "tenant": SortSpec("tenant", lambda v, now: v.tenant),
+    }
+
+    def signature(self, view: QueuedTaskView) -> Hashable:
+        return (
+            view.state,
+            view.skill,
+            view.tenant,
+            view.priority,
+            view.pending.message,
+            view.title,
+            view.next_attempt_at,
+        )
+
+    def static_cells(self, view: QueuedTaskView) -> tuple[CellValue, ...]:
+        style = _PENDING_STYLES.get(view.pending.reason, "")
+        return (
+            state_text(view.state),
+            truncate(view.skill, 10),
+            truncate(view.tenant, 10),
+            str(view.priority),
+            Text(truncate(view.pending.message, 60), style=style),
+        )
+
+    def lazy_cells(self, view: QueuedTaskView, now: float) -> tuple[CellValue, ...]:
+        pos = "-" if view.position is None else str(view.position)
+        since = view.ready_at if view.ready_at else view.created_at
+        return (pos, fmt_duration(now - since))
+
+    def search_text(self, view: QueuedTaskView) -> str:
+        return " ".join(
+            (view.key, view.title, view.skill, view.tenant, state_value(view.state),
+             view.pending.message, view.pending.reason.value)
+        ).lower()
+
+
+class RunningTable(DiffTable[RunningTaskView]):
+    """Tasks with a live runner; heartbeat age coloured against the heartbeat timeout."""
+
+    COLUMNS: ClassVar[tuple[Column, ...]] = (
+        Column("pool", "pool", width=10),
+        Column("runner", "runner", width=16),
+        Column("slot", "slot", width=10),
+        Column("att", "att", width=3),
+        Column("runtime", "runtime", width=7, lazy=True),
+        Column("hb", "heartbeat", width=9, lazy=True),
+        Column("progress", "progress", width=30),
+    )
+    SORTS: ClassVar[dict[str, SortSpec]] = {
+        "task": SortSpec("task", lambda v, now: v.key),
+        "skill": SortSpec("skill", lambda v, now: (v.skill, -v.priority)),
+        "priority": SortSpec("priority", lambda v, now: -v.priority),
+        "wait": SortSpec("wait", lambda v, now: v.started_at),
+        "tenant": SortSpec("tenant", lambda v, now: v.tenant),
+    }
+
+    def __init__(self, *, clock: object, id: str | None = None) -> None:
+        super().__init__(clock=clock, id=id)  # type: ignore[arg-type]
+        self.heartbeat_timeout = 60.0
+
+    def signature(self, view: RunningTaskView) -> Hashable:
+        return (view.pool, view.runner_id, view.slot_id, view.attempt, view.progress)
+
+    def static_cells(self, view: RunningTaskView) -> tuple[CellValue, ...]:
+        return (
+            truncate(view.pool, 10),
+            truncate(view.runner_id, 16),
+            truncate(view.slot_id or "-", 10),
+            str(view.attempt),
+            truncate(view.progress or "", 40),
+        )
+
+    def lazy_cells(self, view: RunningTaskView, now: float) -> tuple[CellValue, ...]:
+        return (
+            fmt_duration(now - view.started_at),
+            heartbeat_text(now - view.last_sign_of_life, self.heartbeat_timeout),
+        )
+
+    def search_text(self, view: RunningTaskView) -> str:
+        return " ".join(
+            (view.key, view.title, view.skill, view.tenant, view.pool, view.runner_id, "running")
+        ).lower()
+
+    def visible_range(self) -> range:
+        # Few rows: keep every runtime and heartbeat ticking, even scrolled away.
+        return range(len(self._order))
+
+
+class FinishedTable(DiffTable[FinishedTaskView]):
+    """DONE, FAILED and CANCELLED tasks, newest first: outcome, attempts, duration, last error."""
+
+    COLUMNS: ClassVar[tuple[Column, ...]] = (
+        Column("outcome", "outcome", width=9),
+        Column("att", "att", width=3),
+        Column("duration", "duration", width=8),
+        Column("at", "finished", width=8),
+        Column("pool", "pool", width=10),
+        Column("error", "last error", width=50),
+    )
+    SORTS: ClassVar[dict[str, SortSpec]] = {
+        "task": SortSpec("task", lambda v, now: v.key),
+        "wait": SortSpec("wait", lambda v, now: -(v.duration or 0.0)),
+        "skill": SortSpec("skill", lambda v, now: state_value(v.state)),
+        "priority": SortSpec("priority", lambda v, now: -(v.finished_at or 0.0)),
+        "tenant": SortSpec("tenant", lambda v, now: v.taskset),
+    }
+
+    def signature(self, view: FinishedTaskView) -> Hashable:
+        return (view.state, view.attempts, view.started_at, view.finished_at, view.last_error,
+                view.pool)
+
+    def static_cells(self, view: FinishedTaskView) -> tuple[CellValue, ...]:
+        return (
+            state_text(view.state),
+            str(view.attempts),
+            fmt_duration(view.duration),
+            fmt_clock(view.finished_at),
+            truncate(view.pool or "-", 10),
+            Text(truncate(view.last_error or "", 60), style="red"),
+        )
+
+    def search_text(self, view: FinishedTaskView) -> str:
+        return " ".join(
+            (view.key, view.title, state_value(view.state), view.pool or "",
+             view.last_error or "")
+        ).lower()

@@ -1,0 +1,40 @@
+"""Helpers for Pilot tests: select rows, wait for control workers."""
+
+from __future__ import annotations
+
+from necroui_fakes import FakeEngine, frozen_clock
+from textual.pilot import Pilot
+
+from necroui.app import NecroApp
+from necroui.widgets import DiffTable
+
+
+async def settle(pilot: Pilot[object]) -> None:
+    """Let control workers finish and the next snapshot apply."""
+    app = pilot.app
+    await pilot.pause()
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    assert isinstance(app, NecroApp)
+    app.refresh_snapshot()
+    await pilot.pause()
+
+
+async def select(pilot: Pilot[object], table_id: str, key: str) -> DiffTable[object]:
+    """Focus a task table and put its cursor on ``key``."""
+    app = pilot.app
+    assert isinstance(app, NecroApp)
+    table = app.main.query_one(f"#{table_id}", DiffTable)
+    table.focus()
+    await pilot.pause()
+    table.move_cursor(row=table.get_row_index(key))
+    await pilot.pause()
+    assert table.selected_key == key
+    return table
+
+
+def make_app(engine: FakeEngine, **kwargs: object) -> NecroApp:
+    """An app on the fake engine, frozen clock, fast refresh."""
+    kwargs.setdefault("clock", frozen_clock)
+    kwargs.setdefault("refresh_interval", 0.05)
+    return NecroApp(engine, **kwargs)  # type: ignore[arg-type]
