@@ -1,0 +1,569 @@
+"""The ``necroui`` command: the dashboard, headless mode, and commands for tasks and config.
+
+User mistakes (a bad config or taskset, an unknown task) print every problem on stderr and exit
+1; a wrong flag exits 2 (click's usage error); nothing prints a traceback for them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from necrocode.dispatcher.config import DispatcherConfig, load_config
+from necrocode.dispatcher.config_loader import config_to_dict, default_config
+from necrocode.dispatcher.errors import DispatcherError, ValidationError
+from necrocode.dispatcher.models import TaskState
+
+from . import console
+
+CONFIG_ENV = "NECROCODE_CONFIG"
+REGISTRY_ENV = "NECROCODE_REGISTRY"
+STATES = [s.value for s in TaskState]
+LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
+
+
+# --- shared state and error handling -----------------------------------------------------------
+
+
+@dataclass
+class CliState:
+    """Global options, with the config loaded on first use."""
+
+    config_path: str | None = None
+    registry: str | None = None
+    api_port: int | None = None
+    _config: DispatcherConfig | None = field(default=None, repr=False)
+
+    def config(self) -> DispatcherConfig:
+        """The config from --config / $NECROCODE_CONFIG, else the defaults (one local pool)."""
+        if self._config is None:
+            config = load_config(self.config_path) if self.config_path else default_config()
+            if self.registry:
+                config.registry_path = self.registry
+            if self.api_port is not None:
+                config.api_port = self.api_port
+            self._config = config
+        return self._config
+
+    def open_registry(self) -> Any:
+        """The Task Registry the config names (SQLite file, created if missing)."""
+        from necrocode.dispatcher.registry import open_registry
+
+        return open_registry(self.config().resolved_registry_path())
+
+
+def fail(message: str, hint: str = "") -> NoReturn:
+    """Print a user mistake on stderr and exit 1."""
+    click.secho(f"error: {message}", fg="red", err=True)
+    if hint:
+        click.echo(f"  hint: {hint}", err=True)
+    raise click.exceptions.Exit(1)
+
+
+def report_error(exc: DispatcherError) -> None:
+    """Print a DispatcherError: the title, then every problem on its own line."""
+    if isinstance(exc, ValidationError):
+        click.secho(f"error: {exc.title} ({len(exc.problems)} problem(s)):", fg="red", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+    else:
+        click.secho(f"error: {exc}", fg="red", err=True)
+
+
+class NecroGroup(click.Group):
+    """A click group that turns every DispatcherError into a message and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DispatcherError as exc:
+            report_error(exc)
+            raise click.exceptions.Exit(1) from None
+
+
+pass_state = click.make_pass_decorator(CliState)
+
+MAIN_EPILOG = """\b
+Examples:
+  necroui --demo                       dashboard with a demo taskset
+  necroui --no-tui --demo --until-done run the demo headless, exit when done
+  necroui submit tasks.yaml            add or update a taskset
+  necroui tasks --state ready          list tasks that may run now
+  necroui config check my.yaml         check a config file
+
+\b
+Without --config (or $NECROCODE_CONFIG) the defaults are used: one local-process pool
+named 'local' running 4 agents, and every skill mapped to it. The registry defaults to
+./.necrocode/registry.db (--registry or $NECROCODE_REGISTRY to change it).
+"""
+
+
+@click.group(cls=NecroGroup, invoke_without_command=True, epilog=MAIN_EPILOG,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_path", metavar="FILE", envvar=CONFIG_ENV,
+              type=click.Path(dir_okay=False),
+              help="Dispatcher config (YAML). Default: built-in defaults with one local pool. "
+                   f"Env: {CONFIG_ENV}.")
+@click.option("--registry", metavar="PATH", envvar=REGISTRY_ENV,
+              help="Task Registry database. Default: ./.necrocode/registry.db. "
+                   f"Env: {REGISTRY_ENV}.")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              default="warning", show_default=True, help="Least severe log level shown.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Log lines as text or as JSON objects.")
+@click.option("--demo", is_flag=True, help="Submit the demo taskset first (fake agents).")
+@click.option("--read-only", is_flag=True, help="Dashboard without any key that changes state.")
+@click.option("--no-tui", is_flag=True,
+              help="Run headless: progress lines on stdout, a summary, exit 0 if all tasks DONE.")
+@click.option("--json", "json_lines", is_flag=True,
+              help="With --no-tui: print JSON lines instead of text.")
+@click.option("--until-done", is_flag=True,
+              help="With --no-tui: stop when no task can make progress any more.")
+@click.option("--api-port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Port of the HTTP API on 127.0.0.1 (0: any free port).")
+@click.version_option(package_name="necrocode-dispatcher", prog_name="necroui")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, registry: str | None, log_level: str,
+         log_format: str, demo: bool, read_only: bool, no_tui: bool, json_lines: bool,
+         until_done: bool, api_port: int | None) -> None:
+    """necroui: operations console of NecroCode Dispatcher.
+
+    Without a command, start the Dispatcher with its live dashboard (or headless with
+    --no-tui). The commands below work on the Task Registry and the config.
+    """
+    state = CliState(config_path=config_path, registry=registry, api_port=api_port)
+    ctx.obj = state
+    if ctx.invoked_subcommand is not None:
+        _setup_logging(log_level, log_format)
+        return
+    config = state.config()
+    if no_tui:
+        _setup_logging(log_level, log_format)
+        run_headless = _import_runner("necroui.headless", "run_headless", "headless mode")
+        code = run_headless(config, demo=demo, json_lines=json_lines, until_done=until_done,
+                            log_format=log_format)
+    else:
+        run_dashboard = _import_runner("necroui.app", "run_dashboard", "dashboard")
+        code = run_dashboard(config, demo=demo, read_only=read_only)
+    ctx.exit(int(code or 0))
+
+
+def _setup_logging(level: str, fmt: str) -> None:
+    from necrocode.dispatcher.logging_setup import setup_logging
+
+    setup_logging(level.upper(), fmt)
+
+
+def _import_runner(module: str, name: str, what: str) -> Any:
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        fail(f"the {what} is not available in this installation ({exc})",
+             "reinstall necrocode-dispatcher, or use the subcommands (necroui --help)")
+
+
+# --- tasks in ----------------------------------------------------------------------------------
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+
+
+def _print_submit(result: Any) -> None:
+    click.echo(f"{result.taskset}: {len(result.created)} created, {len(result.updated)} updated, "
+               f"{len(result.unchanged)} unchanged; {len(result.ready)} ready to run")
+
+
+@main.command(epilog="""\b
+Examples:
+  necroui submit tasks.yaml
+  necroui submit --dry-run tasks.yaml   check only, write nothing
+""")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Validate and report, but write nothing.")
+@pass_state
+def submit(state: CliState, file: str, dry_run: bool) -> None:
+    """Add or update a taskset from a YAML FILE.
+
+    Everything is checked first (ids, dependencies, cycles, types); on any problem every one
+    is printed and nothing is written. Re-submitting a taskset updates its tasks and keeps
+    their state. A running Dispatcher on the same registry picks the tasks up by itself.
+    """
+    from necrocode.dispatcher.tasksets import load_taskset_file
+
+    config = state.config()
+    registry = state.open_registry()
+    try:
+        taskset, warnings = load_taskset_file(file, config, existing=registry)
+        _print_warnings(warnings)
+        if dry_run:
+            click.echo(f"{taskset.name}: {len(taskset.tasks)} task(s) valid; nothing written "
+                       "(--dry-run)")
+            return
+        _print_submit(registry.submit_taskset(taskset))
+    finally:
+        registry.close()
+
+
+@main.command("import-kiro", epilog="""\b
+Mapping: '- [x] 1. Title' is DONE, '- [ ]' is READY (or BLOCKED behind its dependencies),
+the numbering gives the ids, '- [ ]* 2.3' is optional, detail lines become the description.
+A parent task depends on its sub-tasks; each item follows the one before it (--parallel
+drops that ordering).
+
+\b
+Examples:
+  necroui import-kiro .kiro/specs/chat-app/tasks.md
+  necroui import-kiro tasks.md --taskset chat-app --parallel
+""")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--taskset", "taskset_name", metavar="NAME",
+              help="Taskset name. Default: the spec folder (for tasks.md) or the file name.")
+@click.option("--parallel", is_flag=True,
+              help="Only sub-tasks before parents; independent items may run at once.")
+@click.option("--dry-run", is_flag=True, help="Parse and report, but write nothing.")
+@pass_state
+def import_kiro(state: CliState, file: str, taskset_name: str | None, parallel: bool,
+                dry_run: bool) -> None:
+    """Import a Kiro spec's tasks.md FILE as a taskset."""
+    from necrocode.dispatcher.registry.kiro import load_kiro_file
+    from necrocode.dispatcher.tasksets import validate_taskset
+
+    taskset = load_kiro_file(file, taskset_name, sequential=not parallel)
+    config = state.config()
+    registry = state.open_registry()
+    try:
+        _print_warnings(validate_taskset(taskset, registry, config))
+        if dry_run:
+            click.echo(f"{taskset.name}: {len(taskset.tasks)} task(s) valid; nothing written "
+                       "(--dry-run)")
+            return
+        _print_submit(registry.submit_taskset(taskset))
+    finally:
+        registry.close()
+
+
+# --- looking at tasks --------------------------------------------------------------------------
+
+
+@main.command(epilog="""\b
+Examples:
+  necroui tasks --state ready --state running
+  necroui tasks --taskset chat-app --sort priority
+  necroui tasks --json | jq '.[] | select(.state == "failed") | .key'
+""")
+@click.option("--state", "states", multiple=True, type=click.Choice(STATES),
+              help="Only tasks in this state (repeat for several).")
+@click.option("--skill", help="Only tasks needing this skill.")
+@click.option("--taskset", help="Only tasks of this taskset.")
+@click.option("--tenant", help="Only tasks of this tenant.")
+@click.option("--sort", type=click.Choice(["key", "priority", "updated"]), default="key",
+              show_default=True, help="Order: by key, by priority (highest first), or by change.")
+@click.option("--limit", type=click.IntRange(min=1), help="Show at most this many tasks.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON array of tasks with the R1.2 field names.")
+@pass_state
+def tasks(state: CliState, states: tuple[str, ...], skill: str | None, taskset: str | None,
+          tenant: str | None, sort: str, limit: int | None, as_json: bool) -> None:
+    """List tasks in the registry, filtered and sorted."""
+    registry = state.open_registry()
+    try:
+        found = registry.list_tasks(
+            state=[TaskState(s) for s in states] or None, skill=skill, taskset=taskset,
+            tenant=tenant, order_by=sort, limit=limit)
+    finally:
+        registry.close()
+    if as_json:
+        click.echo(json.dumps([t.to_dict() for t in found], indent=2))
+        return
+    if not found:
+        click.echo("no tasks match" if (states or skill or taskset or tenant)
+                   else "no tasks yet; add some with `necroui submit FILE`")
+        return
+    rows = [
+        (t.key, console.state_text(t.state.value), t.priority, t.required_skill or "-",
+         t.tenant, t.attempts, t.title)
+        for t in found
+    ]
+    console.print_table(console.make_table(
+        ["KEY", "STATE", "PRI", "SKILL", "TENANT", "TRIES", "TITLE"], rows,
+        right=("PRI", "TRIES")))
+
+
+@main.command(epilog="""\b
+TASKSET is a taskset name in the registry, or a taskset file (.yaml, or a Kiro .md)
+to look at before submitting it.
+
+\b
+Examples:
+  necroui graph chat-app
+  necroui graph chat-app --format mermaid > graph.mmd
+  necroui graph tasks.yaml --format dot | dot -Tsvg > graph.svg
+""")
+@click.argument("taskset")
+@click.option("--format", "fmt", type=click.Choice(["text", "dot", "mermaid", "levels"]),
+              default="text", show_default=True,
+              help="text: levels with the critical path; dot: Graphviz; mermaid: Mermaid "
+                   "flowchart; levels: execution order, one level per line.")
+@pass_state
+def graph(state: CliState, taskset: str, fmt: str) -> None:
+    """Show the dependency graph of a TASKSET."""
+    from necrocode.dispatcher import graph as G
+
+    found = _graph_tasks(state, taskset)
+    g = G.build_graph(found)
+    if fmt == "dot":
+        click.echo(G.to_dot(g, name=taskset), nl=False)
+    elif fmt == "mermaid":
+        click.echo(G.to_mermaid(g), nl=False)
+    elif fmt == "levels":
+        click.echo(G.render_levels(g), nl=False)
+    else:
+        click.echo(G.render_text(g), nl=False)
+
+
+def _graph_tasks(state: CliState, name: str) -> list[Any]:
+    path = Path(name)
+    if path.suffix.lower() in (".yaml", ".yml", ".md") and path.is_file():
+        if path.suffix.lower() == ".md":
+            from necrocode.dispatcher.registry.kiro import load_kiro_file
+
+            return load_kiro_file(path).tasks
+        from necrocode.dispatcher.tasksets import load_taskset_file
+
+        return load_taskset_file(path)[0].tasks
+    registry = state.open_registry()
+    try:
+        found = registry.list_tasks(taskset=name)
+        if not found:
+            known = sorted(t.name for t in registry.list_tasksets())
+            fail(f"no taskset named {name!r} in {state.config().resolved_registry_path()}",
+                 f"known tasksets: {', '.join(known)}" if known
+                 else "submit one first with `necroui submit FILE`")
+        return list(found)
+    finally:
+        registry.close()
+
+
+# --- config ------------------------------------------------------------------------------------
+
+
+@main.group(cls=NecroGroup, epilog="""\b
+Examples:
+  necroui config check config/dispatcher.yaml
+  necroui --config my.yaml config show
+""")
+def config() -> None:
+    """Check or show the Dispatcher configuration."""
+
+
+@config.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def config_check(file: str) -> None:
+    """Check a config FILE: print OK and a summary, or every problem (exit 1)."""
+    cfg = load_config(file)
+    policy = getattr(cfg.scheduling_policy, "value", cfg.scheduling_policy)
+    click.echo(f"OK: {file}")
+    click.echo(f"  policy {policy}, at most {cfg.max_global_concurrency} runners at once, "
+               f"poll every {cfg.poll_interval:g}s, heartbeat timeout {cfg.heartbeat_timeout:g}s")
+    for pool in cfg.agent_pools:
+        limits = [f"{pool.max_concurrency} at once"]
+        if pool.cpu_quota is not None:
+            limits.append(f"cpu {pool.cpu_quota:g}")
+        if pool.memory_quota is not None:
+            limits.append(f"memory {pool.memory_quota} MB")
+        off = "" if pool.enabled else ", disabled"
+        click.echo(f"  pool {pool.name}: {pool.type.value}, {', '.join(limits)}{off}")
+    for skill, pools in cfg.skill_mapping.items():
+        click.echo(f"  skill {skill} -> {', '.join(pools)}")
+    if not cfg.skill_mapping:
+        click.echo("  no skill_mapping: tasks go to any pool")
+
+
+@config.command("show")
+@pass_state
+def config_show(state: CliState) -> None:
+    """Print the effective config as YAML (from --config, else the defaults)."""
+    import yaml
+
+    data = config_to_dict(state.config())
+    data["dispatcher"]["registry_path"] = str(state.config().resolved_registry_path())
+    source = state.config_path or "built-in defaults"
+    click.echo(f"# effective configuration ({source})")
+    click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+
+
+# --- a running dispatcher ---------------------------------------------------------------------
+
+
+def _remote() -> Any:
+    """necroui.remote (status, metrics and control of a running dispatcher), or None."""
+    try:
+        import necroui.remote as remote
+    except ImportError as exc:
+        if exc.name != "necroui.remote":
+            raise
+        return None
+    return remote
+
+
+@main.command(epilog="""\b
+Examples:
+  necroui status
+  necroui status --json
+""")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@pass_state
+def status(state: CliState, as_json: bool) -> None:
+    """Show the state of the running Dispatcher (pools, queue, runners)."""
+    remote = _remote()
+    if remote is None:
+        fail("status needs necroui.remote, which this installation lacks",
+             "use `necroui tasks` to see the registry")
+    data = remote.fetch_status(state.config())
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    _print_status(data)
+
+
+def _print_status(data: dict[str, Any]) -> None:
+    where = data.get("api_url") or data.get("registry_path") or ""
+    click.echo(f"dispatcher {data.get('state', 'unknown')}"
+               f"{' at ' + where if where else ''}, policy {data.get('policy', '-')}")
+    counters = data.get("counters") or {}
+    if counters:
+        parts = [f"{k} {counters[k]}" for k in
+                 ("total", "ready", "blocked", "running", "done", "failed", "cancelled")
+                 if k in counters]
+        click.echo("tasks: " + ", ".join(parts))
+    pools = data.get("pools") or []
+    if pools:
+        rows = [
+            (p.get("pool_name"), p.get("pool_type"),
+             f"{p.get('running')}/{p.get('max_concurrency')}",
+             "yes" if p.get("enabled", True) else "no",
+             "yes" if p.get("healthy", True) else f"no: {p.get('last_error') or ''}")
+            for p in pools
+        ]
+        console.print_table(console.make_table(
+            ["POOL", "TYPE", "RUNNING", "ENABLED", "HEALTHY"], rows))
+    running = data.get("running") or []
+    if running:
+        run_rows = [(r.get("key"), r.get("pool"), r.get("runner_id"), r.get("attempt"),
+                     console.since(r.get("started_at"))) for r in running]
+        console.print_table(console.make_table(
+            ["RUNNING", "POOL", "RUNNER", "TRY", "FOR"], run_rows))
+    queued = data.get("queued") or []
+    if queued:
+        queue_rows = [(q.get("position") or "-", q.get("key"), q.get("priority"),
+                       (q.get("pending") or {}).get("message", "")) for q in queued[:20]]
+        console.print_table(console.make_table(["#", "QUEUED", "PRI", "WHY"], queue_rows,
+                                               right=("#", "PRI")))
+        if len(queued) > 20:
+            click.echo(f"... and {len(queued) - 20} more queued")
+
+
+@main.command(epilog="""\b
+Example:
+  necroui metrics | grep necrocode_queue
+""")
+@pass_state
+def metrics(state: CliState) -> None:
+    """Print the Prometheus metrics (of the running Dispatcher, else from the registry)."""
+    remote = _remote()
+    if remote is None:
+        fail("metrics needs necroui.remote, which this installation lacks")
+    click.echo(remote.fetch_metrics(state.config()), nl=False)
+
+
+def _control(state: CliState, verb: str, payload: dict[str, Any]) -> None:
+    remote = _remote()
+    if remote is not None:
+        message = remote.control(state.config(), verb, payload)
+    else:
+        # NOTE: until necroui.remote (ENGINE) lands, act on the registry directly.
+        registry = state.open_registry()
+        try:
+            message = registry_control(registry, verb, payload)
+        finally:
+            registry.close()
+    click.echo(message)
+
+
+def registry_control(registry: Any, verb: str, payload: dict[str, Any]) -> str:
+    """Apply priority / retry / cancel on the registry itself (no dispatcher running)."""
+    from necrocode.dispatcher.errors import DispatcherStateError
+    from necrocode.dispatcher.models import EventType, TaskEvent, split_key
+
+    key = str(payload["task"])
+    task = registry.get_task(key)
+    if verb == "priority":
+        new = int(payload["priority"])
+        registry.set_priority(key, new)
+        return f"priority of {key}: {task.priority} -> {new}"
+    if verb == "cancel":
+        if task.state.terminal:
+            raise DispatcherStateError(f"task {key!r} is already {task.state.value}; "
+                                       "only unfinished tasks can be cancelled")
+        registry.transition(key, TaskState.CANCELLED, expected=task.state,
+                            event=TaskEvent(EventType.TASK_CANCELLED, key,
+                                            message="cancelled from the command line"))
+        return f"cancelled {key} (was {task.state.value})"
+    if verb == "retry":
+        if task.state not in (TaskState.FAILED, TaskState.CANCELLED):
+            raise DispatcherStateError(f"task {key!r} is {task.state.value}; only failed or "
+                                       "cancelled tasks can be retried")
+        taskset, _ = split_key(key)
+        deps = registry.get_tasks(f"{taskset}/{d}" for d in task.dependencies)
+        waiting = [d for d in task.dependencies
+                   if deps.get(f"{taskset}/{d}") is None
+                   or deps[f"{taskset}/{d}"].state is not TaskState.DONE]
+        target = TaskState.BLOCKED if waiting else TaskState.READY
+        registry.transition(key, target, expected=task.state, attempts=0,
+                            next_attempt_at=None, last_error=None,
+                            event=TaskEvent(EventType.TASK_RETRIED, key,
+                                            message="retried from the command line"))
+        return f"retrying {key}: {target.value}" + (
+            f" (waits for {', '.join(waiting)})" if waiting else "")
+    raise click.UsageError(f"unknown control verb {verb!r}")
+
+
+@main.command(epilog="""\b
+Example:
+  necroui priority chat-app/1.2 10
+""")
+@click.argument("key")
+@click.argument("priority", type=int)
+@pass_state
+def priority(state: CliState, key: str, priority: int) -> None:
+    """Set the PRIORITY of task KEY (taskset/id); higher runs first."""
+    _control(state, "priority", {"task": key, "priority": priority})
+
+
+@main.command(epilog="""\b
+Example:
+  necroui retry chat-app/1.2
+""")
+@click.argument("key")
+@pass_state
+def retry(state: CliState, key: str) -> None:
+    """Run a FAILED or CANCELLED task KEY (taskset/id) again, with fresh attempts."""
+    _control(state, "retry", {"task": key})
+
+
+@main.command(epilog="""\b
+Example:
+  necroui cancel chat-app/1.2
+""")
+@click.argument("key")
+@pass_state
+def cancel(state: CliState, key: str) -> None:
+    """Cancel task KEY (taskset/id); a running agent is stopped by the Dispatcher."""
+    _control(state, "cancel", {"task": key})

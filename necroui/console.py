@@ -1,0 +1,82 @@
+"""Small rich helpers for the command line: tables, state colours, problem lists."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+#: Colour of each task state in tables.
+STATE_STYLES: dict[str, str] = {
+    "blocked": "dim",
+    "ready": "yellow",
+    "running": "cyan",
+    "done": "green",
+    "failed": "bold red",
+    "cancelled": "magenta",
+}
+
+
+def stdout_console() -> Console:
+    """A console on the current stdout (so click's test runner captures it)."""
+    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+
+
+def stderr_console() -> Console:
+    """A console on the current stderr, for problems and warnings."""
+    return Console(file=sys.stderr, highlight=False, soft_wrap=True)
+
+
+def state_text(state: str) -> Text:
+    """A task state, coloured."""
+    return Text(state, style=STATE_STYLES.get(state, ""))
+
+
+def make_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
+               title: str | None = None, right: Sequence[str] = ()) -> Table:
+    """A compact table; columns named in ``right`` are right-aligned (numbers)."""
+    table = Table(title=title, box=None, header_style="bold", pad_edge=False)
+    for name in columns:
+        table.add_column(name, justify="right" if name in right else "left",
+                         overflow="fold" if name == columns[-1] else "ellipsis",
+                         no_wrap=name != columns[-1])
+    for row in rows:
+        table.add_row(*[cell if isinstance(cell, Text) else Text(_cell(cell)) for cell in row])
+    return table
+
+
+def print_table(table: Table) -> None:
+    """Print a table on stdout."""
+    stdout_console().print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def format_age(seconds: float | None) -> str:
+    """``42s``, ``3m05s``, ``2h10m``."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def since(timestamp: float | None, now: float | None = None) -> str:
+    """Age of a timestamp, formatted."""
+    if timestamp is None:
+        return "-"
+    return format_age((now if now is not None else time.time()) - timestamp)
