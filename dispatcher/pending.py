@@ -166,11 +166,23 @@ def explain_placement(
             f"global limit reached ({pools.global_running}/{pools.max_global_concurrency})",
         )
     found: list[Pending] = []
+    open_pools = []
     for pool in fitting:
         why = _pool_blocker(task, pools, pool.name)
         if why is None:
-            return pending_queued()
-        found.append(why)
+            open_pools.append(pool.name)
+        else:
+            found.append(why)
+    if open_pools:
+        if all(not pools.is_healthy(name) for name in open_pools):
+            st = pools.get_pool_status(open_pools[0])
+            last = f": {st.last_error}" if st.last_error else ""
+            return Pending(
+                PendingReason.POOL_UNHEALTHY,
+                f"pool {open_pools[0]!r} fails to launch runners "
+                f"({st.recent_launch_errors} errors in a row{last})",
+            )
+        return pending_queued()
     if len(found) == 1:
         return found[0]
     kinds = {p.reason for p in found}

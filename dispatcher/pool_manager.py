@@ -79,6 +79,12 @@ class AgentPoolManager:
         self._clock = clock
         self._global_running = 0
         self._route_cache: dict[str, tuple[_PoolState, ...]] = {}
+        self._version = 0
+
+    @property
+    def version(self) -> int:
+        """Grows with every change of load, enabled flags or health (for caching views)."""
+        return self._version
 
     # --- pools ----------------------------------------------------------------------------------
     @property
@@ -113,6 +119,7 @@ class AgentPoolManager:
             st = self._state(name)
             before = st.pool.enabled
             st.pool.enabled = bool(enabled)
+            self._version += 1
             return before
 
     def enable_pool(self, name: str) -> None:
@@ -248,6 +255,7 @@ class AgentPoolManager:
             st.cpu_m += cpu_m
             st.memory_mb += mem
             self._global_running += 1
+            self._version += 1
 
     def release(self, pool_name: str, task: Task | str) -> bool:
         """Give back what ``task`` acquired in ``pool_name``; False (logged) if it held nothing."""
@@ -266,6 +274,7 @@ class AgentPoolManager:
             st.cpu_m -= held[0]
             st.memory_mb -= held[1]
             self._global_running -= 1
+            self._version += 1
             return True
 
     def holds(self, pool_name: str, key: str) -> bool:
@@ -283,6 +292,7 @@ class AgentPoolManager:
             st = self._state(pool_name)
             st.errors.append(self._clock())
             st.last_error = message or st.last_error
+            self._version += 1
             while len(st.errors) > max(self.unhealthy_after, 1) * 4:
                 st.errors.popleft()
             if len(st.errors) == self.unhealthy_after and not self._healthy(st):
@@ -299,6 +309,8 @@ class AgentPoolManager:
             st = self._state(pool_name)
             if st.errors and not self._healthy(st):
                 log.info("pool %s is healthy again", pool_name)
+            if st.errors:
+                self._version += 1
             st.errors.clear()
 
     def is_healthy(self, pool_name: str) -> bool:

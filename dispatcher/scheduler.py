@@ -29,7 +29,7 @@ from .config import DispatcherConfig
 from .models import AgentPool, SchedulingPolicy, Task
 from .policies import Policy, make_policy, register_policy
 from .pool_manager import AgentPoolManager, cpu_millis
-from .snapshot import Pending
+from .snapshot import Pending, PendingReason
 from .task_queue import QueueIndex, TaskQueue
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,10 @@ class Scheduler:
         self.config = config or DispatcherConfig()
         self.policy: Policy = make_policy(policy, self.config)
         self._index_name = f"scheduler-{id(self)}"
-        self._warned: set[tuple[str, int, int]] = set()
+        self._warned: set[tuple[tuple[str, int, int], PendingReason]] = set()
+        self._never_checked: set[tuple[str, int, int]] = set()
+        self._explain_cache: dict[tuple[str, int, int], Pending] = {}
+        self._explain_stamp: tuple[int, int] = (0, -1)
         self._lock = threading.Lock()
 
     @property
@@ -157,17 +160,16 @@ class Scheduler:
 
     def _warn_if_never(self, index: QueueIndex, group: Group, pm: AgentPoolManager) -> None:
         shape = (group[1], group[2], group[3])
-        if shape in self._warned:
+        if shape in self._never_checked:
             return
+        self._never_checked.add(shape)
         head = index.head(group)
-        if head is None:
-            return
-        task = index._queue.get(head[3])
+        task = None if head is None else index._queue.get(head[3])
         if task is None:
             return
         why = _pending.explain_placement(task, pm)
-        if why.reason in _NEVER:
-            self._warned.add(shape)
+        if why.reason in _NEVER and (shape, why.reason) not in self._warned:
+            self._warned.add((shape, why.reason))
             log.warning("task %s (and others like it) cannot be placed: %s", task.key, why)
 
     # --- views ---------------------------------------------------------------------------------
@@ -230,8 +232,30 @@ class Scheduler:
         *,
         paused: bool = False,
     ) -> Pending:
-        """Why ``task`` (READY, still queued) is not running now; see :mod:`.pending`."""
-        return _pending.explain_placement(task, agent_pool_manager, now, paused=paused)
+        """Why ``task`` (READY, still queued) is not running now; see :mod:`.pending`.
+
+        Answers are cached per task shape (skill, CPU, memory) until the pools change, so
+        explaining every task of a 10,000-task queue costs little.
+        """
+        now = time.time() if now is None else now
+        if paused:
+            return _pending.pending_paused()
+        if task.next_attempt_at is not None and task.next_attempt_at > now:
+            return _pending.pending_retry(task)
+        pm = agent_pool_manager
+        stamp = (id(pm), pm.version)
+        if self._explain_stamp != stamp:
+            self._explain_cache.clear()
+            self._explain_stamp = stamp
+        shape = (task.required_skill, cpu_millis(task.resources.cpu), task.resources.memory_mb)
+        found = self._explain_cache.get(shape)
+        if found is None:
+            found = _pending.explain_placement(task, pm, now)
+            self._explain_cache[shape] = found
+            if found.reason in _WARN and (shape, found.reason) not in self._warned:
+                self._warned.add((shape, found.reason))
+                log.warning("task %s (and others like it) waits: %s", task.key, found)
+        return found
 
     # --- fair share ----------------------------------------------------------------------------
     def record_usage(self, tenant: str, runner_seconds: float, now: float | None = None) -> None:
@@ -264,8 +288,9 @@ class Scheduler:
 
 _NEVER = frozenset(
     {
-        _pending.PendingReason.NO_POOL_FOR_SKILL,
-        _pending.PendingReason.EXCEEDS_QUOTA,
-        _pending.PendingReason.POOL_DISABLED,
+        PendingReason.NO_POOL_FOR_SKILL,
+        PendingReason.EXCEEDS_QUOTA,
+        PendingReason.POOL_DISABLED,
     }
 )
+_WARN = _NEVER | {PendingReason.CPU_QUOTA, PendingReason.MEMORY_QUOTA}
