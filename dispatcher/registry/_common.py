@@ -8,7 +8,9 @@ in how they store the result.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+import gc
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,10 +241,24 @@ class SubmitPlan:
     deps_changed: list[Task] = field(default_factory=list)  # existing tasks with new deps
     events: list[TaskEvent] = field(default_factory=list)
     positions: dict[str, int] = field(default_factory=dict)
+    dep_keys: dict[str, list[str]] = field(default_factory=dict)  # of every submitted task
 
 
 def definition_changes(old: Task, new: Task) -> list[str]:
     return [f for f in DEFINITION_FIELDS if getattr(old, f) != getattr(new, f)]
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while creating many objects (a 100,000-task submit
+    runs about twice as fast); it is restored afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def plan_submit(
@@ -256,36 +272,38 @@ def plan_submit(
     ``outside_states`` answers the states of dependency keys outside this taskset.
     """
     tasks = normalize_tasks(taskset)
-    plan = SubmitPlan(result=SubmitResult(taskset=taskset.name))
+    name = taskset.name
+    keys = [f"{name}/{t.id}" for t in tasks]
+    plan = SubmitPlan(result=SubmitResult(taskset=name))
     result = plan.result
+    plan.positions = {k: i for i, k in enumerate(keys)}
     state_of: dict[str, TaskState] = {k: t.state for k, t in existing.items()}
-    new_tasks: list[Task] = []
-    created_details = {s: {"state": s.value} for s in TaskState}  # shared: serialised once
-    for pos, task in enumerate(tasks):
-        key = task_key(taskset.name, task.id)
-        plan.positions[key] = pos
+    blocked, done = TaskState.BLOCKED, TaskState.DONE
+    new_items: list[tuple[str, Task]] = []
+    for key, task in zip(keys, tasks, strict=True):
         if key not in existing:
-            new_tasks.append(task)
-            if task.state in KEPT_SUBMIT_STATES:
-                state_of[key] = task.state
-            else:
-                state_of[key] = TaskState.BLOCKED  # decided below
-    dep_lists = {t.key: dependency_keys(t) for t in tasks}
+            new_items.append((key, task))
+            state_of[key] = task.state if task.state in KEPT_SUBMIT_STATES else blocked
+    dep_lists = plan.dep_keys
+    for key, task in zip(keys, tasks, strict=True):
+        deps = task.dependencies
+        dep_lists[key] = [d if "/" in d else f"{name}/{d}" for d in deps] if deps else []
     outside = {d for deps in dep_lists.values() for d in deps if d not in state_of}
     if outside:
         state_of.update(outside_states(outside))
 
     def all_done(key: str) -> bool:
-        return all(state_of.get(d) is TaskState.DONE for d in dep_lists[key])
+        return all(state_of.get(d) is done for d in dep_lists[key])
 
-    for task in new_tasks:
-        key = task.key
+    created_details = {s: {"state": s.value} for s in TaskState}  # shared: serialised once
+    for key, task in new_items:
         if task.state not in KEPT_SUBMIT_STATES:
-            task.state = TaskState.READY if all_done(key) else TaskState.BLOCKED
+            task.state = TaskState.READY if all_done(key) else blocked
             state_of[key] = task.state
         task.created_at = task.updated_at = now
-        task.ready_at = now if task.state is TaskState.READY else task.ready_at
-        if task.state is TaskState.DONE and task.finished_at is None:
+        if task.state is TaskState.READY:
+            task.ready_at = now
+        elif task.state is done and task.finished_at is None:
             task.finished_at = now
         plan.created.append(task)
         result.created.append(key)
@@ -296,8 +314,7 @@ def plan_submit(
             )
         )
     created_keys = set(result.created)
-    for task in tasks:
-        key = task.key
+    for key, task in zip(keys, tasks, strict=True):
         if key in created_keys:
             if task.state is TaskState.READY:
                 result.ready.append(key)

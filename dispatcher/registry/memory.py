@@ -26,6 +26,7 @@ from ._common import (
     clone,
     dependency_keys,
     event_type_values,
+    paused_gc,
     plan_submit,
     priority_event,
     ready_event,
@@ -94,7 +95,7 @@ class MemoryRegistry:
     # --- tasksets --------------------------------------------------------------------------
     def submit_taskset(self, taskset: Taskset) -> SubmitResult:
         """Create or update a taskset and its tasks, atomically (see TaskRegistry)."""
-        with self._lock:
+        with self._lock, paused_gc():
             stamp = now()
             existing = {k: t for k, t in self._tasks.items() if t.taskset == taskset.name}
 

@@ -29,6 +29,7 @@ from ._common import (
     check_updates,
     dependency_keys,
     event_type_values,
+    paused_gc,
     plan_submit,
     priority_event,
     ready_event,
@@ -197,11 +198,18 @@ class SQLiteRegistry:
         return first
 
     @staticmethod
-    def _set_deps(conn: sqlite3.Connection, tasks: Iterable[Task], *, fresh: bool) -> None:
-        tasks = list(tasks)
+    def _set_deps(
+        conn: sqlite3.Connection, tasks: Iterable[Task], *, fresh: bool,
+        dep_keys: dict[str, list[str]] | None = None,
+    ) -> None:
+        keyed = [(t.key, t) for t in tasks]
         if not fresh:
-            conn.executemany("DELETE FROM deps WHERE dependent_key = ?", [(t.key,) for t in tasks])
-        rows = [(t.key, d) for t in tasks for d in dependency_keys(t)]
+            conn.executemany("DELETE FROM deps WHERE dependent_key = ?", [(k,) for k, _ in keyed])
+        rows = [
+            (k, d)
+            for k, t in keyed
+            for d in (dep_keys[k] if dep_keys is not None else dependency_keys(t))
+        ]
         if rows:
             conn.executemany("INSERT OR IGNORE INTO deps VALUES (?, ?)", rows)
 
@@ -223,7 +231,7 @@ class SQLiteRegistry:
     def submit_taskset(self, taskset: Taskset) -> SubmitResult:
         """Create or update a taskset and its tasks, atomically (see TaskRegistry)."""
         stamp = now()
-        with self._write() as conn:
+        with self._write() as conn, paused_gc():
             existing = {
                 row[0]: _sql.row_to_task(row)
                 for row in conn.execute(
@@ -252,8 +260,8 @@ class SQLiteRegistry:
                     _sql.INSERT_TASK,
                     [_sql.task_row(t, first + i, pos[t.key]) for i, t in enumerate(written)],
                 )
-            self._set_deps(conn, plan.created, fresh=True)
-            self._set_deps(conn, plan.deps_changed, fresh=False)
+            self._set_deps(conn, plan.created, fresh=True, dep_keys=plan.dep_keys)
+            self._set_deps(conn, plan.deps_changed, fresh=False, dep_keys=plan.dep_keys)
             self._insert_events(conn, plan.events)
         log.info(
             "submitted taskset %s: %d created, %d updated, %d unchanged",
