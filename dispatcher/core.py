@@ -732,6 +732,16 @@ class DispatcherCore(ControlMixin, RunnerMixin):
         """The live runner records (read-only use; for tests and diagnostics)."""
         return list(self._runners.values())
 
+    def close(self) -> None:
+        """Stop if running, and close the registry this object opened itself."""
+        if self.is_running:
+            self.stop()
+        elif self._owns_registry:
+            try:
+                self.registry.close()
+            except Exception:
+                logger.debug("registry close failed", exc_info=True)
+
     def __enter__(self) -> DispatcherCore:
         self.start()
         return self

@@ -57,6 +57,8 @@ class RunnerMixin(EngineBase):
             self._finished_keys.appendleft(task.key)
             if old is not None:
                 self._count_finished()
+            if task.state is not TaskState.DONE:  # dependents are stuck now: report it soon
+                self._next_deadlock_check = min(self._next_deadlock_check, time.time() + 1.0)
 
     def _count_finished(self) -> None:
         """Add one finished task to the current throughput bucket (engine_snapshot rolls them)."""
@@ -284,8 +286,9 @@ class RunnerMixin(EngineBase):
             self._registry_dirty = True
             self._metric("record_finish", done, rec.pool, "done", duration)
             return
-        what = result.reason or (f"exit code {code}" if code is not None else "killed")
-        message = f"exit code {code}" if code is not None else what
+        message = f"exit code {code}" if code is not None else (result.reason or "killed")
+        what = message if not result.reason or result.reason == "exited" \
+            else f"{message} ({result.reason})" if code is not None else message
         if result.oom_killed:
             message += " (out of memory)"
         self.events.record(TaskEvent(

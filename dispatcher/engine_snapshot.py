@@ -106,11 +106,11 @@ class SnapshotBuilder:
             if key in core._deadlocked_keys:
                 return Pending(PendingReason.DEADLOCK, "part of a dependency cycle; see deadlocks")
             if task.state is TaskState.BLOCKED:
+                if mod is not None:  # the whole task map: failures further up are found too
+                    return mod.pending_for_blocked(task, core._known)  # type: ignore[no-any-return]
                 deps = {f"{task.taskset}/{d}": core._known.get(f"{task.taskset}/{d}")
                         for d in task.dependencies}
                 known = {k: v for k, v in deps.items() if v is not None}
-                if mod is not None:
-                    return mod.pending_for_blocked(task, known)  # type: ignore[no-any-return]
                 bad = [k for k, v in known.items() if v.state in (TaskState.FAILED,
                                                                   TaskState.CANCELLED)]
                 if bad:

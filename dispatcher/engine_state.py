@@ -106,3 +106,4 @@ class EngineBase:
     _counters: dict[str, int]
     _throughput: deque[int]
     _throughput_started: float
+    _next_deadlock_check: float

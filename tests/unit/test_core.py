@@ -85,7 +85,7 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
     h = Harness(tmp_path)
     h.core.start()
     yield h
-    h.core.stop(timeout=2)
+    h.core.stop(timeout=0.5)
 
 
 def test_dependencies_run_in_order_and_end_done(harness: Harness) -> None:

@@ -1,0 +1,270 @@
+"""``necroui --no-tui``: the Dispatcher without its dashboard.
+
+One line per event on stdout (or one JSON object per line with ``--json``), a summary table at
+the end, exit status 0 only when every task is DONE. ``--until-done`` ends the run once nothing
+more can happen: no task runs, and every task left is FAILED, CANCELLED, blocked behind one of
+those, or can never be placed. SIGINT/SIGTERM stop gracefully (running runners get
+``graceful_shutdown_timeout`` to finish, then their tasks go back to READY); a second signal
+stops at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from necrocode.dispatcher.config import DispatcherConfig
+from necrocode.dispatcher.errors import DispatcherError
+from necrocode.dispatcher.models import Task, TaskEvent, TaskState
+from necrocode.dispatcher.snapshot import PendingReason, Snapshot
+
+logger = logging.getLogger(__name__)
+
+#: Pending reasons of READY tasks that no waiting can fix.
+NEVER_PLACEABLE = frozenset({PendingReason.NO_POOL_FOR_SKILL, PendingReason.EXCEEDS_QUOTA})
+#: Pending reasons of BLOCKED tasks that no waiting can fix.
+STUCK_FOR_GOOD = frozenset({PendingReason.BLOCKED_BY_FAILURE, PendingReason.DEADLOCK})
+
+POLL = 0.1  # seconds between event polls of the printer
+
+
+def format_event(event: TaskEvent) -> str:
+    """One human line for an event."""
+    clock = time.strftime("%H:%M:%S", time.localtime(event.timestamp))
+    parts = [clock, f"{event.event_type.value:<18}", f"{event.task_key or '-':<22}"]
+    if event.message:
+        parts.append(event.message)
+    extra = []
+    if event.pool and (not event.message or event.pool not in event.message):
+        extra.append(f"pool={event.pool}")
+    if extra:
+        parts.append("(" + ", ".join(extra) + ")")
+    return " ".join(parts)
+
+
+def is_settled(snap: Snapshot) -> bool:
+    """True when nothing more can happen: no runner, no runnable task."""
+    if snap.running or snap.counters.running:
+        return False
+    for view in snap.queued:
+        if view.state is TaskState.READY and view.pending.reason not in NEVER_PLACEABLE:
+            return False
+        if view.state is TaskState.BLOCKED and view.pending.reason not in STUCK_FOR_GOOD:
+            return False
+    return len(snap.queued) == snap.counters.ready + snap.counters.blocked
+
+
+class _Signals:
+    """SIGINT/SIGTERM: first asks for a graceful stop, second for an immediate one."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.event = threading.Event()
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        self.event.set()
+
+
+def run_headless(
+    config: DispatcherConfig,
+    *,
+    demo: bool = False,
+    json_lines: bool = False,
+    until_done: bool = False,
+    log_format: str = "text",
+    out: TextIO | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> int:
+    """Run the Dispatcher headless; returns the exit status (0: every task DONE)."""
+    from necrocode.dispatcher.core import DispatcherCore
+    from necrocode.dispatcher.registry import open_registry
+
+    stream = out or sys.stdout
+    _ensure_logging(log_format)
+    if demo:
+        from necroui.demo import demo_config
+
+        config = demo_config(config)
+    registry = open_registry(config.resolved_registry_path())
+    emit = _emitter(stream, json_lines)
+    signals = _Signals()
+    started = time.time()
+    core: DispatcherCore | None = None
+    try:
+        core = DispatcherCore(config, registry=registry)
+        if demo:
+            from necroui.demo import submit_demo
+
+            n = submit_demo(core)
+            if n:
+                emit({"type": "info", "message": f"submitted the demo taskset: {n} tasks"},
+                     f"submitted the demo taskset: {n} tasks")
+        seq = registry.current_seq()
+        signals.install()
+        core.start()
+        emit({"type": "info", "message": "dispatcher started", "api_url": core.api_url,
+              "registry": core.registry_label},
+             f"dispatcher started (registry {core.registry_label}, api {core.api_url or 'off'})")
+        expected = sum(registry.count_tasks().values())
+        version = 0
+        while True:
+            seq = _print_events(registry, seq, emit)
+            if signals.event.is_set() or (should_stop is not None and should_stop()):
+                break
+            if not core.is_running:
+                emit({"type": "error", "message": "engine stopped unexpectedly"},
+                     "engine stopped unexpectedly; see the log")
+                break
+            if until_done:
+                snap = core.snapshot()
+                if snap.version != version:
+                    version = snap.version
+                    if snap.counters.total >= expected and snap.state in ("running", "paused") \
+                            and is_settled(snap):
+                        break
+            signals.event.wait(POLL)
+        if signals.count:
+            emit({"type": "info", "message": "signal received: stopping"},
+                 "signal received: stopping (again to stop at once)")
+        _stop(core, config, signals, registry, emit, seq)
+        seq = _print_events(registry, seq, emit)
+    except DispatcherError as exc:
+        emit({"type": "error", "message": str(exc)}, f"error: {exc}")
+        if core is not None and core.is_running:
+            core.stop(timeout=0)
+        registry.close()
+        return 2
+    finally:
+        signals.restore()
+    try:
+        code = _summary(registry, stream, json_lines, time.time() - started)
+    finally:
+        registry.close()
+    return code
+
+
+def _stop(core: Any, config: DispatcherConfig, signals: _Signals, registry: Any,
+          emit: Callable[[dict[str, Any], str], None], seq: int) -> None:
+    """Graceful stop in a thread, so that a second signal can cut the wait short."""
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            core.stop(timeout=config.graceful_shutdown_timeout)
+        finally:
+            done.set()
+
+    seen = signals.count
+    thread = threading.Thread(target=work, name="necroui-stop", daemon=True)
+    thread.start()
+    while not done.wait(POLL):
+        seq = _print_events(registry, seq, emit)
+        if signals.count > seen:
+            seen = signals.count
+            emit({"type": "info", "message": "second signal: stopping runners now"},
+                 "second signal: stopping runners now")
+            core._post(_stop_now_command())
+    thread.join()
+
+
+def _stop_now_command() -> Any:
+    from necrocode.dispatcher.engine_state import Command
+
+    return Command("stop", {"timeout": 0.0, "leave_running": False})
+
+
+def _print_events(registry: Any, seq: int,
+                  emit: Callable[[dict[str, Any], str], None]) -> int:
+    try:
+        events = registry.get_events(after_seq=seq, limit=2000)
+    except Exception:
+        logger.debug("event poll failed", exc_info=True)
+        return seq
+    for event in events:
+        if event.seq is not None:
+            seq = max(seq, event.seq)
+        data = event.to_dict()
+        data["type"] = "event"
+        emit(data, format_event(event))
+    return seq
+
+
+def _emitter(stream: TextIO, json_lines: bool) -> Callable[[dict[str, Any], str], None]:
+    def emit(data: dict[str, Any], text: str) -> None:
+        try:
+            stream.write((json.dumps(data, default=str) if json_lines else text) + "\n")
+            stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    return emit
+
+
+def _ensure_logging(log_format: str) -> None:
+    if logging.getLogger().handlers:
+        return
+    try:
+        from necrocode.dispatcher.logging_setup import setup_logging
+
+        setup_logging("WARNING", log_format)
+    except (ImportError, ValueError):
+        logging.basicConfig(level=logging.WARNING)
+
+
+def _summary(registry: Any, stream: TextIO, json_lines: bool, elapsed: float) -> int:
+    tasks: list[Task] = registry.list_tasks()
+    counts = {s: 0 for s in TaskState}
+    for t in tasks:
+        counts[t.state] += 1
+    all_done = counts[TaskState.DONE] == len(tasks)
+    code = 0 if all_done else 1
+    unfinished = [t for t in tasks if t.state is not TaskState.DONE]
+    if json_lines:
+        stream.write(json.dumps({
+            "type": "summary", "total": len(tasks), "elapsed": round(elapsed, 3),
+            "counts": {s.value: n for s, n in counts.items()}, "exit_code": code,
+            "not_done": [{"key": t.key, "state": t.state.value, "attempts": t.attempts,
+                          "last_error": t.last_error} for t in unfinished],
+        }) + "\n")
+        stream.flush()
+        return code
+    lines = ["", f"Summary: {len(tasks)} task(s) in {elapsed:.1f}s"]
+    width = max(len(s.value) for s in TaskState)
+    for state in TaskState:
+        lines.append(f"  {state.value.upper():<{width}}  {counts[state]:>6}")
+    if unfinished:
+        lines.append("")
+        lines.append(f"  {'TASK':<30} {'STATE':<10} {'TRIES':>5}  LAST ERROR")
+        for t in unfinished[:50]:
+            lines.append(f"  {t.key:<30} {t.state.value:<10} {t.attempts:>5}  "
+                         f"{(t.last_error or '')[:60]}")
+        if len(unfinished) > 50:
+            lines.append(f"  ... and {len(unfinished) - 50} more")
+    lines.append("")
+    lines.append("all tasks DONE" if all_done else
+                 f"{len(unfinished)} task(s) not DONE: exit status 1")
+    stream.write("\n".join(lines) + "\n")
+    stream.flush()
+    return code
+
+
+__all__ = ["format_event", "is_settled", "run_headless"]
