@@ -269,7 +269,8 @@ class MemoryRegistry:
         """Store an event; returns it with its ``seq`` set."""
         with self._lock:
             self._add_events([event])
-            return self._events[-1]
+            stored = self._events[-1]
+            return replace(stored, details=dict(stored.details))
 
     def record_events(self, events: Iterable[TaskEvent]) -> None:
         """Store several events in one transaction."""
@@ -301,7 +302,7 @@ class MemoryRegistry:
                 and (after_seq is None or (e.seq or 0) > after_seq)
                 and (not types or e.event_type.value in types)
             ):
-                out.append(e)
+                out.append(replace(e, details=dict(e.details)))
                 if limit is not None and len(out) >= limit:
                     break
         return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,7 +50,9 @@ class SQLiteRegistry:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
+        # every connection with its thread; those of finished threads are closed when the
+        # next connection opens (servers that start a thread per request do not leak them)
+        self._conns: list[tuple[weakref.ref[threading.Thread], sqlite3.Connection]] = []
         self._conns_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._closed = False
@@ -83,7 +86,15 @@ class SQLiteRegistry:
             conn = self._connect()
             self._local.conn = conn
             with self._conns_lock:
-                self._conns.append(conn)
+                live = []
+                for ref, other in self._conns:
+                    thread = ref()
+                    if thread is not None and thread.is_alive():
+                        live.append((ref, other))
+                    else:
+                        other.close()
+                live.append((weakref.ref(threading.current_thread()), conn))
+                self._conns = live
         return conn
 
     @contextmanager
@@ -98,9 +109,13 @@ class SQLiteRegistry:
             try:
                 yield conn
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise RegistryError(
+                        f"registry {str(self.path)!r}: write failed, nothing written: {exc}"
+                    ) from exc
                 raise
 
     @contextmanager
@@ -133,7 +148,7 @@ class SQLiteRegistry:
         self._closed = True
         with self._conns_lock:
             conns, self._conns = self._conns, []
-        for conn in conns:
+        for _, conn in conns:
             try:
                 conn.close()
             except sqlite3.Error:  # pragma: no cover - closing is best effort

@@ -7,7 +7,8 @@ file (all unchanged), poll of the change feed after 10 tasks changed (``changes_
 previous sequence number, median over repetitions), ``list_tasks(state=READY,
 order_by="priority", limit=100)``, ``count_tasks()``, and the size of the registry on disk. Then
 the thread model: a connection per thread (what SQLiteRegistry does) against one shared
-connection behind a lock, under one writer thread and three reader threads.
+connection behind a lock, under one writer thread and three reader threads, and the longest
+read while another thread submits a 20,000-task taskset.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from necrocode.dispatcher.errors import InvalidTransitionError
 from necrocode.dispatcher.models import Task, Taskset, TaskState
 from necrocode.dispatcher.registry import SQLiteRegistry
 
@@ -83,6 +83,10 @@ def bench_size(folder: Path, n: int, reps: int) -> dict[str, Any]:
     resubmit_s, result = timed(lambda: reg.submit_taskset(taskset))
     assert len(result.unchanged) == n
 
+    lists = [
+        timed(lambda: reg.list_tasks(state=TaskState.READY, order_by="priority", limit=100))[0]
+        for _ in range(reps)
+    ]
     ready = [t.key for t in reg.list_tasks(state=TaskState.READY, limit=reps * 5)]
     blocked = [t.key for t in reg.list_tasks(state=TaskState.BLOCKED, limit=reps * 5)]
     seq = reg.current_seq()
@@ -96,10 +100,6 @@ def bench_size(folder: Path, n: int, reps: int) -> dict[str, Any]:
         assert len(batch.tasks) == 10, len(batch.tasks)
         seq = batch.seq
         polls.append(dt)
-    lists = [
-        timed(lambda: reg.list_tasks(state=TaskState.READY, order_by="priority", limit=100))[0]
-        for _ in range(reps)
-    ]
     counts = [timed(reg.count_tasks)[0] for _ in range(reps)]
     reg._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
     size = reg.size_on_disk()
@@ -127,8 +127,7 @@ class _SharedConnectionRegistry(SQLiteRegistry):
 
     def _conn(self) -> sqlite3.Connection:
         if self._shared is None:
-            self._shared = self._connect()
-            self._conns.append(self._shared)
+            self._shared = super()._conn()
         return self._shared
 
 
@@ -155,14 +154,15 @@ def _run_threads(reg: SQLiteRegistry, seconds: float) -> dict[str, float]:
     write_lat: list[float] = []
     read_lat: list[list[float]] = [[], [], []]
 
-    def writer() -> None:
+    def writer() -> None:  # claims a task, then requeues it: the READY set stays full
         i = 0
         while time.monotonic() < stop:
+            key = keys[(i // 2) % len(keys)]
             t0 = time.perf_counter()
-            try:
-                reg.transition(keys[i % len(keys)], TaskState.RUNNING)
-            except InvalidTransitionError:
-                reg.set_priority(keys[i % len(keys)], i)
+            if i % 2:
+                reg.transition(key, TaskState.READY, expected=TaskState.RUNNING)
+            else:
+                reg.transition(key, TaskState.RUNNING, expected=TaskState.READY)
             write_lat.append(time.perf_counter() - t0)
             i += 1
 
@@ -181,7 +181,20 @@ def _run_threads(reg: SQLiteRegistry, seconds: float) -> dict[str, float]:
     for t in threads:
         t.join()
     reads = [x for lat in read_lat for x in lat]
+
+    # how long can a reader stall while another thread submits a big taskset?
+    big = make_taskset(20_000)
+    big.name = "stall"
+    submitter = threading.Thread(target=reg.submit_taskset, args=(big,))
+    stalls: list[float] = []
+    submitter.start()
+    while submitter.is_alive():
+        t0 = time.perf_counter()
+        reg.get_task(keys[0])
+        stalls.append(time.perf_counter() - t0)
+    submitter.join()
     return {
+        "stall_ms": max(stalls, default=0.0) * 1000,
         "writes_per_s": len(write_lat) / seconds,
         "write_p50_ms": median_ms(write_lat),
         "reads_per_s": len(reads) / seconds,
@@ -200,12 +213,16 @@ def bench_threads(folder: Path, seconds: float) -> list[dict[str, Any]]:
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> None:
-    header = " | ".join(f"{title:>{len(title)}}" for _, title, _ in columns)
-    print(f"| {header} |")
-    print("|" + "|".join("-" * (len(title) + 2) for _, title, _ in columns) + "|")
-    for row in rows:
-        cells = [f"{format(row[key], fmt):>{len(title)}}" for key, title, fmt in columns]
-        print(f"| {' | '.join(cells)} |")
+    """A Markdown table; ``columns`` are (row key, title, format spec)."""
+    cells = [[format(row[key], fmt).strip() for key, _, fmt in columns] for row in rows]
+    widths = [
+        max([len(title)] + [len(r[i]) for r in cells]) for i, (_, title, _) in enumerate(columns)
+    ]
+    titles = [t.ljust(w) for (_, t, _), w in zip(columns, widths, strict=True)]
+    print("| " + " | ".join(titles) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in cells:
+        print("| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             ("write_p50_ms", "write p50 (ms)", ".2f"),
             ("reads_per_s", "reads/s", ",.0f"),
             ("read_p50_ms", "read p50 (ms)", ".2f"),
+            ("stall_ms", "longest read during a 20k submit (ms)", ",.1f"),
         ])
     return 0
 

@@ -107,3 +107,16 @@ def test_threads_share_one_registry(tmp_path: Path) -> None:
     started = reg.get_events(event_types=[EventType.RUNNER_STARTED])
     assert len(started) == 4 * n_tasks
     reg.close()
+
+
+def test_connections_of_finished_threads_are_closed(tmp_path: Path) -> None:
+    """A server starting a thread per request must not leak one connection per request."""
+    reg = SQLiteRegistry(tmp_path / "r.db")
+    reg.submit_taskset(Taskset("t", tasks=[Task("1")]))
+    for _ in range(20):
+        t = threading.Thread(target=reg.get_task, args=("t/1",))
+        t.start()
+        t.join()
+    assert len(reg._conns) <= 2  # this thread's and the last finished thread's
+    reg.close()
+    assert reg._conns == []
