@@ -326,24 +326,13 @@ class DispatcherCore(ControlMixin, RunnerMixin):
 
     @staticmethod
     def _make_launcher(ptype: PoolType, env: LaunchEnvironment) -> RunnerLauncher | None:
+        from .launchers import launcher_for
+
         try:
-            if ptype is PoolType.LOCAL_PROCESS:
-                from .launchers.local import LocalProcessLauncher  # type: ignore[import-not-found]
-
-                return LocalProcessLauncher(env)  # type: ignore[no-any-return]
-            if ptype is PoolType.DOCKER:
-                from .launchers.docker import DockerLauncher
-
-                return DockerLauncher(env)
-            if ptype is PoolType.KUBERNETES:
-                from .launchers.kubernetes import (  # type: ignore[import-not-found]
-                    KubernetesLauncher,
-                )
-
-                return KubernetesLauncher(env)  # type: ignore[no-any-return]
-        except Exception as exc:
+            return launcher_for(ptype, env)
+        except Exception as exc:  # e.g. the docker SDK is missing: those pools fail to launch
             logger.warning("no launcher for %s pools: %s", ptype.value, exc)
-        return None
+            return None
 
     # --- commands --------------------------------------------------------------------------
     def _post(self, command: Command) -> None:
