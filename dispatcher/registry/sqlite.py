@@ -337,7 +337,11 @@ class SQLiteRegistry:
         limit: int | None = None,
         offset: int = 0,
     ) -> list[Task]:
-        """Tasks matching every given filter, sorted, one page."""
+        """Tasks matching every given filter, sorted, one page.
+
+        ``order_by``: "key"; "priority" (priority desc, then ready_at asc with never-ready
+        tasks last, then key); "updated" (most recently changed first).
+        """
         check_order_by(order_by)
         where: list[str] = []
         params: list[Any] = []
