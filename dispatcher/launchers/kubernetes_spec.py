@@ -57,8 +57,8 @@ _LABEL_BAD = re.compile(r"[^A-Za-z0-9._-]+")
 def job_name(runner_id: str, prefix: str = "necrocode") -> str:
     """An RFC 1123 label for a runner's Job: lowercase ``[a-z0-9-]``, ≤ 63 chars, alnum at both
     ends, unique per runner id (a hash of the full id ends names that had to be shortened)."""
-    raw = f"{prefix}-{runner_id}".lower() if prefix else runner_id.lower()
-    name = re.sub(r"-{2,}", "-", _DNS_BAD.sub("-", raw)).strip("-")
+    raw = f"{prefix}-{runner_id}" if prefix else runner_id
+    name = re.sub(r"-{2,}", "-", _DNS_BAD.sub("-", raw.lower())).strip("-")
     if len(name) > 63 or name != raw:
         digest = hashlib.sha1(runner_id.encode()).hexdigest()[:8]
         name = f"{name[:54].rstrip('-')}-{digest}"
