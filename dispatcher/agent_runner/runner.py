@@ -10,29 +10,37 @@ working. SIGTERM/SIGINT/SIGHUP are forwarded the same way. At the end it writes
 ``exit_status.json`` in ``NECROCODE_ATTEMPT_DIR`` (atomically), reports completion (retried) and
 exits with the agent's exit code (128+N when the agent died of signal N).
 
-Stdlib only, so it runs in a minimal container with nothing but Python.
+Stdlib only, so it runs in a minimal container with nothing but Python. It starts once per task,
+so it imports as little as it can (no subprocess, logging, dataclasses or urllib).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-logger = logging.getLogger("necrocode.agent_runner")
+from .http import PostError, post_json
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from types import FrameType
 
 EXIT_FILE = "exit_status.json"
 USAGE = "usage: python -m necrocode.dispatcher.agent_runner [--] COMMAND [ARG...]"
+
+
+def _say(message: str) -> None:
+    """One line on stderr (the attempt's log): the wrapper has no logging setup of its own."""
+    try:
+        sys.stderr.write(f"necrocode-runner: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def _float(environ: Mapping[str, str], name: str, default: float) -> float:
@@ -43,21 +51,34 @@ def _float(environ: Mapping[str, str], name: str, default: float) -> float:
     return value if value > 0 else default
 
 
-@dataclass
 class WrapperConfig:
     """What the wrapper reads from its command line and the runner contract env."""
 
-    argv: list[str]
-    runner_id: str
-    api_url: str | None = None
-    token: str | None = None
-    heartbeat_interval: float = 10.0
-    heartbeat_timeout: float = 60.0
-    slot_path: str | None = None
-    attempt_dir: str | None = None
-    log_path: str | None = None
-    stop_grace: float = 5.0
-    complete_attempts: int = 5
+    def __init__(
+        self,
+        argv: list[str],
+        runner_id: str,
+        api_url: str | None = None,
+        token: str | None = None,
+        heartbeat_interval: float = 10.0,
+        heartbeat_timeout: float = 60.0,
+        slot_path: str | None = None,
+        attempt_dir: str | None = None,
+        log_path: str | None = None,
+        stop_grace: float = 5.0,
+        complete_attempts: int = 5,
+    ) -> None:
+        self.argv = argv
+        self.runner_id = runner_id
+        self.api_url = api_url
+        self.token = token
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.slot_path = slot_path
+        self.attempt_dir = attempt_dir
+        self.log_path = log_path
+        self.stop_grace = stop_grace
+        self.complete_attempts = complete_attempts
 
     @classmethod
     def from_env(cls, args: list[str], environ: Mapping[str, str] | None = None) -> WrapperConfig:
@@ -80,7 +101,7 @@ class WrapperConfig:
         timeout = _float(env, "NECROCODE_HEARTBEAT_TIMEOUT", 60.0)
         attempt_dir = env.get("NECROCODE_ATTEMPT_DIR") or None
         log_path = env.get("NECROCODE_LOG_PATH") or (
-            str(Path(attempt_dir) / "output.log") if attempt_dir else None)
+            os.path.join(attempt_dir, "output.log") if attempt_dir else None)
         return cls(
             argv=argv,
             runner_id=env.get("NECROCODE_RUNNER_ID") or env.get("RUNNER_ID") or "unknown",
@@ -96,27 +117,6 @@ class WrapperConfig:
         )
 
 
-def _parent_death_signal() -> Any:
-    """A pre-exec hook that makes the child die with SIGKILL if the wrapper is killed (Linux).
-
-    The wrapper's own SIGKILL cannot be forwarded; this covers the agent itself, and the group
-    kill covers the normal paths. None where prctl is unavailable.
-    """
-    if sys.platform != "linux":
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except Exception:
-        return None
-
-    def hook() -> None:
-        prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-
-    return hook
-
-
 class AgentRunner:
     """Runs one agent under supervision; :meth:`run` returns the exit code to exit with."""
 
@@ -126,7 +126,7 @@ class AgentRunner:
         self.fence_reason: str | None = None
         self._lock = threading.RLock()
         self._done = threading.Event()
-        self._child: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None
         self._last_ok = time.monotonic()
 
     # --- main -------------------------------------------------------------------------------
@@ -136,13 +136,16 @@ class AgentRunner:
         t0 = time.monotonic()
         self._install_signal_handlers()
         try:
-            self._child = subprocess.Popen(
-                cfg.argv, cwd=cfg.slot_path or None, process_group=0,
-                preexec_fn=_parent_death_signal(),
+            if cfg.slot_path:
+                os.chdir(cfg.slot_path)
+            # the agent leads its own process group, so fencing it never hits the wrapper
+            self._pid = os.posix_spawnp(
+                cfg.argv[0], cfg.argv, dict(os.environ), setpgroup=0,
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT,
+                           signal.SIGHUP),
             )
         except OSError as exc:
-            print(f"necrocode-runner: cannot start {cfg.argv[0]!r}: {exc}", file=sys.stderr,
-                  flush=True)
+            _say(f"cannot start {cfg.argv[0]!r}: {exc}")
             code = 127 if isinstance(exc, FileNotFoundError | PermissionError) else 126
             return self._finish(code, f"cannot start agent: {exc}", started_at, t0)
         beat = None
@@ -150,9 +153,11 @@ class AgentRunner:
             beat = threading.Thread(target=self._heartbeat_loop, name="necrocode-heartbeat",
                                     daemon=True)
             beat.start()
-        rc = self._child.wait()
-        self._done.set()
-        self._kill_leftovers()
+        _, status = os.waitpid(self._pid, 0)
+        with self._lock:
+            self._done.set()
+        rc = os.waitstatus_to_exitcode(status)
+        _signal_group(self._pid, signal.SIGKILL)  # leftovers of the agent's group
         if beat is not None:
             beat.join(timeout=max(2.0, cfg.heartbeat_interval))
         code = rc if rc >= 0 else 128 - rc
@@ -174,31 +179,29 @@ class AgentRunner:
         }
         if cfg.attempt_dir:
             try:
-                _write_json_atomic(Path(cfg.attempt_dir) / EXIT_FILE, status)
+                _write_json_atomic(os.path.join(cfg.attempt_dir, EXIT_FILE), status)
             except OSError as exc:
-                logger.warning("cannot write %s: %s", EXIT_FILE, exc)
+                _say(f"cannot write {EXIT_FILE}: {exc}")
         if cfg.api_url and cfg.token:
             self._report(code, duration, reason)
         return code
 
     # --- heartbeats and fencing -------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
-        from ..api.client import ApiError, heartbeat
-
         cfg = self.config
         assert cfg.api_url and cfg.token
+        path = f"/v1/runners/{cfg.runner_id}/heartbeat"
         self._last_ok = time.monotonic()
         while not self._done.is_set():
             quiet = time.monotonic() - self._last_ok
             try:
-                answer = heartbeat(
-                    cfg.api_url, cfg.runner_id, cfg.token,
-                    extra={"pid": self._child.pid if self._child else None},
+                answer = post_json(
+                    cfg.api_url, path, cfg.token, {"pid": self._pid},
                     timeout=max(0.5, min(cfg.heartbeat_interval, cfg.heartbeat_timeout - quiet)),
                 )
-            except ApiError as exc:
+            except PostError as exc:
                 quiet = time.monotonic() - self._last_ok
-                logger.warning("heartbeat failed (%s); %.0fs without the dispatcher", exc, quiet)
+                _say(f"heartbeat failed ({exc}); {quiet:.0f}s without the dispatcher")
                 if quiet >= cfg.heartbeat_timeout:
                     self.fence(f"self-fenced: dispatcher unreachable for {quiet:.0f}s")
                     return
@@ -208,31 +211,26 @@ class AgentRunner:
                 if answer.get("action") == "stop":
                     self.fence(f"stopped by the dispatcher: {answer.get('reason') or 'stop'}")
                     return
-            wait = cfg.heartbeat_interval
             remaining = cfg.heartbeat_timeout - (time.monotonic() - self._last_ok)
-            self._done.wait(max(0.0, min(wait, remaining)))
+            self._done.wait(max(0.0, min(cfg.heartbeat_interval, remaining)))
 
     def fence(self, reason: str) -> None:
         """Stop the agent's process group: TERM now, KILL after the grace period."""
         with self._lock:
             if self.fence_reason is None:
                 self.fence_reason = reason
-                print(f"necrocode-runner: {reason}; stopping the agent", file=sys.stderr,
-                      flush=True)
-            child = self._child
-            if child is None or child.returncode is not None:
+                _say(f"{reason}; stopping the agent")
+            if self._pid is None or self._done.is_set():
                 return
-            _signal_group(child.pid, signal.SIGTERM)
-            threading.Thread(target=self._kill_after_grace, args=(child,), daemon=True,
+            _signal_group(self._pid, signal.SIGTERM)
+            threading.Thread(target=self._kill_after_grace, args=(self._pid,), daemon=True,
                              name="necrocode-fence").start()
 
-    def _kill_after_grace(self, child: subprocess.Popen[bytes]) -> None:
+    def _kill_after_grace(self, pgid: int) -> None:
         if not self._done.wait(self.config.stop_grace):
-            _signal_group(child.pid, signal.SIGKILL)
-
-    def _kill_leftovers(self) -> None:
-        if self._child is not None:
-            _signal_group(self._child.pid, signal.SIGKILL)
+            with self._lock:
+                if not self._done.is_set():
+                    _signal_group(pgid, signal.SIGKILL)
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -246,25 +244,25 @@ class AgentRunner:
 
     # --- completion -------------------------------------------------------------------------
     def _report(self, code: int, duration: float, reason: str) -> None:
-        from ..api.client import ApiError, complete
-
         cfg = self.config
         assert cfg.api_url and cfg.token
-        artifacts = [cfg.log_path] if cfg.log_path else []
+        payload: dict[str, Any] = {
+            "exit_code": code, "duration": duration, "reason": reason,
+            "artifacts": [cfg.log_path] if cfg.log_path else [], "log_path": cfg.log_path,
+        }
+        path = f"/v1/runners/{cfg.runner_id}/complete"
         delay = 0.2
         for attempt in range(1, cfg.complete_attempts + 1):
             try:
-                complete(cfg.api_url, cfg.runner_id, cfg.token, exit_code=code,
-                         duration=duration, reason=reason, artifacts=artifacts,
-                         extra={"log_path": cfg.log_path}, timeout=5.0)
+                post_json(cfg.api_url, path, cfg.token, payload, timeout=5.0)
                 return
-            except ApiError as exc:
+            except PostError as exc:
                 if 400 <= exc.status < 500:  # refused: retrying cannot help
-                    logger.warning("completion refused by the dispatcher: %s", exc)
+                    _say(f"completion refused by the dispatcher: {exc}")
                     return
                 if attempt == cfg.complete_attempts:
-                    logger.warning("could not report completion (%s); the dispatcher will "
-                                   "read %s", exc, EXIT_FILE)
+                    _say(f"could not report completion ({exc}); the dispatcher will read "
+                         f"{EXIT_FILE}")
                     return
             time.sleep(delay)
             delay = min(delay * 2.5, 3.0)
@@ -277,20 +275,19 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
+def _write_json_atomic(path: str, data: dict[str, Any]) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(data))
     os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m necrocode.dispatcher.agent_runner``."""
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="necrocode-runner: %(message)s")
     try:
         config = WrapperConfig.from_env(sys.argv[1:] if argv is None else argv)
     except ValueError as exc:
-        print(f"necrocode-runner: {exc}\n{USAGE}", file=sys.stderr)
+        _say(f"{exc}\n{USAGE}")
         return 2
     return AgentRunner(config).run()

@@ -88,7 +88,11 @@ class _Tracked:
 
 
 class LocalProcessLauncher(RunnerLauncher):
-    """Runs agents as local processes in their own process group (pool type local-process)."""
+    """Runs agents as local processes in their own process group (pool type local-process).
+
+    ``launch`` may be called from several threads at once (the spawn releases the GIL), so an
+    engine can overlap launches; ``poll``/``stop``/``release`` of one runner from one thread.
+    """
 
     def __init__(
         self,
@@ -121,9 +125,13 @@ class LocalProcessLauncher(RunnerLauncher):
         self._check_executable(argv, cwd, env.get("PATH", os.defpath), task, pool)
         adir = attempt_dir(self.env.runs_dir, task, attempt)
         try:
-            adir.mkdir(parents=True, exist_ok=True)
-            for stale in (EXIT_FILE, RUNNER_FILE, EXIT_FILE + ".tmp"):
-                (adir / stale).unlink(missing_ok=True)
+            try:
+                os.mkdir(adir)
+            except FileNotFoundError:
+                os.makedirs(adir, exist_ok=True)
+            except FileExistsError:  # an earlier run of this attempt: drop its results
+                for stale in (EXIT_FILE, RUNNER_FILE, EXIT_FILE + ".tmp"):
+                    (adir / stale).unlink(missing_ok=True)
         except OSError as exc:
             raise RunnerLaunchError(f"cannot prepare attempt directory {adir}: {exc}",
                                     pool=pool.name) from exc
@@ -131,6 +139,8 @@ class LocalProcessLauncher(RunnerLauncher):
         env["NECROCODE_ATTEMPT_DIR"] = str(adir)
         env["NECROCODE_EXIT_FILE"] = str(adir / EXIT_FILE)
         env["NECROCODE_LOG_PATH"] = str(log_path)
+        # a wrapped agent (agent_runner) must be down before our own KILL of its wrapper
+        env["NECROCODE_STOP_GRACE"] = f"{max(0.1, self.env.stop_grace / 2):g}"
         started_at = time.time()
         try:
             with open(log_path, "ab") as log:

@@ -174,7 +174,9 @@ class ExitWatcher:
                 with self._lock:
                     self._ensure_thread()
                     self._pending.append((fd, runner_id))
-                os.write(self._wake_w, b"x")
+                    wake = len(self._pending) == 1  # else a wake-up is already on its way
+                if wake:
+                    os.write(self._wake_w, b"x")
                 return
         threading.Thread(
             target=self._watch_one, args=(runner_id, pid, proc), daemon=True,
