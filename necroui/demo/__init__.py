@@ -13,10 +13,10 @@ import sys
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from necrocode.dispatcher.config import DispatcherConfig
-from necrocode.dispatcher.models import AgentPool, PoolType
+if TYPE_CHECKING:  # kept light: `python -m necroui.demo.fake_agent` imports this package
+    from necrocode.dispatcher.config import DispatcherConfig
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ def demo_taskset_path() -> Path:
 
 
 def _is_default_setup(config: DispatcherConfig) -> bool:
+    from necrocode.dispatcher.models import PoolType
+
     pools = config.agent_pools
     if not pools:
         return True
@@ -47,6 +49,9 @@ def demo_config(config: DispatcherConfig) -> DispatcherConfig:
     necroui.demo.fake_agent``: the folder of this Python is put first on PATH so ``python3`` is
     the interpreter necroui is installed in.
     """
+    from necrocode.dispatcher.config import DispatcherConfig
+    from necrocode.dispatcher.models import AgentPool, PoolType
+
     changes: dict[str, Any] = {}
     if _is_default_setup(config):
         changes["agent_pools"] = [
