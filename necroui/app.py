@@ -8,13 +8,11 @@ widgets; it never touches engine internals. Verbs go through the engine's contro
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
-from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from necrocode.dispatcher.config import DispatcherConfig
@@ -231,42 +229,33 @@ class NecroApp(App[QuitChoice]):
                                 lambda s=sort_id: main.action_sort(s))
 
 
-def _submit_demo(engine: Any, config: DispatcherConfig) -> None:
-    """Submit the demo taskset when the registry has no task yet."""
-    registry = engine.registry
-    counts = registry.count_tasks()
-    if sum(counts.values()):
-        return
-    for module_name in ("necroui.demo", "necroui.headless"):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        submit = getattr(module, "submit_demo", None)
-        if submit is not None:
-            submit(engine, config)
-            return
-    from necrocode.dispatcher.tasksets import load_taskset_file
-
-    path = Path(__file__).parent / "demo" / "demo.yaml"
-    taskset, _warnings = load_taskset_file(path, config)
-    engine.submit(taskset)
-
-
 def run_dashboard(config: DispatcherConfig, *, demo: bool = False, read_only: bool = False) -> int:
     """Start the engine, run the dashboard, stop the engine as the operator chose. Exit code."""
     from necrocode.dispatcher.core import DispatcherCore
 
+    if demo:
+        from .demo import demo_config
+
+        config = demo_config(config)
     engine = DispatcherCore(config)
     if demo:
-        _submit_demo(engine, config)
+        from .demo import submit_demo
+
+        submit_demo(engine)
     engine.start()
     choice: QuitChoice | None = None
     try:
         app = NecroApp(engine, read_only=read_only)
         choice = app.run()
     finally:
-        timeout = getattr(config, "graceful_shutdown_timeout", 300.0)
+        _stop_engine(engine, config, choice)
+    return 0
+
+
+def _stop_engine(engine: Any, config: DispatcherConfig, choice: QuitChoice | None) -> None:
+    """Stop the engine per the quit choice; ctrl+c while waiting stops the runners now."""
+    timeout = config.graceful_shutdown_timeout
+    try:
         if choice is QuitChoice.LEAVE:
             engine.stop(timeout=0, leave_running=True)
         elif choice is QuitChoice.STOP:
@@ -274,7 +263,9 @@ def run_dashboard(config: DispatcherConfig, *, demo: bool = False, read_only: bo
         else:
             snap = engine.snapshot()
             if snap is not None and snap.running:
-                print(f"necroui: waiting up to {timeout:g}s for {len(snap.running)} runner(s)…",
-                      file=sys.stderr)
+                print(f"necroui: waiting up to {timeout:g}s for {len(snap.running)} runner(s) "
+                      "to finish (ctrl+c stops them now)…", file=sys.stderr)
             engine.stop(timeout=timeout)
-    return 0
+    except KeyboardInterrupt:
+        print("necroui: stopping the runners now…", file=sys.stderr)
+        engine.stop(timeout=0)

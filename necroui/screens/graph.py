@@ -163,7 +163,7 @@ class GraphScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static("computing the graph…", id="graph-status")
-        with VerticalScroll(id="graph-scroll"):
+        with VerticalScroll(id="graph-scroll", can_focus=False):
             yield Static("", id="graph-body")
         yield Static("", id="graph-info")
         yield Footer()

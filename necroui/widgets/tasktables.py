@@ -43,13 +43,13 @@ class QueueTable(DiffTable[QueuedTaskView]):
     """READY and BLOCKED tasks: position, skill, tenant, priority, wait, pending reason (B1)."""
 
     COLUMNS: ClassVar[tuple[Column, ...]] = (
-        Column("pos", "#", width=5, lazy=True),
+        Column("pos", "#", width=4, lazy=True),
         Column("state", "state", width=7),
-        Column("skill", "skill", width=10),
-        Column("tenant", "tenant", width=10),
+        Column("skill", "skill", width=9),
+        Column("tenant", "tenant", width=8),
         Column("prio", "prio", width=4),
-        Column("wait", "wait", width=7, lazy=True),
-        Column("pending", "pending reason", width=44),
+        Column("wait", "wait", width=6, lazy=True),
+        Column("pending", "pending reason", width=34),
     )
     SORTS: ClassVar[dict[str, SortSpec]] = {
         "task": SortSpec("task", lambda v, now: v.key),
@@ -74,8 +74,8 @@ class QueueTable(DiffTable[QueuedTaskView]):
         style = _PENDING_STYLES.get(view.pending.reason, "")
         return (
             state_text(view.state),
-            truncate(view.skill, 10),
-            truncate(view.tenant, 10),
+            truncate(view.skill, 9),
+            truncate(view.tenant, 8),
             str(view.priority),
             Text(truncate(view.pending.message, 60), style=style),
         )

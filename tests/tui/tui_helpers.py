@@ -38,3 +38,16 @@ def make_app(engine: FakeEngine, **kwargs: object) -> NecroApp:
     kwargs.setdefault("clock", frozen_clock)
     kwargs.setdefault("refresh_interval", 0.05)
     return NecroApp(engine, **kwargs)  # type: ignore[arg-type]
+
+
+def plain(static: object, width: int = 140) -> str:
+    """The text a Static shows (its content rendered by rich, without styles)."""
+    import io
+
+    from rich.console import Console
+    from textual.widgets import Static
+
+    assert isinstance(static, Static)
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(static.content)
+    return console.export_text()
