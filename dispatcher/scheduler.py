@@ -121,7 +121,7 @@ class Scheduler:
                     list(parts), now
                 )
                 heap = parts[part]
-                group = heap[0][2]
+                group = heap[0][1]
                 pool = pm.select_pool(group[1], group[2], group[3])
                 if pool is None:
                     heapq.heappop(heap)
@@ -134,7 +134,7 @@ class Scheduler:
                     if head is None:
                         heapq.heappop(heap)
                     else:
-                        heapq.heapreplace(heap, (head[0], head[1], group))
+                        heapq.heapreplace(heap, (head[:-2], group))
                 if not heap:
                     del parts[part]
         if decisions:
@@ -143,8 +143,8 @@ class Scheduler:
 
     def _open_heads(
         self, index: QueueIndex, pm: AgentPoolManager
-    ) -> dict[Hashable, list[tuple[Any, int, Group]]]:
-        parts: dict[Hashable, list[tuple[Any, int, Group]]] = {}
+    ) -> dict[Hashable, list[tuple[tuple[Any, ...], Group]]]:
+        parts: dict[Hashable, list[tuple[tuple[Any, ...], Group]]] = {}
         for group in list(index.groups):
             g: Group = group  # type: ignore[assignment]
             if pm.select_pool(g[1], g[2], g[3]) is None:
@@ -153,7 +153,7 @@ class Scheduler:
             head = index.head(g)
             if head is None:
                 continue
-            parts.setdefault(g[0], []).append((head[0], head[1], g))
+            parts.setdefault(g[0], []).append((head[:-2], g))
         for heap in parts.values():
             heapq.heapify(heap)
         return parts
@@ -164,7 +164,7 @@ class Scheduler:
             return
         self._never_checked.add(shape)
         head = index.head(group)
-        task = None if head is None else index._queue.get(head[3])
+        task = None if head is None else index._queue.get(head[-1])
         if task is None:
             return
         why = _pending.explain_placement(task, pm)
@@ -195,18 +195,18 @@ class Scheduler:
                 index = task_queue.build_index(self._group_of, lambda t: policy.sort_key(t, now))
             index.promote(now)
             later = [t for t in (task_queue.get(k) for k in index.delayed_keys()) if t]
-            per_part: dict[Hashable, list[tuple[Any, int, str]]] = {}
+            per_part: dict[Hashable, list[tuple[tuple[Any, ...], str]]] = {}
             for group in index.groups:
                 part = group[0]  # type: ignore[index]
                 per_part.setdefault(part, []).extend(
-                    (e[0], e[1], e[3]) for e in index.live_entries(group)
+                    (e[:-2], e[-1]) for e in index.live_entries(group)
                 )
             out: list[Task] = []
             for entries in per_part.values():
                 entries.sort()
             if len(per_part) <= 1:
                 for entries in per_part.values():
-                    out.extend(task_queue._tasks[e[2]] for e in entries)
+                    out.extend(task_queue._tasks[e[1]] for e in entries)
             else:
                 sim = policy.clone()
                 cursors = {p: 0 for p in per_part}
@@ -214,7 +214,7 @@ class Scheduler:
                 while cursors:
                     part = sim.pick_partition(list(cursors), now)
                     i = cursors[part]
-                    task = task_queue._tasks[per_part[part][i][2]]
+                    task = task_queue._tasks[per_part[part][i][1]]
                     out.append(task)
                     sim.on_assigned(task, dummy, now)
                     if i + 1 < len(per_part[part]):

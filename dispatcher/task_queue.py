@@ -26,9 +26,13 @@ __all__ = ["QueueIndex", "TaskQueue", "default_sort_key", "ready_time"]
 
 _COMPACT_MIN = 64
 
-#: A heap entry: (sort key, arrival order, generation, task key). The arrival order is unique,
-#: so comparisons never reach the generation or the key.
-Entry = tuple[Any, int, int, str]
+#: A heap entry: (*sort key, arrival order, generation, task key), flat so that comparisons stay
+#: cheap. The arrival order is unique, so comparisons never reach the generation or the key.
+Entry = tuple[Any, ...]
+
+
+def _flat(key: Any) -> tuple[Any, ...]:
+    return key if type(key) is tuple else (key,)
 
 
 def ready_time(task: Task) -> float:
@@ -86,7 +90,7 @@ class QueueIndex:
             heap = self.groups[group] = []
             self._live[group] = 0
             self._stale[group] = 0
-        heapq.heappush(heap, (self.key_fn(task), order, gen, key))
+        heapq.heappush(heap, (*_flat(self.key_fn(task)), order, gen, key))
         self._live[group] += 1
 
     def discard(self, key: str) -> None:
@@ -96,7 +100,7 @@ class QueueIndex:
         if group is _DELAYED:
             self._delayed_stale += 1
             if self._delayed_stale > _COMPACT_MIN and self._delayed_stale > len(self._delayed) // 2:
-                self._delayed = [e for e in self._delayed if self._valid(e[2], e[3])]
+                self._delayed = [e for e in self._delayed if self._valid(e[-2], e[-1])]
                 heapq.heapify(self._delayed)
                 self._delayed_stale = 0
             return
@@ -105,7 +109,7 @@ class QueueIndex:
         if self._live[group] == 0:
             del self.groups[group], self._live[group], self._stale[group]
         elif self._stale[group] > _COMPACT_MIN and self._stale[group] > self._live[group]:
-            heap = [e for e in self.groups[group] if self._valid(e[2], e[3])]
+            heap = [e for e in self.groups[group] if self._valid(e[-2], e[-1])]
             heapq.heapify(heap)
             self.groups[group] = heap
             self._stale[group] = 0
@@ -130,7 +134,7 @@ class QueueIndex:
 
     def next_delayed_at(self) -> float | None:
         """The earliest ``next_attempt_at`` still waiting, if any."""
-        while self._delayed and not self._valid(self._delayed[0][2], self._delayed[0][3]):
+        while self._delayed and not self._valid(self._delayed[0][-2], self._delayed[0][-1]):
             heapq.heappop(self._delayed)
             self._delayed_stale -= 1
         return self._delayed[0][0] if self._delayed else None
@@ -143,7 +147,7 @@ class QueueIndex:
         gen_of = self._queue._gen
         while heap:
             entry = heap[0]
-            if gen_of.get(entry[3]) == entry[2]:
+            if gen_of.get(entry[-1]) == entry[-2]:
                 return entry
             heapq.heappop(heap)
             self._stale[group] -= 1
@@ -155,7 +159,7 @@ class QueueIndex:
         if entry is None:
             raise KeyError(f"group {group!r} is empty")
         heapq.heappop(self.groups[group])
-        key = entry[3]
+        key = entry[-1]
         # Forget it here first so that the queue's removal does not count a stale entry.
         del self._member[key]
         self._live[group] -= 1
@@ -166,11 +170,11 @@ class QueueIndex:
     def live_entries(self, group: Hashable) -> list[Entry]:
         """The live entries of ``group``, unordered."""
         gen_of = self._queue._gen
-        return [e for e in self.groups.get(group, ()) if gen_of.get(e[3]) == e[2]]
+        return [e for e in self.groups.get(group, ()) if gen_of.get(e[-1]) == e[-2]]
 
     def delayed_keys(self) -> list[str]:
         """Keys of tasks still waiting for their ``next_attempt_at``, earliest first."""
-        return [e[3] for e in sorted(self._delayed) if self._valid(e[2], e[3])]
+        return [e[-1] for e in sorted(self._delayed) if self._valid(e[-2], e[-1])]
 
     def group_sizes(self) -> dict[Hashable, int]:
         """Live tasks per group."""
@@ -233,7 +237,7 @@ class TaskQueue:
         """The task :meth:`dequeue` would return, without removing it."""
         with self._lock:
             entry = self._main().head(None)
-            return None if entry is None else self._tasks[entry[3]]
+            return None if entry is None else self._tasks[entry[-1]]
 
     def size(self) -> int:
         """Number of queued tasks."""
@@ -333,7 +337,7 @@ class TaskQueue:
                     continue
                 group = group_fn(task)
                 idx._member[key] = group
-                groups.setdefault(group, []).append((key_fn(task), order, gen, key))
+                groups.setdefault(group, []).append((*_flat(key_fn(task)), order, gen, key))
             for group, heap in groups.items():
                 heapq.heapify(heap)
                 idx.groups[group] = heap
