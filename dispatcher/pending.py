@@ -23,6 +23,7 @@ __all__ = [
     "explain_placement",
     "no_slot",
     "pending_deadlock",
+    "failure_roots",
     "pending_for_blocked",
     "pending_paused",
     "pending_queued",
@@ -76,27 +77,56 @@ def pending_deadlock(cycle: Iterable[str]) -> Pending:
     return Pending(PendingReason.DEADLOCK, f"part of dependency cycle {path}")
 
 
-def pending_for_blocked(task: Task, deps: Mapping[str, Task]) -> Pending:
+def failure_roots(
+    task: Task, deps: Mapping[str, Task], memo: dict[str, tuple[str, ...]] | None = None
+) -> tuple[str, ...]:
+    """Keys of FAILED/CANCELLED tasks that ``task`` waits on, directly or through BLOCKED ones.
+
+    ``memo`` (key -> roots) may be shared between calls over the same ``deps`` so that finding
+    the roots of every task costs O(tasks + dependencies) in total.
+    """
+    memo = {} if memo is None else memo
+    stack: list[tuple[Task, bool]] = [(task, False)]
+    on_path: set[str] = set()
+    while stack:
+        node, expanded = stack.pop()
+        key = node.key
+        if expanded:
+            found: set[str] = set()
+            for dep_id in node.dependencies:
+                dk = _dep_key(node, dep_id)
+                dep = deps.get(dk)
+                if dep is None:
+                    continue
+                if dep.state in (TaskState.FAILED, TaskState.CANCELLED):
+                    found.add(dk)
+                elif dep.state == TaskState.BLOCKED:
+                    found.update(memo.get(dk, ()))
+            memo[key] = tuple(sorted(found))
+            on_path.discard(key)
+            continue
+        if key in memo or key in on_path:
+            continue
+        on_path.add(key)
+        stack.append((node, True))
+        for dep_id in node.dependencies:
+            dk = _dep_key(node, dep_id)
+            dep = deps.get(dk)
+            if dep is not None and dep.state == TaskState.BLOCKED and dk not in memo:
+                stack.append((dep, False))
+    return memo.get(task.key, ())
+
+
+def pending_for_blocked(
+    task: Task, deps: Mapping[str, Task], *, memo: dict[str, tuple[str, ...]] | None = None
+) -> Pending:
     """Why a BLOCKED task waits: unfinished dependencies, or a FAILED/CANCELLED one for good.
 
     ``deps`` maps task keys to tasks; it may hold more than the direct dependencies (for
-    example the whole taskset), in which case failures further up the chain are found too.
+    example every known task), in which case failures further up a chain of BLOCKED tasks are
+    found too. Pass the same ``memo`` dict when explaining many tasks over one ``deps``.
     """
-    roots: list[str] = []
-    seen: set[str] = set()
-    stack = [_dep_key(task, d) for d in task.dependencies]
-    while stack:
-        key = stack.pop()
-        if key in seen:
-            continue
-        seen.add(key)
-        dep = deps.get(key)
-        if dep is None:
-            continue
-        if dep.state in (TaskState.FAILED, TaskState.CANCELLED):
-            roots.append(f"{key} {dep.state.value.upper()}")
-        elif dep.state != TaskState.DONE:
-            stack.extend(_dep_key(dep, d) for d in dep.dependencies)
+    roots = [f"{k} {deps[k].state.value.upper()}" for k in failure_roots(task, deps, memo)]
     if roots:
         noun = "dependency" if len(roots) == 1 else "dependencies"
         return Pending(

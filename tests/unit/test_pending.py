@@ -10,6 +10,7 @@ from necrocode.dispatcher.config import DispatcherConfig
 from necrocode.dispatcher.models import AgentPool, Resources, Task, TaskState
 from necrocode.dispatcher.pending import (
     explain_placement,
+    failure_roots,
     no_slot,
     pending_deadlock,
     pending_for_blocked,
@@ -200,3 +201,25 @@ def test_scheduler_explain_caches_until_pools_change(caplog: pytest.LogCaptureFi
         s.explain(task(cpu=16), pm)
         s.explain(task(cpu=16, i="other"), pm)
     assert caplog.text.count("more than any pool's quota") == 1  # warned once
+
+
+def test_failure_roots_of_a_long_chain_with_a_shared_memo() -> None:
+    n = 3000
+    known = {"c/0": Task(id="0", taskset="c", state=TaskState.FAILED)}
+    for i in range(1, n):
+        known[f"c/{i}"] = Task(id=str(i), taskset="c", state=TaskState.BLOCKED,
+                               dependencies=[str(i - 1)])
+    memo: dict[str, tuple[str, ...]] = {}
+    reasons = [pending_for_blocked(known[f"c/{i}"], known, memo=memo) for i in range(1, n)]
+    assert all(r.message == "blocked for good: dependency c/0 FAILED" for r in reasons)
+    assert failure_roots(known["c/7"], known) == ("c/0",)
+
+
+def test_failure_roots_survive_a_cycle() -> None:
+    known = {
+        "c/a": Task(id="a", taskset="c", state=TaskState.BLOCKED, dependencies=["b", "f"]),
+        "c/b": Task(id="b", taskset="c", state=TaskState.BLOCKED, dependencies=["a"]),
+        "c/f": Task(id="f", taskset="c", state=TaskState.CANCELLED),
+    }
+    assert failure_roots(known["c/a"], known) == ("c/f",)
+    assert pending_for_blocked(known["c/b"], known).reason == PendingReason.BLOCKED_BY_FAILURE
