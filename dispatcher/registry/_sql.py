@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     data TEXT NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_seq ON tasks (seq);
-CREATE INDEX IF NOT EXISTS tasks_taskset ON tasks (taskset, position);
+CREATE INDEX IF NOT EXISTS tasks_by_taskset ON tasks (taskset, position, state);
 CREATE INDEX IF NOT EXISTS tasks_state_priority
     ON tasks (state, priority DESC, ready_at IS NULL, ready_at, key);
 CREATE TABLE IF NOT EXISTS deps (
