@@ -58,6 +58,8 @@ class Scheduler:
         self._never_checked: set[tuple[str, int, int]] = set()
         self._explain_cache: dict[tuple[str, int, int], Pending] = {}
         self._explain_stamp: tuple[int, int] = (0, -1)
+        self._state_version = 0  # policy state (fair-share usage, rotation) changes
+        self._order_cache: tuple[tuple[int, int, int], float | None, list[Task]] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -129,6 +131,7 @@ class Scheduler:
                     task = index.take_head(group)
                     pm.acquire(pool.name, task)
                     policy.on_assigned(task, pool, now)
+                    self._state_version += 1
                     decisions.append((task, pool))
                     head = index.head(group)
                     if head is None:
@@ -187,6 +190,12 @@ class Scheduler:
         now = time.time() if now is None else now
         with task_queue.lock, self._lock:
             policy = self.policy
+            stamp = (id(task_queue), task_queue.version, self._state_version)
+            cached = self._order_cache
+            if policy.time_invariant and cached is not None and cached[0] == stamp:
+                due = cached[1]
+                if due is None or due > now:
+                    return list(cached[2])
             if policy.time_invariant:
                 index = task_queue.index(
                     self._index_name, self._group_of, lambda t: policy.sort_key(t, 0.0)
@@ -222,6 +231,9 @@ class Scheduler:
                     else:
                         del cursors[part]
             out.extend(later)
+            if policy.time_invariant:
+                self._order_cache = (stamp, index.next_delayed_at(), out)
+                return list(out)
             return out
 
     def explain(
@@ -263,6 +275,7 @@ class Scheduler:
         now = time.time() if now is None else now
         with self._lock:
             self.policy.record_usage(tenant, runner_seconds, now)
+            self._state_version += 1
 
     def tenant_usage(self, tenant: str, now: float | None = None) -> float:
         """Decayed fair-share usage of ``tenant`` (0 for other policies)."""

@@ -202,6 +202,12 @@ class TaskQueue:
         self._order: dict[str, int] = {}
         self._counter = itertools.count(1)
         self._indexes: dict[str, QueueIndex] = {}
+        self._version = 0
+
+    @property
+    def version(self) -> int:
+        """Grows with every change of the queue's contents (for caching derived views)."""
+        return self._version
 
     @property
     def lock(self) -> threading.RLock:
@@ -221,6 +227,7 @@ class TaskQueue:
                 for index in self._indexes.values():
                     index.discard(key)
             gen = next(self._counter)
+            self._version += 1
             self._tasks[key] = task
             self._gen[key] = gen
             for index in self._indexes.values():
@@ -246,6 +253,7 @@ class TaskQueue:
     def clear(self) -> None:
         """Remove every task."""
         with self._lock:
+            self._version += 1
             self._tasks.clear()
             self._gen.clear()
             self._order.clear()
@@ -356,6 +364,7 @@ class TaskQueue:
 
     def _pop_locked(self, key: str) -> Task:
         task = self._tasks.pop(key)
+        self._version += 1
         del self._gen[key]
         del self._order[key]
         for index in self._indexes.values():

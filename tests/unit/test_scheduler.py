@@ -154,3 +154,29 @@ def test_custom_policy_registered_by_name() -> None:
     s = Scheduler("shortest-first", cfg)
     assert [t.id for t in s.order(q, pm)] == ["2", "1"]
     assert [t.id for t, _ in s.schedule(q, pm, limit=1)] == ["2"]
+
+
+def test_order_is_cached_until_the_queue_or_policy_state_changes() -> None:
+    cfg = config()
+    pm = AgentPoolManager(cfg)
+    q = queue_of(task(1), task(2), task(3, next_attempt_at=50.0))
+    s = Scheduler("priority", cfg)
+    assert [t.id for t in s.order(q, pm, now=10.0)] == ["1", "2", "3"]
+    assert [t.id for t in s.order(q, pm, now=10.0)] == ["1", "2", "3"]
+    q.update_priority("default/2", 5)
+    assert [t.id for t in s.order(q, pm, now=10.0)] == ["2", "1", "3"]
+    q.update_priority("default/3", 9)
+    assert [t.id for t in s.order(q, pm, now=10.0)] == ["2", "1", "3"]  # still in backoff
+    assert [t.id for t in s.order(q, pm, now=60.0)] == ["3", "2", "1"]  # its retry time came
+    s.schedule(q, pm, now=60.0, limit=1)
+    assert [t.id for t in s.order(q, pm, now=60.0)] == ["2", "1"]
+
+
+def test_fair_share_order_follows_usage() -> None:
+    cfg = config()
+    pm = AgentPoolManager(cfg)
+    q = queue_of(Task(id="a1", taskset="a", ready_at=1), Task(id="b1", taskset="b", ready_at=2))
+    s = Scheduler("fair-share", cfg)
+    assert [t.id for t in s.order(q, pm, now=0.0)] == ["a1", "b1"]
+    s.record_usage("a", 100.0, now=0.0)
+    assert [t.id for t in s.order(q, pm, now=0.0)] == ["b1", "a1"]
