@@ -291,3 +291,71 @@ def test_api_refusal_names_the_fix(
     with pytest.raises(RunnerLaunchError, match=r"HTTP 403.*needs create on jobs") as err:
         launcher.launch(task_factory(command=["a"]), SLOT, k8s_pool())
     assert not err.value.retryable
+
+
+# --- through DispatcherCore -------------------------------------------------------------------
+
+def test_dispatcher_core_runs_retries_and_cancels_on_a_kubernetes_pool(
+    api: FakeKubernetesAPI, launch_env: LaunchEnvironment, tmp_path: Path
+) -> None:
+    """The engine drives Jobs end to end: run, retry a failed attempt, cancel (Job deleted)."""
+    from necrocode.dispatcher.config import DispatcherConfig
+    from necrocode.dispatcher.core import DispatcherCore
+    from necrocode.dispatcher.models import EventType, Taskset, TaskState
+
+    pool = k8s_pool()
+    config = DispatcherConfig(
+        registry_path=":memory:", state_dir=str(tmp_path / "state"), poll_interval=0.2,
+        heartbeat_timeout=120, retry_max_attempts=2, retry_backoff_base=1.0,
+        retry_backoff_max=0.2, retry_jitter=0.0, runner_stop_grace=1.0, api_enabled=False,
+        agent_pools=[pool], skill_mapping={"default": ["k8s"]},
+    )
+    launcher = make_launcher(api, launch_env)
+    core = DispatcherCore(config, launchers={PoolType.KUBERNETES: launcher})
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def cluster() -> None:  # what the nodes would do: run each new Job's pod to its end
+        while not stop.wait(0.05):
+            for job in api.jobs(NS):
+                name = job["metadata"]["name"]
+                task = job["metadata"]["annotations"]["necrocode/task"]
+                attempt = job["metadata"]["annotations"]["necrocode/attempt"]
+                if name in seen or task == "k/hold":
+                    continue
+                seen.add(name)
+                code = 1 if (task == "k/flaky" and attempt == "1") else 0
+                api.finish(name, code, log=f"{task} attempt {attempt}\n", ns=NS)
+
+    driver = threading.Thread(target=cluster, daemon=True)
+    driver.start()
+    core.start()
+    try:
+        core.submit(Taskset(name="k", tasks=[
+            Task(id="a", taskset="k", command=["agent"]),
+            Task(id="b", taskset="k", command=["agent"], dependencies=["a"]),
+            Task(id="flaky", taskset="k", command=["agent"]),
+            Task(id="hold", taskset="k", command=["agent"]),
+        ]))
+        for key in ("k/a", "k/b", "k/flaky"):
+            wait_for(lambda k=key: core.registry.get_task(k).state is TaskState.DONE, 30,
+                     what=f"{key} done")
+        flaky = core.registry.get_task("k/flaky")
+        assert flaky.attempts == 1
+        kinds = [e.event_type for e in core.registry.get_events(task_key="k/flaky")]
+        assert kinds.count(EventType.RUNNER_STARTED) == 2 and EventType.TASK_RETRIED in kinds
+        wait_for(lambda: core.registry.get_task("k/hold").state is TaskState.RUNNING, 30,
+                 what="hold running")
+        handle = wait_for(lambda: [j["metadata"]["name"] for j in api.jobs(NS)
+                                   if j["metadata"]["annotations"]["necrocode/task"] == "k/hold"],
+                          30, what="hold's Job")[0]
+        core.cancel("k/hold")
+        wait_for(lambda: core.registry.get_task("k/hold").state is TaskState.CANCELLED, 30,
+                 what="hold cancelled")
+        deleted = [d for d in api.cluster.deletes if d["name"] == handle]
+        assert deleted and deleted[0]["propagationPolicy"] == "Foreground"
+        wait_for(lambda: api.jobs(NS) == [], 10, what="every finished Job deleted")
+    finally:
+        stop.set()
+        core.stop(timeout=5)
+        driver.join(timeout=5)
