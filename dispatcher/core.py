@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 CONTROL_TIMEOUT = 5.0  # seconds a control call waits for the engine's answer
 PLATFORM_CHECK_INTERVAL = 1.0  # seconds between liveness checks of every runner
+MAX_CONSECUTIVE_ERRORS = 50  # failed iterations in a row that end the engine
 
 
 class _NullMetrics:
@@ -416,13 +417,26 @@ class DispatcherCore(ControlMixin, RunnerMixin):
 
     # --- the loop --------------------------------------------------------------------------
     def _run(self) -> None:
+        errors = 0
         try:
             while True:
-                now = time.time()
-                timeout = max(0.0, self._next_deadline(now) - now)
-                for cmd in self._take_commands(timeout):
-                    self._handle(cmd)
-                self._iterate(time.time())
+                try:
+                    now = time.time()
+                    timeout = max(0.0, self._next_deadline(now) - now)
+                    for cmd in self._take_commands(timeout):
+                        self._handle(cmd)
+                    self._iterate(time.time())
+                    errors = 0
+                except Exception:
+                    # one bad iteration (a registry hiccup, a bug in a plug-in policy) must not
+                    # kill the engine; a persistent failure still ends it
+                    errors += 1
+                    if errors >= MAX_CONSECUTIVE_ERRORS:
+                        raise
+                    logger.exception("engine iteration failed (%d in a row); continuing",
+                                     errors)
+                    self._registry_dirty = True
+                    time.sleep(min(2.0, 0.05 * errors))
                 if self._drain_finished():
                     break
         except BaseException as exc:  # keep the process sane: log, then stop cleanly
