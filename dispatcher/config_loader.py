@@ -90,9 +90,13 @@ class YamlDocument:
     duplicates: list[tuple[Path_, int]] = field(default_factory=list)
 
 
+#: libyaml's parser when PyYAML was built with it (many times faster on big tasksets).
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def parse_yaml(text: str) -> YamlDocument:
     """Parse one YAML document keeping line numbers; raises yaml.YAMLError on bad syntax."""
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         doc = YamlDocument(None)

@@ -405,7 +405,8 @@ def _validate(
             known.add(old.id)
             union[old.id] = old
     for task in taskset.tasks:
-        union[task.id] = task.copy(taskset=taskset.name)
+        union[task.id] = (task if task.taskset == taskset.name
+                          else task.copy(taskset=taskset.name))
         for dep in task.dependencies:
             if dep == task.id:
                 add(task.id, "depends_on", "depends on itself",
@@ -420,7 +421,7 @@ def _validate(
             ids_in = [k.rpartition("/")[2] for k in cycle]
             if len(ids_in) == 1:
                 continue  # reported above as "depends on itself"
-            first = next((i for i in ids_in if i in {t.id for t in taskset.tasks}), ids_in[0])
+            first = next((i for i in ids_in if i in ids), ids_in[0])
             add(first, "depends_on", f"dependency cycle: {cycle_text(ids_in)}",
                 "remove one dependency of the cycle")
     if config is not None:
