@@ -21,8 +21,8 @@ from .base import (
     RunnerLauncher,
     agent_argv,
     attempt_dir,
-    new_runner_id,
 )
+from .local import runner_id_for
 
 _NOWHERE = Path("/nonexistent/necrocode-fake-runs")  # the default env: nothing is written
 
@@ -126,7 +126,7 @@ class FakeLauncher(RunnerLauncher):
         with self._cond:
             if self._fail_next:
                 raise self._fail_next.pop(0)
-            runner_id = new_runner_id(task, attempt)
+            runner_id = runner_id_for(task, attempt)
             try:
                 argv: list[str] | None = agent_argv(task, slot, pool, runner_id, attempt)
             except RunnerLaunchError:

@@ -76,6 +76,18 @@ def read_exit_status(adir: str | Path) -> RunnerExit | None:
     )
 
 
+def runner_id_for(task: Task, attempt: int) -> str:
+    """The id the engine already recorded for this attempt (``task.runner_id``), else a new one.
+
+    Using the recorded id means the registry and ``runner.json`` name the same runner even if the
+    Dispatcher dies right after the launch, so a restart can adopt it.
+    """
+    rid = task.runner_id
+    if rid and rid.startswith("r-") and f"-a{attempt}-" in rid:
+        return rid
+    return new_runner_id(task, attempt)
+
+
 @dataclass
 class _Tracked:
     runner_id: str
@@ -113,7 +125,7 @@ class LocalProcessLauncher(RunnerLauncher):
     # --- launch ------------------------------------------------------------------------------
     def launch(self, task: Task, slot: Slot, pool: AgentPool, *, attempt: int = 1) -> Runner:
         """Start the agent of ``task`` in ``slot``; raises RunnerLaunchError."""
-        runner_id = new_runner_id(task, attempt)
+        runner_id = runner_id_for(task, attempt)
         argv = agent_argv(task, slot, pool, runner_id, attempt)
         cwd = Path(slot.slot_path)
         if not cwd.is_dir():

@@ -327,3 +327,16 @@ def test_relaunch_of_same_attempt_clears_stale_exit_file(
     launcher.stop(second, grace=0.2)
     log = Path(second.log_path or "").read_text()
     assert "first" in log and f"runner {second.runner_id} started" in log
+
+
+def test_uses_the_runner_id_the_engine_recorded(
+    make_launcher: Callable[..., LocalProcessLauncher], slot: Slot
+) -> None:
+    launcher = make_launcher()
+    recorded = "r-s-1-a2-abcdef"
+    runner = launcher.launch(py_task("pass").copy(runner_id=recorded), slot, POOL, attempt=2)
+    assert runner.runner_id == recorded
+    stale = launcher.launch(py_task("pass").copy(runner_id=recorded), slot, POOL, attempt=3)
+    assert stale.runner_id != recorded and "-a3-" in stale.runner_id
+    for r in (runner, stale):
+        wait_exit(launcher, r)
