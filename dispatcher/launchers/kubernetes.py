@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -121,7 +122,9 @@ class KubernetesLauncher(RunnerLauncher):
                     config.load_incluster_config(client_configuration=cfg)
                 except Exception as in_cluster_exc:
                     try:
-                        config.load_kube_config(client_configuration=cfg)
+                        # read KUBECONFIG now: the client only looks at it when imported
+                        config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
+                                                client_configuration=cfg)
                     except Exception as exc:
                         raise RunnerLaunchError(
                             "cannot load a Kubernetes configuration: not running in a cluster "

@@ -359,3 +359,24 @@ def test_dispatcher_core_runs_retries_and_cancels_on_a_kubernetes_pool(
         stop.set()
         core.stop(timeout=5)
         driver.join(timeout=5)
+
+
+def test_kubeconfig_from_the_environment_is_used(
+    api: FakeKubernetesAPI, launch_env: LaunchEnvironment, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, task_factory: Callable[..., Task],
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
+        "users": [{"name": "me", "user": {"token": "secret-token"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me"}}],
+    }))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    launcher = KubernetesLauncher(launch_env, poll_interval=0.05)  # no client given
+    try:
+        runner = launcher.launch(task_factory(command=["agent"]), SLOT, k8s_pool())
+        assert api.job(runner.handle or "", NS) is not None
+    finally:
+        launcher.close()
