@@ -248,3 +248,75 @@ def test_prometheus_scrapes_the_collector_through_the_api_server(
         check_queries_and_rules(prom)
     finally:
         server.stop()
+
+
+# --- a real Dispatcher: engine, local processes, its own HTTP API ------------------------------
+def test_prometheus_scrapes_a_running_dispatcher(
+    prometheus_factory: Callable[[str], Prometheus], tmp_path: Path,
+) -> None:
+    from necrocode.dispatcher.config import DispatcherConfig
+    from necrocode.dispatcher.core import DispatcherCore
+    from necrocode.dispatcher.models import (
+        AgentPool,
+        EventType,
+        PoolType,
+        Task,
+        Taskset,
+        TaskState,
+    )
+
+    config = DispatcherConfig(
+        registry_path=str(tmp_path / "reg" / "registry.db"), state_dir=str(tmp_path / "st"),
+        poll_interval=0.5, retry_max_attempts=2, retry_backoff_base=0.1, retry_jitter=0.0,
+        runner_stop_grace=0.5,
+        agent_pools=[AgentPool(name="local", type=PoolType.LOCAL_PROCESS, max_concurrency=2)],
+        skill_mapping={"default": ["local"]})
+    core = DispatcherCore(config)
+    core.start()
+    try:
+        assert core.api_url
+        prom = prometheus_factory(core.api_url.removeprefix("http://"))
+        nap = ["python3", "-c", "import time; time.sleep(0.3)"]
+        tasks = [
+            Task(id="1", title="true", command=["true"]),
+            Task(id="2", title="nap", command=nap, required_skill="py"),
+            Task(id="3", title="after 1", command=["true"], dependencies=["1"]),
+            Task(id="4", title="nap", command=nap),
+            Task(id="5", title="fails twice", command=["sh", "-c", "exit 3"]),
+        ]
+        core.submit(Taskset(name="scrape", tasks=tasks))
+
+        def finished() -> bool:
+            counts = core.registry.count_tasks(taskset="scrape")
+            return counts[TaskState.DONE] == 4 and counts[TaskState.FAILED] == 1
+
+        wait_for(finished, "the taskset to finish (4 done, 1 failed)")
+
+        def events(kind: EventType) -> int:
+            return len(core.registry.get_events(event_types=[kind]))
+
+        # every attempt is assigned and started: 4 tasks once, the failing one twice
+        wait_for(lambda: events(EventType.RUNNER_STARTED) == 6, "6 RunnerStarted events")
+        assigned, started = events(EventType.TASK_ASSIGNED), events(EventType.RUNNER_STARTED)
+        assert assigned == started == 6
+
+        wait_for(lambda: prom.scalar(
+            'sum(necrocode_dispatcher_assignments_total{job="necrocode-dispatcher"})') == assigned,
+            f"the assignments counter to reach {assigned} in Prometheus", timeout=90)
+        wait_for(lambda: prom.scalar("sum(necrocode_dispatcher_task_wait_seconds_count)")
+                 == started, f"the wait-time histogram count to reach {started}", timeout=90)
+        wait_for(lambda: prom.scalar(
+            'sum(necrocode_dispatcher_task_run_seconds_count{outcome="done"})') == 4,
+            "4 done runs in the run-time histogram")
+        assert prom.scalar('necrocode_dispatcher_failures_total{reason="exit_code"}') == 2
+        assert prom.scalar("necrocode_dispatcher_retries_total") == 1
+        assert prom.scalar('necrocode_dispatcher_pool_max_concurrency{pool="local"}') == 2
+        assert prom.scalar('necrocode_dispatcher_tasks{state="done"}') == 4
+        assert prom.scalar('up{job="necrocode-dispatcher"}') == 1
+        # the dict view says the same as the exposition Prometheus scraped
+        figures = core.metrics.get_metrics()
+        assert figures["assignments_total"]["local"] == assigned
+        assert figures["task_wait_seconds"]["count"] == started
+        check_queries_and_rules(prom)
+    finally:
+        core.stop(timeout=5)
