@@ -266,3 +266,26 @@ def test_fair_share_weights_hold_while_all_tenants_are_backlogged() -> None:
     expected = {"big": 0.25, "small": 0.25, "heavy": 0.5}
     for tenant, share in shares.items():
         assert abs(share - expected[tenant]) <= 0.05 * expected[tenant], shares
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**16), st.integers(1, 60), st.sampled_from(POLICIES),
+       st.sampled_from([0.0, 20.0]))
+def test_order_predicts_what_schedule_hands_out(seed: int, n: int, policy_name: str,
+                                                aging: float) -> None:
+    cfg = DispatcherConfig(
+        agent_pools=[AgentPool("p", max_concurrency=1000)], skill_mapping={},
+        max_global_concurrency=1000, priority_aging_seconds=aging,
+        fair_share_weights={"t0": 1, "t1": 1, "t2": 2},
+    )
+    rng = random.Random(seed)
+    q = TaskQueue()
+    for i in range(n):
+        q.enqueue(new_task(rng, i, 1000.0))
+    s = Scheduler(policy_name, cfg)
+    s.record_usage("t1", float(seed % 300), now=900.0)
+    predicted = [t.key for t in s.order(q, AgentPoolManager(cfg), now=1000.0)]
+    handed = [t.key for t, _ in s.schedule(q, AgentPoolManager(cfg), now=1000.0)]
+    assert handed == predicted[: len(handed)]
+    assert {t.key for t in q.tasks()} == set(predicted[len(handed):])  # only backoff left
+    assert all((t.next_attempt_at or 0.0) > 1000.0 for t in q.tasks())
