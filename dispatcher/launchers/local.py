@@ -126,8 +126,10 @@ class LocalProcessLauncher(RunnerLauncher):
     def launch(self, task: Task, slot: Slot, pool: AgentPool, *, attempt: int = 1) -> Runner:
         """Start the agent of ``task`` in ``slot``; raises RunnerLaunchError."""
         runner_id = runner_id_for(task, attempt)
+        cwd = Path(slot.slot_path).absolute()  # the agent and the wrapper see absolute paths
+        if str(cwd) != slot.slot_path:
+            slot = Slot(slot.slot_id, str(cwd), slot.repo, slot.branch)
         argv = agent_argv(task, slot, pool, runner_id, attempt)
-        cwd = Path(slot.slot_path)
         if not cwd.is_dir():
             raise RunnerLaunchError(
                 f"slot {slot.slot_id!r} of task {task.key!r}: directory {cwd} does not exist",
@@ -135,7 +137,7 @@ class LocalProcessLauncher(RunnerLauncher):
             )
         env = self._child_env(task, slot, pool, runner_id, attempt)
         self._check_executable(argv, cwd, env.get("PATH", os.defpath), task, pool)
-        adir = attempt_dir(self.env.runs_dir, task, attempt)
+        adir = attempt_dir(self.env.runs_dir.absolute(), task, attempt)
         try:
             try:
                 os.mkdir(adir)

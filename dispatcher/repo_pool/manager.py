@@ -65,7 +65,7 @@ class RepoPoolManager:
     ) -> None:
         if slots_per_repo < 1:
             raise ValueError(f"slots_per_repo must be >= 1, got {slots_per_repo}")
-        self.root = Path(state_dir) / "workspaces"
+        self.root = Path(state_dir).absolute() / "workspaces"
         self.slots_per_repo = slots_per_repo
         self.scratch_slots = scratch_slots  # None: as many as needed
         self.fetch_interval = fetch_interval

@@ -340,3 +340,22 @@ def test_uses_the_runner_id_the_engine_recorded(
     assert stale.runner_id != recorded and "-a3-" in stale.runner_id
     for r in (runner, stale):
         wait_exit(launcher, r)
+
+
+def test_relative_state_dir_gives_absolute_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exits: Exits
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rel-slot").mkdir()
+    env = LaunchEnvironment(api_url=None, token_for=lambda r: "", runs_dir=Path("state/runs"),
+                            on_exit=exits)
+    launcher = LocalProcessLauncher(env)
+    try:
+        runner = launcher.launch(py_task("import os; print(os.environ['NECROCODE_SLOT_PATH'])"),
+                                 Slot("scratch/0", "rel-slot"), POOL)
+        assert wait_exit(launcher, runner).exit_code == 0
+        assert Path(runner.attempt_dir or "").is_absolute()
+        assert read_exit_status(runner.attempt_dir or "") is not None  # not under the slot
+        assert str(tmp_path / "rel-slot") in Path(runner.log_path or "").read_text()
+    finally:
+        launcher.close()
