@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from necrocode.dispatcher.models import Task
 
 _ids = itertools.count(1)

@@ -185,10 +185,10 @@ class RunnerLauncher(ABC):
         """Whether the platform can take runners now, and why not."""
         return True, ""
 
-    def release(self, runner: Runner) -> None:
+    def release(self, runner: Runner) -> None:  # noqa: B027 - optional hook
         """Forget platform resources of a finished runner (remove the container, the Job)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Stop watcher threads and close clients."""
 
 
