@@ -7,7 +7,9 @@ them as ``extra`` fields, always under these three names::
     log.warning("launch failed: %s", err, extra=log_extra(task=task, pool=pool))
 
 ``task`` is the task key (``taskset/id``), ``runner`` the runner id, ``pool`` the pool name;
-:func:`log_extra` builds that dict from objects or strings. Any of them may be left out.
+:func:`log_extra` builds that dict from objects or strings. Any of them may be left out. A
+:class:`~.models.TaskEvent` passed as ``extra={"event": ev}`` fills the three from the event
+(``task_key``, ``runner_id``, ``pool``) and adds ``event_type``.
 
 ``setup_logging(level, fmt="json")`` writes every record as one JSON object per line with the
 keys ``ts`` (ISO 8601, UTC), ``level``, ``logger``, ``message``, ``task``, ``runner``, ``pool``
@@ -56,6 +58,18 @@ def _jsonable(value: Any) -> Any:
         return str(getattr(value, "value", value))
 
 
+def _context(record: logging.LogRecord) -> dict[str, Any]:
+    """task, runner, pool of a record (from ``extra`` fields, else from an ``event`` extra)."""
+    out: dict[str, Any] = {name: getattr(record, name, None) for name in CONTEXT_FIELDS}
+    event = getattr(record, "event", None)
+    if event is not None and hasattr(event, "event_type"):
+        for name, attr in (("task", "task_key"), ("runner", "runner_id"), ("pool", "pool")):
+            if out[name] is None:
+                out[name] = getattr(event, attr, None)
+        out["event_type"] = getattr(event.event_type, "value", str(event.event_type))
+    return out
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, always with ``task``, ``runner`` and ``pool`` keys."""
 
@@ -66,9 +80,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for name in CONTEXT_FIELDS:
-            data[name] = _jsonable(getattr(record, name, None))
+        for name, value in _context(record).items():
+            data[name] = _jsonable(value)
         for key, value in vars(record).items():
+            if key == "event" and "event_type" in data:
+                continue
             if key not in _STANDARD_ATTRS and key not in data and not key.startswith("_"):
                 data[key] = _jsonable(value)
         if record.exc_info:
@@ -86,8 +102,8 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        context = [f"{name}={getattr(record, name)}" for name in CONTEXT_FIELDS
-                   if getattr(record, name, None) is not None]
+        context = [f"{name}={value}" for name, value in _context(record).items()
+                   if name in CONTEXT_FIELDS and value is not None]
         if not context:
             return line
         head, sep, tail = line.partition("\n")  # keep tracebacks below the context

@@ -102,3 +102,19 @@ def test_log_extra_builds_the_convention_from_objects() -> None:
     assert log_extra(task=task, runner=runner, pool=AgentPool("docker")) == {
         "task": "chat/1.2", "runner": "r-9", "pool": "docker"}
     assert log_extra(task="a/1") == {"task": "a/1"}
+
+
+def test_an_event_extra_fills_the_context() -> None:
+    from necrocode.dispatcher.models import EventType, TaskEvent
+
+    out = io.StringIO()
+    setup_logging("INFO", fmt="json", stream=out)
+    ev = TaskEvent(EventType.RUNNER_STARTED, task_key="chat/1", runner_id="r-1", pool="local")
+    logging.getLogger("necrocode.dispatcher.events").info("runner started", extra={"event": ev})
+    data = json.loads(lines(out)[0])
+    assert (data["task"], data["runner"], data["pool"]) == ("chat/1", "r-1", "local")
+    assert data["event_type"] == "RunnerStarted" and "event" not in data
+    text = io.StringIO()
+    setup_logging("INFO", fmt="text", stream=text)
+    logging.getLogger("x").info("runner started", extra={"event": ev})
+    assert lines(text)[0].endswith("[task=chat/1 runner=r-1 pool=local]")
