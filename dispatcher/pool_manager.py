@@ -78,6 +78,7 @@ class AgentPoolManager:
         self.health_window = health_window
         self._clock = clock
         self._global_running = 0
+        self._held_in: dict[str, str] = {}  # task key -> pool holding its capacity
         self._route_cache: dict[str, tuple[_PoolState, ...]] = {}
         self._version = 0
 
@@ -243,14 +244,16 @@ class AgentPoolManager:
         with self._lock:
             st = self._state(pool_name)
             key = task.key
-            if key in st.holders:
+            other = self._held_in.get(key)
+            if other is not None:
                 raise DispatcherStateError(
-                    f"task {key!r} already holds capacity in pool {pool_name!r}; "
+                    f"task {key!r} already holds capacity in pool {other!r}; "
                     "release it before acquiring again"
                 )
             cpu_m = cpu_millis(task.resources.cpu)
             mem = task.resources.memory_mb
             st.holders[key] = (cpu_m, mem)
+            self._held_in[key] = st.pool.name
             st.running += 1
             st.cpu_m += cpu_m
             st.memory_mb += mem
@@ -264,12 +267,16 @@ class AgentPoolManager:
             key = task if isinstance(task, str) else task.key
             held = st.holders.pop(key, None)
             if held is None:
+                other = self._held_in.get(key)
+                where = f" (it holds capacity in pool {other!r})" if other else ""
                 log.warning(
-                    "release of task %s in pool %s ignored: it holds no capacity there",
+                    "release of task %s in pool %s ignored: it holds no capacity there%s",
                     key,
                     pool_name,
+                    where,
                 )
                 return False
+            del self._held_in[key]
             st.running -= 1
             st.cpu_m -= held[0]
             st.memory_mb -= held[1]
@@ -280,6 +287,10 @@ class AgentPoolManager:
     def holds(self, pool_name: str, key: str) -> bool:
         """True when task ``key`` holds capacity in ``pool_name``."""
         return key in self._state(pool_name).holders
+
+    def pool_of(self, key: str) -> str | None:
+        """The pool in which task ``key`` holds capacity, if any."""
+        return self._held_in.get(key)
 
     def holders(self, pool_name: str) -> list[str]:
         """Keys of the tasks holding capacity in ``pool_name``."""

@@ -129,9 +129,14 @@ def test_double_acquire_and_unknown_pool_are_refused() -> None:
     pm.acquire("local", task("1"))
     with pytest.raises(DispatcherStateError, match="already holds capacity"):
         pm.acquire("local", task("1"))
+    with pytest.raises(DispatcherStateError, match="in pool 'local'"):
+        pm.acquire("docker", task("1"))  # not in two pools at once either
     with pytest.raises(PoolNotFoundError, match="configured pools: docker, k8s, local"):
         pm.acquire("nope", task("2"))
     assert pm.holds("local", "default/1") and pm.holders("local") == ["default/1"]
+    assert pm.pool_of("default/1") == "local" and pm.pool_of("default/2") is None
+    assert pm.release("docker", "default/1") is False  # wrong pool: ignored, nothing changes
+    assert pm.release("local", "default/1") is True and pm.pool_of("default/1") is None
 
 
 def test_pool_status_matches_seed_fields() -> None:
