@@ -226,7 +226,8 @@ Examples:
 @click.option("--taskset", "taskset_name", metavar="NAME",
               help="Taskset name. Default: the spec folder (for tasks.md) or the file name.")
 @click.option("--parallel", is_flag=True,
-              help="Only sub-tasks before parents; independent items may run at once.")
+              help="Do not chain items in file order: only parents wait for their "
+                   "sub-tasks, the rest may run at once.")
 @click.option("--dry-run", is_flag=True, help="Parse and report, but write nothing.")
 @pass_state
 def import_kiro(state: CliState, file: str, taskset_name: str | None, parallel: bool,
@@ -260,14 +261,16 @@ Examples:
 """)
 @click.option("--state", "states", multiple=True, type=click.Choice(STATES),
               help="Only tasks in this state (repeat for several).")
-@click.option("--skill", help="Only tasks needing this skill.")
-@click.option("--taskset", help="Only tasks of this taskset.")
-@click.option("--tenant", help="Only tasks of this tenant.")
+@click.option("--skill", metavar="NAME", help="Only tasks needing this skill.")
+@click.option("--taskset", metavar="NAME", help="Only tasks of this taskset.")
+@click.option("--tenant", metavar="NAME", help="Only tasks of this tenant.")
 @click.option("--sort", type=click.Choice(["key", "priority", "updated"]), default="key",
               show_default=True, help="Order: by key, by priority (highest first), or by change.")
-@click.option("--limit", type=click.IntRange(min=1), help="Show at most this many tasks.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+              help="Show at most N tasks.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print a JSON array of tasks with the R1.2 field names.")
+              help="Print a JSON array of tasks (fields id, taskset, title, state, "
+                   "dependencies, required_skill, priority, ...).")
 @pass_state
 def tasks(state: CliState, states: tuple[str, ...], skill: str | None, taskset: str | None,
           tenant: str | None, sort: str, limit: int | None, as_json: bool) -> None:
@@ -363,10 +366,21 @@ def config() -> None:
     """Check or show the Dispatcher configuration."""
 
 
-@config.command("check")
-@click.argument("file", type=click.Path(dir_okay=False))
-def config_check(file: str) -> None:
-    """Check a config FILE: print OK and a summary, or every problem (exit 1)."""
+@config.command("check", epilog="""\b
+Examples:
+  necroui config check config/dispatcher.yaml
+  necroui --config my.yaml config check
+""")
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
+@pass_state
+def config_check(state: CliState, file: str | None) -> None:
+    """Check a config FILE: print OK and a summary, or every problem (exit 1).
+
+    FILE defaults to the one given with --config (or $NECROCODE_CONFIG).
+    """
+    file = file or state.config_path
+    if not file:
+        fail("no config file to check", "give FILE, or --config FILE before the command")
     cfg = load_config(file)
     policy = getattr(cfg.scheduling_policy, "value", cfg.scheduling_policy)
     click.echo(f"OK: {file}")
@@ -430,44 +444,7 @@ def status(state: CliState, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
-    _print_status(data)
-
-
-def _print_status(data: dict[str, Any]) -> None:
-    where = data.get("api_url") or data.get("registry_path") or ""
-    click.echo(f"dispatcher {data.get('state', 'unknown')}"
-               f"{' at ' + where if where else ''}, policy {data.get('policy', '-')}")
-    counters = data.get("counters") or {}
-    if counters:
-        parts = [f"{k} {counters[k]}" for k in
-                 ("total", "ready", "blocked", "running", "done", "failed", "cancelled")
-                 if k in counters]
-        click.echo("tasks: " + ", ".join(parts))
-    pools = data.get("pools") or []
-    if pools:
-        rows = [
-            (p.get("pool_name"), p.get("pool_type"),
-             f"{p.get('running')}/{p.get('max_concurrency')}",
-             "yes" if p.get("enabled", True) else "no",
-             "yes" if p.get("healthy", True) else f"no: {p.get('last_error') or ''}")
-            for p in pools
-        ]
-        console.print_table(console.make_table(
-            ["POOL", "TYPE", "RUNNING", "ENABLED", "HEALTHY"], rows))
-    running = data.get("running") or []
-    if running:
-        run_rows = [(r.get("key"), r.get("pool"), r.get("runner_id"), r.get("attempt"),
-                     console.since(r.get("started_at"))) for r in running]
-        console.print_table(console.make_table(
-            ["RUNNING", "POOL", "RUNNER", "TRY", "FOR"], run_rows))
-    queued = data.get("queued") or []
-    if queued:
-        queue_rows = [(q.get("position") or "-", q.get("key"), q.get("priority"),
-                       (q.get("pending") or {}).get("message", "")) for q in queued[:20]]
-        console.print_table(console.make_table(["#", "QUEUED", "PRI", "WHY"], queue_rows,
-                                               right=("#", "PRI")))
-        if len(queued) > 20:
-            click.echo(f"... and {len(queued) - 20} more queued")
+    console.print_status(data)
 
 
 @main.command(epilog="""\b
@@ -536,8 +513,10 @@ def registry_control(registry: Any, verb: str, payload: dict[str, Any]) -> str:
 
 
 @main.command(epilog="""\b
-Example:
+
+Examples:
   necroui priority chat-app/1.2 10
+  necroui priority chat-app/1.2 -- -5    a negative priority needs the --
 """)
 @click.argument("key")
 @click.argument("priority", type=int)

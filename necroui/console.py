@@ -80,3 +80,42 @@ def since(timestamp: float | None, now: float | None = None) -> str:
     if timestamp is None:
         return "-"
     return format_age((now if now is not None else time.time()) - timestamp)
+
+
+def _echo(text: str) -> None:
+    print(text, file=sys.stdout)
+
+
+def print_status(data: dict[str, Any]) -> None:
+    """Human summary of a dispatcher status dict (``Snapshot.to_dict()``)."""
+    where = data.get("api_url") or data.get("registry_path") or ""
+    _echo(f"dispatcher {data.get('state', 'unknown')}"
+          f"{' at ' + where if where else ''}, policy {data.get('policy', '-')}")
+    counters = data.get("counters") or {}
+    if counters:
+        parts = [f"{k} {counters[k]}" for k in
+                 ("total", "ready", "blocked", "running", "done", "failed", "cancelled")
+                 if k in counters]
+        _echo("tasks: " + ", ".join(parts))
+    pools = data.get("pools") or []
+    if pools:
+        rows = [
+            (p.get("pool_name"), p.get("pool_type"),
+             f"{p.get('running')}/{p.get('max_concurrency')}",
+             "yes" if p.get("enabled", True) else "no",
+             "yes" if p.get("healthy", True) else f"no: {p.get('last_error') or ''}")
+            for p in pools
+        ]
+        print_table(make_table(["POOL", "TYPE", "RUNNING", "ENABLED", "HEALTHY"], rows))
+    running = data.get("running") or []
+    if running:
+        run_rows = [(r.get("key"), r.get("pool"), r.get("runner_id"), r.get("attempt"),
+                     since(r.get("started_at"))) for r in running]
+        print_table(make_table(["RUNNING", "POOL", "RUNNER", "TRY", "FOR"], run_rows))
+    queued = data.get("queued") or []
+    if queued:
+        queue_rows = [(q.get("position") or "-", q.get("key"), q.get("priority"),
+                       (q.get("pending") or {}).get("message", "")) for q in queued[:20]]
+        print_table(make_table(["#", "QUEUED", "PRI", "WHY"], queue_rows, right=("#", "PRI")))
+        if len(queued) > 20:
+            _echo(f"... and {len(queued) - 20} more queued")

@@ -437,3 +437,17 @@ def test_every_command_has_help(env: dict[str, str], command: list[str]) -> None
 
 def test_version(env: dict[str, str]) -> None:
     assert "necroui, version" in run(env, "--version").output
+
+
+def test_config_check_defaults_to_global_config(env: dict[str, str]) -> None:
+    seed = str(ROOT / "config" / "dispatcher.yaml")
+    assert run(env, "--config", seed, "config", "check").output.startswith(f"OK: {seed}\n")
+    result = CliRunner().invoke(main, ["config", "check"], env=env)
+    assert result.exit_code == 1
+    assert "no config file to check" in result.stderr
+
+
+def test_negative_priority_after_double_dash(env: dict[str, str], tmp_path: Path,
+                                             no_remote: None) -> None:
+    run(env, "submit", write(tmp_path / "t.yaml", GOOD))
+    assert run(env, "priority", "chat/2", "--", "-5").output == "priority of chat/2: 0 -> -5\n"
