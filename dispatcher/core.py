@@ -233,7 +233,11 @@ class DispatcherCore(ControlMixin, RunnerMixin):
                 bind(snapshot_source=self.snapshot, pool_manager=self.pool_manager)
             except Exception:
                 logger.debug("metrics bind failed", exc_info=True)
-        self._state = "paused" if self._paused else "running"
+        self._state = "running"
+        now = time.time()  # first look at the registry before the thread: a true first snapshot
+        for task in self.task_monitor.poll_changes():
+            self._apply_change(task, now)
+        self._publish(now, force=True)
         self._registry_dirty = True
         self._engine_thread = threading.Thread(target=self._run, name="necrocode-engine",
                                                daemon=True)
