@@ -26,6 +26,7 @@ from typing import Any
 
 from . import pending as _pending
 from .config import DispatcherConfig
+from .errors import DispatcherStateError
 from .models import AgentPool, SchedulingPolicy, Task
 from .policies import Policy, make_policy, register_policy
 from .pool_manager import AgentPoolManager, cpu_millis
@@ -129,10 +130,16 @@ class Scheduler:
                     heapq.heappop(heap)
                 else:
                     task = index.take_head(group)
-                    pm.acquire(pool.name, task)
-                    policy.on_assigned(task, pool, now)
-                    self._state_version += 1
-                    decisions.append((task, pool))
+                    try:
+                        pm.acquire(pool.name, task)
+                    except DispatcherStateError as exc:
+                        # Queued while it still holds capacity: it runs already; drop it here
+                        # rather than lose the decisions of this round.
+                        log.error("task %s left the queue without a decision: %s", task.key, exc)
+                    else:
+                        policy.on_assigned(task, pool, now)
+                        self._state_version += 1
+                        decisions.append((task, pool))
                     head = index.head(group)
                     if head is None:
                         heapq.heappop(heap)

@@ -180,3 +180,14 @@ def test_fair_share_order_follows_usage() -> None:
     assert [t.id for t in s.order(q, pm, now=0.0)] == ["a1", "b1"]
     s.record_usage("a", 100.0, now=0.0)
     assert [t.id for t in s.order(q, pm, now=0.0)] == ["b1", "a1"]
+
+
+def test_a_queued_task_that_already_holds_capacity_is_dropped_not_fatal() -> None:
+    cfg = config()
+    pm = AgentPoolManager(cfg)
+    running = task(1)
+    pm.acquire("local", running)
+    q = queue_of(running, task(2))
+    out = Scheduler("fifo", cfg).schedule(q, pm)
+    assert [t.id for t, _ in out] == ["2"] and len(q) == 0
+    assert pm.get_pool_status("local").running == 2
