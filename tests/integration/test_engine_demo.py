@@ -220,3 +220,54 @@ def _no_leftover_agents(tmp_path: Path) -> Any:
             except ProcessLookupError:
                 continue
             os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_stops_gracefully_and_requeues(tmp_path: Path) -> None:
+    config = tmp_path / "dispatcher.yaml"
+    config.write_text("dispatcher:\n  graceful_shutdown_timeout: 0.5\n"
+                      "  runner_stop_grace: 0.5\n")
+    taskset = tmp_path / "slow.yaml"
+    taskset.write_text(
+        "taskset: slow\ntasks:\n" + "".join(
+            f'  - id: "s{i}"\n    title: slow {i}\n'
+            f'    command: ["python3", "-m", "necroui.demo.fake_agent", "--seconds", "60"]\n'
+            for i in range(2)))
+    env = child_env(tmp_path, 1.0)
+    base = [*necroui_cmd(), "--config", str(config)]
+    sub = subprocess.run([*base, "submit", str(taskset)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert sub.returncode == 0, sub.stdout + sub.stderr
+    registry = SQLiteRegistry(tmp_path / ".necrocode" / "registry.db")
+    try:
+        proc = subprocess.Popen([*base, "--no-tui"], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(lambda: registry.count_tasks()[TaskState.RUNNING] == 2, 60,
+                       "2 tasks running")
+            wait_until(lambda: (tmp_path / "trace.log").exists()
+                       and len((tmp_path / "trace.log").read_text().splitlines()) == 2, 30,
+                       "both agents started")
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 1, out[-2000:] + err[-2000:]
+        assert "not DONE" in out
+        tasks = registry.list_tasks()
+        assert all(t.state is TaskState.READY and t.attempts == 0 for t in tasks)
+        kinds = [e.event_type for e in registry.get_events()]
+        assert kinds.count(EventType.TASK_REQUEUED) == 2
+        assert kinds[-1] is EventType.DISPATCHER_STOPPED
+    finally:
+        registry.close()
+    pids = {int(line.split()[4]) for line in (tmp_path / "trace.log").read_text().splitlines()}
+    assert wait_until(lambda: all(not _alive(p) for p in pids), 10, "agents stopped")
+    assert_slots_released(tmp_path / ".necrocode")
+
+
+def _alive(pid: int) -> bool:
+    from necrocode.dispatcher.engine_api import pid_alive
+
+    return pid_alive(pid)
