@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,7 @@ def test_submit_creates_ready_and_blocked(registry: TaskRegistry, task_factory: 
     )
     assert result.created == ["chat/1.1", "chat/1.2"]
     assert result.ready == ["chat/1.1"]
+    assert gc.isenabled()  # paused while planning the submit, restored after
     assert states(registry) == {"chat/1.1": S.READY, "chat/1.2": S.BLOCKED}
     ready = registry.get_task("chat/1.1")
     assert ready.ready_at is not None and ready.taskset == "chat" and ready.tenant == "chat"
