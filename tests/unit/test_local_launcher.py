@@ -359,3 +359,20 @@ def test_relative_state_dir_gives_absolute_paths(
         assert str(tmp_path / "rel-slot") in Path(runner.log_path or "").read_text()
     finally:
         launcher.close()
+
+
+@pytest.mark.parametrize(
+    ("content", "code"),
+    [
+        ("", None),  # opened, not yet written: no status yet
+        ('{"exit_code": 1', None),  # partial write: no status yet
+        ('{"exit_code": 0, "source": "trampoline"}\n', 0),  # what the trampoline writes
+        ('{"exit_code": 2, "reason": "self-fenced", "source": "wrapper"}', 2),  # the wrapper's
+    ],
+)
+def test_read_exit_status_ignores_incomplete_files(
+    tmp_path: Path, content: str, code: int | None
+) -> None:
+    (tmp_path / EXIT_FILE).write_text(content)
+    status = read_exit_status(tmp_path)
+    assert (status.exit_code if status else None) == code
