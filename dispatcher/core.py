@@ -684,7 +684,7 @@ class DispatcherCore(ControlMixin, RunnerMixin):
         payload = dict(payload or {})
         if threading.current_thread() is self._engine_thread:
             return self._do_control(verb, payload)
-        if not self.is_running or self._stop_requested:
+        if not self.is_running:
             with self._control_lock:
                 return self._do_control(verb, payload)
         reply: Future[str] = Future()

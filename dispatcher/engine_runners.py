@@ -501,6 +501,20 @@ class RunnerMixin(EngineBase):
                 launcher.release(runner)
             except Exception:
                 logger.exception("could not stop orphan runner %s", runner.runner_id)
+        self._release_leaked_slots()
+
+    def _release_leaked_slots(self) -> None:
+        """Slots recorded in use by tasks that no live runner of ours serves (a crash between
+        slot allocation and launch, or a runner that ended while we were down)."""
+        try:
+            held = dict(self.repo_pool.assignments())
+        except Exception:
+            logger.debug("slot assignments unavailable", exc_info=True)
+            return
+        for slot_id, key in held.items():
+            if key not in self._by_task:
+                logger.info("releasing slot %s held by %s from an earlier run", slot_id, key)
+                self.repo_pool.release_slot(slot_id)
 
     def _adopt(self, task: Task, runner: Runner, launcher: RunnerLauncher,
                pool: AgentPool) -> None:

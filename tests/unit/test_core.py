@@ -292,3 +292,34 @@ def test_status_dict_and_offline_controls(tmp_path: Path) -> None:
     assert h.state("ts/o") is TaskState.CANCELLED
     assert "ready" in h.core.retry("ts/o")
     assert h.state("ts/o") is TaskState.READY
+
+
+def test_start_releases_slots_leaked_by_an_earlier_run(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.submit(Task(id="l", title="L"))
+    leaked = h.core.repo_pool.allocate_slot(h.registry.get_task("ts/l"))
+    assert leaked is not None and h.core.repo_pool.in_use_count() == 1
+    h.core.pause()  # nothing launches: only the cleanup can free the slot
+    h.core.start()
+    try:
+        assert h.core.repo_pool.in_use_count() == 0
+    finally:
+        h.core.stop(timeout=0.5)
+
+
+def test_control_while_draining_goes_through_the_engine(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.core.start()
+    h.submit(Task(id="d", title="D"), Task(id="e", title="E", dependencies=["d"]))
+    rid = h.runner_of("ts/d")
+    import threading
+
+    stopper = threading.Thread(target=h.core.stop, kwargs={"timeout": 5})
+    stopper.start()
+    wait_until(lambda: h.core.snapshot().state == "draining", 5, "draining")
+    assert h.core.set_priority("ts/e", 9) == "priority of ts/e: 0 -> 9"
+    h.launcher.finish(rid, 0)
+    stopper.join(10)
+    assert not stopper.is_alive()
+    assert h.state("ts/d") is TaskState.DONE
+    assert h.launcher.launch_for("ts/e") == []  # draining: nothing new starts
