@@ -46,11 +46,11 @@ from typing import Any
 import yaml
 
 from .config import DispatcherConfig
-from .config_loader import YamlDocument, dotted, locator, parse_yaml, type_name, yaml_error_problem
 from .errors import Problem, TasksetError
 from .graph import build_graph, cycle_text, find_cycles, parse_duration
 from .models import Resources, Task, Taskset, TaskState, task_key
 from .registry.base import SubmitResult, TaskRegistry
+from .yaml_source import YamlDocument, dotted, locator, parse_yaml, type_name, yaml_error_problem
 
 log = logging.getLogger(__name__)
 

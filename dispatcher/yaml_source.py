@@ -1,0 +1,121 @@
+"""YAML with line numbers, for error messages that name ``file:line`` and the dotted key.
+
+Used by the config loader and the taskset loader. :func:`parse_yaml` keeps, for every key and
+list item, the line it was written on, and the text of every scalar as written (so ``1.10``
+can stay ``"1.10"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .errors import Problem
+
+Path_ = tuple[str | int, ...]
+Locate = Callable[[Path_], str]
+
+
+@dataclass
+class YamlDocument:
+    """Parsed YAML with where each part came from.
+
+    ``lines`` maps a path (keys and list indexes) to the 1-based line of its key (or item);
+    ``raw`` maps the path of each scalar to its text as written (``1.10`` stays ``"1.10"``);
+    ``duplicates`` lists paths of mapping keys given twice, with their line.
+    """
+
+    value: Any
+    lines: dict[Path_, int] = field(default_factory=dict)
+    raw: dict[Path_, str] = field(default_factory=dict)
+    duplicates: list[tuple[Path_, int]] = field(default_factory=list)
+
+
+#: libyaml's parser when PyYAML was built with it (many times faster on big tasksets).
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def parse_yaml(text: str) -> YamlDocument:
+    """Parse one YAML document keeping line numbers; raises yaml.YAMLError on bad syntax."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        doc = YamlDocument(None)
+        if node is not None:
+            _index(node, (), doc)
+            doc.value = loader.construct_document(node)
+    finally:
+        loader.dispose()
+    return doc
+
+
+def yaml_error_problem(exc: yaml.YAMLError, source: str) -> Problem:
+    """A YAML syntax error as a Problem naming the line and column."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        loc = f"{source}:{mark.line + 1}" if mark else source
+        col = f" (column {mark.column + 1})" if mark else ""
+        what = " ".join(x for x in (exc.context, exc.problem) if x)
+        return Problem(loc, "", f"YAML syntax error{col}: {what}",
+                       "fix the indentation or quoting on that line")
+    return Problem(source, "", f"YAML error: {exc}")
+
+
+def _index(node: yaml.Node, path: Path_, doc: YamlDocument) -> None:
+    doc.lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            sub = (*path, key)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                doc.duplicates.append((sub, line))
+            seen.add(key)
+            doc.lines[sub] = line
+            _index(value_node, sub, doc)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index(item, (*path, i), doc)
+    elif isinstance(node, yaml.ScalarNode):
+        doc.raw[path] = str(node.value)
+
+
+def dotted(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def locator(source: str, lines: dict[Path_, int]) -> Locate:
+    def locate(path: Path_) -> str:
+        for n in range(len(path), -1, -1):
+            line = lines.get(path[:n])
+            if line is not None and (n > 0 or path == ()):
+                return f"{source}:{line}"
+        return source
+
+    return locate
+
+
+def type_name(value: Any) -> str:
+    """How a YAML user would call the type of ``value``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"the integer {value}"
+    if isinstance(value, float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
