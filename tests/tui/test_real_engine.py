@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.pilot import Pilot
-from textual.widgets import DataTable
-
 from necrocode.dispatcher.config import DispatcherConfig
 from necrocode.dispatcher.core import DispatcherCore
 from necrocode.dispatcher.launchers.fake import FakeLauncher
 from necrocode.dispatcher.models import AgentPool, PoolType, Task, Taskset, TaskState
 from necrocode.dispatcher.registry.memory import MemoryRegistry
+from textual.pilot import Pilot
+from textual.widgets import DataTable
+
 from necroui.app import NecroApp
 from necroui.widgets import DiffTable
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from necrocode.dispatcher.models import Task, TaskState
 from necroui_fakes import FakeEngine, demo_tasks
 from textual.widgets import Static
 from tui_helpers import make_app, plain, select, settle
 
-from necrocode.dispatcher.models import Task, TaskState
 from necroui.screens.detail import TaskDetailScreen
 from necroui.screens.graph import GraphScreen
 from necroui.screens.help import HelpScreen, bindings_table
