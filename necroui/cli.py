@@ -361,9 +361,10 @@ def _graph_tasks(state: CliState, name: str) -> list[Any]:
 Examples:
   necroui config check config/dispatcher.yaml
   necroui --config my.yaml config show
+  necroui config keys --markdown
 """)
 def config() -> None:
-    """Check or show the Dispatcher configuration."""
+    """Check, show or document the Dispatcher configuration."""
 
 
 @config.command("check", epilog="""\b
@@ -411,6 +412,23 @@ def config_show(state: CliState) -> None:
     source = state.config_path or "built-in defaults"
     click.echo(f"# effective configuration ({source})")
     click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+
+
+@config.command("keys", epilog="""\b
+Examples:
+  necroui config keys
+  necroui config keys --markdown > docs/config.md
+""")
+@click.option("--markdown", is_flag=True, help="Print a Markdown table (for documentation).")
+def config_keys(markdown: bool) -> None:
+    """List every config key with its type, default and meaning."""
+    from necrocode.dispatcher.config_reference import config_reference, reference_markdown
+
+    if markdown:
+        click.echo(reference_markdown(), nl=False)
+        return
+    rows = [(d.key, d.default, d.meaning) for d in config_reference()]
+    console.print_table(console.make_table(["KEY", "DEFAULT", "MEANING"], rows))
 
 
 # --- a running dispatcher ---------------------------------------------------------------------

@@ -420,7 +420,7 @@ def test_wrong_flags_exit_2(env: dict[str, str], args: list[str]) -> None:
     assert "Traceback" not in result.output
 
 
-COMMANDS = [[], ["submit"], ["import-kiro"], ["tasks"], ["graph"], ["config"],
+COMMANDS = [[], ["submit"], ["import-kiro"], ["tasks"], ["graph"], ["config"], ["config", "keys"],
             ["config", "check"], ["config", "show"], ["status"], ["metrics"], ["priority"],
             ["retry"], ["cancel"]]
 
@@ -451,3 +451,11 @@ def test_negative_priority_after_double_dash(env: dict[str, str], tmp_path: Path
                                              no_remote: None) -> None:
     run(env, "submit", write(tmp_path / "t.yaml", GOOD))
     assert run(env, "priority", "chat/2", "--", "-5").output == "priority of chat/2: 0 -> -5\n"
+
+
+def test_config_keys(env: dict[str, str]) -> None:
+    out = run(env, "config", "keys").output
+    assert "dispatcher.poll_interval" in out and "ui.keymap" in out
+    md = run(env, "config", "keys", "--markdown").output
+    assert md.startswith("| key | type | default | meaning |\n")
+    assert "| `dispatcher.heartbeat_timeout` | `float` | `60` |" in md

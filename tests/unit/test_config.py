@@ -175,3 +175,18 @@ def test_custom_policy_registered_by_name_loads() -> None:
     config = config_from_dict({"dispatcher": {"scheduling_policy": "newest-first"}})
     assert config.scheduling_policy == "newest-first"
     assert validate_config(config) == []
+
+
+def test_reference_documents_every_key() -> None:
+    from necrocode.dispatcher.config_reference import MEANINGS, config_reference
+
+    docs = config_reference()
+    keys = [d.key for d in docs]
+    assert [k.removeprefix("dispatcher.") for k in keys if k.startswith("dispatcher.")] == \
+        dispatcher_keys()
+    assert all(d.meaning for d in docs), [d.key for d in docs if not d.meaning]
+    assert set(MEANINGS) == set(keys)  # no stale entries either
+    by_key = {d.key: d for d in docs}
+    assert by_key["dispatcher.poll_interval"].default == "5"
+    assert by_key["dispatcher.scheduling_policy"].default == "priority"
+    assert by_key["agent_pools.NAME.type"].default == "local-process"
