@@ -81,7 +81,7 @@ def levels(g: nx.DiGraph) -> list[list[str]]:
     Raises DeadlockDetectedError when the graph has a cycle.
     """
     try:
-        return [sorted(gen, key=_natural_key) for gen in nx.topological_generations(g)]
+        return [sorted(gen, key=natural_key) for gen in nx.topological_generations(g)]
     except nx.NetworkXUnfeasible as exc:
         raise DeadlockDetectedError(find_cycles(g)) from exc
 
@@ -166,13 +166,13 @@ def _label(g: nx.DiGraph, node: str) -> str:
     return f"{task.id} {task.title}".strip()
 
 
-def _natural_key(key: str) -> list[Any]:
-    """Sort ``1.10`` after ``1.9``."""
+def natural_key(key: str) -> list[Any]:
+    """Sort key that puts ``1.10`` after ``1.9`` and ``t10`` after ``t9``."""
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", key)]
 
 
 def _nodes(g: nx.DiGraph) -> list[str]:
-    return sorted(g.nodes, key=_natural_key)
+    return sorted(g.nodes, key=natural_key)
 
 
 def _dot_quote(text: str) -> str:
@@ -187,7 +187,7 @@ def to_dot(g: nx.DiGraph, name: str = "tasks") -> str:
         state = _state(g, node)
         label = _dot_quote(_label(g, node))[:-1] + f'\\n[{state}]"'
         lines.append(f'  {_dot_quote(node)} [label={label}, fillcolor="{STATE_COLOURS[state]}"];')
-    for u, v in sorted(g.edges, key=lambda e: (_natural_key(e[0]), _natural_key(e[1]))):
+    for u, v in sorted(g.edges, key=lambda e: (natural_key(e[0]), natural_key(e[1]))):
         lines.append(f"  {_dot_quote(u)} -> {_dot_quote(v)};")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -203,7 +203,7 @@ def to_mermaid(g: nx.DiGraph) -> str:
     lines = ["flowchart LR"]
     for node, nid in ids.items():
         lines.append(f'  {nid}["{_mermaid_text(_label(g, node))}"]:::{_state(g, node)}')
-    for u, v in sorted(g.edges, key=lambda e: (_natural_key(e[0]), _natural_key(e[1]))):
+    for u, v in sorted(g.edges, key=lambda e: (natural_key(e[0]), natural_key(e[1]))):
         lines.append(f"  {ids[u]} --> {ids[v]}")
     for state, colour in STATE_COLOURS.items():
         lines.append(f"  classDef {state} fill:{colour},stroke:#555")
@@ -223,7 +223,7 @@ def render_text(g: nx.DiGraph) -> str:
         for node in level:
             task = g.nodes[node].get("task")
             title = task.title if task is not None else "(missing)"
-            deps = sorted(g.predecessors(node), key=_natural_key)
+            deps = sorted(g.predecessors(node), key=natural_key)
             after = f"  <- {', '.join(deps)}" if deps else ""
             out.append(f"  [{_state(g, node):9}] {node:{width}}  {title}{after}")
     path, total = critical_path(g)

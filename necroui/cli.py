@@ -279,9 +279,13 @@ def tasks(state: CliState, states: tuple[str, ...], skill: str | None, taskset: 
     try:
         found = registry.list_tasks(
             state=[TaskState(s) for s in states] or None, skill=skill, taskset=taskset,
-            tenant=tenant, order_by=sort, limit=limit)
+            tenant=tenant, order_by=sort, limit=None if sort == "key" else limit)
     finally:
         registry.close()
+    if sort == "key":
+        from necrocode.dispatcher.graph import natural_key
+
+        found = sorted(found, key=lambda t: natural_key(t.key))[:limit]  # 2 after 10
     if as_json:
         click.echo(json.dumps([t.to_dict() for t in found], indent=2))
         return

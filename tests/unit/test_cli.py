@@ -459,3 +459,10 @@ def test_config_keys(env: dict[str, str]) -> None:
     md = run(env, "config", "keys", "--markdown").output
     assert md.startswith("| key | type | default | meaning |\n")
     assert "| `dispatcher.heartbeat_timeout` | `float` | `60` |" in md
+
+
+def test_tasks_sorted_by_key_naturally(env: dict[str, str], tmp_path: Path) -> None:
+    items = "".join(f"  - {{id: '{i}', title: t{i}}}\n" for i in (10, 2, 1))
+    run(env, "submit", write(tmp_path / "t.yaml", "taskset: n\ntasks:\n" + items))
+    data = json.loads(run(env, "tasks", "--json", "--limit", "2").output)
+    assert [t["id"] for t in data] == ["1", "2"]
