@@ -347,11 +347,20 @@ class RunnerMixin(EngineBase):
 
     # --- liveness, timeouts, fencing -------------------------------------------------------
     def _check_liveness(self, now: float) -> None:
-        """Signs of life (log growth), task timeouts, lost heartbeats, stuck reporters."""
+        """Signs of life, task timeouts, lost heartbeats, stuck reporters.
+
+        A sign of life is a heartbeat over the API or a new line in the runner's log. Pools whose
+        agents stay silent for long may set ``config: {liveness: process}``: then a process that
+        is still alive (checked just before, by the exit poll) counts as a sign of life too, and
+        only the task's ``timeout`` catches a hang.
+        """
         grace = self.config.runner_stop_grace
         for rec in list(self._runners.values()):
             if rec.stopping:
                 continue
+            if (rec.pool.config or {}).get("liveness") == "process":
+                rec.last_sign = now
+                self.runner_monitor.touch(rec.runner_id, now)
             log_path = rec.runner.log_path
             if log_path:
                 try:

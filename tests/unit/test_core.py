@@ -323,3 +323,20 @@ def test_control_while_draining_goes_through_the_engine(tmp_path: Path) -> None:
     assert not stopper.is_alive()
     assert h.state("ts/d") is TaskState.DONE
     assert h.launcher.launch_for("ts/e") == []  # draining: nothing new starts
+
+
+def test_process_liveness_pool_is_not_judged_by_its_silence(tmp_path: Path) -> None:
+    pool = AgentPool(name="local", type=PoolType.LOCAL_PROCESS, max_concurrency=2,
+                     config={"liveness": "process"})
+    h = Harness(tmp_path, heartbeat_timeout=0.2, agent_pools=[pool])
+    h.core.start()
+    try:
+        h.submit(Task(id="quiet", title="Q"))
+        rid = h.runner_of("ts/quiet")
+        time.sleep(0.8)  # several heartbeat timeouts without a heartbeat or a log line
+        assert rid not in h.launcher.stops
+        assert h.state("ts/quiet") is TaskState.RUNNING
+        h.launcher.finish(rid, 0)
+        h.wait_state("ts/quiet", TaskState.DONE)
+    finally:
+        h.core.stop(timeout=0.5)
