@@ -358,6 +358,61 @@ def _graph_tasks(state: CliState, name: str) -> list[Any]:
         registry.close()
 
 
+@main.command(epilog="""\b
+Durations come from each task's 'estimate' (seconds, or '90s', '10m', '2h'); tasks
+without one count 1 s. Nothing is launched and nothing is written.
+
+\b
+Examples:
+  necroui plan tasks.yaml
+  necroui --config config/dispatcher.yaml plan tasks.yaml --timeline
+  necroui plan chat-app          a taskset already in the registry
+""")
+@click.argument("taskset")
+@click.option("--timeline", is_flag=True, help="Also list when and where each task would run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@pass_state
+def plan(state: CliState, taskset: str, timeline: bool, as_json: bool) -> None:
+    """Predict how a TASKSET would run: a dry run of the real scheduler on a virtual clock.
+
+    Prints the predicted makespan, each pool's utilisation, the critical path and the tasks
+    that could never run (with why). TASKSET is a file (.yaml or Kiro .md) or a taskset name
+    in the registry.
+    """
+    from dataclasses import asdict
+
+    from necrocode.dispatcher.planner import plan_tasks
+
+    found = _graph_tasks(state, taskset)
+    config = state.config()
+    result = plan_tasks(found, config)
+    if as_json:
+        click.echo(json.dumps(asdict(result), indent=2))
+        return
+    policy = getattr(config.scheduling_policy, "value", config.scheduling_policy)
+    done = f" ({result.already_done} already done)" if result.already_done else ""
+    click.echo(f"{taskset}: {len(found)} task(s){done}, policy {policy}, "
+               f"at most {config.max_global_concurrency} at once")
+    click.echo(f"predicted makespan: {console.format_age(result.makespan)} "
+               f"({result.makespan:g}s), at most {result.peak_running} running at once")
+    if result.critical_path:
+        click.echo(f"critical path: {console.format_age(result.critical_length)} "
+                   f"({' -> '.join(result.critical_path)})")
+    runners = {p.name: p.max_concurrency for p in config.agent_pools}
+    rows = [(name, runners.get(name, "-"), console.format_age(result.pool_busy.get(name, 0.0)),
+             f"{share:.0%}") for name, share in result.pool_utilisation.items()]
+    console.print_table(console.make_table(["POOL", "RUNNERS", "BUSY", "UTILISATION"], rows,
+                                           right=("RUNNERS", "BUSY", "UTILISATION")))
+    if timeline:
+        run_rows = [(r.key, r.pool, f"{r.start:g}", f"{r.end:g}") for r in result.runs]
+        console.print_table(console.make_table(["TASK", "POOL", "START", "END"], run_rows,
+                                               right=("START", "END")))
+    if result.never_run:
+        click.secho(f"{len(result.never_run)} task(s) would never run:", fg="yellow")
+        for key, why in sorted(result.never_run.items()):
+            click.echo(f"  {key}: {why}")
+
+
 # --- config ------------------------------------------------------------------------------------
 
 

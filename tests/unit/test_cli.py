@@ -422,7 +422,7 @@ def test_wrong_flags_exit_2(env: dict[str, str], args: list[str]) -> None:
 
 COMMANDS = [[], ["submit"], ["import-kiro"], ["tasks"], ["graph"], ["config"], ["config", "keys"],
             ["config", "check"], ["config", "show"], ["status"], ["metrics"], ["priority"],
-            ["retry"], ["cancel"]]
+            ["retry"], ["cancel"], ["plan"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "necroui")
@@ -466,3 +466,37 @@ def test_tasks_sorted_by_key_naturally(env: dict[str, str], tmp_path: Path) -> N
     run(env, "submit", write(tmp_path / "t.yaml", "taskset: n\ntasks:\n" + items))
     data = json.loads(run(env, "tasks", "--json", "--limit", "2").output)
     assert [t["id"] for t in data] == ["1", "2"]
+
+
+def test_plan(env: dict[str, str], tmp_path: Path) -> None:
+    path = write(tmp_path / "p.yaml", """\
+        taskset: p
+        tasks:
+          - {id: a, title: a, estimate: 60}
+          - {id: b, title: b, estimate: 2m, depends_on: [a]}
+          - {id: c, title: c, estimate: 30}
+        """)
+    result = run(env, "plan", path, "--timeline")
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0] == f"{path}: 3 task(s), policy priority, at most 10 at once"
+    assert lines[1] == "predicted makespan: 3m00s (180s), at most 2 running at once"
+    assert lines[2] == "critical path: 3m00s (p/a -> p/b)"
+    assert lines[3].split() == ["POOL", "RUNNERS", "BUSY", "UTILISATION"]
+    assert lines[4].split() == ["local", "4", "3m30s", "29%"]
+    assert tasks_in(env) == {}  # a dry run writes nothing
+    data = json.loads(run(env, "plan", path, "--json").output)
+    assert data["makespan"] == 180
+
+
+def test_plan_reports_tasks_that_never_run(env: dict[str, str], tmp_path: Path) -> None:
+    config = write(tmp_path / "c.yaml", """\
+        agent_pools:
+          one: {type: local-process, max_concurrency: 1}
+        skill_mapping:
+          db: [one]
+        """)
+    path = write(tmp_path / "p.yaml", "taskset: p\ntasks:\n  - {id: a, title: a, skill: ui}\n")
+    result = run(env, "--config", config, "plan", path)
+    assert "1 task(s) would never run:" in result.output
+    assert "  p/a: " in result.output
