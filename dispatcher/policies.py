@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import math
 import threading
+from collections import deque
 from collections.abc import Hashable, Sequence
 from typing import Any, ClassVar
 
@@ -85,6 +86,9 @@ class Policy:
     def on_assigned(self, task: Task, pool: AgentPool, now: float) -> None:
         """Called after ``task`` was placed in ``pool``."""
 
+    def on_released(self, task_key: str) -> None:
+        """The capacity held by ``task_key`` was released (its runner ended)."""
+
     def record_usage(self, tenant: str, runner_seconds: float, now: float) -> None:
         """A runner of ``tenant`` ended after ``runner_seconds`` (fair-share bookkeeping)."""
 
@@ -98,7 +102,9 @@ class Policy:
     def __deepcopy__(self, memo: dict[int, Any]) -> Policy:
         new = copy.copy(self)
         for attr, value in vars(self).items():
-            if attr == "config" or isinstance(value, type(threading.Lock())):
+            if attr == "config" or isinstance(
+                value, (type(threading.Lock()), type(threading.RLock()))
+            ):
                 continue
             setattr(new, attr, copy.deepcopy(value, memo))
         return new
@@ -171,18 +177,66 @@ class SkillBasedPolicy(PriorityPolicy):
         self._last = task.required_skill
 
 
+class _Running:
+    """One tenant's runners placed by this policy and not released yet.
+
+    Each counts ``max(entry_charge, now - start)`` runner-seconds. Runners younger than the
+    entry charge sit in ``young`` (assignment order, lazily cleaned); older ones are summed in
+    ``old_n``/``old_starts``, so the total is O(1) to read at any ``now``.
+    """
+
+    __slots__ = ("young", "young_live", "old", "old_n", "old_starts")
+
+    def __init__(self) -> None:
+        self.young: deque[tuple[float, str]] = deque()
+        self.young_live: dict[str, float] = {}
+        self.old: dict[str, float] = {}
+        self.old_n = 0
+        self.old_starts = 0.0
+
+    def add(self, key: str, start: float) -> None:
+        self.young.append((start, key))
+        self.young_live[key] = start
+
+    def remove(self, key: str) -> bool:
+        if self.young_live.pop(key, None) is not None:
+            return True
+        start = self.old.pop(key, None)
+        if start is None:
+            return False
+        self.old_n -= 1
+        self.old_starts -= start
+        if not self.old_n:
+            self.old_starts = 0.0  # no float drift once the tenant is idle
+        return True
+
+    def total(self, now: float, entry: float) -> float:
+        young = self.young
+        while young and now - young[0][0] >= entry:
+            start, key = young.popleft()
+            if self.young_live.pop(key, None) is not None:
+                self.old[key] = start
+                self.old_n += 1
+                self.old_starts += start
+        return self.old_n * now - self.old_starts + entry * len(self.young_live)
+
+
 class FairSharePolicy(PriorityPolicy):
     """Tenants share capacity in proportion to their weights (R11.3).
 
     The tenant with the lowest ``usage / weight`` that has a placeable task goes next; within a
-    tenant, priority then ready time. Usage is in runner-seconds (:meth:`record_usage`, called
-    when a runner ends) plus ``fair_share_entry_charge`` at each assignment, so a burst of new
-    tasks cannot jump ahead before its runners have used anything. Usage decays with a half-life
-    of ``fair_share_half_life`` seconds.
+    tenant, priority then ready time. A tenant's usage, in runner-seconds, is
 
-    Decay is the same factor for every tenant, so usage is stored scaled to a reference time:
-    ``stored = usage * 2 ** ((now - ref) / half_life)``; comparisons between tenants are then
-    independent of ``now``, and only a rare rebase touches every tenant.
+    - what its finished runners used (:meth:`record_usage`, called when a runner ends), decayed
+      with a half-life of ``fair_share_half_life`` seconds; plus
+    - for each of its runners still running, ``max(fair_share_entry_charge, seconds so far)``:
+      the charge at assignment means a burst of new tasks cannot jump ahead within one round,
+      and long runners count while they run, not only when they end.
+
+    Runners are followed from assignment until the pool manager releases them (the Scheduler
+    forwards releases to :meth:`on_released`). Decay is the same factor for every tenant, so
+    finished usage is stored scaled to a reference time,
+    ``stored = usage * 2 ** ((now - ref) / half_life)``, and rebased rarely.
     """
 
     name = "fair-share"
@@ -195,10 +249,12 @@ class FairSharePolicy(PriorityPolicy):
         self.weights = dict(cfg.fair_share_weights)
         self.default_weight = float(cfg.fair_share_default_weight) or 1.0
         self.half_life = float(cfg.fair_share_half_life)
-        self.entry_charge = float(cfg.fair_share_entry_charge)
+        self.entry_charge = max(0.0, float(cfg.fair_share_entry_charge))
         self._scaled: dict[str, float] = {}
         self._ref: float | None = None
-        self._lock = threading.Lock()
+        self._running: dict[str, _Running] = {}
+        self._tenant_of: dict[str, str] = {}  # running task key -> tenant
+        self._lock = threading.RLock()
 
     def partition(self, task: Task) -> Hashable:
         return task.tenant
@@ -221,35 +277,60 @@ class FairSharePolicy(PriorityPolicy):
         return math.pow(2.0, exponent)
 
     def charge(self, tenant: str, runner_seconds: float, now: float) -> None:
-        """Add ``runner_seconds`` of usage to ``tenant`` at ``now``."""
+        """Add ``runner_seconds`` of finished usage to ``tenant`` at ``now``."""
         with self._lock:
             self._scaled[tenant] = self._scaled.get(tenant, 0.0) + runner_seconds * self._factor(
                 now
             )
 
-    def usage(self, tenant: str, now: float) -> float:
-        """Decayed usage of ``tenant`` at ``now``, in runner-seconds."""
+    def running_usage(self, tenant: str, now: float) -> float:
+        """Runner-seconds counted for ``tenant``'s runners still running at ``now``."""
         with self._lock:
-            return self._scaled.get(tenant, 0.0) / self._factor(now)
+            running = self._running.get(tenant)
+            return 0.0 if running is None else running.total(now, self.entry_charge)
 
-    def share_key(self, tenant: str) -> float:
-        """Time-invariant comparison value: lower goes first."""
-        return self._scaled.get(tenant, 0.0) / self.weight(tenant)
+    def usage(self, tenant: str, now: float) -> float:
+        """Usage of ``tenant`` at ``now``: decayed finished usage plus running usage."""
+        with self._lock:
+            done = self._scaled.get(tenant, 0.0) / self._factor(now)
+            return done + self.running_usage(tenant, now)
 
     def pick_partition(self, candidates: Sequence[Hashable], now: float) -> Hashable:
-        scaled = self._scaled
-        best = None
-        best_v = 0.0
-        for tenant in candidates:
-            name = str(tenant)
-            v = scaled.get(name, 0.0) / self.weight(name)
-            if best is None or v < best_v or (v == best_v and str(tenant) < str(best)):
-                best, best_v = tenant, v
-        return best
+        with self._lock:
+            inv = 1.0 / self._factor(now)
+            scaled = self._scaled
+            running = self._running
+            entry = self.entry_charge
+            best = None
+            best_v = 0.0
+            for tenant in candidates:
+                name = str(tenant)
+                r = running.get(name)
+                used = scaled.get(name, 0.0) * inv + (0.0 if r is None else r.total(now, entry))
+                v = used / self.weight(name)
+                if best is None or v < best_v or (v == best_v and name < str(best)):
+                    best, best_v = tenant, v
+            return best
 
     def on_assigned(self, task: Task, pool: AgentPool, now: float) -> None:
-        if self.entry_charge:
-            self.charge(task.tenant, self.entry_charge, now)
+        with self._lock:
+            key = task.key
+            if key in self._tenant_of:
+                self.on_released(key)
+            running = self._running.get(task.tenant)
+            if running is None:
+                running = self._running[task.tenant] = _Running()
+            running.add(key, now)
+            self._tenant_of[key] = task.tenant
+
+    def on_released(self, task_key: str) -> None:
+        """The runner of ``task_key`` ended: stop counting it as running."""
+        with self._lock:
+            tenant = self._tenant_of.pop(task_key, None)
+            if tenant is not None:
+                running = self._running.get(tenant)
+                if running is not None:
+                    running.remove(task_key)
 
     def record_usage(self, tenant: str, runner_seconds: float, now: float) -> None:
         if runner_seconds > 0:

@@ -81,6 +81,7 @@ class AgentPoolManager:
         self._held_in: dict[str, str] = {}  # task key -> pool holding its capacity
         self._route_cache: dict[str, tuple[_PoolState, ...]] = {}
         self._version = 0
+        self._release_listeners: list[Callable[[str, str], None]] = []
 
     @property
     def version(self) -> int:
@@ -282,7 +283,18 @@ class AgentPoolManager:
             st.memory_mb -= held[1]
             self._global_running -= 1
             self._version += 1
+            for listener in self._release_listeners:
+                try:
+                    listener(st.pool.name, key)
+                except Exception:  # a listener must not break the accounting
+                    log.exception("release listener failed for task %s", key)
             return True
+
+    def add_release_listener(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(pool_name, task_key)`` after every successful release."""
+        with self._lock:
+            if listener not in self._release_listeners:
+                self._release_listeners.append(listener)
 
     def holds(self, pool_name: str, key: str) -> bool:
         """True when task ``key`` holds capacity in ``pool_name``."""

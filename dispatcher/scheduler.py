@@ -59,6 +59,7 @@ class Scheduler:
         self._never_checked: set[tuple[str, int, int]] = set()
         self._explain_cache: dict[tuple[str, int, int], Pending] = {}
         self._explain_stamp: tuple[int, int] = (0, -1)
+        self._watched: set[int] = set()  # pool managers that tell us of releases
         self._state_version = 0  # policy state (fair-share usage, rotation) changes
         self._order_cache: tuple[tuple[int, int, int], float | None, list[Task]] | None = None
         self._lock = threading.Lock()
@@ -109,6 +110,9 @@ class Scheduler:
         if limit is not None and limit <= 0:
             return decisions
         with task_queue.lock, self._lock:
+            if id(pm) not in self._watched:
+                pm.add_release_listener(self._released)
+                self._watched.add(id(pm))
             if not len(task_queue) or not pm.any_capacity():
                 return decisions
             index = self._index(task_queue, now)
@@ -277,6 +281,11 @@ class Scheduler:
         return found
 
     # --- fair share ----------------------------------------------------------------------------
+    def _released(self, pool_name: str, task_key: str) -> None:
+        if type(self.policy).on_released is not Policy.on_released:
+            self.policy.on_released(task_key)
+            self._state_version += 1
+
     def record_usage(self, tenant: str, runner_seconds: float, now: float | None = None) -> None:
         """A runner of ``tenant`` ended after ``runner_seconds`` (feeds fair-share usage)."""
         now = time.time() if now is None else now

@@ -172,3 +172,22 @@ def test_custom_time_dependent_policy_is_sorted_each_round() -> None:
     assert dispatch("deadline-test", tasks) == ["soon", "late"]
     config = cfg(scheduling_policy="deadline-test")
     assert isinstance(Scheduler(None, config).policy, Deadline)
+
+
+def test_fair_share_counts_running_runners_until_released() -> None:
+    config = cfg(fair_share_entry_charge=60.0, fair_share_half_life=0.0)
+    s = Scheduler("fair-share", config)
+    pm = AgentPoolManager(config)
+    q = TaskQueue()
+    q.enqueue(t("a1", tenant="a"))
+    q.enqueue(t("a2", tenant="a"))
+    (first, pool), (second, _) = s.schedule(q, pm, now=1000.0)
+    assert s.tenant_usage("a", 1000.0) == 120.0  # two runners, each at least the entry charge
+    assert s.tenant_usage("a", 1030.0) == 120.0  # younger than the charge: still 60 each
+    assert s.tenant_usage("a", 1100.0) == 200.0  # 100 s each now
+    pm.release(pool.name, first)  # the scheduler hears of releases from the pool manager
+    assert s.tenant_usage("a", 1100.0) == 100.0
+    s.record_usage("a", 100.0, now=1100.0)  # the engine reports the finished runner's time
+    assert s.tenant_usage("a", 1100.0) == 200.0
+    pm.release(pool.name, second)
+    assert s.tenant_usage("a", 1200.0) == 100.0

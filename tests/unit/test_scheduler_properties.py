@@ -19,6 +19,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from necrocode.dispatcher.config import DispatcherConfig
@@ -226,8 +227,13 @@ def test_random_workloads_respect_limits_and_order(w: dict[str, Any], policy_nam
         assert pm.global_running == oracle.total <= w["max_global"]
 
 
-def test_fair_share_weights_hold_while_all_tenants_are_backlogged() -> None:
-    """Weights 1:1:2, 10,000 / 100 / 100 tasks: capacity within 5% of 1:1:2."""
+def simulate_fair_share(durations: dict[str, tuple[float, float]], seed: int = 42
+                        ) -> dict[str, float]:
+    """Weights 1:1:2, 10,000 / 100 / 100 tasks, 8 runners, a virtual clock.
+
+    Returns each tenant's share of the runner-seconds used until the first tenant has nothing
+    left to queue (all three are backlogged until then).
+    """
     cfg = DispatcherConfig(
         agent_pools=[AgentPool("p", max_concurrency=8)],
         skill_mapping={"default": ["p"]},
@@ -237,7 +243,7 @@ def test_fair_share_weights_hold_while_all_tenants_are_backlogged() -> None:
         fair_share_half_life=3600.0,
         fair_share_entry_charge=60.0,
     )
-    rng = random.Random(42)
+    rng = random.Random(seed)
     q = TaskQueue()
     counts = {"big": 10_000, "small": 100, "heavy": 100}
     n = 0
@@ -249,23 +255,49 @@ def test_fair_share_weights_hold_while_all_tenants_are_backlogged() -> None:
     s = Scheduler(cfg.scheduling_policy, cfg)
     now = 0.0
     ends: list[tuple[float, int, Task, float]] = []
-    got = {t: 0.0 for t in counts}
+    runs: list[tuple[str, float, float]] = []
     left = dict(counts)
     while all(left.values()):
         for task, _pool in s.schedule(q, pm, now=now):
-            duration = rng.uniform(60.0, 180.0)
+            duration = rng.uniform(*durations[task.tenant])
             heapq.heappush(ends, (now + duration, n, task, duration))
+            runs.append((task.tenant, now, now + duration))
             n += 1
-            got[task.tenant] += duration
             left[task.tenant] -= 1
         now, _, done, ran = heapq.heappop(ends)
         pm.release("p", done)
         s.record_usage(done.tenant, ran, now)
-    total = sum(got.values())
-    shares = {t: got[t] / total for t in got}
-    expected = {"big": 0.25, "small": 0.25, "heavy": 0.5}
+    used = dict.fromkeys(counts, 0.0)
+    for tenant, start, end in runs:
+        used[tenant] += max(0.0, min(end, now) - start)
+    total = sum(used.values())
+    return {t: used[t] / total for t in used}
+
+
+EXPECTED = {"big": 0.25, "small": 0.25, "heavy": 0.5}
+
+
+def test_fair_share_weights_hold_while_all_tenants_are_backlogged() -> None:
+    """Weights 1:1:2, 10,000 / 100 / 100 tasks: capacity within 5% of 1:1:2."""
+    shares = simulate_fair_share({t: (60.0, 180.0) for t in EXPECTED})
     for tenant, share in shares.items():
-        assert abs(share - expected[tenant]) <= 0.05 * expected[tenant], shares
+        assert abs(share - EXPECTED[tenant]) <= 0.05 * EXPECTED[tenant], shares
+
+
+@pytest.mark.parametrize(
+    "durations",
+    [
+        {"big": (300.0, 600.0), "small": (30.0, 60.0), "heavy": (60.0, 180.0)},  # big runs long
+        {"big": (30.0, 60.0), "small": (300.0, 600.0), "heavy": (60.0, 180.0)},  # small runs long
+    ],
+)
+def test_fair_share_counts_runner_seconds_not_tasks(
+    durations: dict[str, tuple[float, float]],
+) -> None:
+    """Tenants whose tasks run 10x longer still get their weight's share of runner-seconds."""
+    shares = simulate_fair_share(durations)
+    for tenant, share in shares.items():
+        assert abs(share - EXPECTED[tenant]) <= 0.1 * EXPECTED[tenant], shares
 
 
 @settings(max_examples=30, deadline=None)
