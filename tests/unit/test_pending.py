@@ -41,8 +41,8 @@ def task(i: str = "1.3", skill: str = "database", cpu: float = 1.0, mem: int = 5
     return Task(id=i, taskset="chat", required_skill=skill, resources=Resources(cpu, mem), **kw)
 
 
-def filler(n: int, cpu: float = 1.0, mem: int = 512) -> list[Task]:
-    return [Task(id=f"f{i}", taskset="busy", resources=Resources(cpu, mem)) for i in range(n)]
+def filler(n: int, cpu: float = 1.0, mem: int = 512, name: str = "busy") -> list[Task]:
+    return [Task(id=f"f{i}", taskset=name, resources=Resources(cpu, mem)) for i in range(n)]
 
 
 def test_queued() -> None:
@@ -63,7 +63,7 @@ def test_every_mapped_pool_full_names_each() -> None:
     pm = pools(max_global_concurrency=100)
     for f in filler(4, cpu=0.5):
         pm.acquire("docker", f)
-    for f in filler(10, cpu=0.5):
+    for f in filler(10, cpu=0.5, name="busy-k8s"):
         pm.acquire("k8s", f)
     p = explain_placement(task(skill="backend"), pm)
     assert p.reason == PendingReason.POOL_FULL
