@@ -7,84 +7,29 @@ User mistakes (a bad config or taskset, an unknown task) print every problem on 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
-from necrocode.dispatcher.config import DispatcherConfig, load_config
-from necrocode.dispatcher.config_loader import config_to_dict, default_config
-from necrocode.dispatcher.errors import DispatcherError, ValidationError
+from necrocode.dispatcher.config import load_config
+from necrocode.dispatcher.config_loader import config_to_dict
 from necrocode.dispatcher.models import TaskState
 
 from . import console
+from .cli_common import (
+    CONFIG_ENV,
+    REGISTRY_ENV,
+    CliState,
+    NecroGroup,
+    fail,
+    pass_state,
+)
+from .cli_control import COMMANDS as CONTROL_COMMANDS
+from .cli_control import registry_control
 
-CONFIG_ENV = "NECROCODE_CONFIG"
-REGISTRY_ENV = "NECROCODE_REGISTRY"
 STATES = [s.value for s in TaskState]
 LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
 
-
-# --- shared state and error handling -----------------------------------------------------------
-
-
-@dataclass
-class CliState:
-    """Global options, with the config loaded on first use."""
-
-    config_path: str | None = None
-    registry: str | None = None
-    api_port: int | None = None
-    _config: DispatcherConfig | None = field(default=None, repr=False)
-
-    def config(self) -> DispatcherConfig:
-        """The config from --config / $NECROCODE_CONFIG, else the defaults (one local pool)."""
-        if self._config is None:
-            config = load_config(self.config_path) if self.config_path else default_config()
-            if self.registry:
-                config.registry_path = self.registry
-            if self.api_port is not None:
-                config.api_port = self.api_port
-            self._config = config
-        return self._config
-
-    def open_registry(self) -> Any:
-        """The Task Registry the config names (SQLite file, created if missing)."""
-        from necrocode.dispatcher.registry import open_registry
-
-        return open_registry(self.config().resolved_registry_path())
-
-
-def fail(message: str, hint: str = "") -> NoReturn:
-    """Print a user mistake on stderr and exit 1."""
-    click.secho(f"error: {message}", fg="red", err=True)
-    if hint:
-        click.echo(f"  hint: {hint}", err=True)
-    raise click.exceptions.Exit(1)
-
-
-def report_error(exc: DispatcherError) -> None:
-    """Print a DispatcherError: the title, then every problem on its own line."""
-    if isinstance(exc, ValidationError):
-        click.secho(f"error: {exc.title} ({len(exc.problems)} problem(s)):", fg="red", err=True)
-        for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
-    else:
-        click.secho(f"error: {exc}", fg="red", err=True)
-
-
-class NecroGroup(click.Group):
-    """A click group that turns every DispatcherError into a message and exit status 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except DispatcherError as exc:
-            report_error(exc)
-            raise click.exceptions.Exit(1) from None
-
-
-pass_state = click.make_pass_decorator(CliState)
 
 MAIN_EPILOG = """\b
 Examples:
@@ -92,6 +37,7 @@ Examples:
   necroui --no-tui --demo --until-done run the demo headless, exit when done
   necroui submit tasks.yaml            add or update a taskset
   necroui tasks --state ready          list tasks that may run now
+  necroui plan tasks.yaml              predict how long it will take
   necroui config check my.yaml         check a config file
 
 \b
@@ -373,11 +319,11 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @pass_state
 def plan(state: CliState, taskset: str, timeline: bool, as_json: bool) -> None:
-    """Predict how a TASKSET would run: a dry run of the real scheduler on a virtual clock.
+    """Predict how a TASKSET would run (dry run, nothing written).
 
-    Prints the predicted makespan, each pool's utilisation, the critical path and the tasks
-    that could never run (with why). TASKSET is a file (.yaml or Kiro .md) or a taskset name
-    in the registry.
+    Runs the real scheduler on a virtual clock and prints the predicted makespan, each
+    pool's utilisation, the critical path and the tasks that could never run (with why).
+    TASKSET is a file (.yaml or Kiro .md) or a taskset name in the registry.
     """
     from dataclasses import asdict
 
@@ -490,136 +436,7 @@ def config_keys(markdown: bool) -> None:
     console.print_table(console.make_table(["KEY", "DEFAULT", "MEANING"], rows))
 
 
-# --- a running dispatcher ---------------------------------------------------------------------
+for _command in CONTROL_COMMANDS:
+    main.add_command(_command)
 
-
-def _remote() -> Any:
-    """necroui.remote (status, metrics and control of a running dispatcher), or None."""
-    try:
-        import necroui.remote as remote
-    except ImportError as exc:
-        if exc.name != "necroui.remote":
-            raise
-        return None
-    return remote
-
-
-@main.command(epilog="""\b
-Examples:
-  necroui status
-  necroui status --json
-""")
-@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-@pass_state
-def status(state: CliState, as_json: bool) -> None:
-    """Show the state of the running Dispatcher (pools, queue, runners)."""
-    remote = _remote()
-    if remote is None:
-        fail("status needs necroui.remote, which this installation lacks",
-             "use `necroui tasks` to see the registry")
-    data = remote.fetch_status(state.config())
-    if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
-        return
-    console.print_status(data)
-
-
-@main.command(epilog="""\b
-Example:
-  necroui metrics | grep necrocode_queue
-""")
-@pass_state
-def metrics(state: CliState) -> None:
-    """Print the Prometheus metrics (of the running Dispatcher, else from the registry)."""
-    remote = _remote()
-    if remote is None:
-        fail("metrics needs necroui.remote, which this installation lacks")
-    click.echo(remote.fetch_metrics(state.config()), nl=False)
-
-
-def _control(state: CliState, verb: str, payload: dict[str, Any]) -> None:
-    remote = _remote()
-    if remote is not None:
-        message = remote.control(state.config(), verb, payload)
-    else:
-        # NOTE: until necroui.remote (ENGINE) lands, act on the registry directly.
-        registry = state.open_registry()
-        try:
-            message = registry_control(registry, verb, payload)
-        finally:
-            registry.close()
-    click.echo(message)
-
-
-def registry_control(registry: Any, verb: str, payload: dict[str, Any]) -> str:
-    """Apply priority / retry / cancel on the registry itself (no dispatcher running)."""
-    from necrocode.dispatcher.errors import DispatcherStateError
-    from necrocode.dispatcher.models import EventType, TaskEvent, split_key
-
-    key = str(payload["task"])
-    task = registry.get_task(key)
-    if verb == "priority":
-        new = int(payload["priority"])
-        registry.set_priority(key, new)
-        return f"priority of {key}: {task.priority} -> {new}"
-    if verb == "cancel":
-        if task.state.terminal:
-            raise DispatcherStateError(f"task {key!r} is already {task.state.value}; "
-                                       "only unfinished tasks can be cancelled")
-        registry.transition(key, TaskState.CANCELLED, expected=task.state,
-                            event=TaskEvent(EventType.TASK_CANCELLED, key,
-                                            message="cancelled from the command line"))
-        return f"cancelled {key} (was {task.state.value})"
-    if verb == "retry":
-        if task.state not in (TaskState.FAILED, TaskState.CANCELLED):
-            raise DispatcherStateError(f"task {key!r} is {task.state.value}; only failed or "
-                                       "cancelled tasks can be retried")
-        taskset, _ = split_key(key)
-        deps = registry.get_tasks(f"{taskset}/{d}" for d in task.dependencies)
-        waiting = [d for d in task.dependencies
-                   if deps.get(f"{taskset}/{d}") is None
-                   or deps[f"{taskset}/{d}"].state is not TaskState.DONE]
-        target = TaskState.BLOCKED if waiting else TaskState.READY
-        registry.transition(key, target, expected=task.state, attempts=0,
-                            next_attempt_at=None, last_error=None,
-                            event=TaskEvent(EventType.TASK_RETRIED, key,
-                                            message="retried from the command line"))
-        return f"retrying {key}: {target.value}" + (
-            f" (waits for {', '.join(waiting)})" if waiting else "")
-    raise click.UsageError(f"unknown control verb {verb!r}")
-
-
-@main.command(epilog="""\b
-
-Examples:
-  necroui priority chat-app/1.2 10
-  necroui priority chat-app/1.2 -- -5    a negative priority needs the --
-""")
-@click.argument("key")
-@click.argument("priority", type=int)
-@pass_state
-def priority(state: CliState, key: str, priority: int) -> None:
-    """Set the PRIORITY of task KEY (taskset/id); higher runs first."""
-    _control(state, "priority", {"task": key, "priority": priority})
-
-
-@main.command(epilog="""\b
-Example:
-  necroui retry chat-app/1.2
-""")
-@click.argument("key")
-@pass_state
-def retry(state: CliState, key: str) -> None:
-    """Run a FAILED or CANCELLED task KEY (taskset/id) again, with fresh attempts."""
-    _control(state, "retry", {"task": key})
-
-
-@main.command(epilog="""\b
-Example:
-  necroui cancel chat-app/1.2
-""")
-@click.argument("key")
-@pass_state
-def cancel(state: CliState, key: str) -> None:
-    """Cancel task KEY (taskset/id); a running agent is stopped by the Dispatcher."""
-    _control(state, "cancel", {"task": key})
+__all__ = ["main", "registry_control"]

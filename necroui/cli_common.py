@@ -1,0 +1,76 @@
+"""What every necroui command shares: global options, config loading, error reporting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import click
+from necrocode.dispatcher.config import DispatcherConfig, load_config
+from necrocode.dispatcher.config_loader import default_config
+from necrocode.dispatcher.errors import DispatcherError, ValidationError
+
+CONFIG_ENV = "NECROCODE_CONFIG"
+REGISTRY_ENV = "NECROCODE_REGISTRY"
+
+
+# --- shared state and error handling -----------------------------------------------------------
+
+
+@dataclass
+class CliState:
+    """Global options, with the config loaded on first use."""
+
+    config_path: str | None = None
+    registry: str | None = None
+    api_port: int | None = None
+    _config: DispatcherConfig | None = field(default=None, repr=False)
+
+    def config(self) -> DispatcherConfig:
+        """The config from --config / $NECROCODE_CONFIG, else the defaults (one local pool)."""
+        if self._config is None:
+            config = load_config(self.config_path) if self.config_path else default_config()
+            if self.registry:
+                config.registry_path = self.registry
+            if self.api_port is not None:
+                config.api_port = self.api_port
+            self._config = config
+        return self._config
+
+    def open_registry(self) -> Any:
+        """The Task Registry the config names (SQLite file, created if missing)."""
+        from necrocode.dispatcher.registry import open_registry
+
+        return open_registry(self.config().resolved_registry_path())
+
+
+def fail(message: str, hint: str = "") -> NoReturn:
+    """Print a user mistake on stderr and exit 1."""
+    click.secho(f"error: {message}", fg="red", err=True)
+    if hint:
+        click.echo(f"  hint: {hint}", err=True)
+    raise click.exceptions.Exit(1)
+
+
+def report_error(exc: DispatcherError) -> None:
+    """Print a DispatcherError: the title, then every problem on its own line."""
+    if isinstance(exc, ValidationError):
+        click.secho(f"error: {exc.title} ({len(exc.problems)} problem(s)):", fg="red", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+    else:
+        click.secho(f"error: {exc}", fg="red", err=True)
+
+
+class NecroGroup(click.Group):
+    """A click group that turns every DispatcherError into a message and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DispatcherError as exc:
+            report_error(exc)
+            raise click.exceptions.Exit(1) from None
+
+
+pass_state = click.make_pass_decorator(CliState)

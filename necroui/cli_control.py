@@ -1,0 +1,164 @@
+"""necroui commands for a running Dispatcher: status, metrics, priority, retry, cancel.
+
+They go through :mod:`necroui.remote` (the running Dispatcher's HTTP API, else the registry).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from necrocode.dispatcher.models import TaskState
+
+from . import console
+from .cli_common import CliState, fail, pass_state
+
+# --- a running dispatcher ---------------------------------------------------------------------
+
+
+def _remote() -> Any:
+    """necroui.remote (status, metrics and control of a running dispatcher), or None."""
+    try:
+        import necroui.remote as remote
+    except ImportError as exc:
+        if exc.name != "necroui.remote":
+            raise
+        return None
+    return remote
+
+
+@click.command(epilog="""\b
+Examples:
+  necroui status
+  necroui status --json
+""")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@pass_state
+def status(state: CliState, as_json: bool) -> None:
+    """Show the running Dispatcher's pools, queue and runners.
+
+    Without a running Dispatcher, the task counts of the registry.
+    """
+    remote = _remote()
+    if remote is None:
+        fail("status needs necroui.remote, which this installation lacks",
+             "use `necroui tasks` to see the registry")
+    data = remote.fetch_status(state.config())
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    console.print_status(data)
+
+
+@click.command(epilog="""\b
+Example:
+  necroui metrics | grep necrocode_queue
+""")
+@pass_state
+def metrics(state: CliState) -> None:
+    """Print the Prometheus metrics.
+
+    From the running Dispatcher, else computed from the registry.
+    """
+    remote = _remote()
+    if remote is None:
+        fail("metrics needs necroui.remote, which this installation lacks")
+    click.echo(remote.fetch_metrics(state.config()), nl=False)
+
+
+def _control(state: CliState, verb: str, payload: dict[str, Any]) -> None:
+    remote = _remote()
+    if remote is not None:
+        message = remote.control(state.config(), verb, payload)
+    else:
+        # NOTE: until necroui.remote (ENGINE) lands, act on the registry directly.
+        registry = state.open_registry()
+        try:
+            message = registry_control(registry, verb, payload)
+        finally:
+            registry.close()
+    click.echo(message)
+
+
+def registry_control(registry: Any, verb: str, payload: dict[str, Any]) -> str:
+    """Apply priority / retry / cancel on the registry itself (no dispatcher running)."""
+    from necrocode.dispatcher.errors import DispatcherStateError
+    from necrocode.dispatcher.models import EventType, TaskEvent, split_key
+
+    key = str(payload["task"])
+    task = registry.get_task(key)
+    if verb == "priority":
+        new = int(payload["priority"])
+        registry.set_priority(key, new)
+        return f"priority of {key}: {task.priority} -> {new}"
+    if verb == "cancel":
+        if task.state.terminal:
+            raise DispatcherStateError(f"task {key!r} is already {task.state.value}; "
+                                       "only unfinished tasks can be cancelled")
+        registry.transition(key, TaskState.CANCELLED, expected=task.state,
+                            event=TaskEvent(EventType.TASK_CANCELLED, key,
+                                            message="cancelled from the command line"))
+        return f"cancelled {key} (was {task.state.value})"
+    if verb == "retry":
+        if task.state not in (TaskState.FAILED, TaskState.CANCELLED):
+            raise DispatcherStateError(f"task {key!r} is {task.state.value}; only failed or "
+                                       "cancelled tasks can be retried")
+        taskset, _ = split_key(key)
+        deps = registry.get_tasks(f"{taskset}/{d}" for d in task.dependencies)
+        waiting = [d for d in task.dependencies
+                   if deps.get(f"{taskset}/{d}") is None
+                   or deps[f"{taskset}/{d}"].state is not TaskState.DONE]
+        target = TaskState.BLOCKED if waiting else TaskState.READY
+        registry.transition(key, target, expected=task.state, attempts=0,
+                            next_attempt_at=None, last_error=None,
+                            event=TaskEvent(EventType.TASK_RETRIED, key,
+                                            message="retried from the command line"))
+        return f"retrying {key}: {target.value}" + (
+            f" (waits for {', '.join(waiting)})" if waiting else "")
+    raise click.UsageError(f"unknown control verb {verb!r}")
+
+
+@click.command(epilog="""\b
+
+Examples:
+  necroui priority chat-app/1.2 10
+  necroui priority chat-app/1.2 -- -5    a negative priority needs the --
+""")
+@click.argument("key")
+@click.argument("priority", type=int)
+@pass_state
+def priority(state: CliState, key: str, priority: int) -> None:
+    """Set the PRIORITY of task KEY (taskset/id); higher runs first."""
+    _control(state, "priority", {"task": key, "priority": priority})
+
+
+@click.command(epilog="""\b
+Example:
+  necroui retry chat-app/1.2
+""")
+@click.argument("key")
+@pass_state
+def retry(state: CliState, key: str) -> None:
+    """Run a failed or cancelled task KEY (taskset/id) again.
+
+    Its attempts start from zero; it waits for its dependencies if they are not done.
+    """
+    _control(state, "retry", {"task": key})
+
+
+@click.command(epilog="""\b
+Example:
+  necroui cancel chat-app/1.2
+""")
+@click.argument("key")
+@pass_state
+def cancel(state: CliState, key: str) -> None:
+    """Cancel task KEY (taskset/id).
+
+    A running agent is stopped by the Dispatcher; the task can be retried later.
+    """
+    _control(state, "cancel", {"task": key})
+
+
+COMMANDS = [status, metrics, priority, retry, cancel]
