@@ -1,0 +1,65 @@
+"""The demo taskset, its config and its fake agent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from necrocode.dispatcher.config import DispatcherConfig
+from necrocode.dispatcher.graph import build_graph, find_cycles
+from necrocode.dispatcher.models import AgentPool
+from necrocode.dispatcher.tasksets import load_taskset_file
+
+from necroui.demo import demo_config, demo_taskset_path
+from necroui.demo.fake_agent import main as fake_agent
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_examples_copy_is_identical() -> None:
+    assert (REPO / "examples" / "tasksets" / "demo.yaml").read_bytes() == \
+        demo_taskset_path().read_bytes()
+
+
+def test_demo_taskset_shape() -> None:
+    taskset, warnings = load_taskset_file(demo_taskset_path())
+    assert warnings == []
+    assert len(taskset.tasks) == 30
+    assert {t.required_skill for t in taskset.tasks} == {"database", "backend", "frontend"}
+    assert find_cycles(build_graph(taskset.tasks)) == []
+    assert sum(1 for t in taskset.tasks if t.dependencies) >= 20
+    limit = DispatcherConfig().retry_max_attempts
+    for task in taskset.tasks:
+        assert task.command and task.command[:3] == ["python3", "-m", "necroui.demo.fake_agent"]
+        if "--fail-attempts" in task.command:
+            fails = task.command[task.command.index("--fail-attempts") + 1].split(",")
+            assert len(fails) < limit, f"{task.key} would never succeed"
+
+
+def test_demo_config_gives_default_setups_three_pools() -> None:
+    config = demo_config(DispatcherConfig())
+    assert [p.name for p in config.agent_pools] == ["database", "backend", "frontend"]
+    assert config.retry_backoff_base < 2
+    own = DispatcherConfig(agent_pools=[AgentPool(name="mine", max_concurrency=9)],
+                           skill_mapping={"default": ["mine"]}, retry_backoff_base=3.0)
+    kept = demo_config(own)
+    assert [p.name for p in kept.agent_pools] == ["mine"] and kept.retry_backoff_base == 3.0
+
+
+@pytest.mark.parametrize(("attempt", "fails", "code"), [
+    ("1", "1", 7),  # fails on the listed attempt with the given exit code
+    ("2", "1", 0),  # and succeeds on the retry
+    ("2", "1,2", 7),
+])
+def test_fake_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, attempt: str, fails: str,
+                    code: int) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NECROCODE_ATTEMPT", attempt)
+    monkeypatch.setenv("NECROCODE_TASK_CONTEXT", '{"task": "demo/x.1", "task_id": "x.1"}')
+    monkeypatch.setenv("NECROUI_DEMO_SPEED", "0")
+    monkeypatch.setenv("NECROUI_DEMO_TRACE", str(tmp_path / "trace"))
+    rc = fake_agent(["--seconds", "1", "--fail-attempts", fails, "--exit-code", "7"])
+    assert rc == code
+    assert (tmp_path / "x.1.txt").exists() is (code == 0)
+    kinds = [line.split()[0] for line in (tmp_path / "trace").read_text().splitlines()]
+    assert kinds == ["start", "end"]
