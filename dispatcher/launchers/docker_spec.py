@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import RunnerLaunchError
 from ..models import AgentPool, Slot, Task
@@ -80,7 +81,9 @@ class DockerPoolSettings:
     """The ``config:`` keys of a docker pool, with defaults."""
 
     image: str = DEFAULT_IMAGE
-    network: str | None = None  # network name or mode ("host", "bridge", "none", a network)
+    # network name or mode ("host", "bridge", "none", a user network); None: "host" when the
+    # runners must reach a Dispatcher API on the loopback address, else Docker's default
+    network: str | None = None
     mounts: tuple[MountSpec, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     mount_repo_pool: bool = False  # bind-mount the slot at /workspace
@@ -251,11 +254,19 @@ def build_container_spec(
         labels=labels,
         volumes=volumes,
         working_dir=workdir,
-        network_mode=settings.network,
+        network_mode=settings.network or _default_network(environment.get("NECROCODE_API_URL")),
         nano_cpus=int(math.floor(cpus * 1e9)) if cpus else None,
         mem_limit=mem_mb * 1024 * 1024 if mem_mb else None,
         user=settings.user,
     )
+
+
+def _default_network(api_url: str | None) -> str | None:
+    """Host networking when the API listens on loopback: nothing else can reach it."""
+    if not api_url:
+        return None
+    host = urlsplit(api_url).hostname or ""
+    return "host" if host in ("127.0.0.1", "localhost", "::1") else None
 
 
 def exit_reason(state: dict[str, Any], mem_limit_mb: int | None = None) -> tuple[int | None, str]:

@@ -133,6 +133,26 @@ def test_spec_without_wrapper_or_mounts(tmp_path: Path) -> None:
     assert spec.environment["NECROCODE_SLOT_PATH"] == "/host/slot"
 
 
+@pytest.mark.parametrize(
+    ("api_url", "config", "expected"),
+    [
+        ("http://127.0.0.1:8000", {}, "host"),  # loopback API: only host networking reaches it
+        ("http://localhost:8000", {}, "host"),
+        ("http://10.0.0.5:8000", {}, None),  # reachable address: Docker's default network
+        (None, {}, None),  # no API at all
+        ("http://127.0.0.1:8000", {"network": "agents"}, "agents"),  # the pool decides
+        ("http://127.0.0.1:8000", {"api_url": "http://host.docker.internal:8000"}, None),
+    ],
+)
+def test_default_network_follows_the_api_address(
+    tmp_path: Path, api_url: str | None, config: dict[str, str], expected: str | None
+) -> None:
+    pool = AgentPool(name="d", type=PoolType.DOCKER, config=config)
+    spec = build_container_spec(Task(id="1", command=["a"]), Slot("s", "/x"), pool, "r", 1,
+                                env(tmp_path, api_url), tmp_path)
+    assert spec.network_mode == expected
+
+
 def test_settings_refuse_bad_types() -> None:
     bad_env = AgentPool(name="d", type=PoolType.DOCKER, config={"env": 5})
     with pytest.raises(RunnerLaunchError, match=r"agent_pools\.d\.config\.env"):
