@@ -360,6 +360,9 @@ class RunnerMixin(EngineBase):
                 continue
             if (rec.pool.config or {}).get("liveness") == "process":
                 rec.last_sign = now
+                rec.rev += 1
+                self._changed.add(rec.key)
+                self._dirty = True
                 self.runner_monitor.touch(rec.runner_id, now)
             log_path = rec.runner.log_path
             if log_path:
@@ -370,8 +373,10 @@ class RunnerMixin(EngineBase):
                 if size != rec.log_size:
                     rec.log_size = size
                     rec.last_sign = now
+                    rec.rev += 1
                     self.runner_monitor.touch(rec.runner_id, now)
                     self._changed.add(rec.key)
+                    self._dirty = True
             timeout = self._known.get(rec.key, rec.task).timeout
             if timeout and now - rec.started_at > timeout:
                 self._fence(rec, "timeout", f"ran longer than its timeout of {timeout:g}s",
@@ -398,6 +403,9 @@ class RunnerMixin(EngineBase):
         rec.stopping = True
         rec.fence_outcome = outcome
         rec.fence_reason = reason
+        rec.state = RunnerState.CANCELLED if outcome in ("cancelled", "shutdown") \
+            else RunnerState.LOST if outcome in ("lost", "timeout", "orphan") else rec.state
+        rec.rev += 1
         self._changed.add(rec.key)
         self._dirty = True
         if event_type is not None:
