@@ -19,13 +19,14 @@ from .cli_common import CliState, fail, pass_state
 
 def _remote() -> Any:
     """necroui.remote (status, metrics and control of a running dispatcher), or None."""
+    import importlib
+
     try:
-        import necroui.remote as remote
+        return importlib.import_module("necroui.remote")
     except ImportError as exc:
         if exc.name != "necroui.remote":
             raise
         return None
-    return remote
 
 
 @click.command(epilog="""\b
