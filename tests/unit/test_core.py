@@ -340,3 +340,57 @@ def test_process_liveness_pool_is_not_judged_by_its_silence(tmp_path: Path) -> N
         h.wait_state("ts/quiet", TaskState.DONE)
     finally:
         h.core.stop(timeout=0.5)
+
+
+def test_deadlock_cycle_reported_once_with_snapshot(tmp_path: Path) -> None:
+    h = Harness(tmp_path, deadlock_check_interval=0.2)
+    # written by "another tool": the registry takes it, the engine must find the cycle
+    h.registry.submit_taskset(Taskset(name="cyc", tasks=[
+        Task(id="a", title="a", taskset="cyc", dependencies=["b"]),
+        Task(id="b", title="b", taskset="cyc", dependencies=["a"])]))
+    h.core.start()
+    try:
+        snap = wait_until(lambda: (s := h.core.snapshot()).deadlocks and s, 10, "deadlock view")
+        assert snap.deadlocks[0].kind == "cycle"
+        assert set(snap.deadlocks[0].tasks) == {"cyc/a", "cyc/b"}
+        wait_until(lambda: any(q.pending.reason.value == "deadlock"
+                               for q in h.core.snapshot().queued), 10, "deadlock reason")
+        time.sleep(0.5)  # a few more checks: still one event
+        kinds = [e.event_type for e in h.registry.get_events()]
+        assert kinds.count(EventType.DEADLOCK_DETECTED) == 1
+    finally:
+        h.core.stop(timeout=0.5)
+
+
+def test_retry_of_a_blocked_task_retries_its_failed_root(harness: Harness) -> None:
+    harness.submit(Task(id="root", title="R", max_attempts=1),
+                   Task(id="mid", title="M", dependencies=["root"]),
+                   Task(id="leaf", title="L", dependencies=["mid"]))
+    harness.launcher.finish(harness.runner_of("ts/root"), 1)
+    harness.wait_state("ts/root", TaskState.FAILED)
+    wait_until(lambda: any(q.key == "ts/leaf" and q.pending.reason.value == "blocked_by_failure"
+                           for q in harness.core.snapshot().queued), 10, "leaf blocked for good")
+    message = harness.core.retry("ts/leaf")
+    assert "ts/root" in message
+    relaunch = wait_until(lambda: len(harness.launcher.launch_for("ts/root")) == 2 and
+                          harness.launcher.launch_for("ts/root"), 10, "root relaunched")
+    assert harness.registry.get_task("ts/root").attempts == 0  # a fresh set of attempts
+    harness.launcher.finish(relaunch[-1].runner.runner_id, 0)
+    harness.launcher.finish(harness.runner_of("ts/mid"), 0)
+    harness.launcher.finish(harness.runner_of("ts/leaf"), 0)
+    harness.wait_state("ts/leaf", TaskState.DONE)
+
+
+def test_disabled_pool_takes_nothing_new(harness: Harness) -> None:
+    assert harness.core.set_pool_enabled("local", False).startswith("pool local disabled")
+    harness.submit(Task(id="w", title="W"))
+    wait_until(lambda: any(q.key == "ts/w" and q.pending.reason.value == "pool_disabled"
+                           for q in harness.core.snapshot().queued), 10, "pool disabled reason")
+    assert harness.launcher.launches == []
+    with pytest.raises(DispatcherError):
+        harness.core.set_pool_enabled("nope", True)
+    harness.core.set_pool_enabled("local", True)
+    harness.launcher.finish(harness.runner_of("ts/w"), 0)
+    harness.wait_state("ts/w", TaskState.DONE)
+    kinds = harness.events()
+    assert EventType.POOL_DISABLED in kinds and EventType.POOL_ENABLED in kinds
