@@ -246,6 +246,12 @@ def _pool_from_yaml(name: str, body: Any, locate: Locate, problems: list[Problem
                 and not Path(v).expanduser().is_absolute() else v)
             for k, v in cfg.items()
         }
+    resolved = kwargs.get("config")
+    template = resolved.get("job_template") if isinstance(resolved, dict) else None
+    if base_dir is not None and isinstance(template, str) and not Path(template).exists():
+        log.warning("%s: %s.config.job_template: %s does not exist; the pool's runners will "
+                    "fail to launch until it does", locate((*path, "config", "job_template")),
+                    dotted(path), template)
     return AgentPool(**kwargs)
 
 

@@ -190,3 +190,15 @@ def test_reference_documents_every_key() -> None:
     assert by_key["dispatcher.poll_interval"].default == "5"
     assert by_key["dispatcher.scheduling_policy"].default == "priority"
     assert by_key["agent_pools.NAME.type"].default == "local-process"
+
+
+def test_missing_job_template_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                           ) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("agent_pools:\n  k:\n    type: kubernetes\n"
+                    "    config: {namespace: ns, job_template: jobs/job.yaml}\n")
+    with caplog.at_level("WARNING"):
+        config = load_config(path)
+    assert config.agent_pools[0].config["job_template"] == str(tmp_path / "jobs" / "job.yaml")
+    assert f"{path}:4: agent_pools.k.config.job_template" in caplog.text
+    assert "does not exist" in caplog.text
