@@ -15,6 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input, Tab, Tabs
 
@@ -83,6 +84,7 @@ class MainScreen(Screen[None]):
         super().__init__(id="main")
         self.active_table_id = "running-table"
         self._snap: Snapshot | None = None
+        self._filter_timer: Timer | None = None
 
     @property
     def necro(self) -> NecroApp:
@@ -108,6 +110,7 @@ class MainScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.query_one(FilterInput).display = False
         for pid, label, _ in PANELS:
             self.query_one(f"#box-{pid}").border_title = label
         self._layout_for(self.size.width, self.size.height)
@@ -138,7 +141,11 @@ class MainScreen(Screen[None]):
         self.show_panel(pid)
         widget_id = dict((p, w) for p, _, w in PANELS)[pid]
         widget = self.query_one(f"#{widget_id}")
-        if not widget.has_focus and not isinstance(self.focused, Input):
+        # Follow a tab click only: never pull the focus out of the filter line (a programmatic
+        # tab change arrives later as a message, possibly after `/` focused the filter).
+        if self.wide or isinstance(self.focused, Input) or self.query_one(FilterInput).display:
+            return
+        if not widget.has_focus:
             widget.focus()
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
@@ -285,17 +292,27 @@ class MainScreen(Screen[None]):
     def action_filter(self) -> None:
         box = self.query_one(FilterInput)
         box.add_class("shown")
+        box.display = True  # inline, at once: focus() refuses a widget not displayed yet
         box.focus()
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
-        self.set_filter(event.value)
+        # Debounced: re-filtering 10k rows per keystroke would lag behind the typing.
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        value = event.value
+        self._filter_timer = self.set_timer(0.3, lambda: self.set_filter(value))
 
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+            self._filter_timer = None
+        self.set_filter(event.value)
         box = self.query_one(FilterInput)
         if not event.value:
             box.remove_class("shown")
+            box.display = False
             self.set_filter("")
         self.active_table.focus()
 
@@ -351,6 +368,8 @@ class MainScreen(Screen[None]):
             table.clear_marks()
             self._update_titles()
         elif table.filter_text:
-            self.query_one(FilterInput).value = ""
-            self.query_one(FilterInput).remove_class("shown")
+            box = self.query_one(FilterInput)
+            box.value = ""
+            box.remove_class("shown")
+            box.display = False
             self.set_filter("")

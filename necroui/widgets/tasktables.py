@@ -96,12 +96,12 @@ class RunningTable(DiffTable[RunningTaskView]):
     """Tasks with a live runner; heartbeat age coloured against the heartbeat timeout."""
 
     COLUMNS: ClassVar[tuple[Column, ...]] = (
-        Column("pool", "pool", width=10),
-        Column("runner", "runner", width=16),
-        Column("slot", "slot", width=10),
-        Column("att", "att", width=3),
+        Column("pool", "pool", width=9),
         Column("runtime", "runtime", width=7, lazy=True),
         Column("hb", "heartbeat", width=9, lazy=True),
+        Column("att", "att", width=3),
+        Column("runner", "runner", width=16),
+        Column("slot", "slot", width=10),
         Column("progress", "progress", width=30),
     )
     SORTS: ClassVar[dict[str, SortSpec]] = {
@@ -121,10 +121,10 @@ class RunningTable(DiffTable[RunningTaskView]):
 
     def static_cells(self, view: RunningTaskView) -> tuple[CellValue, ...]:
         return (
-            truncate(view.pool, 10),
+            truncate(view.pool, 9),
+            str(view.attempt),
             truncate(view.runner_id, 16),
             truncate(view.slot_id or "-", 10),
-            str(view.attempt),
             truncate(view.progress or "", 40),
         )
 
