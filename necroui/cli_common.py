@@ -41,7 +41,12 @@ class CliState:
         """The Task Registry the config names (SQLite file, created if missing)."""
         from necrocode.dispatcher.registry import open_registry
 
-        return open_registry(self.config().resolved_registry_path())
+        path = self.config().resolved_registry_path()
+        try:
+            return open_registry(path)
+        except OSError as exc:
+            fail(f"cannot open the registry {str(path)!r}: {exc.strerror or exc}",
+                 "check the path and its permissions (--registry / NECROCODE_REGISTRY)")
 
 
 def fail(message: str, hint: str = "") -> NoReturn:
@@ -70,6 +75,9 @@ class NecroGroup(click.Group):
             return super().invoke(ctx)
         except DispatcherError as exc:
             report_error(exc)
+            raise click.exceptions.Exit(1) from None
+        except OSError as exc:  # a file that cannot be read or written: say which, no traceback
+            click.secho(f"error: {exc}", fg="red", err=True)
             raise click.exceptions.Exit(1) from None
 
 

@@ -500,3 +500,13 @@ def test_plan_reports_tasks_that_never_run(env: dict[str, str], tmp_path: Path) 
     result = run(env, "--config", config, "plan", path)
     assert "1 task(s) would never run:" in result.output
     assert "  p/a: " in result.output
+
+
+def test_unusable_registry_path_is_a_message(env: dict[str, str], tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = CliRunner().invoke(main, ["--registry", str(blocker / "sub" / "r.db"), "tasks"],
+                                env=env)
+    assert result.exit_code == 1
+    assert "error: cannot open the registry" in result.stderr
+    assert "Traceback" not in result.output
