@@ -12,7 +12,10 @@ pool choice, no head-of-line blocking):
     fair-share the tenant.
 ``pick_partition(candidates, now)``
     Which partition places the next task, among those that have a placeable task now.
-    ``on_assigned(task, pool, now)`` is called after each decision.
+
+Hooks for policies with state: ``on_assigned(task, pool, now)`` after each decision,
+``on_released(task_key)`` when the pool manager releases a task's capacity, and
+``record_usage(tenant, runner_seconds, now)`` when the engine reports a finished runner.
 
 A custom policy is a subclass registered by name::
 
