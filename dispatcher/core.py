@@ -29,6 +29,7 @@ from .engine_api import (
     EngineApiHandler,
     load_or_create_admin_token,
     load_or_create_secret,
+    previous_api_port,
     read_dispatcher_info,
     remove_dispatcher_info,
     write_dispatcher_info,
@@ -211,6 +212,7 @@ class DispatcherCore(ControlMixin, RunnerMixin):
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self._state = "starting"
         self._stop_requested = False
+        self._leave_running = False
         self._drain_deadline = None
         self._crash = None
         self.events.replay()
@@ -273,7 +275,8 @@ class DispatcherCore(ControlMixin, RunnerMixin):
             except Exception:
                 logger.exception("API server stop failed")
             self._api_server = None
-        remove_dispatcher_info(self.state_dir)
+        if not self._leave_running:  # kept otherwise: the next start reuses the API port
+            remove_dispatcher_info(self.state_dir)
         for launcher in {id(v): v for v in self._launchers.values()}.values():
             try:
                 launcher.close()
@@ -292,9 +295,19 @@ class DispatcherCore(ControlMixin, RunnerMixin):
 
         self._secret = load_or_create_secret(self.state_dir)
         self.admin_token = load_or_create_admin_token(self.state_dir)
-        self._api_server = ApiServer(self.config.api_host, self.config.api_port,
-                                     EngineApiHandler(self), self._secret, self.admin_token)
-        self.api_url = self._api_server.start()
+        port = self.config.api_port
+        if not port:  # reuse the port of the previous run: adopted wrapped runners report there
+            port = previous_api_port(self.state_dir) or 0
+        try:
+            self._api_server = ApiServer(self.config.api_host, port, EngineApiHandler(self),
+                                         self._secret, self.admin_token)
+            self.api_url = self._api_server.start()
+        except OSError:
+            if port == self.config.api_port:
+                raise
+            self._api_server = ApiServer(self.config.api_host, 0, EngineApiHandler(self),
+                                         self._secret, self.admin_token)
+            self.api_url = self._api_server.start()
         write_dispatcher_info(self.state_dir, self.api_url, self.registry_label)
 
     def _token_for(self, runner_id: str) -> str:

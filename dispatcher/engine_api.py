@@ -146,6 +146,17 @@ def read_dispatcher_info(state_dir: Path) -> dict[str, Any] | None:
     return data
 
 
+def previous_api_port(state_dir: Path) -> int | None:
+    """Port of the API of the last Dispatcher that ran here (even a dead one), if recorded."""
+    try:
+        data = json.loads((state_dir / DISPATCHER_FILE).read_text(encoding="utf-8"))
+        url = str(data.get("url") or "")
+        port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    return port if 0 < port < 65536 else None
+
+
 def write_dispatcher_info(state_dir: Path, url: str, registry: str) -> None:
     write_json_atomic(state_dir / DISPATCHER_FILE, {
         "url": url, "pid": os.getpid(), "started_at": time.time(), "registry": registry,

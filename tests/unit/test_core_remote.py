@@ -154,3 +154,18 @@ def test_remote_without_a_dispatcher_uses_the_registry(tmp_path: Path) -> None:
     with pytest.raises(remote.NoDispatcherError):
         remote.control(config, "pause", {})
     assert "necrocode_dispatcher_" in remote.fetch_metrics(config)
+
+
+def test_restart_after_leave_running_reuses_the_api_port(tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    first = DispatcherCore(config)
+    first.start()
+    url = first.api_url
+    first.stop(timeout=0, leave_running=True)
+    second = DispatcherCore(config)
+    second.start()
+    try:
+        assert second.api_url == url  # wrapped runners left running still reach the dispatcher
+    finally:
+        second.stop(timeout=0)
+    assert remote.find_dispatcher(config) is None
