@@ -510,3 +510,12 @@ def test_unusable_registry_path_is_a_message(env: dict[str, str], tmp_path: Path
     assert result.exit_code == 1
     assert "error: cannot open the registry" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_cli_import_does_not_load_the_dashboard() -> None:
+    import subprocess
+
+    code = "import necroui.cli, sys; print('textual' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == "False"  # subcommands start fast, without Textual
