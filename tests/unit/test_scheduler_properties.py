@@ -7,7 +7,8 @@ its own counters:
 
 - no pool limit, quota or the global limit is ever exceeded;
 - every task is handed out at most once, only if queued and not in retry backoff;
-- the pool is the least utilised mapped pool that fits (ties by mapping order);
+- the pool is the least utilised mapped pool that fits (ties by mapping order), healthy pools
+  before unhealthy ones;
 - among the tasks placeable at that moment, the policy's order holds;
 - a round without a limit leaves no placeable task behind (work conserving).
 """
@@ -75,6 +76,8 @@ class Oracle:
         names = self.choices(pm, task)
         if not names:
             return None
+        healthy = [n for n in names if pm.is_healthy(n)]
+        names = healthy or names  # unhealthy pools only when no healthy one fits
         return min(names, key=lambda n: (self.running[n] / self.pools[n].max_concurrency,
                                          names.index(n)))
 
@@ -93,7 +96,7 @@ pool_st = st.builds(
 )
 
 op_st = st.tuples(st.sampled_from(
-    ["round", "round", "round", "done", "done", "done", "add", "prio", "rm", "tick"]),
+    ["round", "round", "round", "done", "done", "done", "add", "prio", "rm", "tick", "sick"]),
                   st.integers(0, 10_000))
 
 
@@ -219,6 +222,13 @@ def test_random_workloads_respect_limits_and_order(w: dict[str, Any], policy_nam
             q.remove(keys[arg % len(keys)])
         elif op == "tick":
             now += arg % 13
+        elif op == "sick":
+            name = sorted(pm.pools)[arg % len(pm.pools)]
+            if arg % 2:
+                for _ in range(3):
+                    pm.record_launch_error(name, "boom")
+            else:
+                pm.record_launch_success(name)
         for name in pm.pools:
             status = pm.get_pool_status(name)
             assert status.running == oracle.running[name]
