@@ -233,3 +233,20 @@ def test_runner_api_rejects_wrong_and_cross_runner_tokens(
     assert (state_dir / "admin.token").stat().st_mode & 0o777 == 0o600
     info = json.loads((state_dir / "dispatcher.json").read_text())
     assert info["url"] == core.api_url and info["pid"] == os.getpid()
+
+
+def test_wrapped_runner_heartbeats_keep_a_silent_agent_alive_and_report(
+        tmp_path: Path, engine: Callable[..., DispatcherCore]) -> None:
+    core = engine(heartbeat_timeout=1.0, heartbeat_interval=0.2)
+    wrapper = [sys.executable, "-m", "necrocode.dispatcher.agent_runner", "--"]
+    submit(core, Task(id="wrapped", title="silent but wrapped",
+                      command=[*wrapper, "sh", "-c", "sleep 2.5; exit 0"]))
+    beat = wait_until(lambda: [r for r in core.snapshot().running if r.key == "it/wrapped"
+                               and r.last_sign_of_life > r.started_at + 0.5], 20,
+                      "heartbeats reaching the engine")
+    assert beat
+    task = wait_until(lambda: (t := core.registry.get_task("it/wrapped")).state
+                      is TaskState.DONE and t, 30, "DONE")
+    assert task.attempts == 0
+    kinds = [e.event_type for e in core.registry.get_events(task_key="it/wrapped")]
+    assert EventType.RUNNER_LOST not in kinds
