@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from necrocode.dispatcher import graph as G
 from necrocode.dispatcher.errors import DeadlockDetectedError
 from necrocode.dispatcher.models import Task, TaskState
@@ -113,3 +115,32 @@ def test_render_text(diamond: list[Task]) -> None:
     assert text.splitlines()[0] == "level 1"
     assert "s/4  task 4  <- s/2, s/3" in text
     assert text.rstrip().endswith("critical path (72s): s/1 -> s/3 -> s/4")
+
+
+@st.composite
+def dags(draw: st.DrawFn) -> list[Task]:
+    n = draw(st.integers(min_value=1, max_value=25))
+    tasks = []
+    for i in range(n):
+        deps = draw(st.sets(st.integers(min_value=0, max_value=max(0, i - 1)), max_size=3))
+        deps = {d for d in deps if d < i}
+        seconds = draw(st.integers(min_value=0, max_value=50))
+        tasks.append(t(str(i), *[str(d) for d in sorted(deps)], estimated_duration=seconds))
+    return tasks
+
+
+@settings(max_examples=60, deadline=None)
+@given(dags())
+def test_levels_and_critical_path_properties(tasks: list[Task]) -> None:
+    g = G.build_graph(tasks)
+    level_of = {k: i for i, level in enumerate(G.levels(g)) for k in level}
+    assert set(level_of) == set(g.nodes)
+    assert all(level_of[u] < level_of[v] for u, v in g.edges)  # dependencies come first
+    path, total = G.critical_path(g)
+    assert all(g.has_edge(a, b) for a, b in zip(path, path[1:], strict=False))
+    assert total == sum(G.estimated_duration(g.nodes[k]["task"]) for k in path)
+    longest: dict[str, float] = {}
+    for k in (n for level in G.levels(g) for n in level):  # brute force longest chain
+        own = G.estimated_duration(g.nodes[k]["task"])
+        longest[k] = own + max((longest[p] for p in g.predecessors(k)), default=0.0)
+    assert total == max(longest.values())
