@@ -85,6 +85,15 @@ def main(ctx: click.Context, config_path: str | None, registry: str | None, log_
     if ctx.invoked_subcommand is not None:
         _setup_logging(log_level, log_format)
         return
+    if not no_tui:
+        headless_only = [flag for flag, on in (("--json", json_lines),
+                                               ("--until-done", until_done)) if on]
+        if headless_only:
+            verb = "applies" if len(headless_only) == 1 else "apply"
+            raise click.UsageError(f"{' and '.join(headless_only)} {verb} to headless runs: "
+                                   "add --no-tui")
+    elif read_only:
+        raise click.UsageError("--read-only applies to the dashboard: drop --no-tui")
     config = state.config()
     if no_tui:
         _setup_logging(log_level, log_format)

@@ -519,3 +519,14 @@ def test_cli_import_does_not_load_the_dashboard() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.strip() == "False"  # subcommands start fast, without Textual
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--until-done"], "--until-done applies to headless runs: add --no-tui"),
+    (["--json", "--until-done"], "--json and --until-done apply to headless runs"),
+    (["--no-tui", "--read-only"], "--read-only applies to the dashboard"),
+])
+def test_mode_flags_that_do_not_fit(env: dict[str, str], args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 2
+    assert message in result.stderr
