@@ -145,7 +145,7 @@ def run_headless(
         if signals.count:
             emit({"type": "info", "message": "signal received: stopping"},
                  "signal received: stopping (again to stop at once)")
-        _stop(core, config, signals, registry, emit, seq)
+        seq = _stop(core, config, signals, registry, emit, seq)
         seq = _print_events(registry, seq, emit)
     except DispatcherError as exc:
         emit({"type": "error", "message": str(exc)}, f"error: {exc}")
@@ -163,8 +163,9 @@ def run_headless(
 
 
 def _stop(core: Any, config: DispatcherConfig, signals: _Signals, registry: Any,
-          emit: Callable[[dict[str, Any], str], None], seq: int) -> None:
-    """Graceful stop in a thread, so that a second signal can cut the wait short."""
+          emit: Callable[[dict[str, Any], str], None], seq: int) -> int:
+    """Graceful stop in a thread, so that a second signal can cut the wait short; returns the
+    last event sequence printed."""
     done = threading.Event()
 
     def work() -> None:
@@ -184,6 +185,7 @@ def _stop(core: Any, config: DispatcherConfig, signals: _Signals, registry: Any,
                  "second signal: stopping runners now")
             core._post(_stop_now_command())
     thread.join()
+    return seq
 
 
 def _stop_now_command() -> Any:

@@ -169,3 +169,15 @@ def test_restart_after_leave_running_reuses_the_api_port(tmp_path: Path) -> None
     finally:
         second.stop(timeout=0)
     assert remote.find_dispatcher(config) is None
+
+
+def test_headless_prints_each_event_once(tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    submit(config, Task(id="one", title="one", command=["true"]))
+    out = io.StringIO()
+    assert run_headless(config, until_done=True, json_lines=True, out=out) == 0
+    seqs = [r["seq"] for r in map(json.loads, out.getvalue().splitlines())
+            if r.get("type") == "event"]
+    assert len(seqs) == len(set(seqs))
+    assert any(r.get("event_type") == "DispatcherStopped"
+               for r in map(json.loads, out.getvalue().splitlines()))
