@@ -141,6 +141,7 @@ class DispatcherCore(ControlMixin, RunnerMixin):
         self._finished_keys = deque(maxlen=2000)
         self._flagged_exits = set()
         self._pending_events = []
+        self._deferred = []
         self._deadlocks = ()
         self._deadlocked_keys = set()
         self._last_pool = {}
@@ -476,11 +477,15 @@ class DispatcherCore(ControlMixin, RunnerMixin):
             deadline = min(deadline, self._next_snapshot_at)
         if self._drain_deadline is not None:
             deadline = min(deadline, self._drain_deadline)
+        if self._deferred:  # registry writes to try again
+            deadline = min(deadline, now + 0.5)
         deadline = min(deadline, self._next_deadlock_check, self._next_throughput_roll())
         return deadline
 
     def _iterate(self, now: float) -> None:
         self._roll_throughput(now)
+        if self._deferred:
+            self._run_deferred()
         if self._registry_dirty or now >= self._next_poll:
             self._registry_dirty = False
             self._next_poll = now + max(0.05, float(self.config.poll_interval))

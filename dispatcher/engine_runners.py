@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .engine_state import Command, EngineBase, RunnerRecord
@@ -111,12 +111,15 @@ class RunnerMixin(EngineBase):
                 runner_id=runner_id, assigned_slot=slot.slot_id, reserved_branch=slot.branch,
                 started_at=now, next_attempt_at=None,
             )
-        except (InvalidTransitionError, TaskNotFoundError) as exc:
-            logger.info("not launching %s: %s", key, exc)
+        except Exception as exc:
+            refused = isinstance(exc, InvalidTransitionError | TaskNotFoundError)
+            (logger.info if refused else logger.error)("not launching %s: %s", key, exc)
             self.repo_pool.release_slot(slot.slot_id)
             self.pool_manager.release(pool.name, task)
             self._sched_dirty = True
             self._registry_dirty = True
+            if not refused:  # the registry failed: the task is still READY there, offer it again
+                self._enqueue(task)
             return False
         self._set_known(running)
         self._last_pool[key] = pool.name
@@ -199,42 +202,68 @@ class RunnerMixin(EngineBase):
             retry = False
         self._metric("record_failure", reason)
         clear = {"runner_id": None} if current is TaskState.RUNNING else {}
-        try:
-            if retry:
-                at = float(self.retry_manager.next_attempt_at(spent, now))
-                event = TaskEvent(
-                    event_type=EventType.TASK_RETRIED, task_key=key, timestamp=now,
-                    message=f"attempt {attempts} failed ({message}); retry at {_clock(at)}",
-                    details={"attempt": attempts, "next_attempt_at": at,
-                             "exit_code": exit_code, "reason": reason},
-                )
-                if current is TaskState.READY:
-                    new = self.events.update(key, event=event, attempts=attempts,
-                                             next_attempt_at=at, last_error=message)
-                else:
-                    new = self.events.transition(
-                        key, TaskState.READY, expected=current, event=event, attempts=attempts,
-                        next_attempt_at=at, last_error=message, finished_at=now, **clear)
-                self._counters["retried"] += 1
-                self._metric("record_retry", new)
+        write: Callable[[], Task]
+        if retry:
+            at = float(self.retry_manager.next_attempt_at(spent, now))
+            event = TaskEvent(
+                event_type=EventType.TASK_RETRIED, task_key=key, timestamp=now,
+                message=f"attempt {attempts} failed ({message}); retry at {_clock(at)}",
+                details={"attempt": attempts, "next_attempt_at": at,
+                         "exit_code": exit_code, "reason": reason},
+            )
+            if current is TaskState.READY:
+                def write() -> Task:
+                    return self.events.update(key, event=event, attempts=attempts,
+                                              next_attempt_at=at, last_error=message)
             else:
-                why = "not retryable" if not retryable or attempts < self._max_attempts(spent) \
-                    else f"after {attempts} attempt(s)"
-                event = TaskEvent(
-                    event_type=EventType.TASK_FAILED, task_key=key, timestamp=now,
-                    message=f"failed {why}: {message}",
-                    details={"attempts": attempts, "exit_code": exit_code, "reason": reason},
-                )
-                new = self.events.transition(
-                    key, TaskState.FAILED, expected=current, event=event, attempts=attempts,
+                def write() -> Task:
+                    return self.events.transition(
+                        key, TaskState.READY, expected=current, event=event,
+                        attempts=attempts, next_attempt_at=at, last_error=message,
+                        finished_at=now, **clear)
+            self._counters["retried"] += 1
+            self._metric("record_retry", spent)
+        else:
+            why = "not retryable" if not retryable or attempts < self._max_attempts(spent) \
+                else f"after {attempts} attempt(s)"
+            failed = TaskEvent(
+                event_type=EventType.TASK_FAILED, task_key=key, timestamp=now,
+                message=f"failed {why}: {message}",
+                details={"attempts": attempts, "exit_code": exit_code, "reason": reason},
+            )
+
+            def write() -> Task:
+                return self.events.transition(
+                    key, TaskState.FAILED, expected=current, event=failed, attempts=attempts,
                     last_error=message, finished_at=now, next_attempt_at=None, **clear)
+        return self._registry_write(f"recording the failure of {key}", write)
+
+    def _registry_write(self, what: str, write: Callable[[], Task]) -> Task | None:
+        """Run one registry write that settles a task and note its result.
+
+        A refusal (the task moved on, or is gone) is logged and dropped. Any other failure (a
+        locked or unreachable registry) is kept and tried again on the next iterations, so a
+        settlement is never lost and the task never stays RUNNING without a runner.
+        """
+        try:
+            task = write()
         except (InvalidTransitionError, TaskNotFoundError) as exc:
-            logger.warning("could not record the failure of %s: %s", key, exc)
+            logger.warning("%s refused: %s", what, exc)
             self._registry_dirty = True
             return None
-        self._set_known(new)
+        except Exception as exc:
+            logger.error("%s failed (%s); will try again", what, exc)
+            self._deferred.append((what, write))
+            return None
+        self._set_known(task)
         self._registry_dirty = True
-        return new
+        return task
+
+    def _run_deferred(self) -> None:
+        """Try again the registry writes that failed earlier (oldest first)."""
+        pending, self._deferred = self._deferred, []
+        for what, write in pending:
+            self._registry_write(what, write)
 
     def _max_attempts(self, task: Task) -> int:
         try:
@@ -274,17 +303,12 @@ class RunnerMixin(EngineBase):
             event = TaskEvent(event_type=EventType.RUNNER_COMPLETED,
                               message=f"exited 0 after {duration:.1f}s",
                               details={"exit_code": 0, "attempt": rec.attempt}, **common)
-            try:
-                done = self.events.transition(rec.key, TaskState.DONE, expected=TaskState.RUNNING,
-                                              event=event, finished_at=now, last_error=None,
-                                              next_attempt_at=None)
-            except (InvalidTransitionError, TaskNotFoundError) as exc:
-                logger.warning("completion of %s not recorded: %s", rec.key, exc)
-                self._registry_dirty = True
-                return
-            self._set_known(done)
-            self._registry_dirty = True
-            self._metric("record_finish", done, rec.pool, "done", duration)
+            key = rec.key
+            self._registry_write(f"recording the completion of {key}", lambda: (
+                self.events.transition(key, TaskState.DONE, expected=TaskState.RUNNING,
+                                       event=event, finished_at=now, last_error=None,
+                                       next_attempt_at=None)))
+            self._metric("record_finish", task, rec.pool, "done", duration)
             return
         message = f"exit code {code}" if code is not None else (result.reason or "killed")
         what = message if not result.reason or result.reason == "exited" \
@@ -476,15 +500,8 @@ class RunnerMixin(EngineBase):
         # "orphan": the task is no longer ours (changed by someone else); nothing to write.
 
     def _settle(self, key: str, state: TaskState, event: TaskEvent, **updates: Any) -> None:
-        try:
-            task = self.events.transition(key, state, expected=TaskState.RUNNING, event=event,
-                                          **updates)
-        except (InvalidTransitionError, TaskNotFoundError) as exc:
-            logger.warning("%s not moved to %s: %s", key, state.value, exc)
-            self._registry_dirty = True
-            return
-        self._set_known(task)
-        self._registry_dirty = True
+        self._registry_write(f"moving {key} to {state.value}", lambda: self.events.transition(
+            key, state, expected=TaskState.RUNNING, event=event, **updates))
 
     # --- restart: adopt or settle RUNNING tasks --------------------------------------------
     def _reconcile(self) -> None:

@@ -91,6 +91,7 @@ class EngineBase:
     _finished_keys: deque[str]
     _flagged_exits: set[str]
     _pending_events: list[Any]
+    _deferred: list[tuple[str, Callable[[], Task]]]  # registry writes to try again
     _deadlocks: tuple[DeadlockView, ...]
     _deadlocked_keys: set[str]
     _last_pool: dict[str, str]  # task key -> pool of its last runner

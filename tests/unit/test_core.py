@@ -394,3 +394,36 @@ def test_disabled_pool_takes_nothing_new(harness: Harness) -> None:
     harness.wait_state("ts/w", TaskState.DONE)
     kinds = harness.events()
     assert EventType.POOL_DISABLED in kinds and EventType.POOL_ENABLED in kinds
+
+
+class _FlakyDone(MemoryRegistry):
+    """Refuses (as a locked database would) the first ``fails`` transitions to DONE."""
+
+    def __init__(self, fails: int) -> None:
+        super().__init__()
+        self.fails = fails
+
+    def transition(self, key: str, to_state: TaskState, **kwargs: Any) -> Task:
+        if to_state is TaskState.DONE and self.fails > 0:
+            self.fails -= 1
+            from necrocode.dispatcher.errors import RegistryError
+
+            raise RegistryError("database is locked")
+        return super().transition(key, to_state, **kwargs)
+
+
+def test_a_failed_completion_write_is_retried_not_lost(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.registry = _FlakyDone(fails=2)
+    h.core = DispatcherCore(h.config, registry=h.registry,
+                            launchers={PoolType.LOCAL_PROCESS: h.launcher})
+    h.core.start()
+    try:
+        h.submit(Task(id="c", title="C"))
+        h.launcher.finish(h.runner_of("ts/c"), 0)
+        done = h.wait_state("ts/c", TaskState.DONE)
+        assert done.attempts == 0
+        assert h.registry.fails == 0
+        assert h.core.pool_manager.get_pool_status("local").running == 0
+    finally:
+        h.core.stop(timeout=0.5)
