@@ -122,6 +122,7 @@ class LocalProcessLauncher(RunnerLauncher):
         super().__init__(env)
         self.inherit_env = inherit_env
         self.extra_env = dict(extra_env or {})
+        self._found: set[tuple[str, str]] = set()
         self._tracked: dict[str, _Tracked] = {}
         self._records: dict[str, dict[str, Any]] = {}
         self._watcher = procfs.ExitWatcher(env.on_exit, use_pidfd=use_pidfd)
@@ -205,9 +206,8 @@ class LocalProcessLauncher(RunnerLauncher):
         env.update(runner_env(task, slot, pool, runner_id, attempt, self.env))
         return env
 
-    @staticmethod
     def _check_executable(
-        argv: list[str], cwd: Path, path: str, task: Task, pool: AgentPool
+        self, argv: list[str], cwd: Path, path: str, task: Task, pool: AgentPool
     ) -> None:
         if not argv or not argv[0]:
             raise RunnerLaunchError(f"task {task.key!r}: empty command", pool=pool.name,
@@ -216,8 +216,12 @@ class LocalProcessLauncher(RunnerLauncher):
         if "/" in prog:
             target = cwd / prog
             ok = target.is_file() and os.access(target, os.X_OK)
+        elif (prog, path) in self._found:  # positive lookups only: a new install is seen
+            ok = True
         else:
             ok = shutil.which(prog, path=path) is not None
+            if ok:
+                self._found.add((prog, path))
         if not ok:
             raise RunnerLaunchError(
                 f"task {task.key!r}: command {prog!r} not found or not executable "
