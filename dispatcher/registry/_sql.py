@@ -112,20 +112,18 @@ _JSON_DEFAULTS: dict[str, Any] = {
     "reserved_branch": None,
     "artifacts": [],
 }
+_JSON_ITEMS = tuple(_JSON_DEFAULTS.items())
 _dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 def encode_data(task: Task) -> str:
     """The JSON blob of a task: its non-column fields that differ from their defaults."""
-    data: dict[str, Any] = {}
-    for name, default in _JSON_DEFAULTS.items():
-        value = getattr(task, name)
-        if value != default:
-            data[name] = value
+    attrs = task.__dict__
+    data = {name: attrs[name] for name, default in _JSON_ITEMS if attrs[name] != default}
     resources = task.resources
     if resources.cpu != 1.0 or resources.memory_mb != 512:
         data["resources"] = resources.to_dict()
-    return _dumps(data)
+    return _dumps(data) if data else "{}"
 
 
 def task_row(task: Task, seq: int, position: int) -> tuple[Any, ...]:

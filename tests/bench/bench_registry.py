@@ -78,7 +78,9 @@ def bench_size(folder: Path, n: int, reps: int) -> dict[str, Any]:
     path = folder / f"registry-{n}.db"
     reg = SQLiteRegistry(path)
     taskset = make_taskset(n)
+    cpu0 = time.process_time()
     submit_s, result = timed(lambda: reg.submit_taskset(taskset))
+    submit_cpu = time.process_time() - cpu0
     assert len(result.created) == n
     resubmit_s, result = timed(lambda: reg.submit_taskset(taskset))
     assert len(result.unchanged) == n
@@ -108,6 +110,7 @@ def bench_size(folder: Path, n: int, reps: int) -> dict[str, Any]:
     return {
         "tasks": n,
         "submit_s": submit_s,
+        "submit_cpu": submit_cpu,
         "tasks_per_s": n / submit_s,
         "resubmit_s": resubmit_s,
         "poll_ms": median_ms(polls),
@@ -232,12 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--thread-seconds", type=float, default=2.0)
     args = parser.parse_args(argv)
     print(machine())
+    print(f"load average before: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print()
     with tempfile.TemporaryDirectory(prefix="bench-registry-") as tmp:
         rows = [bench_size(Path(tmp), int(n), args.reps) for n in args.sizes.split(",")]
         print_table(rows, [
             ("tasks", "tasks", ",d"),
             ("submit_s", "submit (s)", ".2f"),
+            ("submit_cpu", "submit CPU (s)", ".2f"),
             ("tasks_per_s", "tasks/s", ",.0f"),
             ("resubmit_s", "resubmit unchanged (s)", ".2f"),
             ("poll_ms", "poll after 10 changes (ms)", ".2f"),
