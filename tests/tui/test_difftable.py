@@ -1,0 +1,82 @@
+"""The queue table applies snapshots as diffs: changed cells only, no rebuild, order kept."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from necrocode.dispatcher.models import TaskState
+from necrocode.dispatcher.snapshot import Pending, PendingReason, QueuedTaskView
+from necroui_fakes import T0, frozen_clock
+from textual.app import App, ComposeResult
+
+from necroui.widgets import QueueTable
+
+
+class CountingQueue(QueueTable):
+    """Counts the DataTable calls a diff makes."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.counts = {"update_cell": 0, "add_row": 0, "remove_row": 0, "clear": 0}
+
+    def update_cell(self, *args: Any, **kwargs: Any) -> None:
+        self.counts["update_cell"] += 1
+        super().update_cell(*args, **kwargs)
+
+    def add_row(self, *args: Any, **kwargs: Any) -> Any:
+        self.counts["add_row"] += 1
+        return super().add_row(*args, **kwargs)
+
+    def clear(self, columns: bool = False) -> Any:
+        self.counts["clear"] += 1
+        return super().clear(columns)
+
+
+class TableApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield CountingQueue(clock=frozen_clock, id="q")
+
+
+def view(i: int, priority: int = 0) -> QueuedTaskView:
+    return QueuedTaskView(
+        key=f"ts/t{i:04d}", taskset="ts", task_id=f"t{i:04d}", title=f"t{i}",
+        state=TaskState.READY, skill="s", tenant="ts", priority=priority, ready_at=T0 - 100,
+        created_at=T0 - 200, attempts=0, position=i + 1,
+        pending=Pending(PendingReason.QUEUED, "waiting for its turn"))
+
+
+async def test_one_changed_row_updates_one_cell_only() -> None:
+    app = TableApp()
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.query_one(CountingQueue)
+        views = [view(i) for i in range(500)]
+        table.apply(views)
+        await pilot.pause()
+        assert len(table.shown_keys) == 500
+        table.counts = dict.fromkeys(table.counts, 0)
+        changed = list(views)
+        changed[10] = dataclasses.replace(views[10], priority=3)  # one cell: prio
+        del changed[20]  # one row leaves
+        changed.append(view(999))  # one arrives
+        table.apply(changed)
+        await pilot.pause()
+        assert table.counts == {"update_cell": 1, "add_row": 1, "remove_row": 0, "clear": 0}
+        assert table.shown_keys == [v.key for v in changed]
+
+
+async def test_bulk_removal_keeps_table_consistent() -> None:
+    app = TableApp()
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.query_one(CountingQueue)
+        views = [view(i) for i in range(300)]
+        table.apply(views)
+        table.move_cursor(row=250)
+        await pilot.pause()
+        kept = [v for i, v in enumerate(views) if i % 3 == 0 or i == 250]
+        table.apply(kept)  # 199 rows removed in one pass
+        await pilot.pause()
+        assert table.row_count == len(kept)
+        assert [r.key.value for r in table.ordered_rows] == [v.key for v in kept]
+        assert table.selected_key == "ts/t0250"
+        assert table.get_row_index("ts/t0003") == 1
