@@ -100,6 +100,44 @@ def wrapper(env: dict[str, str], tmp: Path, api: bool) -> Callable[[int], None]:
     return one
 
 
+def launcher_threads(runs: int, conc: int, tmp: Path, threads: int) -> tuple[float, list[float]]:
+    """Launches overlapped from ``threads`` threads (launch() is thread-safe); one reaper."""
+    woke: queue.Queue[str] = queue.Queue()
+    env = LaunchEnvironment(api_url=None, token_for=lambda r: "", runs_dir=tmp / "runs-t",
+                            on_exit=woke.put)
+    launcher = LocalProcessLauncher(env)
+    slot_dir = tmp / "slot-t"
+    slot_dir.mkdir(exist_ok=True)
+    slot = Slot("scratch/0", str(slot_dir))
+    pool = AgentPool(name="local", max_concurrency=conc)
+    room = threading.Semaphore(conc)
+    live: dict[str, tuple[Any, float]] = {}
+    lat: list[float] = []
+
+    def start(i: int) -> None:
+        room.acquire()
+        t = time.perf_counter()
+        r = launcher.launch(Task(id=str(i), taskset="bench-t", command=[TRUE]), slot, pool)
+        live[r.runner_id] = (r, t)
+        woke.put(r.runner_id)  # the exit may have fired before it was in `live`
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as ex:
+        futures = [ex.submit(start, i) for i in range(runs)]
+        while len(lat) < runs:
+            entry = live.get(woke.get())
+            if entry and launcher.poll(entry[0]) is not None and live.pop(
+                    entry[0].runner_id, None):
+                launcher.release(entry[0])
+                lat.append(time.perf_counter() - entry[1])
+                room.release()
+        for f in futures:
+            f.result()
+    wall = time.perf_counter() - t0
+    launcher.close()
+    return wall, lat
+
+
 def launcher_loop(runs: int, conc: int, tmp: Path) -> tuple[float, list[float]]:
     """The engine's pattern: one thread launches, on_exit wakes it, it polls and refills."""
     woke: queue.Queue[str] = queue.Queue()
@@ -152,6 +190,8 @@ def main() -> None:
                      *run_pool(runs, conc, trampoline(tmp))))
         rows.append(("LocalProcessLauncher launch/on_exit/poll loop",
                      *launcher_loop(runs, conc, tmp)))
+        rows.append(("LocalProcessLauncher, launches from 4 threads",
+                     *launcher_threads(runs, conc, tmp, 4)))
         rows.append(("agent_runner wrapper, no API", *run_pool(runs, conc,
                                                                wrapper(base_env, tmp, False))))
         rows.append(("agent_runner wrapper + heartbeat + complete",
