@@ -293,7 +293,9 @@ class MainScreen(Screen[None]):
         box = self.query_one(FilterInput)
         box.add_class("shown")
         box.display = True  # inline, at once: focus() refuses a widget not displayed yet
-        box.focus()
+        # Screen.set_focus is immediate; Widget.focus() is deferred behind keys already queued,
+        # which would then reach the table as verbs (r, c, …) instead of the filter.
+        self.set_focus(box)
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -314,7 +316,7 @@ class MainScreen(Screen[None]):
             box.remove_class("shown")
             box.display = False
             self.set_filter("")
-        self.active_table.focus()
+        self.set_focus(self.active_table)
 
     def set_filter(self, text: str) -> None:
         """Filter every task table (the filter holds across refreshes)."""
@@ -360,7 +362,7 @@ class MainScreen(Screen[None]):
         for pid, _, wid in PANELS:
             if wid == target:
                 self.show_panel(pid)
-        self.query_one(f"#{target}").focus()
+        self.set_focus(self.query_one(f"#{target}"))
 
     def action_back(self) -> None:
         table = self.active_table
