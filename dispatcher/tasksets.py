@@ -50,7 +50,15 @@ from .errors import Problem, TasksetError
 from .graph import build_graph, cycle_text, find_cycles, parse_duration
 from .models import Resources, Task, Taskset, TaskState, task_key
 from .registry.base import SubmitResult, TaskRegistry
-from .yaml_source import YamlDocument, dotted, locator, parse_yaml, type_name, yaml_error_problem
+from .yaml_source import (
+    YamlDocument,
+    dotted,
+    locator,
+    parse_yaml,
+    paused_gc,
+    type_name,
+    yaml_error_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +119,20 @@ def load_taskset_file(
         raise TasksetError([Problem(source, "", what, "give the path of a YAML taskset file")])
     try:
         text = p.read_text(encoding="utf-8")
-        doc = parse_yaml(text)
-    except yaml.YAMLError as exc:
-        raise TasksetError([yaml_error_problem(exc, source)]) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise TasksetError([Problem(source, "", f"cannot read the file: {exc}")]) from exc
-    taskset, problems, locate_task, all_ids = _parse(doc, source, p.resolve().parent)
-    warnings: list[str] = []
-    if taskset.name:  # else _parse said why; dependency checks need the name
-        more, warnings = _validate(taskset, existing, config, locate_task, all_ids,
-                                   check_cycles=not problems)
-        problems += more
+    with paused_gc():
+        try:
+            doc = parse_yaml(text)
+        except yaml.YAMLError as exc:
+            raise TasksetError([yaml_error_problem(exc, source)]) from exc
+        taskset, problems, locate_task, all_ids = _parse(doc, source, p.resolve().parent)
+        del doc
+        warnings: list[str] = []
+        if taskset.name:  # else _parse said why; dependency checks need the name
+            more, warnings = _validate(taskset, existing, config, locate_task, all_ids,
+                                       check_cycles=not problems)
+            problems += more
     if problems:
         raise TasksetError(_sorted(problems), title=f"invalid taskset {source}; nothing written")
     return taskset, warnings

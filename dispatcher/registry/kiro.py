@@ -43,6 +43,7 @@ from pathlib import Path
 
 from ..errors import Problem, TasksetError
 from ..models import Task, Taskset, TaskState
+from ..yaml_source import paused_gc
 
 _CHECKBOX = re.compile(
     r"^(?P<indent>\s*)[-*+]\s+\[(?P<mark>[^\]]?)\](?P<optional>\*)?\s*"
@@ -89,7 +90,8 @@ def load_kiro_file(
     except (OSError, UnicodeDecodeError) as exc:
         raise TasksetError([Problem(source, "", f"cannot read the file: {exc}")]) from exc
     name = taskset_name or default_taskset_name(p)
-    return parse_kiro(text, name, source=source, sequential=sequential)
+    with paused_gc():
+        return parse_kiro(text, name, source=source, sequential=sequential)
 
 
 def parse_kiro(text: str, taskset_name: str, *, source: str = "<tasks.md>",
