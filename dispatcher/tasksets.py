@@ -177,7 +177,8 @@ def _parse(
         out.add((), "taskset", "missing the taskset name", "add 'taskset: my-spec' at the top")
         name = ""
     elif not isinstance(name, str) or not _NAME_RE.match(name):
-        out.add(("taskset",), "taskset", f"expected a name without '/', got {type_name(name)}")
+        out.add(("taskset",), "taskset",
+                f"expected a name (a string without '/'), got {type_name(name)}")
         name = ""
     header: dict[str, str | None] = {}
     for key in ("repo", "tenant", "description"):

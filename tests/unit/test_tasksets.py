@@ -153,7 +153,7 @@ CASES = [
      "tasks[a].dependson", "did you mean 'depends_on'"),
     ("taskset: s\ntenent: x\ntasks: []\n", 2, "tenent", "did you mean 'tenant'"),
     # bad names
-    ("taskset: a/b\ntasks: []\n", 1, "taskset", "expected a name without '/'"),
+    ("taskset: a/b\ntasks: []\n", 1, "taskset", "a string without '/'"),
     ("taskset: s\ntasks:\n  - {id: x/y, title: a}\n", 3, "tasks[x/y].id", "without '/'"),
 ]
 
@@ -281,3 +281,9 @@ def test_parse_and_validate_taskset_without_a_file() -> None:
         validate_taskset(built)
     assert str(info.value.problems[0]) == (
         "inline: tasks[b].depends_on: unknown dependency 'a' (define that task or remove it)")
+
+
+def test_numeric_taskset_name_is_refused(tmp_path: Path) -> None:
+    problems = problems_of(write(tmp_path, "taskset: 42\ntasks: []\n"))
+    assert problems == [f"{tmp_path / 'tasks.yaml'}:1: taskset: expected a name (a string "
+                        "without '/'), got the integer 42"]
