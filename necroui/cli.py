@@ -152,6 +152,9 @@ def submit(state: CliState, file: str, dry_run: bool) -> None:
     """
     from necrocode.dispatcher.tasksets import load_taskset_file
 
+    if Path(file).suffix.lower() in (".md", ".markdown"):
+        fail(f"{file} is Markdown, not a YAML taskset",
+             f"for a Kiro tasks.md use `necroui import-kiro {file}`")
     config = state.config()
     registry = state.open_registry()
     try:

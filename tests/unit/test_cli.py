@@ -530,3 +530,10 @@ def test_mode_flags_that_do_not_fit(env: dict[str, str], args: list[str], messag
     result = CliRunner().invoke(main, args, env=env)
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+def test_submit_of_a_kiro_file_points_to_import_kiro(env: dict[str, str], tmp_path: Path) -> None:
+    path = write(tmp_path / "tasks.md", "- [ ] 1. a\n")
+    result = CliRunner().invoke(main, ["submit", path], env=env)
+    assert result.exit_code == 1
+    assert f"necroui import-kiro {path}" in result.stderr
