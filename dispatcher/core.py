@@ -56,6 +56,7 @@ logger = logging.getLogger(__name__)
 CONTROL_TIMEOUT = 5.0  # seconds a control call waits for the engine's answer
 PLATFORM_CHECK_INTERVAL = 1.0  # seconds between liveness checks of every runner
 MAX_CONSECUTIVE_ERRORS = 50  # failed iterations in a row that end the engine
+LAUNCH_WORKERS = 4  # threads that start runners in parallel (fork+exec, container create)
 
 
 class _NullMetrics:
@@ -133,6 +134,10 @@ class DispatcherCore(ControlMixin, RunnerMixin):
         self._commands: queue_mod.SimpleQueue[Command] = queue_mod.SimpleQueue()
         self._runners = {}
         self._by_task = {}
+        self._launching = {}
+        self._launching_ids = {}
+        self._launch_pool = None
+        self._slot_releases = {}
         self._known = {}
         self._state_counts = {}
         self._no_slot = {}
@@ -224,6 +229,8 @@ class DispatcherCore(ControlMixin, RunnerMixin):
         self._stopper = None
         self._reconcile()
         self._stopper = ThreadPoolExecutor(max_workers=8, thread_name_prefix="necrocode-fence")
+        self._launch_pool = ThreadPoolExecutor(max_workers=LAUNCH_WORKERS,
+                                               thread_name_prefix="necrocode-launch")
         self.events.record(TaskEvent(
             event_type=EventType.DISPATCHER_STARTED,
             message=f"dispatcher started (pid {_pid()}, policy "
@@ -267,6 +274,9 @@ class DispatcherCore(ControlMixin, RunnerMixin):
         self._teardown()
 
     def _teardown(self) -> None:
+        if self._launch_pool is not None:
+            self._launch_pool.shutdown(wait=True)
+            self._launch_pool = None
         if self._stopper is not None:
             self._stopper.shutdown(wait=True)
             self._stopper = None
@@ -398,6 +408,10 @@ class DispatcherCore(ControlMixin, RunnerMixin):
                     self._dirty = True
             elif kind == "complete":
                 self._on_report(payload["runner_id"], payload.get("report") or {})
+            elif kind == "slot_released":
+                self._slot_released(payload["key"])
+            elif kind == "launched":
+                self._launched(payload["key"], payload["result"])
             elif kind == "fenced":
                 self._fenced(payload["runner_id"], payload.get("exit"))
             elif kind == "stop":
@@ -422,16 +436,6 @@ class DispatcherCore(ControlMixin, RunnerMixin):
                 cmd.reply.set_exception(exc)
             else:
                 logger.exception("engine command %s failed", kind)
-
-    def _on_report(self, runner_id: str, report: dict[str, Any]) -> None:
-        rec = self._runners.get(runner_id)
-        if rec is None:
-            return
-        rec.report = report
-        rec.reported_at = time.time()
-        rec.last_sign = rec.reported_at
-        self.runner_monitor.touch(runner_id)
-        self._flagged_exits.add(runner_id)
 
     # --- the loop --------------------------------------------------------------------------
     def _run(self) -> None:
@@ -518,6 +522,11 @@ class DispatcherCore(ControlMixin, RunnerMixin):
         self._set_known(task)
         rid = self._by_task.get(key)
         if rid is not None:
+            pending = self._launching.get(key)
+            if pending is not None and task.state is not TaskState.RUNNING \
+                    and pending.stop_outcome is None:
+                pending.stop_outcome = "orphan"
+                pending.stop_reason = f"task moved to {task.state.value} outside the dispatcher"
             rec = self._runners.get(rid)
             if rec is not None and task.state is not TaskState.RUNNING and not rec.stopping:
                 # someone else settled the task while its runner runs: stop the runner
@@ -663,9 +672,12 @@ class DispatcherCore(ControlMixin, RunnerMixin):
                     len(self._runners), timeout)
 
     def _drain_step(self, now: float) -> None:
-        if self._leave_running or not self._runners:
+        if self._leave_running or not (self._runners or self._launching):
             return
         if self._drain_deadline is not None and now >= self._drain_deadline:
+            for pending in self._launching.values():
+                if pending.stop_outcome is None:
+                    pending.stop_outcome, pending.stop_reason = "shutdown", "dispatcher stopping"
             if self._state != "stopping":
                 self._state = "stopping"
                 self._dirty = True
@@ -676,7 +688,7 @@ class DispatcherCore(ControlMixin, RunnerMixin):
     def _drain_finished(self) -> bool:
         if not self._stop_requested:
             return False
-        return self._leave_running or not self._runners
+        return (self._leave_running or not self._runners) and not self._launching
 
     def _finish_loop(self) -> None:
         left = len(self._runners)

@@ -40,6 +40,8 @@ class EngineApiHandler:
 
     def on_heartbeat(self, runner_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         rec = self.core._runners.get(runner_id)
+        if runner_id in self.core._launching_ids:
+            return {"ok": True}  # its launch is being registered
         if rec is None or rec.stopping:
             return {"ok": False, "action": "stop",
                     "reason": f"runner {runner_id} is not running for this dispatcher"}
@@ -50,7 +52,7 @@ class EngineApiHandler:
         return {"ok": True}
 
     def on_complete(self, runner_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-        if runner_id not in self.core._runners:
+        if runner_id not in self.core._runners and runner_id not in self.core._launching_ids:
             return {"ok": False, "reason": f"runner {runner_id} is not known (already settled?)"}
         self.core._post(Command("complete", {"runner_id": runner_id, "report": dict(payload)}))
         return {"ok": True}

@@ -159,6 +159,10 @@ class ControlMixin(EngineBase):
         if task.state.terminal:
             raise InvalidTransitionError(key, task.state.value, TaskState.CANCELLED.value,
                                          "the task has already finished")
+        pending = self._launching.get(key)
+        if pending is not None:
+            pending.stop_outcome, pending.stop_reason = "cancelled", "cancelled by an operator"
+            return f"cancelling {key}: stopping runner {pending.runner_id} once it has started"
         rid = self._by_task.get(key)
         if rid is not None and rid in self._runners:
             rec = self._runners[rid]

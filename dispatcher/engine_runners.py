@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .engine_state import Command, EngineBase, RunnerRecord
+from .engine_state import Command, EngineBase, LaunchOutcome, PendingLaunch, RunnerRecord
 from .errors import InvalidTransitionError, RunnerLaunchError, TaskNotFoundError
 from .launchers.base import RunnerExit, RunnerLauncher, attempt_dir, new_runner_id
 from .models import (
@@ -80,70 +80,131 @@ class RunnerMixin(EngineBase):
 
     # --- launch ----------------------------------------------------------------------------
     def _launch(self, task: Task, pool: AgentPool, now: float) -> bool:
-        """Start one scheduled task (capacity already acquired by the scheduler)."""
+        """Start one scheduled task (capacity already acquired by the scheduler).
+
+        The slow part — workspace slot, the READY -> RUNNING compare-and-set with its
+        TaskAssigned event, the platform launch — runs in a launch worker; the engine holds the
+        task as "launching" meanwhile (capacity kept, not queued) and settles it in
+        :meth:`_launched`.
+        """
+        key = task.key
+        if key in self._slot_releases:  # its previous slot is still being cleaned: wait for it
+            self.pool_manager.release(pool.name, task)
+            self._no_slot[key] = task
+            return False
+        launcher = self._launcher_for(pool)
+        if launcher is None:
+            self.pool_manager.release(pool.name, task)
+            self._sched_dirty = True
+            self.pool_manager.record_launch_error(pool.name, "no launcher")
+            self._attempt_failed(task, TaskState.READY, None, "launch_error",
+                                 f"no launcher for pool {pool.name!r} of type "
+                                 f"{pool.type.value}; is its platform available (docker SDK, "
+                                 "kubernetes client)?", retryable=True)
+            return False
+        attempt = task.attempts + 1
+        pending = PendingLaunch(task=task, pool=pool, slot=None, launcher=launcher,
+                                attempt=attempt, runner_id=new_runner_id(task, attempt),
+                                assigned_at=now, ready_at=task.ready_at or task.created_at)
+        self._launching[key] = pending
+        self._launching_ids[pending.runner_id] = key
+        self._by_task[key] = pending.runner_id
+        workers = self._launch_pool
+        if workers is None:
+            self._launched(key, self._prepare_and_launch(pending))
+        else:  # fork+exec, container create, git worktrees overlap in worker threads
+            workers.submit(self._launch_in_worker, pending)
+        return True
+
+    def _prepare_and_launch(self, pending: PendingLaunch) -> LaunchOutcome:
+        """Slot, compare-and-set, launch (in a launch worker; touches no engine state)."""
+        task, pool = pending.task, pending.pool
         key = task.key
         try:
             slot = self.repo_pool.allocate_slot(task)
         except Exception as exc:
-            self.pool_manager.release(pool.name, task)
-            self._sched_dirty = True
-            logger.warning("no workspace for %s: %s", key, exc)
-            self._attempt_failed(task, TaskState.READY, None, "launch_error",
-                                 f"workspace slot could not be prepared: {exc}")
-            return False
+            return LaunchOutcome("slot_error", error=exc)
         if slot is None:
-            self.pool_manager.release(pool.name, task)
-            self._no_slot[key] = task
-            self._changed.add(key)
-            self._dirty = True
-            return False
-        attempt = task.attempts + 1
-        runner_id = new_runner_id(task, attempt)
+            return LaunchOutcome("no_slot")
+        now = time.time()
         assigned = TaskEvent(
             event_type=EventType.TASK_ASSIGNED, task_key=key, timestamp=now,
-            message=f"assigned to pool {pool.name}, slot {slot.slot_id} (attempt {attempt})",
-            runner_id=runner_id, slot_id=slot.slot_id, pool=pool.name,
-            details={"attempt": attempt, "branch": slot.branch},
+            message=f"assigned to pool {pool.name}, slot {slot.slot_id} "
+                    f"(attempt {pending.attempt})",
+            runner_id=pending.runner_id, slot_id=slot.slot_id, pool=pool.name,
+            details={"attempt": pending.attempt, "branch": slot.branch},
         )
         try:
             running = self.events.transition(
                 key, TaskState.RUNNING, expected=TaskState.READY, event=assigned,
-                runner_id=runner_id, assigned_slot=slot.slot_id, reserved_branch=slot.branch,
-                started_at=now, next_attempt_at=None,
+                runner_id=pending.runner_id, assigned_slot=slot.slot_id,
+                reserved_branch=slot.branch, started_at=now, next_attempt_at=None,
             )
         except Exception as exc:
+            self._release_slot_now(slot.slot_id)
             refused = isinstance(exc, InvalidTransitionError | TaskNotFoundError)
-            (logger.info if refused else logger.error)("not launching %s: %s", key, exc)
-            self.repo_pool.release_slot(slot.slot_id)
+            return LaunchOutcome("refused" if refused else "registry_error", error=exc)
+        try:
+            runner = pending.launcher.launch(running, slot, pool, attempt=pending.attempt)
+        except Exception as exc:
+            return LaunchOutcome("launch_error", running=running, slot=slot, error=exc)
+        return LaunchOutcome("runner", running=running, slot=slot, runner=runner)
+
+    def _launch_in_worker(self, pending: PendingLaunch) -> None:
+        try:
+            outcome = self._prepare_and_launch(pending)
+        except BaseException as exc:  # never leave the engine waiting for this launch
+            outcome = LaunchOutcome("registry_error", error=exc)
+        self._post(Command("launched", {"key": pending.task.key, "result": outcome}))
+
+    def _launched(self, key: str, outcome: LaunchOutcome) -> None:
+        """A launch finished in a worker: register the runner, or settle what went wrong."""
+        pending = self._launching.pop(key, None)
+        if pending is None:
+            return
+        self._launching_ids.pop(pending.runner_id, None)
+        if self._by_task.get(key) == pending.runner_id:
+            del self._by_task[key]
+        task, pool = pending.task, pending.pool
+        self._changed.add(key)
+        self._dirty = True
+        if outcome.kind in ("slot_error", "no_slot", "refused", "registry_error"):
             self.pool_manager.release(pool.name, task)
             self._sched_dirty = True
-            self._registry_dirty = True
-            if not refused:  # the registry failed: the task is still READY there, offer it again
+            if outcome.kind == "no_slot":
+                self._no_slot[key] = task
+            elif outcome.kind == "slot_error":
+                logger.warning("no workspace for %s: %s", key, outcome.error)
+                self._attempt_failed(task, TaskState.READY, None, "launch_error",
+                                     f"workspace slot could not be prepared: {outcome.error}")
+            elif outcome.kind == "refused":
+                logger.info("not launching %s: %s", key, outcome.error)
+                self._registry_dirty = True
+            else:  # the registry failed: the task is still READY there, offer it again
+                logger.error("not launching %s: %s", key, outcome.error)
                 self._enqueue(task)
-            return False
+            return
+        running, slot = outcome.running, outcome.slot
+        assert running is not None and slot is not None
         self._set_known(running)
         self._last_pool[key] = pool.name
         self._registry_dirty = True
         self._counters["assigned"] += 1
         self._metric("record_assignment", running, pool)
-        launcher = self._launcher_for(pool)
-        try:
-            if launcher is None:
-                raise RunnerLaunchError(
-                    f"no launcher for pool {pool.name!r} of type {pool.type.value}; is its "
-                    "platform available (docker SDK, kubernetes client)?", pool=pool.name)
-            runner = launcher.launch(running, slot, pool, attempt=attempt)
-        except Exception as exc:
-            err = exc if isinstance(exc, RunnerLaunchError) else RunnerLaunchError(
-                f"{type(exc).__name__}: {exc}", pool=pool.name)
-            self._launch_error(running, pool, slot, err)
-            return False
-        if runner.runner_id != runner_id:  # the launcher named it itself
+        if outcome.kind == "launch_error" or outcome.runner is None:
+            err = outcome.error
+            self._launch_error(running, pool, slot, err if isinstance(err, RunnerLaunchError)
+                               else RunnerLaunchError(f"{type(err).__name__}: {err}",
+                                                      pool=pool.name))
+            return
+        runner = outcome.runner
+        if runner.runner_id != pending.runner_id:  # the launcher named it itself
             running = self.registry.update_task(key, runner_id=runner.runner_id)
             self._set_known(running)
-        started = runner.started_at or now
-        rec = RunnerRecord(runner=runner, task=running, pool=pool, launcher=launcher,
-                           slot=slot, started_at=started, last_sign=time.time(), attempt=attempt)
+        started = runner.started_at or pending.assigned_at
+        rec = RunnerRecord(runner=runner, task=running, pool=pool, launcher=pending.launcher,
+                           slot=slot, started_at=started, last_sign=time.time(),
+                           attempt=pending.attempt)
         runner.state = RunnerState.RUNNING
         self._runners[runner.runner_id] = rec
         self._by_task[key] = runner.runner_id
@@ -153,17 +214,65 @@ class RunnerMixin(EngineBase):
             event_type=EventType.RUNNER_STARTED, task_key=key, timestamp=started,
             message=f"runner {runner.runner_id} started ({runner.handle or '?'})",
             runner_id=runner.runner_id, slot_id=slot.slot_id, pool=pool.name,
-            details={"attempt": attempt, "handle": runner.handle, "log_path": runner.log_path},
+            details={"attempt": pending.attempt, "handle": runner.handle,
+                     "log_path": runner.log_path},
         ))
-        wait = max(0.0, now - (task.ready_at or task.created_at))
-        self._metric("record_start", running, pool, wait)
-        return True
+        self._metric("record_start", running, pool, max(0.0, started - pending.ready_at))
+        self._flagged_exits.add(runner.runner_id)  # it may have ended before we knew it
+        if pending.early_report is not None:
+            self._on_report(runner.runner_id, pending.early_report)
+        if pending.stop_outcome is not None:
+            self._fence(rec, pending.stop_outcome, pending.stop_reason)
+
+    def _release_slot_now(self, slot_id: str) -> None:
+        try:
+            self.repo_pool.release_slot(slot_id)
+        except Exception:
+            logger.exception("slot %s could not be released", slot_id)
+
+    def _release_slot(self, key: str, slot_id: str) -> None:
+        """Release a slot after its runner is gone: in a worker (git cleanup can be slow);
+        the task cannot start again before its old slot is released."""
+        workers = self._stopper
+        if workers is None:
+            self._release_slot_now(slot_id)
+            return
+        self._slot_releases[key] = self._slot_releases.get(key, 0) + 1
+
+        def work() -> None:
+            self._release_slot_now(slot_id)
+            self._post(Command("slot_released", {"key": key}))
+
+        workers.submit(work)
+
+    def _slot_released(self, key: str) -> None:
+        left = self._slot_releases.get(key, 1) - 1
+        if left > 0:
+            self._slot_releases[key] = left
+        else:
+            self._slot_releases.pop(key, None)
+        self._requeue_no_slot()
+
+    def _on_report(self, runner_id: str, report: dict[str, Any]) -> None:
+        """A completion report over the API: poll the platform now (and fence it later if it
+        does not exit)."""
+        rec = self._runners.get(runner_id)
+        if rec is None:
+            key = self._launching_ids.get(runner_id)
+            if key is not None:  # reported before its launch was registered: keep it
+                self._launching[key].early_report = report
+            return
+        rec.report = report
+        rec.reported_at = time.time()
+        rec.last_sign = rec.reported_at
+        self.runner_monitor.touch(runner_id)
+        self._flagged_exits.add(runner_id)
 
     def _launch_error(self, task: Task, pool: AgentPool, slot: Slot | None,
                       exc: RunnerLaunchError) -> None:
         """A runner could not start: release everything, then retry with backoff or fail."""
         if slot is not None:
-            self.repo_pool.release_slot(slot.slot_id)
+            self._release_slot(task.key, slot.slot_id)
         self.pool_manager.release(pool.name, task)
         self._sched_dirty = True
         self.pool_manager.record_launch_error(pool.name, str(exc))
@@ -337,10 +446,7 @@ class RunnerMixin(EngineBase):
         except Exception:
             logger.exception("launcher could not release runner %s", rec.runner_id)
         if rec.slot is not None and rec.slot.slot_id:
-            try:
-                self.repo_pool.release_slot(rec.slot.slot_id)
-            except Exception:
-                logger.exception("slot %s could not be released", rec.slot.slot_id)
+            self._release_slot(rec.key, rec.slot.slot_id)
         self.pool_manager.release(rec.pool.name, rec.task)
         runtime = max(0.0, time.time() - rec.started_at)
         try:

@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .models import Task, TaskEvent, TaskState
+from .models import RunnerState, Task, TaskEvent, TaskState
 from .snapshot import (
     Counters,
     FinishedTaskView,
@@ -190,6 +190,16 @@ class SnapshotBuilder:
                 started_at=rec.started_at, last_sign_of_life=rec.last_sign,
                 runner_state=rec.state, handle=rec.runner.handle, progress=rec.progress,
                 log_path=rec.runner.log_path, rev=rec.rev,
+            ))
+        for key, pending in self.core._launching.items():
+            task = pending.task
+            out.append(RunningTaskView(
+                key=key, taskset=task.taskset, task_id=task.id, title=task.title,
+                skill=task.required_skill, tenant=task.tenant, priority=task.priority,
+                runner_id=pending.runner_id, pool=pending.pool.name,
+                slot_id=pending.slot.slot_id if pending.slot else None, attempt=pending.attempt,
+                started_at=pending.assigned_at, last_sign_of_life=pending.assigned_at,
+                runner_state=RunnerState.LAUNCHING,
             ))
         out.sort(key=lambda v: v.started_at)
         return tuple(out)

@@ -63,6 +63,35 @@ class RunnerRecord:
         return self.task.key
 
 
+@dataclass
+class PendingLaunch:
+    """A runner being started in a launch worker (its task is RUNNING, capacity held)."""
+
+    task: Task  # as it was READY; the RUNNING version comes back in the LaunchOutcome
+    pool: AgentPool
+    slot: Slot | None
+    launcher: RunnerLauncher
+    attempt: int
+    runner_id: str
+    assigned_at: float
+    ready_at: float
+    stop_outcome: str | None = None  # cancelled / shutdown requested while launching
+    stop_reason: str = ""
+    early_report: dict[str, Any] | None = None  # completion report that came first
+
+
+@dataclass
+class LaunchOutcome:
+    """What a launch worker did: ``kind`` is runner | launch_error | no_slot | slot_error |
+    refused (the task moved on) | registry_error."""
+
+    kind: str
+    running: Task | None = None
+    slot: Slot | None = None
+    runner: Runner | None = None
+    error: BaseException | None = None
+
+
 class EngineBase:
     """Attributes every engine mixin relies on (declared once for the type checker)."""
 
@@ -83,6 +112,10 @@ class EngineBase:
     _launchers: dict[PoolType | str, RunnerLauncher]
     _runners: dict[str, RunnerRecord]  # runner id -> record
     _by_task: dict[str, str]  # task key -> runner id
+    _launching: dict[str, PendingLaunch]  # task key -> launch in progress
+    _launching_ids: dict[str, str]  # runner id -> task key, launches in progress
+    _launch_pool: ThreadPoolExecutor | None
+    _slot_releases: dict[str, int]  # task key -> slot releases in flight
     _known: dict[str, Task]  # every task seen, newest state
     _state_counts: dict[TaskState, int]
     _no_slot: dict[str, Task]  # READY tasks waiting for a workspace slot
