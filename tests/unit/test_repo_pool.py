@@ -207,3 +207,12 @@ def test_url_credentials_are_not_logged() -> None:
     assert redact("fatal: https://user:s3cret@example.com/x.git") == \
         "fatal: https://***@example.com/x.git"
     assert repo_slug("https://example.com/org/app.git").startswith("app-")
+
+
+def test_url_repository(tmp_path: Path, origin: Path) -> None:
+    pool = RepoPoolManager(tmp_path / "state", slots_per_repo=1)
+    url = f"file://{origin}"
+    slot = pool.allocate_slot(task("1", url))
+    assert slot is not None and slot.repo == url
+    assert (Path(slot.slot_path) / "README.md").exists()
+    assert pool.free_slots(url) == 0 and pool.free_slots(str(origin)) == 1  # another repo name
