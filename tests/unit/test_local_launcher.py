@@ -376,3 +376,18 @@ def test_read_exit_status_ignores_incomplete_files(
     (tmp_path / EXIT_FILE).write_text(content)
     status = read_exit_status(tmp_path)
     assert (status.exit_code if status else None) == code
+
+
+@pytest.mark.parametrize("use_pidfd", [True, False])  # pidfd selector / polling thread
+def test_adopted_runner_exit_is_seen(
+    tmp_path: Path, slot: Slot, make_launcher: Callable[..., LocalProcessLauncher],
+    exits: Exits, use_pidfd: bool,
+) -> None:
+    info = launch_from_dying_parent(
+        tmp_path, slot, "import sys, time; time.sleep(1.0); sys.exit(6)")
+    launcher = make_launcher(use_pidfd=use_pidfd)
+    [runner] = launcher.reconcile(POOL)
+    wait_for(lambda: runner.runner_id in exits.ids, what="on_exit of the adopted runner")
+    result = wait_exit(launcher, runner)
+    assert result is not None and result.exit_code == 6
+    assert info["pid"] == runner.handle
