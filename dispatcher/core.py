@@ -523,7 +523,9 @@ class DispatcherCore(ControlMixin, RunnerMixin):
         rid = self._by_task.get(key)
         if rid is not None:
             pending = self._launching.get(key)
-            if pending is not None and task.state is not TaskState.RUNNING \
+            # READY: its compare-and-set has not landed yet (a refusal comes back from the
+            # worker); RUNNING: ours. Anything else: someone settled it while it launches.
+            if pending is not None and task.state not in (TaskState.READY, TaskState.RUNNING) \
                     and pending.stop_outcome is None:
                 pending.stop_outcome = "orphan"
                 pending.stop_reason = f"task moved to {task.state.value} outside the dispatcher"

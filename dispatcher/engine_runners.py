@@ -171,7 +171,9 @@ class RunnerMixin(EngineBase):
         if outcome.kind in ("slot_error", "no_slot", "refused", "registry_error"):
             self.pool_manager.release(pool.name, task)
             self._sched_dirty = True
-            if outcome.kind == "no_slot":
+            if pending.stop_outcome == "cancelled" and outcome.kind != "refused":
+                self._cancel_unstarted(key, "cancelled by an operator before it started")
+            elif outcome.kind == "no_slot":
                 self._no_slot[key] = task
             elif outcome.kind == "slot_error":
                 logger.warning("no workspace for %s: %s", key, outcome.error)
@@ -196,6 +198,8 @@ class RunnerMixin(EngineBase):
             self._launch_error(running, pool, slot, err if isinstance(err, RunnerLaunchError)
                                else RunnerLaunchError(f"{type(err).__name__}: {err}",
                                                       pool=pool.name))
+            if pending.stop_outcome == "cancelled":
+                self._cancel_unstarted(key, "cancelled by an operator; its launch had failed")
             return
         runner = outcome.runner
         if runner.runner_id != pending.runner_id:  # the launcher named it itself
@@ -223,6 +227,19 @@ class RunnerMixin(EngineBase):
             self._on_report(runner.runner_id, pending.early_report)
         if pending.stop_outcome is not None:
             self._fence(rec, pending.stop_outcome, pending.stop_reason)
+
+    def _cancel_unstarted(self, key: str, message: str) -> None:
+        """Cancel a task that has no runner (a cancel that arrived while it was launching)."""
+        task = self._known.get(key)
+        if task is None or task.state.terminal or task.state is TaskState.RUNNING:
+            return
+        state = task.state
+        self.queue.remove(key)
+        self._no_slot.pop(key, None)
+        self._registry_write(f"cancelling {key}", lambda: self.events.transition(
+            key, TaskState.CANCELLED, expected=state, runner_id=None,
+            event=TaskEvent(event_type=EventType.TASK_CANCELLED, task_key=key,
+                            message=message)))
 
     def _release_slot_now(self, slot_id: str) -> None:
         try:

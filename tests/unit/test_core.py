@@ -427,3 +427,63 @@ def test_a_failed_completion_write_is_retried_not_lost(tmp_path: Path) -> None:
         assert h.core.pool_manager.get_pool_status("local").running == 0
     finally:
         h.core.stop(timeout=0.5)
+
+
+class _GatedLauncher(FakeLauncher):
+    """A FakeLauncher whose launches wait until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def launch(self, task: Task, slot: Any, pool: AgentPool, *, attempt: int = 1) -> Runner:
+        self.entered.set()
+        assert self.gate.wait(10), "gate never opened"
+        return super().launch(task, slot, pool, attempt=attempt)
+
+
+def _gated(tmp_path: Path) -> Harness:
+    h = Harness(tmp_path)
+    h.launcher = _GatedLauncher()
+    h.core = DispatcherCore(h.config, registry=h.registry,
+                            launchers={PoolType.LOCAL_PROCESS: h.launcher})
+    h.core.start()
+    return h
+
+
+def test_cancel_while_launching_stops_the_runner_once_started(tmp_path: Path) -> None:
+    h = _gated(tmp_path)
+    try:
+        h.submit(Task(id="g", title="G"))
+        assert h.launcher.entered.wait(10)
+        snap = wait_until(lambda: (s := h.core.snapshot()).running and s, 5, "launching view")
+        assert snap.running[0].runner_state is RunnerState.LAUNCHING
+        assert "once it has started" in h.core.cancel("ts/g")
+        assert h.core.set_priority("ts/g", 3).endswith("0 -> 3")  # no orphaning
+        h.launcher.gate.set()
+        h.wait_state("ts/g", TaskState.CANCELLED)
+        assert h.launcher.stops == [h.runner_of("ts/g")]
+        assert h.core.pool_manager.get_pool_status("local").running == 0
+    finally:
+        h.launcher.gate.set()
+        h.core.stop(timeout=0.5)
+
+
+def test_cancel_while_a_launch_fails_still_cancels(tmp_path: Path) -> None:
+    h = _gated(tmp_path)
+    try:
+        h.launcher.fail_next_launch("no luck")
+        h.submit(Task(id="f", title="F"))
+        assert h.launcher.entered.wait(10)
+        h.core.cancel("ts/f")
+        h.launcher.gate.set()
+        h.wait_state("ts/f", TaskState.CANCELLED)
+        assert h.launcher.launches == []
+        assert h.core.repo_pool.in_use_count() == 0 or wait_until(
+            lambda: h.core.repo_pool.in_use_count() == 0, 5, "slot released")
+    finally:
+        h.launcher.gate.set()
+        h.core.stop(timeout=0.5)
