@@ -250,3 +250,18 @@ def test_wrapped_runner_heartbeats_keep_a_silent_agent_alive_and_report(
     assert task.attempts == 0
     kinds = [e.event_type for e in core.registry.get_events(task_key="it/wrapped")]
     assert EventType.RUNNER_LOST not in kinds
+
+
+def test_missing_agent_fails_at_once_and_releases_everything(
+        engine: Callable[..., DispatcherCore]) -> None:
+    core = engine()
+    submit(core, Task(id="nocmd", title="no such agent", command=["/nonexistent/agent"]))
+    task = wait_until(lambda: (t := core.registry.get_task("it/nocmd")).state
+                      is TaskState.FAILED and t, 20, "FAILED")
+    assert task.attempts == 1 and "not found" in (task.last_error or "")
+    kinds = [e.event_type for e in core.registry.get_events(task_key="it/nocmd")]
+    assert EventType.RUNNER_LAUNCH_FAILED in kinds
+    assert core.pool_manager.get_pool_status("local").running == 0
+    wait_until(lambda: core.repo_pool.in_use_count() == 0, 10, "slot released")
+    wait_until(lambda: core.snapshot().pools[0].recent_launch_errors >= 1, 10,
+               "launch error visible in the pool status")
