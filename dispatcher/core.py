@@ -177,10 +177,10 @@ class DispatcherCore(ControlMixin, RunnerMixin):
 
     # --- properties ------------------------------------------------------------------------
     @property
-    def repo_pool(self) -> Any:  # type: ignore[override]
+    def repo_pool(self) -> Any:
         """The Repo Pool Manager (built on first use: it creates the workspace folders)."""
         if self._repo_pool is None:
-            from .repo_pool import RepoPoolManager  # type: ignore[attr-defined]
+            from .repo_pool import RepoPoolManager
 
             self._repo_pool = RepoPoolManager(self.state_dir, self.config.slots_per_repo)
         return self._repo_pool
@@ -753,12 +753,9 @@ class DispatcherCore(ControlMixin, RunnerMixin):
 
     def submit(self, taskset: Taskset) -> SubmitResult:
         """Validate and write a taskset, then wake the engine."""
-        try:
-            from .tasksets import validate_taskset
-        except ImportError:  # pragma: no cover - the module ships with the package
-            validate_taskset = None  # type: ignore[assignment]
-        if validate_taskset is not None:
-            validate_taskset(taskset, self.registry, self.config)
+        from .tasksets import validate_taskset
+
+        validate_taskset(taskset, self.registry, self.config)
         result = self.registry.submit_taskset(taskset)
         self._wake()
         return result

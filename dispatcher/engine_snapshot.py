@@ -112,7 +112,7 @@ class SnapshotBuilder:
                 return Pending(PendingReason.DEADLOCK, "part of a dependency cycle; see deadlocks")
             if task.state is TaskState.BLOCKED:
                 if mod is not None:  # the whole task map: failures further up are found too
-                    return mod.pending_for_blocked(task, core._known)  # type: ignore[no-any-return]
+                    return mod.pending_for_blocked(task, core._known)
                 deps = {f"{task.taskset}/{d}": core._known.get(f"{task.taskset}/{d}")
                         for d in task.dependencies}
                 known = {k: v for k, v in deps.items() if v is not None}
@@ -127,18 +127,18 @@ class SnapshotBuilder:
                                          f"waiting on {', '.join(waiting)}")
             if task.next_attempt_at and task.next_attempt_at > now:
                 if mod is not None:
-                    return mod.pending_retry(task)  # type: ignore[no-any-return]
+                    return mod.pending_retry(task)
                 at = time.strftime("%H:%M:%S", time.localtime(task.next_attempt_at))
                 return _fallback_pending(PendingReason.RETRY_BACKOFF, f"retry at {at}")
             if core._paused:
                 if mod is not None:
-                    return mod.pending_paused()  # type: ignore[no-any-return]
+                    return mod.pending_paused()
                 return _fallback_pending(PendingReason.PAUSED, "dispatcher paused")
             if key in core._no_slot:
                 if mod is not None:
-                    return mod.no_slot(task, task.repo)  # type: ignore[no-any-return]
+                    return mod.no_slot(task, task.repo)
                 return _fallback_pending(PendingReason.NO_SLOT, "no free workspace slot")
-            return core.scheduler.explain(task, core.pool_manager)  # type: ignore[no-any-return]
+            return core.scheduler.explain(task, core.pool_manager)
         except Exception:
             logger.debug("pending reason of %s failed", key, exc_info=True)
             return _fallback_pending(PendingReason.QUEUED, "queued")

@@ -32,7 +32,7 @@ class TaskMonitor:
     ) -> None:
         self.config = config or DispatcherConfig()
         if registry is None:
-            from .registry import open_registry  # type: ignore[attr-defined]
+            from .registry import open_registry
 
             registry = open_registry(self.config.resolved_registry_path())
         self.registry: TaskRegistry = registry
