@@ -7,9 +7,12 @@ posts :class:`~.engine_state.Command` objects to a thread-safe queue and reads f
 deadline (next registry poll, next retry, next liveness check), so a submit, a completion, a
 heartbeat or a control command wakes it at once.
 
-Runner lifecycle lives in :mod:`.engine_runners`, control verbs in :mod:`.engine_control`,
-snapshot assembly in :mod:`.engine_snapshot`, the API handler and state files in
-:mod:`.engine_api`.
+The parts: runner lifecycle (exits, failures and retries, fencing) in :mod:`.engine_runners`,
+launches in :mod:`.engine_launch`, restart reconciliation in :mod:`.engine_reconcile`, API and
+launcher setup and the shutdown drain in :mod:`.engine_lifecycle`, control verbs in
+:mod:`.engine_control`, snapshot assembly in :mod:`.engine_snapshot`, its publication (with the
+deadlock check and throughput) in :mod:`.engine_publish`, the API handler and the state files in
+:mod:`.engine_api`, shared state in :mod:`.engine_state`.
 """
 
 from __future__ import annotations
@@ -26,28 +29,25 @@ from typing import Any
 from .config import DispatcherConfig
 from .deadlock import DeadlockDetector
 from .engine_api import (
-    EngineApiHandler,
-    load_or_create_admin_token,
-    load_or_create_secret,
-    previous_api_port,
     read_dispatcher_info,
     remove_dispatcher_info,
-    write_dispatcher_info,
 )
 from .engine_control import ControlMixin
-from .engine_runners import RunnerMixin
-from .engine_snapshot import THROUGHPUT_BUCKETS, THROUGHPUT_INTERVAL, SnapshotBuilder
+from .engine_launch import LaunchMixin
+from .engine_lifecycle import LifecycleMixin
+from .engine_publish import PublishMixin
+from .engine_reconcile import ReconcileMixin
+from .engine_snapshot import THROUGHPUT_BUCKETS, SnapshotBuilder
 from .engine_state import Command, RunnerRecord
 from .errors import DispatcherError, DispatcherStateError
 from .events import EventRecorder
-from .launchers.base import LaunchEnvironment, RunnerLauncher
+from .launchers.base import RunnerLauncher
 from .models import AgentPool, EventType, PoolType, Task, TaskEvent, Taskset, TaskState
 from .pool_manager import AgentPoolManager
 from .registry.base import SubmitResult, TaskRegistry
 from .retry import RetryManager
 from .runner_monitor import RunnerMonitor
 from .scheduler import Scheduler
-from .snapshot import DeadlockView, Snapshot
 from .task_monitor import TaskMonitor
 from .task_queue import TaskQueue
 
@@ -86,7 +86,7 @@ def _with_default_pools(config: DispatcherConfig) -> DispatcherConfig:
                    skill_mapping=config.skill_mapping or {"default": ["local"]})
 
 
-class DispatcherCore(ControlMixin, RunnerMixin):
+class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin, LaunchMixin):
     """The Dispatcher's main controller (seed API: ``start()``, ``stop(timeout)``,
     ``get_status()``), with thread-safe control methods and frozen snapshots.
 
@@ -301,68 +301,6 @@ class DispatcherCore(ControlMixin, RunnerMixin):
             except Exception:
                 logger.debug("registry close failed", exc_info=True)
 
-    def _start_api(self) -> None:
-        from .api.server import ApiServer
-
-        self._secret = load_or_create_secret(self.state_dir)
-        self.admin_token = load_or_create_admin_token(self.state_dir)
-        port = self.config.api_port
-        if not port:  # reuse the port of the previous run: adopted wrapped runners report there
-            port = previous_api_port(self.state_dir) or 0
-        try:
-            self._api_server = ApiServer(self.config.api_host, port, EngineApiHandler(self),
-                                         self._secret, self.admin_token)
-            self.api_url = self._api_server.start()
-        except OSError:
-            if port == self.config.api_port:
-                raise
-            self._api_server = ApiServer(self.config.api_host, 0, EngineApiHandler(self),
-                                         self._secret, self.admin_token)
-            self.api_url = self._api_server.start()
-        write_dispatcher_info(self.state_dir, self.api_url, self.registry_label)
-
-    def _token_for(self, runner_id: str) -> str:
-        from .api.tokens import runner_token
-
-        return runner_token(self._secret, runner_id) if self._secret else ""
-
-    def _launch_env(self) -> LaunchEnvironment:
-        return LaunchEnvironment(
-            api_url=self.api_url, token_for=self._token_for, runs_dir=self.runs_dir,
-            heartbeat_interval=self.config.heartbeat_interval,
-            heartbeat_timeout=self.config.heartbeat_timeout,
-            stop_grace=self.config.runner_stop_grace, on_exit=self._on_runner_exit)
-
-    def _setup_launchers(self) -> None:
-        env = self._launch_env()
-        launchers: dict[Any, RunnerLauncher] = {}
-        for key, launcher in self._given_launchers.items():
-            launcher.env = replace(launcher.env, on_exit=self._on_runner_exit,
-                                   api_url=self.api_url or launcher.env.api_url,
-                                   token_for=self._token_for if self._secret
-                                   else launcher.env.token_for)
-            launchers[key] = launcher
-        types = {p.type for p in self.pool_manager.pools.values()}
-        for ptype in types:
-            if ptype in launchers or any(
-                    p.name in launchers for p in self.pool_manager.pools.values()
-                    if p.type is ptype):
-                continue
-            made = self._make_launcher(ptype, env)
-            if made is not None:
-                launchers[ptype] = made
-        self._launchers = launchers
-
-    @staticmethod
-    def _make_launcher(ptype: PoolType, env: LaunchEnvironment) -> RunnerLauncher | None:
-        from .launchers import launcher_for
-
-        try:
-            return launcher_for(ptype, env)
-        except Exception as exc:  # e.g. the docker SDK is missing: those pools fail to launch
-            logger.warning("no launcher for %s pools: %s", ptype.value, exc)
-            return None
-
     # --- commands --------------------------------------------------------------------------
     def _post(self, command: Command) -> None:
         self._commands.put(command)
@@ -563,152 +501,6 @@ class DispatcherCore(ControlMixin, RunnerMixin):
         if decisions:
             self._metric("observe_round", time.perf_counter() - started)
             self._sched_dirty = True  # capacity may remain: try again next iteration
-
-    def _check_deadlocks(self) -> None:
-        if not self._known:
-            return
-        try:
-            report = self.deadlock_detector.detect(list(self._known.values()))
-        except Exception:
-            logger.debug("deadlock detection failed", exc_info=True)
-            return
-        views: list[DeadlockView] = []
-        cycle_keys: set[str] = set()
-        for cyc in getattr(report, "cycles", []) or []:
-            tasks = tuple(getattr(cyc, "tasks", cyc))
-            cycle_keys.update(tasks)
-            views.append(DeadlockView("cycle", tasks, getattr(cyc, "root", None),
-                                      getattr(cyc, "suggestion", "")))
-            ident = frozenset(tasks)
-            if ident not in self._reported_cycles:
-                self._reported_cycles.add(ident)
-                self.events.record(TaskEvent(
-                    event_type=EventType.DEADLOCK_DETECTED, task_key=tasks[0] if tasks else None,
-                    message="dependency cycle: " + " -> ".join([*tasks, tasks[0]] if tasks
-                                                                else []),
-                    details={"tasks": list(tasks)}))
-        for blk in getattr(report, "blocked_by_failure", []) or []:
-            views.append(DeadlockView("failed_dependency", tuple(getattr(blk, "tasks", ())),
-                                      getattr(blk, "root", None),
-                                      getattr(blk, "suggestion", "")))
-        new = tuple(views)
-        if new != self._deadlocks:
-            self._changed.update(self._deadlocked_keys | cycle_keys)
-            self._deadlocks = new
-            self._deadlocked_keys = cycle_keys
-            self._dirty = True
-
-    # --- throughput and snapshots ----------------------------------------------------------
-    def _next_throughput_roll(self) -> float:
-        return self._throughput_started + THROUGHPUT_INTERVAL * len(self._throughput) \
-            if len(self._throughput) < THROUGHPUT_BUCKETS else \
-            self._throughput_started + THROUGHPUT_INTERVAL * THROUGHPUT_BUCKETS
-
-    def _roll_throughput(self, now: float) -> None:
-        while now >= self._throughput_started + THROUGHPUT_INTERVAL * len(self._throughput):
-            if len(self._throughput) == THROUGHPUT_BUCKETS:
-                self._throughput_started += THROUGHPUT_INTERVAL
-            self._throughput.append(0)
-            self._dirty = True
-
-    def _publish(self, now: float, *, force: bool = False) -> None:
-        if not force and (not self._dirty or now < self._next_snapshot_at):
-            return
-        self._dirty = False
-        self._next_snapshot_at = now + 1.0 / max(0.1, float(self.config.snapshot_max_rate))
-        state = self._state
-        if state == "running" and self._paused:
-            state = "paused"
-        snap = self._builder.build(now, state)
-        with self._snap_cond:
-            self._snapshot = snap
-            self._snap_cond.notify_all()
-        self._metric("update_from_snapshot", snap)
-
-    def _initial_snapshot(self) -> Snapshot:
-        try:
-            counts = self.registry.count_tasks()
-        except Exception:
-            counts = {}
-        from .snapshot import Counters
-
-        c = Counters(total=sum(counts.values()), blocked=counts.get(TaskState.BLOCKED, 0),
-                     ready=counts.get(TaskState.READY, 0),
-                     running=counts.get(TaskState.RUNNING, 0), done=counts.get(TaskState.DONE, 0),
-                     failed=counts.get(TaskState.FAILED, 0),
-                     cancelled=counts.get(TaskState.CANCELLED, 0))
-        return Snapshot(version=0, taken_at=time.time(), state="stopped",
-                        policy=str(getattr(self.config.scheduling_policy, "value",
-                                           self.config.scheduling_policy)),
-                        max_global_concurrency=self.config.max_global_concurrency,
-                        registry_path=self.registry_label, api_url=None,
-                        pools=tuple(self.pool_manager.get_all_pool_status()), counters=c,
-                        heartbeat_timeout=self.config.heartbeat_timeout)
-
-    def snapshot(self) -> Snapshot:
-        """The newest published snapshot (never blocks)."""
-        return self._snapshot  # type: ignore[return-value]
-
-    def wait_for_snapshot(self, after_version: int, timeout: float | None = None) -> Snapshot:
-        """Wait until a snapshot newer than ``after_version`` is published (or the timeout)."""
-        with self._snap_cond:
-            self._snap_cond.wait_for(lambda: self._snapshot is not None
-                                     and self._snapshot.version > after_version, timeout)
-            return self._snapshot  # type: ignore[return-value]
-
-    def get_status(self) -> dict[str, Any]:
-        """The newest snapshot as a JSON-ready dict (seed API)."""
-        return self.snapshot().to_dict()
-
-    # --- shutdown --------------------------------------------------------------------------
-    def _begin_drain(self, timeout: float, leave_running: bool) -> None:
-        if self._stop_requested and self._drain_deadline is not None:
-            self._drain_deadline = min(self._drain_deadline, time.time() + timeout)
-            return
-        self._stop_requested = True
-        self._leave_running = leave_running
-        self._drain_deadline = time.time() + max(0.0, timeout)
-        self._state = "draining"
-        self._dirty = True
-        logger.info("dispatcher stopping: %d runner(s) running, waiting up to %.0fs",
-                    len(self._runners), timeout)
-
-    def _drain_step(self, now: float) -> None:
-        if self._leave_running or not (self._runners or self._launching):
-            return
-        if self._drain_deadline is not None and now >= self._drain_deadline:
-            for pending in self._launching.values():
-                if pending.stop_outcome is None:
-                    pending.stop_outcome, pending.stop_reason = "shutdown", "dispatcher stopping"
-            if self._state != "stopping":
-                self._state = "stopping"
-                self._dirty = True
-            for rec in list(self._runners.values()):
-                if not rec.stopping:
-                    self._fence(rec, "shutdown", "dispatcher stopping")
-
-    def _drain_finished(self) -> bool:
-        if not self._stop_requested:
-            return False
-        return (self._leave_running or not self._runners) and not self._launching
-
-    def _finish_loop(self) -> None:
-        left = len(self._runners)
-        try:
-            if self._pending_events:
-                self.events.record_many(self._pending_events)
-                self._pending_events = []
-            self.events.record(TaskEvent(
-                event_type=EventType.DISPATCHER_STOPPED,
-                message="dispatcher stopped" + (
-                    f"; {left} runner(s) left running for the next start to adopt"
-                    if left else "") + (f" after an engine error: {self._crash}"
-                                        if self._crash else ""),
-                details={"left_running": left}))
-        except Exception:
-            logger.exception("could not record DispatcherStopped")
-        self._state = "stopped"
-        self._publish(time.time(), force=True)
 
     # --- public control surface ------------------------------------------------------------
     def control(self, verb: str, payload: dict[str, Any] | None = None) -> str:

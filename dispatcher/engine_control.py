@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .engine_state import EngineBase
+from .engine_runners import RunnerMixin
 from .errors import (
     DispatcherError,
     DispatcherStateError,
@@ -37,7 +37,7 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
-class ControlMixin(EngineBase):
+class ControlMixin(RunnerMixin):
     """The control verbs (mixed into DispatcherCore)."""
 
     def _do_control(self, verb: str, payload: dict[str, Any]) -> str:
@@ -168,7 +168,7 @@ class ControlMixin(EngineBase):
             rec = self._runners[rid]
             if rec.stopping:
                 return f"{key} is already being stopped ({rec.fence_outcome})"
-            self._fence(rec, "cancelled", "cancelled by an operator")  # type: ignore[attr-defined]
+            self._fence(rec, "cancelled", "cancelled by an operator")
             return f"cancelling {key}: stopping runner {rid}"
         new = self.events.transition(
             key, TaskState.CANCELLED, expected=task.state, runner_id=None,
@@ -203,5 +203,5 @@ class ControlMixin(EngineBase):
         return f"pool {name} {'enabled' if enabled else 'disabled (running tasks finish)'}"
 
     def _after_write(self, task: Task) -> None:
-        self._set_known(task)  # type: ignore[attr-defined]
+        self._set_known(task)
         self._registry_dirty = True

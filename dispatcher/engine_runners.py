@@ -10,22 +10,19 @@ again, so a task never runs twice at the same time.
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .engine_state import Command, EngineBase, LaunchOutcome, PendingLaunch, RunnerRecord
-from .errors import InvalidTransitionError, RunnerLaunchError, TaskNotFoundError
-from .launchers.base import RunnerExit, RunnerLauncher, attempt_dir, new_runner_id
+from .engine_state import Command, EngineBase, RunnerRecord
+from .errors import InvalidTransitionError, TaskNotFoundError
+from .launchers.base import RunnerExit, RunnerLauncher
 from .models import (
     AgentPool,
     EventType,
-    Runner,
     RunnerState,
-    Slot,
     Task,
     TaskEvent,
     TaskState,
@@ -78,169 +75,7 @@ class RunnerMixin(EngineBase):
     def _launcher_for(self, pool: AgentPool) -> RunnerLauncher | None:
         return self._launchers.get(pool.name) or self._launchers.get(pool.type)
 
-    # --- launch ----------------------------------------------------------------------------
-    def _launch(self, task: Task, pool: AgentPool, now: float) -> bool:
-        """Start one scheduled task (capacity already acquired by the scheduler).
-
-        The slow part — workspace slot, the READY -> RUNNING compare-and-set with its
-        TaskAssigned event, the platform launch — runs in a launch worker; the engine holds the
-        task as "launching" meanwhile (capacity kept, not queued) and settles it in
-        :meth:`_launched`.
-        """
-        key = task.key
-        if key in self._slot_releases:  # its previous slot is still being cleaned: wait for it
-            self.pool_manager.release(pool.name, task)
-            self._no_slot[key] = task
-            return False
-        launcher = self._launcher_for(pool)
-        if launcher is None:
-            self.pool_manager.release(pool.name, task)
-            self._sched_dirty = True
-            self.pool_manager.record_launch_error(pool.name, "no launcher")
-            self._attempt_failed(task, TaskState.READY, None, "launch_error",
-                                 f"no launcher for pool {pool.name!r} of type "
-                                 f"{pool.type.value}; is its platform available (docker SDK, "
-                                 "kubernetes client)?", retryable=True)
-            return False
-        attempt = task.attempts + 1
-        pending = PendingLaunch(task=task, pool=pool, slot=None, launcher=launcher,
-                                attempt=attempt, runner_id=new_runner_id(task, attempt),
-                                assigned_at=now, ready_at=task.ready_at or task.created_at)
-        self._launching[key] = pending
-        self._launching_ids[pending.runner_id] = key
-        self._by_task[key] = pending.runner_id
-        workers = self._launch_pool
-        if workers is None:
-            self._launched(key, self._prepare_and_launch(pending))
-        else:  # fork+exec, container create, git worktrees overlap in worker threads
-            workers.submit(self._launch_in_worker, pending)
-        return True
-
-    def _prepare_and_launch(self, pending: PendingLaunch) -> LaunchOutcome:
-        """Slot, compare-and-set, launch (in a launch worker; touches no engine state)."""
-        task, pool = pending.task, pending.pool
-        key = task.key
-        try:
-            slot = self.repo_pool.allocate_slot(task)
-        except Exception as exc:
-            return LaunchOutcome("slot_error", error=exc)
-        if slot is None:
-            return LaunchOutcome("no_slot")
-        now = time.time()
-        assigned = TaskEvent(
-            event_type=EventType.TASK_ASSIGNED, task_key=key, timestamp=now,
-            message=f"assigned to pool {pool.name}, slot {slot.slot_id} "
-                    f"(attempt {pending.attempt})",
-            runner_id=pending.runner_id, slot_id=slot.slot_id, pool=pool.name,
-            details={"attempt": pending.attempt, "branch": slot.branch},
-        )
-        try:
-            running = self.events.transition(
-                key, TaskState.RUNNING, expected=TaskState.READY, event=assigned,
-                runner_id=pending.runner_id, assigned_slot=slot.slot_id,
-                reserved_branch=slot.branch, started_at=now, next_attempt_at=None,
-            )
-        except Exception as exc:
-            self._release_slot_now(slot.slot_id)
-            refused = isinstance(exc, InvalidTransitionError | TaskNotFoundError)
-            return LaunchOutcome("refused" if refused else "registry_error", error=exc)
-        try:
-            runner = pending.launcher.launch(running, slot, pool, attempt=pending.attempt)
-        except Exception as exc:
-            return LaunchOutcome("launch_error", running=running, slot=slot, error=exc)
-        return LaunchOutcome("runner", running=running, slot=slot, runner=runner)
-
-    def _launch_in_worker(self, pending: PendingLaunch) -> None:
-        try:
-            outcome = self._prepare_and_launch(pending)
-        except BaseException as exc:  # never leave the engine waiting for this launch
-            outcome = LaunchOutcome("registry_error", error=exc)
-        self._post(Command("launched", {"key": pending.task.key, "result": outcome}))
-
-    def _launched(self, key: str, outcome: LaunchOutcome) -> None:
-        """A launch finished in a worker: register the runner, or settle what went wrong."""
-        pending = self._launching.pop(key, None)
-        if pending is None:
-            return
-        self._launching_ids.pop(pending.runner_id, None)
-        if self._by_task.get(key) == pending.runner_id:
-            del self._by_task[key]
-        task, pool = pending.task, pending.pool
-        self._changed.add(key)
-        self._dirty = True
-        if outcome.kind in ("slot_error", "no_slot", "refused", "registry_error"):
-            self.pool_manager.release(pool.name, task)
-            self._sched_dirty = True
-            if pending.stop_outcome == "cancelled" and outcome.kind != "refused":
-                self._cancel_unstarted(key, "cancelled by an operator before it started")
-            elif outcome.kind == "no_slot":
-                self._no_slot[key] = task
-            elif outcome.kind == "slot_error":
-                logger.warning("no workspace for %s: %s", key, outcome.error)
-                self._attempt_failed(task, TaskState.READY, None, "launch_error",
-                                     f"workspace slot could not be prepared: {outcome.error}")
-            elif outcome.kind == "refused":
-                logger.info("not launching %s: %s", key, outcome.error)
-                self._registry_dirty = True
-            else:  # the registry failed: the task is still READY there, offer it again
-                logger.error("not launching %s: %s", key, outcome.error)
-                self._enqueue(task)
-            return
-        running, slot = outcome.running, outcome.slot
-        assert running is not None and slot is not None
-        self._set_known(running)
-        self._last_pool[key] = pool.name
-        self._registry_dirty = True
-        self._counters["assigned"] += 1
-        self._metric("record_assignment", running, pool)
-        if outcome.kind == "launch_error" or outcome.runner is None:
-            err = outcome.error
-            self._launch_error(running, pool, slot, err if isinstance(err, RunnerLaunchError)
-                               else RunnerLaunchError(f"{type(err).__name__}: {err}",
-                                                      pool=pool.name))
-            if pending.stop_outcome == "cancelled":
-                self._cancel_unstarted(key, "cancelled by an operator; its launch had failed")
-            return
-        runner = outcome.runner
-        if runner.runner_id != pending.runner_id:  # the launcher named it itself
-            running = self.registry.update_task(key, runner_id=runner.runner_id)
-            self._set_known(running)
-        started = runner.started_at or pending.assigned_at
-        rec = RunnerRecord(runner=runner, task=running, pool=pool, launcher=pending.launcher,
-                           slot=slot, started_at=started, last_sign=time.time(),
-                           attempt=pending.attempt)
-        runner.state = RunnerState.RUNNING
-        self._runners[runner.runner_id] = rec
-        self._by_task[key] = runner.runner_id
-        self.runner_monitor.add_runner(runner)
-        self.pool_manager.record_launch_success(pool.name)
-        self._pending_events.append(TaskEvent(
-            event_type=EventType.RUNNER_STARTED, task_key=key, timestamp=started,
-            message=f"runner {runner.runner_id} started ({runner.handle or '?'})",
-            runner_id=runner.runner_id, slot_id=slot.slot_id, pool=pool.name,
-            details={"attempt": pending.attempt, "handle": runner.handle,
-                     "log_path": runner.log_path},
-        ))
-        self._metric("record_start", running, pool, max(0.0, started - pending.ready_at))
-        self._flagged_exits.add(runner.runner_id)  # it may have ended before we knew it
-        if pending.early_report is not None:
-            self._on_report(runner.runner_id, pending.early_report)
-        if pending.stop_outcome is not None:
-            self._fence(rec, pending.stop_outcome, pending.stop_reason)
-
-    def _cancel_unstarted(self, key: str, message: str) -> None:
-        """Cancel a task that has no runner (a cancel that arrived while it was launching)."""
-        task = self._known.get(key)
-        if task is None or task.state.terminal or task.state is TaskState.RUNNING:
-            return
-        state = task.state
-        self.queue.remove(key)
-        self._no_slot.pop(key, None)
-        self._registry_write(f"cancelling {key}", lambda: self.events.transition(
-            key, TaskState.CANCELLED, expected=state, runner_id=None,
-            event=TaskEvent(event_type=EventType.TASK_CANCELLED, task_key=key,
-                            message=message)))
-
+    # --- slots -----------------------------------------------------------------------------
     def _release_slot_now(self, slot_id: str) -> None:
         try:
             self.repo_pool.release_slot(slot_id)
@@ -284,25 +119,6 @@ class RunnerMixin(EngineBase):
         rec.last_sign = rec.reported_at
         self.runner_monitor.touch(runner_id)
         self._flagged_exits.add(runner_id)
-
-    def _launch_error(self, task: Task, pool: AgentPool, slot: Slot | None,
-                      exc: RunnerLaunchError) -> None:
-        """A runner could not start: release everything, then retry with backoff or fail."""
-        if slot is not None:
-            self._release_slot(task.key, slot.slot_id)
-        self.pool_manager.release(pool.name, task)
-        self._sched_dirty = True
-        self.pool_manager.record_launch_error(pool.name, str(exc))
-        self._metric("record_launch_error", pool.name)
-        self._counters["launch_errors"] += 1
-        logger.warning("launch of %s in pool %s failed: %s", task.key, pool.name, exc)
-        self.events.record(TaskEvent(
-            event_type=EventType.RUNNER_LAUNCH_FAILED, task_key=task.key, message=str(exc),
-            slot_id=slot.slot_id if slot else None, pool=pool.name,
-        ))
-        self._attempt_failed(task, TaskState.RUNNING, None, "launch_error", str(exc),
-                             retryable=exc.retryable)
-        self._requeue_no_slot()
 
     # --- failures and retries --------------------------------------------------------------
     def _attempt_failed(
@@ -625,125 +441,6 @@ class RunnerMixin(EngineBase):
     def _settle(self, key: str, state: TaskState, event: TaskEvent, **updates: Any) -> None:
         self._registry_write(f"moving {key} to {state.value}", lambda: self.events.transition(
             key, state, expected=TaskState.RUNNING, event=event, **updates))
-
-    # --- restart: adopt or settle RUNNING tasks --------------------------------------------
-    def _reconcile(self) -> None:
-        """Match RUNNING tasks to live runners (adopt) or settle them from their exit status."""
-        running = self.registry.list_tasks(state=TaskState.RUNNING)
-        alive: dict[str, tuple[Runner, RunnerLauncher, AgentPool]] = {}
-        pools = {p.name: p for p in self.pool_manager.pools.values()}
-        for pool in pools.values():
-            launcher = self._launcher_for(pool)
-            if launcher is None:
-                continue
-            try:
-                found = launcher.reconcile(pool)
-            except Exception:
-                logger.exception("reconcile of pool %s failed", pool.name)
-                continue
-            for runner in found:
-                owner = pools.get(runner.pool_name, pool)
-                alive.setdefault(runner.runner_id, (runner, launcher, owner))
-        for task in running:
-            match = alive.pop(task.runner_id, None) if task.runner_id else None
-            if match is not None:
-                self._adopt(task, *match)
-            else:
-                self._settle_orphaned_task(task)
-        for runner, launcher, _pool in alive.values():
-            logger.warning("runner %s (%s) has no RUNNING task; stopping it", runner.runner_id,
-                           runner.task_key)
-            try:
-                launcher.stop(runner, self.config.runner_stop_grace)
-                launcher.release(runner)
-            except Exception:
-                logger.exception("could not stop orphan runner %s", runner.runner_id)
-        self._release_leaked_slots()
-
-    def _release_leaked_slots(self) -> None:
-        """Slots recorded in use by tasks that no live runner of ours serves (a crash between
-        slot allocation and launch, or a runner that ended while we were down)."""
-        try:
-            held = dict(self.repo_pool.assignments())
-        except Exception:
-            logger.debug("slot assignments unavailable", exc_info=True)
-            return
-        for slot_id, key in held.items():
-            if key not in self._by_task:
-                logger.info("releasing slot %s held by %s from an earlier run", slot_id, key)
-                self.repo_pool.release_slot(slot_id)
-
-    def _adopt(self, task: Task, runner: Runner, launcher: RunnerLauncher,
-               pool: AgentPool) -> None:
-        now = time.time()
-        slot_id = task.assigned_slot or runner.slot_id
-        slot = Slot(slot_id=slot_id or "", slot_path=runner.slot_path or "",
-                    branch=task.reserved_branch) if slot_id else None
-        if slot_id:
-            try:
-                self.repo_pool.mark_in_use(slot_id, task.key)
-            except Exception:
-                logger.exception("slot %s of %s could not be marked in use", slot_id, task.key)
-        self.pool_manager.acquire(pool.name, task)
-        runner.state = RunnerState.RUNNING
-        rec = RunnerRecord(runner=runner, task=task, pool=pool, launcher=launcher, slot=slot,
-                           started_at=runner.started_at or now, last_sign=now,
-                           attempt=task.attempts + 1, adopted=True)
-        self._runners[runner.runner_id] = rec
-        self._by_task[task.key] = runner.runner_id
-        self.runner_monitor.add_runner(runner, last_seen=now)
-        self._set_known(task)
-        self.events.record(TaskEvent(
-            event_type=EventType.RUNNER_ADOPTED, task_key=task.key,
-            message=f"runner {runner.runner_id} ({runner.handle}) adopted after restart",
-            runner_id=runner.runner_id, slot_id=slot_id, pool=pool.name,
-        ))
-
-    def _settle_orphaned_task(self, task: Task) -> None:
-        """A RUNNING task whose runner is gone: its exit status decides, else requeue."""
-        now = time.time()
-        status = self._read_exit_status(task)
-        if task.assigned_slot:
-            try:
-                self.repo_pool.release_slot(task.assigned_slot)
-            except Exception:
-                logger.debug("slot %s release at reconcile", task.assigned_slot, exc_info=True)
-        code = status.get("exit_code") if status else None
-        common: dict[str, Any] = {"task_key": task.key, "runner_id": task.runner_id,
-                                  "slot_id": task.assigned_slot}
-        if status is not None and code == 0:
-            event = TaskEvent(event_type=EventType.RUNNER_COMPLETED,
-                              message="runner finished while the dispatcher was down (exit 0)",
-                              details={"exit_code": 0, "recovered": True}, **common)
-            self._settle(task.key, TaskState.DONE, event, finished_at=now, next_attempt_at=None)
-            return
-        if status is not None:
-            code_i = int(code) if isinstance(code, int | float) else None
-            self.events.record(TaskEvent(
-                event_type=EventType.RUNNER_FAILED,
-                message=f"runner ended while the dispatcher was down (exit {code_i})",
-                details={"exit_code": code_i, "recovered": True}, **common))
-            self._attempt_failed(task, TaskState.RUNNING, code_i,
-                                 "exit_code" if code_i else "killed", f"exit code {code_i}")
-            return
-        event = TaskEvent(event_type=EventType.TASK_REQUEUED,
-                          message="runner gone after a dispatcher restart, no exit status: "
-                                  "back to READY (no attempt spent)", **common)
-        self._settle(task.key, TaskState.READY, event, runner_id=None, next_attempt_at=None)
-
-    def _read_exit_status(self, task: Task) -> dict[str, Any] | None:
-        path = attempt_dir(self.runs_dir, task, task.attempts + 1) / EXIT_STATUS_FILE
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if not isinstance(data, dict):
-            return None
-        if "exit_code" not in data and "returncode" in data:
-            data["exit_code"] = data["returncode"]
-        if data.get("runner_id") and task.runner_id and data["runner_id"] != task.runner_id:
-            return None  # a different run of the same attempt number
-        return data
 
     # --- delayed (backoff) tasks -----------------------------------------------------------
     def _push_delayed(self, task: Task) -> None:

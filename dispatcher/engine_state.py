@@ -109,6 +109,16 @@ class EngineBase:
     deadlock_detector: Any  # DeadlockDetector
     metrics: Any  # MetricsCollector or a null object
 
+    registry_label: str
+    api_url: str | None
+    admin_token: str | None
+    _api_server: Any
+    _secret: bytes
+    _given_launchers: dict[Any, RunnerLauncher]
+    _stop_requested: bool
+    _leave_running: bool
+    _drain_deadline: float | None
+    _crash: BaseException | None
     _launchers: dict[PoolType | str, RunnerLauncher]
     _runners: dict[str, RunnerRecord]  # runner id -> record
     _by_task: dict[str, str]  # task key -> runner id
@@ -141,3 +151,10 @@ class EngineBase:
     _throughput: deque[int]
     _throughput_started: float
     _next_deadlock_check: float
+
+    # implemented by DispatcherCore
+    def _on_runner_exit(self, runner_id: str) -> None:
+        raise NotImplementedError
+
+    def _publish(self, now: float, *, force: bool = False) -> None:
+        raise NotImplementedError

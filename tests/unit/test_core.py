@@ -461,6 +461,7 @@ def test_cancel_while_launching_stops_the_runner_once_started(tmp_path: Path) ->
         assert h.launcher.entered.wait(10)
         snap = wait_until(lambda: (s := h.core.snapshot()).running and s, 5, "launching view")
         assert snap.running[0].runner_state is RunnerState.LAUNCHING
+        assert "ts/g" not in {q.key for q in snap.queued}
         assert "once it has started" in h.core.cancel("ts/g")
         assert h.core.set_priority("ts/g", 3).endswith("0 -> 3")  # no orphaning
         h.launcher.gate.set()

@@ -1,0 +1,146 @@
+"""Starting and stopping the engine: the HTTP API, the launchers, the drain at shutdown.
+
+Shutdown (R15.1): the engine stops taking tasks ("draining"), waits up to the timeout for
+running runners, then stops the rest (fenced in workers) and puts their tasks back to READY
+without spending an attempt (TaskRequeued); DispatcherStopped is recorded last.
+``leave_running=True`` leaves runners alive for the next start to adopt.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, cast
+
+from .engine_api import (
+    EngineApiHandler,
+    load_or_create_admin_token,
+    load_or_create_secret,
+    previous_api_port,
+    write_dispatcher_info,
+)
+from .engine_runners import RunnerMixin
+from .launchers.base import LaunchEnvironment, RunnerLauncher
+from .models import EventType, PoolType, TaskEvent
+
+if TYPE_CHECKING:
+    from .core import DispatcherCore
+
+logger = logging.getLogger(__name__)
+
+
+class LifecycleMixin(RunnerMixin):
+    """API and launcher setup, drain and final event (mixed into DispatcherCore)."""
+
+    def _start_api(self) -> None:
+        from .api.server import ApiServer
+
+        self._secret = load_or_create_secret(self.state_dir)
+        self.admin_token = load_or_create_admin_token(self.state_dir)
+        port = self.config.api_port
+        if not port:  # reuse the port of the previous run: adopted wrapped runners report there
+            port = previous_api_port(self.state_dir) or 0
+        handler = EngineApiHandler(cast("DispatcherCore", self))
+        try:
+            self._api_server = ApiServer(self.config.api_host, port, handler, self._secret,
+                                         self.admin_token)
+            self.api_url = self._api_server.start()
+        except OSError:
+            if port == self.config.api_port:
+                raise
+            self._api_server = ApiServer(self.config.api_host, 0, handler, self._secret,
+                                         self.admin_token)
+            self.api_url = self._api_server.start()
+        write_dispatcher_info(self.state_dir, self.api_url, self.registry_label)
+
+    def _token_for(self, runner_id: str) -> str:
+        from .api.tokens import runner_token
+
+        return runner_token(self._secret, runner_id) if self._secret else ""
+
+    def _launch_env(self) -> LaunchEnvironment:
+        return LaunchEnvironment(
+            api_url=self.api_url, token_for=self._token_for, runs_dir=self.runs_dir,
+            heartbeat_interval=self.config.heartbeat_interval,
+            heartbeat_timeout=self.config.heartbeat_timeout,
+            stop_grace=self.config.runner_stop_grace, on_exit=self._on_runner_exit)
+
+    def _setup_launchers(self) -> None:
+        env = self._launch_env()
+        launchers: dict[Any, RunnerLauncher] = {}
+        for key, launcher in self._given_launchers.items():
+            launcher.env = replace(launcher.env, on_exit=self._on_runner_exit,
+                                   api_url=self.api_url or launcher.env.api_url,
+                                   token_for=self._token_for if self._secret
+                                   else launcher.env.token_for)
+            launchers[key] = launcher
+        types = {p.type for p in self.pool_manager.pools.values()}
+        for ptype in types:
+            if ptype in launchers or any(
+                    p.name in launchers for p in self.pool_manager.pools.values()
+                    if p.type is ptype):
+                continue
+            made = self._make_launcher(ptype, env)
+            if made is not None:
+                launchers[ptype] = made
+        self._launchers = launchers
+
+    @staticmethod
+    def _make_launcher(ptype: PoolType, env: LaunchEnvironment) -> RunnerLauncher | None:
+        from .launchers import launcher_for
+
+        try:
+            return launcher_for(ptype, env)
+        except Exception as exc:  # e.g. the docker SDK is missing: those pools fail to launch
+            logger.warning("no launcher for %s pools: %s", ptype.value, exc)
+            return None
+
+    def _begin_drain(self, timeout: float, leave_running: bool) -> None:
+        if self._stop_requested and self._drain_deadline is not None:
+            self._drain_deadline = min(self._drain_deadline, time.time() + timeout)
+            return
+        self._stop_requested = True
+        self._leave_running = leave_running
+        self._drain_deadline = time.time() + max(0.0, timeout)
+        self._state = "draining"
+        self._dirty = True
+        logger.info("dispatcher stopping: %d runner(s) running, waiting up to %.0fs",
+                    len(self._runners), timeout)
+
+    def _drain_step(self, now: float) -> None:
+        if self._leave_running or not (self._runners or self._launching):
+            return
+        if self._drain_deadline is not None and now >= self._drain_deadline:
+            for pending in self._launching.values():
+                if pending.stop_outcome is None:
+                    pending.stop_outcome, pending.stop_reason = "shutdown", "dispatcher stopping"
+            if self._state != "stopping":
+                self._state = "stopping"
+                self._dirty = True
+            for rec in list(self._runners.values()):
+                if not rec.stopping:
+                    self._fence(rec, "shutdown", "dispatcher stopping")
+
+    def _drain_finished(self) -> bool:
+        if not self._stop_requested:
+            return False
+        return (self._leave_running or not self._runners) and not self._launching
+
+    def _finish_loop(self) -> None:
+        left = len(self._runners)
+        try:
+            if self._pending_events:
+                self.events.record_many(self._pending_events)
+                self._pending_events = []
+            self.events.record(TaskEvent(
+                event_type=EventType.DISPATCHER_STOPPED,
+                message="dispatcher stopped" + (
+                    f"; {left} runner(s) left running for the next start to adopt"
+                    if left else "") + (f" after an engine error: {self._crash}"
+                                        if self._crash else ""),
+                details={"left_running": left}))
+        except Exception:
+            logger.exception("could not record DispatcherStopped")
+        self._state = "stopped"
+        self._publish(time.time(), force=True)
