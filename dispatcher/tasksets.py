@@ -39,7 +39,8 @@ import difflib
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -126,13 +127,16 @@ def load_taskset_file(
             doc = parse_yaml(text)
         except yaml.YAMLError as exc:
             raise TasksetError([yaml_error_problem(exc, source)]) from exc
-        taskset, problems, locate_task, all_ids = _parse(doc, source, p.resolve().parent)
+        parsed = _parse(doc, source, p.resolve().parent)
         del doc
+        taskset, problems = parsed.taskset, parsed.problems
         warnings: list[str] = []
-        if taskset.name:  # else _parse said why; dependency checks need the name
-            more, warnings = _validate(taskset, existing, config, locate_task, all_ids,
-                                       check_cycles=not problems)
-            problems += more
+        # Every check runs in one pass: dependencies of every task with an id (even one with
+        # other bad fields, even a duplicate) and cycles over the known edges, whatever else
+        # is wrong. Without a taskset name _parse said why, and the other checks still ran.
+        more, warnings = _validate(taskset, existing, config, parsed.locate_task,
+                                   parsed.all_ids, extra=parsed.extra, check_name=False)
+        problems += more
     if problems:
         raise TasksetError(_sorted(problems), title=f"invalid taskset {source}; nothing written")
     return taskset, warnings
@@ -143,10 +147,10 @@ def parse_taskset(data: Any, source: str = "<taskset>", base_dir: Path | None = 
 
     Dependencies and cycles are checked by :func:`validate_taskset`.
     """
-    taskset, problems, _, _ = _parse(YamlDocument(data), source, base_dir)
-    if problems:
-        raise TasksetError(problems, title=f"invalid taskset {source}; nothing written")
-    return taskset
+    parsed = _parse(YamlDocument(data), source, base_dir)
+    if parsed.problems:
+        raise TasksetError(parsed.problems, title=f"invalid taskset {source}; nothing written")
+    return parsed.taskset
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:
@@ -157,9 +161,27 @@ def _sorted(problems: list[Problem]) -> list[Problem]:
     return sorted(problems, key=line)
 
 
-def _parse(
-    doc: YamlDocument, source: str, base_dir: Path | None
-) -> tuple[Taskset, list[Problem], Callable[[str, str], str], set[str]]:
+#: Where a task's field was written: (task id, field) -> ``file:line``.
+LocateTask = Callable[[str, str], str]
+
+
+@dataclass
+class _Parsed:
+    """What :func:`_parse` found: the valid tasks, the problems, and what validation needs.
+
+    ``extra`` holds tasks with a usable id that are not in the taskset (some other field is
+    bad, or the id is a duplicate), each with its own locator, so their dependencies are
+    still checked and the valid ones still take part in the cycle check.
+    """
+
+    taskset: Taskset
+    problems: list[Problem]
+    locate_task: LocateTask
+    all_ids: set[str] = field(default_factory=set)
+    extra: list[tuple[Task, LocateTask, bool]] = field(default_factory=list)
+
+
+def _parse(doc: YamlDocument, source: str, base_dir: Path | None) -> _Parsed:
     locate = locator(source, doc.lines)
     out = _Collector(source, locate)
     for dup, _line in doc.duplicates:
@@ -168,7 +190,7 @@ def _parse(
     empty = Taskset(name="", source=source)
     if not isinstance(data, dict):
         out.add((), "", f"expected a mapping with 'taskset:' and 'tasks:', got {type_name(data)}")
-        return empty, out.problems, lambda tid, field: source, set()
+        return _Parsed(empty, out.problems, lambda tid, field: source)
     for key in data:
         if str(key) not in TOP_KEYS:
             out.unknown((str(key),), str(key), str(key), TOP_KEYS, "the taskset")
@@ -201,20 +223,32 @@ def _parse(
         out.add(("tasks",), "tasks", f"expected a list of tasks, got {type_name(raw_tasks)}")
         raw_tasks = []
     seen: dict[str, int] = {}
+    extra: list[tuple[Task, LocateTask, bool]] = []
+
+    def locate_at(path: Path_) -> LocateTask:
+        return lambda _tid, fld: locate((*path, fld)) if fld else locate(path)
+
     for i, item in enumerate(raw_tasks):
         path: Path_ = ("tasks", i)
         raw_id = item.get("id") if isinstance(item, dict) else None
         tid = _scalar_text(raw_id, (*path, "id"), doc)
-        if tid is not None and tid in seen:
-            first = locate(("tasks", seen[tid], "id"))
+        duplicate = tid is not None and tid in seen
+        if duplicate:
+            first = locate(("tasks", seen[str(tid)], "id"))
             out.add((*path, "id"), f"tasks[{tid}].id", f"duplicate id {tid!r} (first at {first})",
                     "give each task of the taskset its own id")
-            continue
-        if tid is not None:
+        elif tid is not None:
             seen[tid] = i
             where_task[tid] = path
+        before = len(out.problems)
         task = _parse_task(item, path, doc, out, taskset, base_dir)
-        if task is not None:
+        if task is None:
+            continue
+        if duplicate:  # its dependencies are checked; it takes no part in the graph
+            extra.append((task, locate_at(path), False))
+        elif len(out.problems) > before:  # another field is bad: still check its edges
+            extra.append((task, locate_at(path), True))
+        else:
             taskset.tasks.append(task)
     all_ids.update(seen)
 
@@ -224,7 +258,7 @@ def _parse(
             return source
         return locate((*path, field)) if field else locate(path)
 
-    return taskset, out.problems, locate_task, all_ids
+    return _Parsed(taskset, out.problems, locate_task, all_ids, extra)
 
 
 def _resolve_repo(repo: str | None, base_dir: Path | None) -> str | None:
@@ -318,8 +352,12 @@ def _parse_task(item: Any, path: Path_, doc: YamlDocument, out: _Collector, task
     optional = item.get("optional", False)
     if not isinstance(optional, bool):
         bad("optional", f"expected true or false, got {type_name(optional)}")
-    if len(out.problems) > before or tid is None:
+    if tid is None:
         return None
+    if len(out.problems) > before:
+        # Only for the dependency and cycle checks: the fields that matter are valid.
+        return Task(id=tid, title="", taskset=taskset.name, dependencies=deps,
+                    state=TaskState.BLOCKED if deps else TaskState.READY)
     repo = _resolve_repo(item.get("repo"), base_dir) if item.get("repo") else taskset.repo
     return Task(
         id=tid,
@@ -388,19 +426,26 @@ def _validate(
     taskset: Taskset,
     existing: TaskRegistry | None,
     config: DispatcherConfig | None,
-    locate: Callable[[str, str], str],
+    locate: LocateTask,
     also_known: set[str] | None = None,
     *,
-    check_cycles: bool = True,
+    extra: Sequence[tuple[Task, LocateTask, bool]] = (),
+    check_name: bool = True,
 ) -> tuple[list[Problem], list[str]]:
+    """Names, duplicate ids, dependencies and cycles, all in one pass.
+
+    ``extra`` (from the file parser) are tasks not in the taskset whose dependencies are still
+    checked; those flagged True also take part in the cycle check.
+    """
     problems: list[Problem] = []
     warnings: list[str] = []
 
-    def add(tid: str, field: str, message: str, hint: str = "") -> None:
+    def add(tid: str, field: str, message: str, hint: str = "",
+            where: LocateTask = locate) -> None:
         key = f"tasks[{tid}]" + (f".{field}" if field else "")
-        problems.append(Problem(locate(tid, field), key, message, hint))
+        problems.append(Problem(where(tid, field), key, message, hint))
 
-    if not taskset.name or not _NAME_RE.match(taskset.name):
+    if check_name and (not taskset.name or not _NAME_RE.match(taskset.name)):
         problems.append(Problem(locate("", ""), "taskset",
                                 f"invalid taskset name {taskset.name!r}", "a name without '/'"))
     ids: set[str] = set()
@@ -410,32 +455,36 @@ def _validate(
         ids.add(task.id)
         if not task.id or not _NAME_RE.match(task.id):
             add(task.id, "id", f"invalid task id {task.id!r}", "an id without '/'")
-    known = ids | (also_known or set())
+    in_file = ids | (also_known or set())
+    known = set(in_file)
     union: dict[str, Task] = {}
     if existing is not None and taskset.name:
         for old in existing.list_tasks(taskset=taskset.name):
             known.add(old.id)
             union[old.id] = old
-    for task in taskset.tasks:
+    checked: list[tuple[Task, LocateTask]] = [(t, locate) for t in taskset.tasks]
+    checked += [(t, where) for t, where, _ in extra]
+    for task in [*taskset.tasks, *(t for t, _, in_graph in extra if in_graph)]:
         union[task.id] = (task if task.taskset == taskset.name
                           else task.copy(taskset=taskset.name))
+    for task, where in checked:
         for dep in task.dependencies:
             if dep == task.id:
                 add(task.id, "depends_on", "depends on itself",
-                    "remove it from its own depends_on")
+                    "remove it from its own depends_on", where)
             elif dep not in known:
                 close = difflib.get_close_matches(dep, sorted(known), n=1, cutoff=0.6)
                 hint = f"did you mean {close[0]!r}?" if close else "define that task or remove it"
-                add(task.id, "depends_on", f"unknown dependency {dep!r}", hint)
-    if check_cycles and not problems:
-        graph = build_graph(union.values())
-        for cycle in find_cycles(graph):
-            ids_in = [k.rpartition("/")[2] for k in cycle]
-            if len(ids_in) == 1:
-                continue  # reported above as "depends on itself"
-            first = next((i for i in ids_in if i in ids), ids_in[0])
-            add(first, "depends_on", f"dependency cycle: {cycle_text(ids_in)}",
-                "remove one dependency of the cycle")
+                add(task.id, "depends_on", f"unknown dependency {dep!r}", hint, where)
+    # Cycles among the known edges (an unknown dependency cannot be part of one).
+    graph = build_graph(union.values())
+    for cycle in find_cycles(graph):
+        ids_in = [k.rpartition("/")[2] for k in cycle]
+        if len(ids_in) == 1:
+            continue  # reported above as "depends on itself"
+        first = next((i for i in ids_in if i in in_file), ids_in[0])
+        add(first, "depends_on", f"dependency cycle: {cycle_text(ids_in)}",
+            "remove one dependency of the cycle")
     if config is not None:
         warnings += _quota_warnings(taskset, config)
     return problems, warnings

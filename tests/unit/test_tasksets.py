@@ -200,6 +200,45 @@ def test_every_problem_at_once_and_nothing_written(tmp_path: Path) -> None:
     assert registry.list_tasks() == []
 
 
+def test_dependency_checks_run_on_tasks_with_other_problems(tmp_path: Path) -> None:
+    """QA: a bad priority, a duplicate id and a missing title hid the unknown dependency."""
+    path = write(tmp_path, """\
+        taskset: s
+        tasks:
+          - id: a
+            title: a
+            priority: high
+            depends_on: [zy]
+          - id: a
+            title: again
+            depends_on: [zz]
+          - id: b
+            depends_on: [zx]
+        """)
+    problems = problems_of(path)
+    assert [p.split(": ", 1)[0].rpartition(":")[2] for p in problems] == [
+        "5", "6", "7", "9", "10", "11"]
+    text = "\n".join(problems)
+    for part in ("tasks[a].priority", "duplicate id 'a'", "unknown dependency 'zy'",
+                 "unknown dependency 'zz'", "tasks[b]: missing title", "unknown dependency 'zx'"):
+        assert part in text, text
+
+
+def test_cycle_is_found_next_to_an_unknown_dependency(tmp_path: Path) -> None:
+    """QA: an unknown dependency hid a c <-> d cycle; every check runs in one pass."""
+    problems = problems_of(write(tmp_path, """\
+        taskset: s
+        tasks:
+          - {id: a, title: a, depends_on: [nope]}
+          - {id: c, title: c, depends_on: [d]}
+          - {id: d, title: d, priority: x, depends_on: [c]}
+        """))
+    assert len(problems) == 3, problems
+    assert "unknown dependency 'nope'" in problems[0]
+    assert ":4: tasks[c].depends_on: dependency cycle: c -> d -> c" in problems[1]
+    assert ":5: tasks[d].priority" in problems[2]
+
+
 def test_longer_cycle_path(tmp_path: Path) -> None:
     problems = problems_of(write(tmp_path, """\
         taskset: s
