@@ -201,9 +201,19 @@ def test_stop_timeout_kills_every_tree_and_requeues_without_attempts(
 def test_leave_running_restart_adopts_settles_and_finishes_each_once(
         tmp_path: Path, work: Path, cores: list[DispatcherCore]) -> None:
     config = base_config(tmp_path)
+    keys = [f"fp/w{i}" for i in range(3)]
+    try:
+        _leave_running_then_restart(tmp_path, work, cores, config, keys)
+    finally:  # whatever failed, let every waiting agent end on its own
+        for key in keys:
+            (work / f"{key.replace('/', '_')}.go").touch()
+
+
+def _leave_running_then_restart(tmp_path: Path, work: Path, cores: list[DispatcherCore],
+                                config: DispatcherConfig, keys: list[str]) -> None:
     core1 = start(cores, config)
-    keys = submit(core1, *[Task(id=f"w{i}", title="waits", command=cmd(tmp_path, "wait"))
-                           for i in range(3)])
+    submit(core1, *[Task(id=k.split("/")[1], title="waits", command=cmd(tmp_path, "wait"))
+                    for k in keys])
     trees = {k: pids(work, k, 1) for k in keys}
     wait_until(lambda: len(core1.runner_records()) == 3, 10, "3 runners registered")
     core1.stop(timeout=5, leave_running=True)
@@ -214,26 +224,22 @@ def test_leave_running_restart_adopts_settles_and_finishes_each_once(
     (work / f"{ended.replace('/', '_')}.go").touch()
     wait_until(lambda: not pid_alive(trees[ended][0]), 10, "the first runner's exit")
     core2 = start(cores, config)
-    try:
-        wait_until(lambda: state_of(core2, ended) is TaskState.DONE, 10, "recovered DONE")
-        adopted = [k for k in keys if EventType.RUNNER_ADOPTED in kinds(core2, k)]
-        assert sorted(adopted) == sorted(keys[1:])
-        assert core2.pool_manager.get_pool_status("local").running == 2
-        for key in keys[1:]:
-            (work / f"{key.replace('/', '_')}.go").touch()
-        for key in keys:
-            wait_until(lambda k=key: state_of(core2, k) is TaskState.DONE, 30, f"{key} DONE")
-        for key in keys:
-            task = core2.registry.get_task(key)
-            counts = Counter(kinds(core2, key))
-            assert task.attempts == 0, key
-            assert counts[EventType.TASK_ASSIGNED] == 1, (key, counts)
-            assert counts[EventType.RUNNER_COMPLETED] == 1, (key, counts)
-            assert not (work / f"{key.replace('/', '_')}.pids.2").exists()  # never relaunched
-        wait_until(lambda: released(core2), 10, "slots and capacity released")
-        assert not any(pid_alive(p) for tree in trees.values() for p in tree)
-    finally:
-        for key in keys:
-            (work / f"{key.replace('/', '_')}.go").touch()
-        core2.stop(timeout=2)
+    wait_until(lambda: state_of(core2, ended) is TaskState.DONE, 10, "recovered DONE")
+    adopted = [k for k in keys if EventType.RUNNER_ADOPTED in kinds(core2, k)]
+    assert sorted(adopted) == sorted(keys[1:])
+    assert core2.pool_manager.get_pool_status("local").running == 2
+    for key in keys[1:]:
+        (work / f"{key.replace('/', '_')}.go").touch()
+    for key in keys:
+        wait_until(lambda k=key: state_of(core2, k) is TaskState.DONE, 30, f"{key} DONE")
+    for key in keys:
+        task = core2.registry.get_task(key)
+        counts = Counter(kinds(core2, key))
+        assert task.attempts == 0, key
+        assert counts[EventType.TASK_ASSIGNED] == 1, (key, counts)
+        assert counts[EventType.RUNNER_COMPLETED] == 1, (key, counts)
+        assert not (work / f"{key.replace('/', '_')}.pids.2").exists()  # never relaunched
+    wait_until(lambda: released(core2), 10, "slots and capacity released")
+    assert not any(pid_alive(p) for tree in trees.values() for p in tree)
+    core2.stop(timeout=2)
     assert os.path.isdir(config.resolved_state_dir())
