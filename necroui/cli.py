@@ -256,9 +256,8 @@ def tasks(state: CliState, states: tuple[str, ...], skill: str | None, taskset: 
          t.tenant, t.attempts, t.title)
         for t in found
     ]
-    console.print_table(console.make_table(
-        ["KEY", "STATE", "PRI", "SKILL", "TENANT", "TRIES", "TITLE"], rows,
-        right=("PRI", "TRIES")))
+    console.print_rows(["KEY", "STATE", "PRI", "SKILL", "TENANT", "TRIES", "TITLE"], rows,
+                       right=("PRI", "TRIES"))
 
 
 @main.command(epilog="""\b
@@ -359,12 +358,11 @@ def plan(state: CliState, taskset: str, timeline: bool, as_json: bool) -> None:
     runners = {p.name: p.max_concurrency for p in config.agent_pools}
     rows = [(name, runners.get(name, "-"), console.format_age(result.pool_busy.get(name, 0.0)),
              f"{share:.0%}") for name, share in result.pool_utilisation.items()]
-    console.print_table(console.make_table(["POOL", "RUNNERS", "BUSY", "UTILISATION"], rows,
-                                           right=("RUNNERS", "BUSY", "UTILISATION")))
+    console.print_rows(["POOL", "RUNNERS", "BUSY", "UTILISATION"], rows,
+                       right=("RUNNERS", "BUSY", "UTILISATION"))
     if timeline:
         run_rows = [(r.key, r.pool, f"{r.start:g}", f"{r.end:g}") for r in result.runs]
-        console.print_table(console.make_table(["TASK", "POOL", "START", "END"], run_rows,
-                                               right=("START", "END")))
+        console.print_rows(["TASK", "POOL", "START", "END"], run_rows, right=("START", "END"))
     if result.never_run:
         click.secho(f"{len(result.never_run)} task(s) would never run:", fg="yellow")
         for key, why in sorted(result.never_run.items()):
@@ -445,7 +443,7 @@ def config_keys(markdown: bool) -> None:
         click.echo(reference_markdown(), nl=False)
         return
     rows = [(d.key, d.default, d.meaning) for d in config_reference()]
-    console.print_table(console.make_table(["KEY", "DEFAULT", "MEANING"], rows))
+    console.print_rows(["KEY", "DEFAULT", "MEANING"], rows)
 
 
 for _command in CONTROL_COMMANDS:

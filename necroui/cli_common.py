@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -76,9 +79,21 @@ class NecroGroup(click.Group):
         except DispatcherError as exc:
             report_error(exc)
             raise click.exceptions.Exit(1) from None
+        except BrokenPipeError:  # `necroui tasks | head`: the reader has all it wanted
+            _silence_stdout()
+            raise click.exceptions.Exit(141) from None  # as if killed by SIGPIPE
         except OSError as exc:  # a file that cannot be read or written: say which, no traceback
             click.secho(f"error: {exc}", fg="red", err=True)
             raise click.exceptions.Exit(1) from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so flushing it at exit does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
 
 
 pass_state = click.make_pass_decorator(CliState)

@@ -1,0 +1,107 @@
+"""What necroui prints: tables that survive a pipe, warnings, wording of messages."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from rich.console import Console
+
+from necroui import console
+from necroui.cli import main
+
+LONG = "A rather long title that goes on and on, well past eighty columns of a terminal"
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NECROCODE_CONFIG", raising=False)
+    return {"NECROCODE_REGISTRY": str(tmp_path / "reg.db")}
+
+
+def run(env: dict[str, str], *args: str) -> Result:
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+# --- tables when stdout is not a terminal ------------------------------------------------------
+
+
+def test_piped_tasks_table_has_one_line_per_task(env: dict[str, str], tmp_path: Path) -> None:
+    items = "".join(f"  - {{id: t{i}, title: '{LONG} {i}', skill: backend-work}}\n"
+                    for i in range(1, 4))
+    run(env, "submit", write(tmp_path / "t.yaml", "taskset: sig\ntasks:\n" + items))
+    lines = run(env, "tasks").output.splitlines()
+    assert len(lines) == 4, lines
+    assert lines[1].split(None, 6) == ["sig/t1", "ready", "0", "backend-work", "sig", "0",
+                                       f"{LONG} 1"]
+    assert all(line == line.rstrip() for line in lines)
+    assert "\x1b[" not in "".join(lines)  # no colour codes in a pipe
+
+
+def test_piped_config_keys_has_one_line_per_key(env: dict[str, str]) -> None:
+    from necrocode.dispatcher.config_reference import config_reference
+
+    lines = run(env, "config", "keys").output.splitlines()
+    assert len(lines) == 1 + len(config_reference())
+    assert any(len(line) > 100 for line in lines)  # long meanings are not wrapped
+
+
+def test_piped_status_tables_are_not_wrapped() -> None:
+    from io import StringIO
+
+    out = StringIO()
+    stdout, sys.stdout = sys.stdout, out
+    try:
+        console.print_status({
+            "state": "running", "api_url": "http://x", "pools": [],
+            "running": [], "queued": [{"position": 1, "key": "s/1", "priority": 0,
+                                       "pending": {"message": LONG * 2}}]})
+    finally:
+        sys.stdout = stdout
+    queued = [line for line in out.getvalue().splitlines() if "s/1" in line]
+    assert len(queued) == 1 and queued[0].endswith(LONG * 2)
+
+
+def test_terminal_gets_the_rich_table(env: dict[str, str], tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(console, "stdout_console", lambda: Console(
+        file=sys.stdout, force_terminal=True, width=60, highlight=False))
+    run(env, "submit", write(tmp_path / "t.yaml", f"taskset: s\ntasks:\n  - {{id: a, "
+                             f"title: '{LONG}'}}\n"))
+    out = run(env, "tasks").output
+    assert "\x1b[" in out  # coloured state
+    assert len(out.splitlines()) > 2  # the title folds to the terminal's width
+
+
+def test_plain_lines_align_and_right_justify() -> None:
+    lines = console.plain_lines(["KEY", "N", "WHAT"], [("a", 5, "x y"), ("bbbb", 10, None)],
+                                right=("N",))
+    assert lines == ["KEY    N  WHAT", "a      5  x y", "bbbb  10  -"]
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    """`necroui tasks | head`: no 'error: [Errno 32] Broken pipe' once head has its lines."""
+    import click
+
+    from necroui.cli_common import NecroGroup
+
+    @click.group(cls=NecroGroup)
+    def group() -> None:
+        pass
+
+    @group.command()
+    def emit() -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    result = CliRunner().invoke(group, ["emit"])
+    assert result.exit_code == 141
+    assert result.output == "" and "rror" not in result.stderr
