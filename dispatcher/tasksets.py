@@ -487,16 +487,54 @@ def _validate(
             "remove one dependency of the cycle")
     if config is not None:
         warnings += _quota_warnings(taskset, config)
+        warnings += command_warnings(taskset, config)
     return problems, warnings
+
+
+def _candidate_pools(skill: str, config: DispatcherConfig) -> list[str]:
+    """Names of the pools a task of ``skill`` may go to (skill_mapping, else 'default')."""
+    return (config.skill_mapping.get(skill) or config.skill_mapping.get("default")
+            or ([] if config.skill_mapping else [p.name for p in config.agent_pools]))
+
+
+#: The example of an agent_command in warnings and hints.
+AGENT_COMMAND_EXAMPLE = '["my-agent", "--task", "{task_id}", "--workdir", "{slot_path}"]'
+
+
+def command_warnings(taskset: Taskset, config: DispatcherConfig) -> list[str]:
+    """One warning per pool without ``agent_command`` that would get tasks without ``command``.
+
+    Such tasks cannot run there: their launch fails at once (Kiro tasks never have a command).
+    Tasks already DONE are left out.
+    """
+    pools = {p.name: p for p in config.agent_pools}
+    needy: dict[str, list[str]] = {}
+    for task in taskset.tasks:
+        if task.command or task.state is TaskState.DONE:
+            continue
+        for name in _candidate_pools(task.required_skill, config):
+            pool = pools.get(name)
+            if pool is not None and not (pool.agent_command
+                                         or (pool.config or {}).get("agent_command")):
+                needy.setdefault(name, []).append(task.id)
+    warnings = []
+    for name, ids in needy.items():
+        if len(ids) == 1:
+            who, verb, they = f"task {task_key(taskset.name, ids[0])}", "has", "it cannot"
+        else:
+            who, verb, they = f"{len(ids)} tasks of {taskset.name}", "have", "they cannot"
+        warnings.append(
+            f"{who} {verb} no `command:` and pool {name!r} has no `agent_command:`, so {they} "
+            f"run there (the launch fails); add `agent_command:` to pool {name!r} in your "
+            f"config (--config FILE), e.g. {AGENT_COMMAND_EXAMPLE}")
+    return warnings
 
 
 def _quota_warnings(taskset: Taskset, config: DispatcherConfig) -> list[str]:
     warnings: list[str] = []
     pools = {p.name: p for p in config.agent_pools}
     for task in taskset.tasks:
-        names = (config.skill_mapping.get(task.required_skill)
-                 or config.skill_mapping.get("default")
-                 or ([] if config.skill_mapping else list(pools)))
+        names = _candidate_pools(task.required_skill, config)
         candidates = [pools[n] for n in names if n in pools]
         key = task_key(taskset.name, task.id)
         if not candidates:

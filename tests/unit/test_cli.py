@@ -77,7 +77,7 @@ def tasks_in(env: dict[str, str]) -> dict[str, Any]:
 def test_submit_then_tasks_table(env: dict[str, str], tmp_path: Path) -> None:
     result = run(env, "submit", write(tmp_path / "t.yaml", GOOD))
     assert result.exit_code == 0, result.output
-    assert result.output == "chat: 3 created, 0 updated, 0 unchanged; 1 ready to run\n"
+    assert result.stdout == "chat: 3 created, 0 updated, 0 unchanged; 1 ready to run\n"
     result = run(env, "tasks")
     assert result.exit_code == 0
     lines = result.output.splitlines()
@@ -106,7 +106,7 @@ def test_bad_taskset_prints_every_problem_and_writes_nothing(env: dict[str, str]
 
 def test_submit_dry_run_writes_nothing(env: dict[str, str], tmp_path: Path) -> None:
     result = run(env, "submit", "--dry-run", write(tmp_path / "t.yaml", GOOD))
-    assert result.output == "chat: 3 task(s) valid; nothing written (--dry-run)\n"
+    assert result.stdout == "chat: 3 task(s) valid; nothing written (--dry-run)\n"
     assert tasks_in(env) == {}
 
 
@@ -142,13 +142,13 @@ def test_import_kiro(env: dict[str, str], tmp_path: Path) -> None:
         """)
     result = run(env, "import-kiro", path)
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("chat-app: 4 created")
+    assert result.stdout.startswith("chat-app: 4 created")
     tasks = tasks_in(env)
     assert tasks["chat-app/1"].state is TaskState.DONE
     assert tasks["chat-app/2.1"].state is TaskState.READY
     assert tasks["chat-app/2.2"].optional is True
     result = run(env, "import-kiro", path, "--taskset", "other", "--dry-run")
-    assert result.output == "other: 4 task(s) valid; nothing written (--dry-run)\n"
+    assert result.stdout == "other: 4 task(s) valid; nothing written (--dry-run)\n"
 
 
 def test_import_kiro_errors(env: dict[str, str], tmp_path: Path) -> None:

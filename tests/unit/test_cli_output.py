@@ -105,3 +105,24 @@ def test_a_closed_pipe_ends_quietly() -> None:
     result = CliRunner().invoke(group, ["emit"])
     assert result.exit_code == 141
     assert result.output == "" and "rror" not in result.stderr
+
+
+# --- warnings ----------------------------------------------------------------------------------
+
+
+def test_import_kiro_warns_that_tasks_cannot_run_without_agent_command(
+        env: dict[str, str], tmp_path: Path) -> None:
+    path = write(tmp_path / "tasks.md", "- [x] 1. Done\n- [ ] 2. Build\n- [ ] 3. Test\n")
+    result = CliRunner().invoke(main, ["import-kiro", path], env=env)
+    assert result.exit_code == 0
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, result.stderr
+    assert "2 tasks of " in warnings[0] and "have no `command:`" in warnings[0]
+    assert "add `agent_command:` to pool 'local'" in warnings[0]
+    config = write(tmp_path / "c.yaml", """\
+        agent_pools:
+          local: {max_concurrency: 2, agent_command: [my-agent, "{task_id}"]}
+        """)
+    result = CliRunner().invoke(main, ["--config", config, "import-kiro", "--dry-run", path],
+                                env=env)
+    assert "warning" not in result.stderr

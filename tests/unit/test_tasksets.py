@@ -265,9 +265,41 @@ def test_resources_above_every_quota_is_a_warning(tmp_path: Path) -> None:
           - {id: c, title: c, skill: gpu, resources: {memory_mb: 4096}}
         """), config=config)
     assert len(taskset.tasks) == 3
+    warnings = [w for w in warnings if "resources" in w]
     assert len(warnings) == 2
     assert warnings[0].startswith("s/a: resources cpu 4, memory 512 MB exceed the quota")
     assert "big (cpu None, memory 100 MB)" in warnings[1]
+
+
+def test_tasks_without_command_on_a_pool_without_agent_command_warn_once(
+        tmp_path: Path) -> None:
+    config = default_config()
+    config.agent_pools.append(AgentPool(name="gpu", max_concurrency=1,
+                                        agent_command=["agent", "{task_id}"]))
+    config.skill_mapping["ml"] = ["gpu"]
+    path = write(tmp_path, """\
+        taskset: s
+        tasks:
+          - {id: a, title: a}
+          - {id: b, title: b}
+          - {id: c, title: c, command: [python, c.py]}
+          - {id: d, title: d, skill: ml}
+        """)
+    _, warnings = load_taskset_file(path, config=config)
+    assert warnings == [
+        "2 tasks of s have no `command:` and pool 'local' has no `agent_command:`, so they "
+        "cannot run there (the launch fails); add `agent_command:` to pool 'local' in your "
+        'config (--config FILE), e.g. ["my-agent", "--task", "{task_id}", "--workdir", '
+        '"{slot_path}"]']
+    config.agent_pools[0].agent_command = ["agent"]
+    assert load_taskset_file(path, config=config)[1] == []
+
+
+def test_done_tasks_need_no_command() -> None:
+    taskset = Taskset(name="k", tasks=[
+        parse_taskset({"taskset": "k", "tasks": [{"id": "1", "title": "x"}]}).tasks[0]
+        .copy(state=TaskState.DONE)])
+    assert validate_taskset(taskset, config=default_config()) == []
 
 
 def test_unmapped_skill_without_default_is_a_warning(tmp_path: Path) -> None:
