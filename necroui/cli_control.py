@@ -54,7 +54,7 @@ def status(state: CliState, as_json: bool) -> None:
 
 @click.command(epilog="""\b
 Example:
-  necroui metrics | grep necrocode_queue
+  necroui metrics | grep necrocode_dispatcher_queued_tasks
 """)
 @pass_state
 def metrics(state: CliState) -> None:

@@ -126,3 +126,17 @@ def test_import_kiro_warns_that_tasks_cannot_run_without_agent_command(
     result = CliRunner().invoke(main, ["--config", config, "import-kiro", "--dry-run", path],
                                 env=env)
     assert "warning" not in result.stderr
+
+
+# --- help texts --------------------------------------------------------------------------------
+
+
+def test_metrics_help_example_matches_real_metrics(env: dict[str, str]) -> None:
+    """QA: the example grepped for a metric name that does not exist."""
+    import re
+
+    help_text = run(env, "metrics", "--help").output
+    pattern = re.search(r"necroui metrics \| grep (\S+)", help_text)
+    assert pattern, help_text
+    metrics = run(env, "metrics").output  # no dispatcher runs: computed from the registry
+    assert [line for line in metrics.splitlines() if pattern.group(1) in line]
