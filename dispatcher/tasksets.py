@@ -556,6 +556,15 @@ def _quota_warnings(taskset: Taskset, config: DispatcherConfig) -> list[str]:
 # --- submit -------------------------------------------------------------------------------
 
 
+def tasks_not_in(taskset: Taskset, registry: TaskRegistry) -> list[Task]:
+    """Tasks of the taskset already in the registry that ``taskset`` no longer lists.
+
+    A submit keeps them (it creates and updates, it never deletes).
+    """
+    ids = {t.id for t in taskset.tasks}
+    return [t for t in registry.list_tasks(taskset=taskset.name) if t.id not in ids]
+
+
 def submit_taskset_file(
     registry: TaskRegistry, path: str | os.PathLike[str], config: DispatcherConfig | None = None
 ) -> SubmitResult:

@@ -135,6 +135,27 @@ def _print_submit(result: Any) -> None:
                f"{len(result.unchanged)} unchanged; {len(result.ready)} ready to run")
 
 
+def _print_kept(taskset: Any, registry: Any, *, dry_run: bool) -> None:
+    """Say which tasks of the registry the file no longer lists (a submit never deletes)."""
+    from necrocode.dispatcher.graph import natural_key
+    from necrocode.dispatcher.tasksets import tasks_not_in
+
+    kept = sorted(tasks_not_in(taskset, registry), key=lambda t: natural_key(t.key))
+    if not kept:
+        return
+    shown = ", ".join(f"{t.key} ({t.state.value})" for t in kept[:10])
+    more = f" and {len(kept) - 10} more" if len(kept) > 10 else ""
+    noun = "task" if len(kept) == 1 else "tasks"
+    verb = "would keep" if dry_run else "kept"
+    line = f"{verb} {len(kept)} {noun} not in the file: {shown}{more}"
+    open_ = [t for t in kept if not t.state.terminal]
+    if len(open_) == 1:
+        line += f"; cancel it with `necroui cancel {open_[0].key}`"
+    elif open_:
+        line += f"; cancel the unfinished ones with `necroui cancel KEY` ({len(open_)})"
+    click.echo(line)
+
+
 @main.command(epilog="""\b
 Examples:
   necroui submit tasks.yaml
@@ -148,7 +169,8 @@ def submit(state: CliState, file: str, dry_run: bool) -> None:
 
     Everything is checked first (ids, dependencies, cycles, types); on any problem every one
     is printed and nothing is written. Re-submitting a taskset updates its tasks and keeps
-    their state. A running Dispatcher on the same registry picks the tasks up by itself.
+    their state; tasks no longer in the file are kept too, and listed (cancel them if they
+    should not run). A running Dispatcher on the same registry picks the tasks up by itself.
     """
     from necrocode.dispatcher.tasksets import load_taskset_file
 
@@ -163,8 +185,9 @@ def submit(state: CliState, file: str, dry_run: bool) -> None:
         if dry_run:
             click.echo(f"{taskset.name}: {len(taskset.tasks)} task(s) valid; nothing written "
                        "(--dry-run)")
-            return
-        _print_submit(registry.submit_taskset(taskset))
+        else:
+            _print_submit(registry.submit_taskset(taskset))
+        _print_kept(taskset, registry, dry_run=dry_run)
     finally:
         registry.close()
 
@@ -202,8 +225,9 @@ def import_kiro(state: CliState, file: str, taskset_name: str | None, parallel: 
         if dry_run:
             click.echo(f"{taskset.name}: {len(taskset.tasks)} task(s) valid; nothing written "
                        "(--dry-run)")
-            return
-        _print_submit(registry.submit_taskset(taskset))
+        else:
+            _print_submit(registry.submit_taskset(taskset))
+        _print_kept(taskset, registry, dry_run=dry_run)
     finally:
         registry.close()
 

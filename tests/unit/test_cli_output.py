@@ -140,3 +140,24 @@ def test_metrics_help_example_matches_real_metrics(env: dict[str, str]) -> None:
     assert pattern, help_text
     metrics = run(env, "metrics").output  # no dispatcher runs: computed from the registry
     assert [line for line in metrics.splitlines() if pattern.group(1) in line]
+
+
+# --- re-submit -----------------------------------------------------------------------------------
+
+
+def test_resubmit_lists_tasks_no_longer_in_the_file(env: dict[str, str], tmp_path: Path) -> None:
+    """QA: a dropped task was kept silently ('0 created, 1 updated')."""
+    path = tmp_path / "rs.yaml"
+    write(path, "taskset: rs\ntasks:\n  - {id: a, title: a}\n"
+          "  - {id: b, title: b, depends_on: [a]}\n")
+    assert run(env, "submit", str(path)).exit_code == 0
+    write(path, "taskset: rs\ntasks:\n  - {id: a, title: a renamed}\n")
+    out = run(env, "submit", str(path)).stdout.splitlines()
+    assert out == ["rs: 0 created, 1 updated, 0 unchanged; 1 ready to run",
+                   "kept 1 task not in the file: rs/b (blocked); cancel it with "
+                   "`necroui cancel rs/b`"]
+    out = run(env, "submit", "--dry-run", str(path)).stdout.splitlines()
+    assert out[1].startswith("would keep 1 task not in the file: rs/b (blocked)")
+    run(env, "cancel", "rs/b")
+    out = run(env, "submit", str(path)).stdout.splitlines()
+    assert out[1] == "kept 1 task not in the file: rs/b (cancelled)"
