@@ -138,7 +138,8 @@ def config_from_mapping(data: Any, source: str = "<dict>", *,
     for key, value in section.items():
         path = ("dispatcher", str(key))
         if str(key) not in scalar_keys:
-            problems.append(_unknown(str(key), scalar_keys, "dispatcher:", locate(path), path))
+            problems.append(_unknown(str(key), scalar_keys, "section dispatcher", locate(path),
+                                     path))
         elif key == "scheduling_policy" and value not in policy_names():
             problems.append(_bad_policy(value, locate(path)))
         else:
@@ -159,7 +160,7 @@ def config_from_mapping(data: Any, source: str = "<dict>", *,
     for key, value in ui.items():
         path = ("ui", str(key))
         if str(key) not in UI_KEYS:
-            problems.append(_unknown(str(key), UI_KEYS, "ui:", locate(path), path))
+            problems.append(_unknown(str(key), UI_KEYS, "section ui", locate(path), path))
         else:
             ui_kwargs[str(key)] = value
     kwargs["ui"] = UIConfig(**ui_kwargs)

@@ -138,6 +138,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         self._launching_ids = {}
         self._launch_pool = None
         self._slot_releases = {}
+        self._unsure = {}
         self._known = {}
         self._state_counts = {}
         self._no_slot = {}
@@ -157,6 +158,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         self._sched_dirty = True
         self._registry_dirty = True
         self._stopper = None
+        self._fence_abort = threading.Event()
         self._engine_thread = None
         self._counters = {"assigned": 0, "retried": 0, "launch_errors": 0,
                           "heartbeat_timeouts": 0}
@@ -166,6 +168,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         self._next_platform_check = 0.0
         self._next_deadlock_check = 0.0
         self._next_snapshot_at = 0.0
+        self._next_replay = 0.0
         self._drain_deadline: float | None = None
         self._leave_running = False
         self._stop_requested = False
@@ -228,6 +231,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         self._builder.start_events_at(self.registry.current_seq())
         self._stopper = None
         self._reconcile()
+        self._fence_abort = threading.Event()
         self._stopper = ThreadPoolExecutor(max_workers=8, thread_name_prefix="necrocode-fence")
         self._launch_pool = ThreadPoolExecutor(max_workers=LAUNCH_WORKERS,
                                                thread_name_prefix="necrocode-launch")
@@ -278,6 +282,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
             self._launch_pool.shutdown(wait=True)
             self._launch_pool = None
         if self._stopper is not None:
+            self._fence_abort.set()
             self._stopper.shutdown(wait=True)
             self._stopper = None
         if self._api_server is not None:
@@ -419,8 +424,10 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
             deadline = min(deadline, self._next_snapshot_at)
         if self._drain_deadline is not None:
             deadline = min(deadline, self._drain_deadline)
-        if self._deferred:  # registry writes to try again
+        if self._deferred or self._unsure:  # registry writes to try again
             deadline = min(deadline, now + 0.5)
+        if self.events.has_fallback:
+            deadline = min(deadline, max(now, self._next_replay))
         deadline = min(deadline, self._next_deadlock_check, self._next_throughput_roll())
         return deadline
 
@@ -428,6 +435,12 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         self._roll_throughput(now)
         if self._deferred:
             self._run_deferred()
+        if self._unsure:
+            self._resolve_unsure()
+        if self.events.has_fallback and now >= self._next_replay:
+            self._next_replay = now + 1.0
+            self.events.replay()
+            self._dirty = True
         if self._registry_dirty or now >= self._next_poll:
             self._registry_dirty = False
             self._next_poll = now + max(0.05, float(self.config.poll_interval))
@@ -473,22 +486,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
                 self._fence(rec, "orphan", f"task moved to {task.state.value} outside the "
                                            "dispatcher")
             return
-        if task.state is not TaskState.READY:
-            if key in self.queue:
-                self.queue.remove(key)
-                self._sched_dirty = True
-            self._no_slot.pop(key, None)
-            return
-        if key in self._no_slot:
-            self._no_slot[key] = task
-            return
-        if task.next_attempt_at and task.next_attempt_at > now:
-            if key in self.queue:
-                self.queue.remove(key)
-            self._push_delayed(task)
-            return
-        self.queue.enqueue(task)  # new, or replaces the queued copy (keeps its FIFO place)
-        self._sched_dirty = True
+        self._place(task, now)
 
     def _schedule_round(self, now: float) -> None:
         self._sched_dirty = False

@@ -167,6 +167,11 @@ class ControlMixin(RunnerMixin):
         if rid is not None and rid in self._runners:
             rec = self._runners[rid]
             if rec.stopping:
+                if rec.fence_outcome in ("lost", "timeout", "shutdown", "reported"):
+                    # the operator's cancel wins: once the runner is gone, the task is CANCELLED
+                    rec.fence_outcome = "cancelled"
+                    rec.fence_reason = "cancelled by an operator"
+                    return f"cancelling {key}: its runner {rid} is being stopped"
                 return f"{key} is already being stopped ({rec.fence_outcome})"
             self._fence(rec, "cancelled", "cancelled by an operator")
             return f"cancelling {key}: stopping runner {rid}"

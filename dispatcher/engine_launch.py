@@ -89,9 +89,27 @@ class LaunchMixin(RunnerMixin):
                 reserved_branch=slot.branch, started_at=now, next_attempt_at=None,
             )
         except Exception as exc:
-            self._release_slot_now(slot.slot_id)
+            # Did it commit before the error came back (an answer lost after the commit, then a
+            # retry refused because the task had moved)? Ask the registry: RUNNING with our
+            # runner id is ours to launch; otherwise it was not assigned; no answer: unknown.
             refused = isinstance(exc, InvalidTransitionError | TaskNotFoundError)
-            return LaunchOutcome("refused" if refused else "registry_error", error=exc)
+            try:
+                current: Task | None = self.registry.get_task(key)
+            except TaskNotFoundError:
+                current = task.copy(state=TaskState.CANCELLED)  # gone: nothing to launch
+            except Exception:
+                current = None
+            if current is not None and current.state is TaskState.RUNNING \
+                    and current.runner_id == pending.runner_id:
+                logger.warning("assignment of %s committed although the registry reported %s",
+                               key, exc)
+                running = current
+            else:
+                self._release_slot_now(slot.slot_id)
+                kind = "refused" if refused or (current is not None and current.state
+                                                is not TaskState.READY) \
+                    else "registry_error" if current is not None else "registry_unknown"
+                return LaunchOutcome(kind, error=exc)
         try:
             runner = pending.launcher.launch(running, slot, pool, attempt=pending.attempt)
         except Exception as exc:
@@ -116,7 +134,8 @@ class LaunchMixin(RunnerMixin):
         task, pool = pending.task, pending.pool
         self._changed.add(key)
         self._dirty = True
-        if outcome.kind in ("slot_error", "no_slot", "refused", "registry_error"):
+        if outcome.kind in ("slot_error", "no_slot", "refused", "registry_error",
+                            "registry_unknown"):
             self.pool_manager.release(pool.name, task)
             self._sched_dirty = True
             if pending.stop_outcome == "cancelled" and outcome.kind != "refused":
@@ -126,13 +145,21 @@ class LaunchMixin(RunnerMixin):
             elif outcome.kind == "slot_error":
                 logger.warning("no workspace for %s: %s", key, outcome.error)
                 self._attempt_failed(task, TaskState.READY, None, "launch_error",
-                                     f"workspace slot could not be prepared: {outcome.error}")
-            elif outcome.kind == "refused":
+                                     f"workspace slot could not be prepared: {outcome.error}",
+                                     retryable=bool(getattr(outcome.error, "retryable", True)))
+            elif outcome.kind == "refused":  # it moved on meanwhile: place it as it is now
                 logger.info("not launching %s: %s", key, outcome.error)
                 self._registry_dirty = True
-            else:  # the registry failed: the task is still READY there, offer it again
+                current = self._known.get(key)
+                if current is not None and current.state is not TaskState.READY:
+                    self._place(current, time.time())
+            elif outcome.kind == "registry_error":  # still READY there: offer it again
                 logger.error("not launching %s: %s", key, outcome.error)
                 self._enqueue(task)
+            else:  # unknown whether the assignment committed: find out when the registry answers
+                logger.error("not launching %s: %s (its assignment may have committed)", key,
+                             outcome.error)
+                self._unsure[key] = pending.runner_id
             return
         running, slot = outcome.running, outcome.slot
         assert running is not None and slot is not None
@@ -151,8 +178,11 @@ class LaunchMixin(RunnerMixin):
             return
         runner = outcome.runner
         if runner.runner_id != pending.runner_id:  # the launcher named it itself
-            running = self.registry.update_task(key, runner_id=runner.runner_id)
-            self._set_known(running)
+            rid = runner.runner_id
+            named = self._registry_write(f"recording runner {rid} of {key}",
+                                         lambda: self.registry.update_task(key, runner_id=rid))
+            if named is not None:
+                running = named
         started = runner.started_at or pending.assigned_at
         rec = RunnerRecord(runner=runner, task=running, pool=pool, launcher=pending.launcher,
                            slot=slot, started_at=started, last_sign=time.time(),
@@ -175,6 +205,32 @@ class LaunchMixin(RunnerMixin):
             self._on_report(runner.runner_id, pending.early_report)
         if pending.stop_outcome is not None:
             self._fence(rec, pending.stop_outcome, pending.stop_reason)
+
+    def _resolve_unsure(self) -> None:
+        """Assignments whose commit is unknown: a RUNNING task with that runner id goes back to
+        READY (no runner was started; no attempt spent); a READY one is queued again."""
+        for key, runner_id in list(self._unsure.items()):
+            try:
+                task = self.registry.get_task(key)
+            except TaskNotFoundError:
+                del self._unsure[key]
+                continue
+            except Exception:
+                continue  # still no answer: try again later
+            del self._unsure[key]
+            if task.state is TaskState.RUNNING and task.runner_id == runner_id \
+                    and key not in self._by_task:
+                self._requeue_unstarted(key)
+            elif task.state is TaskState.READY:
+                self._set_known(task)
+                self._enqueue(task)
+
+    def _requeue_unstarted(self, key: str) -> None:
+        event = TaskEvent(event_type=EventType.TASK_REQUEUED, task_key=key,
+                          message="assignment committed but its runner was never started: "
+                                  "back to READY (no attempt spent)")
+        self._registry_write(f"requeueing {key}", lambda: self.events.transition(
+            key, TaskState.READY, expected=TaskState.RUNNING, runner_id=None, event=event))
 
     def _cancel_unstarted(self, key: str, message: str) -> None:
         """Cancel a task that has no runner (a cancel that arrived while it was launching)."""

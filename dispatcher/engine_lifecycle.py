@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+DRAIN_GIVE_UP = 15.0  # seconds past the drain deadline after which failing stops/writes are left
+
 
 class LifecycleMixin(RunnerMixin):
     """API and launcher setup, drain and final event (mixed into DispatcherCore)."""
@@ -123,9 +125,26 @@ class LifecycleMixin(RunnerMixin):
                     self._fence(rec, "shutdown", "dispatcher stopping")
 
     def _drain_finished(self) -> bool:
+        """True when the loop may end: runners gone (or left running on purpose), no launch in
+        flight, and the writes that settle tasks done — or given up on after a grace period
+        (a registry or platform that stays broken; the next start reconciles what is left)."""
         if not self._stop_requested:
             return False
-        return (self._leave_running or not self._runners) and not self._launching
+        late = self._drain_deadline is not None \
+            and time.time() > self._drain_deadline + DRAIN_GIVE_UP
+        if self._launching:
+            return False
+        if self._runners and not self._leave_running:
+            if not (late and all(rec.stopping for rec in self._runners.values())):
+                return False
+            logger.error("giving up on stopping %d runner(s): %s", len(self._runners),
+                         ", ".join(sorted(self._runners)))
+        if self._deferred and not late:
+            return False
+        if self._deferred:
+            logger.error("%d registry write(s) could not be done before stopping: %s",
+                         len(self._deferred), "; ".join(what for what, _ in self._deferred))
+        return True
 
     def _finish_loop(self) -> None:
         left = len(self._runners)

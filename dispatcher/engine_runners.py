@@ -340,16 +340,18 @@ class RunnerMixin(EngineBase):
                     self.runner_monitor.touch(rec.runner_id, now)
                     self._changed.add(rec.key)
                     self._dirty = True
+            if rec.reported_at is not None:  # it reported its result: only let it exit
+                if now - rec.reported_at > grace:
+                    self._fence(rec, "reported", "reported completion but did not exit")
+                continue
             timeout = self._known.get(rec.key, rec.task).timeout
             if timeout and now - rec.started_at > timeout:
                 self._fence(rec, "timeout", f"ran longer than its timeout of {timeout:g}s",
                             EventType.RUNNER_TIMED_OUT)
                 continue
-            if rec.reported_at is not None and now - rec.reported_at > grace:
-                self._fence(rec, "reported", "reported completion but did not exit")
         for rid in self.runner_monitor.check_heartbeats():
             late = self._runners.get(rid)
-            if late is None or late.stopping:
+            if late is None or late.stopping or late.reported_at is not None:
                 continue
             self._counters["heartbeat_timeouts"] += 1
             self._metric("record_heartbeat_timeout", late.pool.name)
@@ -378,26 +380,39 @@ class RunnerMixin(EngineBase):
                 duration=max(0.0, time.time() - rec.started_at),
             ))
         logger.info("stopping runner %s of %s: %s", rec.runner_id, rec.key, reason)
-        grace = 0.0 if outcome == "kill" else self.config.runner_stop_grace
+        grace = self.config.runner_stop_grace
         stopper = self._stopper
-        if stopper is None:  # not running (start-up reconcile): stop inline
-            self._fenced(rec.runner_id, self._stop_now(rec, grace))
-            return
         rid = rec.runner_id
+        if stopper is None:  # not running: stop inline, once
+            ok, result = self._stop_now(rec, grace)
+            if ok:
+                self._fenced(rid, result)
+            return
+        abort = self._fence_abort
 
         def work() -> None:
-            result = self._stop_now(rec, grace)
-            self._post(Command("fenced", {"runner_id": rid, "exit": result}))
+            # A stop that fails (platform unreachable) is tried again, with a growing pause:
+            # the runner is "gone" only when a stop succeeded, never on an error.
+            delay = 0.2
+            while True:
+                ok, result = self._stop_now(rec, grace)
+                if ok:
+                    self._post(Command("fenced", {"runner_id": rid, "exit": result}))
+                    return
+                if abort.wait(delay):  # the engine is shutting down: the next start adopts it
+                    return
+                delay = min(delay * 2, 10.0)
 
         stopper.submit(work)
 
     @staticmethod
-    def _stop_now(rec: RunnerRecord, grace: float) -> RunnerExit | None:
+    def _stop_now(rec: RunnerRecord, grace: float) -> tuple[bool, RunnerExit | None]:
         try:
-            return rec.launcher.stop(rec.runner, grace)
+            return True, rec.launcher.stop(rec.runner, grace)
         except Exception:
-            logger.exception("stopping runner %s failed", rec.runner_id)
-            return None
+            logger.exception("stopping runner %s failed; it is kept (and fenced again)",
+                             rec.runner_id)
+            return False, None
 
     def _fenced(self, runner_id: str, result: RunnerExit | None) -> None:
         """A fenced runner is gone: release it and settle its task by the fence's outcome."""
@@ -436,13 +451,40 @@ class RunnerMixin(EngineBase):
                               runner_id=rec.runner_id, pool=rec.pool.name, duration=duration)
             self._settle(rec.key, TaskState.READY, event, runner_id=None, next_attempt_at=None)
             return
-        # "orphan": the task is no longer ours (changed by someone else); nothing to write.
+        # "orphan": the task was changed by someone else; nothing to write, but it may be READY
+        # again (reset by another tool): offer it as it is now
+        current = self._known.get(rec.key)
+        if current is not None:
+            self._place(current, now)
 
     def _settle(self, key: str, state: TaskState, event: TaskEvent, **updates: Any) -> None:
         self._registry_write(f"moving {key} to {state.value}", lambda: self.events.transition(
             key, state, expected=TaskState.RUNNING, event=event, **updates))
 
-    # --- delayed (backoff) tasks -----------------------------------------------------------
+    # --- queue placement and delayed (backoff) tasks ---------------------------------------
+    def _place(self, task: Task, now: float) -> None:
+        """Put a task without a runner where its state says: queued, in backoff, waiting for a
+        slot, or nowhere (not READY)."""
+        key = task.key
+        if key in self._by_task:
+            return
+        if task.state is not TaskState.READY:
+            if key in self.queue:
+                self.queue.remove(key)
+                self._sched_dirty = True
+            self._no_slot.pop(key, None)
+            return
+        if key in self._no_slot:
+            self._no_slot[key] = task
+            return
+        if task.next_attempt_at and task.next_attempt_at > now:
+            if key in self.queue:
+                self.queue.remove(key)
+            self._push_delayed(task)
+            return
+        self.queue.enqueue(task)  # new, or replaces the queued copy (keeps its FIFO place)
+        self._sched_dirty = True
+
     def _push_delayed(self, task: Task) -> None:
         heapq.heappush(self._delayed, (float(task.next_attempt_at or 0.0), task.key))
         self._changed.add(task.key)

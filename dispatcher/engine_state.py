@@ -85,7 +85,7 @@ class LaunchOutcome:
     """What a launch worker did: ``kind`` is runner | launch_error | no_slot | slot_error |
     refused (the task moved on) | registry_error."""
 
-    kind: str
+    kind: str  # (registry_unknown: the assignment may or may not have committed)
     running: Task | None = None
     slot: Slot | None = None
     runner: Runner | None = None
@@ -126,6 +126,7 @@ class EngineBase:
     _launching_ids: dict[str, str]  # runner id -> task key, launches in progress
     _launch_pool: ThreadPoolExecutor | None
     _slot_releases: dict[str, int]  # task key -> slot releases in flight
+    _unsure: dict[str, str]  # task key -> runner id of an assignment not known to have committed
     _known: dict[str, Task]  # every task seen, newest state
     _state_counts: dict[TaskState, int]
     _no_slot: dict[str, Task]  # READY tasks waiting for a workspace slot
@@ -144,6 +145,7 @@ class EngineBase:
     _sched_dirty: bool
     _registry_dirty: bool
     _stopper: ThreadPoolExecutor | None
+    _fence_abort: threading.Event  # set at teardown: fence workers stop retrying
     _engine_thread: threading.Thread | None
     _post: Callable[[Command], None]
     _snapshot: Snapshot | None

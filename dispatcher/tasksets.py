@@ -49,7 +49,7 @@ import yaml
 from .config import DispatcherConfig
 from .errors import Problem, TasksetError
 from .graph import build_graph, cycle_text, find_cycles, parse_duration
-from .models import Resources, Task, Taskset, TaskState, task_key
+from .models import AgentPool, Resources, Task, Taskset, TaskState, task_key
 from .registry.base import SubmitResult, TaskRegistry
 from .yaml_source import (
     YamlDocument,
@@ -491,6 +491,16 @@ def _validate(
     return problems, warnings
 
 
+def _quota_text(pool: AgentPool) -> str:
+    """``cpu 2, memory 512 MB``, leaving out what the pool does not limit."""
+    parts = []
+    if pool.cpu_quota is not None:
+        parts.append(f"cpu {pool.cpu_quota:g}")
+    if pool.memory_quota is not None:
+        parts.append(f"memory {pool.memory_quota} MB")
+    return ", ".join(parts) or "no quota"
+
+
 def _candidate_pools(skill: str, config: DispatcherConfig) -> list[str]:
     """Names of the pools a task of ``skill`` may go to (skill_mapping, else 'default')."""
     return (config.skill_mapping.get(skill) or config.skill_mapping.get("default")
@@ -546,8 +556,7 @@ def _quota_warnings(taskset: Taskset, config: DispatcherConfig) -> list[str]:
                 if (p.cpu_quota is None or cpu <= p.cpu_quota)
                 and (p.memory_quota is None or mem <= p.memory_quota)]
         if not fits:
-            quotas = ", ".join(f"{p.name} (cpu {p.cpu_quota}, memory {p.memory_quota} MB)"
-                               for p in candidates)
+            quotas = ", ".join(f"{p.name} ({_quota_text(p)})" for p in candidates)
             warnings.append(f"{key}: resources cpu {cpu:g}, memory {mem} MB exceed the quota "
                             f"of every pool it can go to: {quotas}; it will wait")
     return warnings

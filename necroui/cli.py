@@ -95,6 +95,7 @@ def main(ctx: click.Context, config_path: str | None, registry: str | None, log_
     elif read_only:
         raise click.UsageError("--read-only applies to the dashboard: drop --no-tui")
     config = state.config()
+    state.registry_path()  # a directory is a clear message, not "unable to open database file"
     if no_tui:
         _setup_logging(log_level, log_format)
         run_headless = _import_runner("necroui.headless", "run_headless", "headless mode")
@@ -317,15 +318,22 @@ def graph(state: CliState, taskset: str, fmt: str) -> None:
 
 
 def _graph_tasks(state: CliState, name: str) -> list[Any]:
+    """The tasks of a taskset file (read only) or of a taskset in the registry."""
+    from necrocode.dispatcher.errors import TasksetError
+
     path = Path(name)
     if path.suffix.lower() in (".yaml", ".yml", ".md") and path.is_file():
-        if path.suffix.lower() == ".md":
-            from necrocode.dispatcher.registry.kiro import load_kiro_file
+        try:
+            if path.suffix.lower() == ".md":
+                from necrocode.dispatcher.registry.kiro import load_kiro_file
 
-            return load_kiro_file(path).tasks
-        from necrocode.dispatcher.tasksets import load_taskset_file
+                return load_kiro_file(path).tasks
+            from necrocode.dispatcher.tasksets import load_taskset_file
 
-        return load_taskset_file(path)[0].tasks
+            return load_taskset_file(path)[0].tasks
+        except TasksetError as exc:  # this command writes nothing anyway: do not say so
+            raise TasksetError(exc.problems,
+                               title=exc.title.removesuffix("; nothing written")) from None
     registry = state.open_registry()
     try:
         found = registry.list_tasks(taskset=name)

@@ -6,6 +6,7 @@ import io
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -40,11 +41,20 @@ class CliState:
             self._config = config
         return self._config
 
+    def registry_path(self) -> Path:
+        """The registry file the config names; a directory is refused with a clear message."""
+        path = Path(self.config().resolved_registry_path())
+        if str(path) != ":memory:" and path.is_dir():
+            where = (f"--registry {self.registry}" if self.registry
+                     else f"the registry path {path} (dispatcher.registry_path)")
+            fail(f"{where} is a directory; give a file path such as {path / 'registry.db'}")
+        return path
+
     def open_registry(self) -> Any:
         """The Task Registry the config names (SQLite file, created if missing)."""
         from necrocode.dispatcher.registry import open_registry
 
-        path = self.config().resolved_registry_path()
+        path = self.registry_path()
         try:
             return open_registry(path)
         except OSError as exc:

@@ -45,6 +45,7 @@ def status(state: CliState, as_json: bool) -> None:
     if remote is None:
         fail("status needs necroui.remote, which this installation lacks",
              "use `necroui tasks` to see the registry")
+    state.registry_path()
     data = remote.fetch_status(state.config())
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
@@ -65,11 +66,13 @@ def metrics(state: CliState) -> None:
     remote = _remote()
     if remote is None:
         fail("metrics needs necroui.remote, which this installation lacks")
+    state.registry_path()
     click.echo(remote.fetch_metrics(state.config()), nl=False)
 
 
 def _control(state: CliState, verb: str, payload: dict[str, Any]) -> None:
     remote = _remote()
+    state.registry_path()
     if remote is not None:
         message = remote.control(state.config(), verb, payload)
     else:

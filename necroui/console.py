@@ -125,9 +125,13 @@ def _echo(text: str) -> None:
 
 def print_status(data: dict[str, Any]) -> None:
     """Human summary of a dispatcher status dict (``Snapshot.to_dict()``)."""
-    where = data.get("api_url") or data.get("registry_path") or ""
-    _echo(f"dispatcher {data.get('state', 'unknown')}"
-          f"{' at ' + where if where else ''}, policy {data.get('policy', '-')}")
+    if data.get("state") == "not running" and not data.get("api_url"):
+        _echo(f"no Dispatcher is running for registry {data.get('registry_path') or '-'} "
+              "(start one with `necroui` or `necroui --no-tui`)")
+    else:
+        where = data.get("api_url") or data.get("registry_path") or ""
+        _echo(f"dispatcher {data.get('state', 'unknown')}"
+              f"{' at ' + where if where else ''}, policy {data.get('policy', '-')}")
     counters = data.get("counters") or {}
     if counters:
         parts = [f"{k} {counters[k]}" for k in

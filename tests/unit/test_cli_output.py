@@ -161,3 +161,47 @@ def test_resubmit_lists_tasks_no_longer_in_the_file(env: dict[str, str], tmp_pat
     run(env, "cancel", "rs/b")
     out = run(env, "submit", str(path)).stdout.splitlines()
     assert out[1] == "kept 1 task not in the file: rs/b (cancelled)"
+
+
+# --- wording -------------------------------------------------------------------------------------
+
+
+def test_status_without_a_dispatcher_says_so(env: dict[str, str]) -> None:
+    out = run(env, "status").stdout
+    assert out.splitlines()[0] == (
+        f"no Dispatcher is running for registry {env['NECROCODE_REGISTRY']} "
+        "(start one with `necroui` or `necroui --no-tui`)")
+
+
+def test_unknown_config_key_names_its_section_without_a_stray_colon(
+        env: dict[str, str], tmp_path: Path) -> None:
+    path = write(tmp_path / "c.yaml", "dispatcher:\n  pol_interval: 3\nui:\n  refesh: 1\n")
+    err = CliRunner().invoke(main, ["config", "check", path], env=env).stderr
+    assert "dispatcher.pol_interval: unknown key in section dispatcher (did you mean " in err
+    assert "ui.refesh: unknown key in section ui (" in err
+    assert ": (" not in err
+
+
+@pytest.mark.parametrize("command", ["graph", "plan"])
+def test_read_only_commands_do_not_say_nothing_written(env: dict[str, str], tmp_path: Path,
+                                                       command: str) -> None:
+    path = write(tmp_path / "cyc.yaml", "taskset: cyc\ntasks:\n"
+                 "  - {id: a, title: a, depends_on: [b]}\n  - {id: b, title: b, depends_on: [a]}\n")
+    result = CliRunner().invoke(main, [command, path], env=env)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: invalid taskset {path} (1 problem(s)):")
+    assert "dependency cycle: a -> b -> a" in result.stderr
+    assert "nothing written" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["tasks"], ["status"], ["metrics"], ["cancel", "s/a"],
+                                  ["submit", "t.yaml"], ["--no-tui"]])
+def test_registry_directory_is_refused_with_a_file_suggestion(
+        env: dict[str, str], tmp_path: Path, args: list[str]) -> None:
+    folder = tmp_path / "regs"
+    folder.mkdir()
+    write(tmp_path / "t.yaml", "taskset: s\ntasks:\n  - {id: a, title: a}\n")
+    result = CliRunner().invoke(main, ["--registry", str(folder), *args], env=env)
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: --registry {folder} is a directory; give a file path "
+                             f"such as {folder / 'registry.db'}\n")

@@ -268,7 +268,8 @@ def test_resources_above_every_quota_is_a_warning(tmp_path: Path) -> None:
     warnings = [w for w in warnings if "resources" in w]
     assert len(warnings) == 2
     assert warnings[0].startswith("s/a: resources cpu 4, memory 512 MB exceed the quota")
-    assert "big (cpu None, memory 100 MB)" in warnings[1]
+    assert warnings[0].endswith("every pool it can go to: local (cpu 2); it will wait")
+    assert "big (memory 100 MB); it will wait" in warnings[1]  # no "cpu None"
 
 
 def test_tasks_without_command_on_a_pool_without_agent_command_warn_once(
