@@ -167,8 +167,13 @@ def _label(g: nx.DiGraph, node: str) -> str:
 
 
 def natural_key(key: str) -> list[Any]:
-    """Sort key that puts ``1.10`` after ``1.9`` and ``t10`` after ``t9``."""
-    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", key)]
+    """Sort key that puts ``1.10`` after ``1.9`` and ``t10`` after ``t9``.
+
+    A task key sorts by taskset, then by id (split on the first ``/``), so every task of
+    ``sig`` comes before those of ``sig2``.
+    """
+    return [[(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", part)]
+            for part in key.split("/", 1)]
 
 
 def _nodes(g: nx.DiGraph) -> list[str]:

@@ -205,3 +205,11 @@ def test_registry_directory_is_refused_with_a_file_suggestion(
     assert result.exit_code == 1
     assert result.stderr == (f"error: --registry {folder} is a directory; give a file path "
                              f"such as {folder / 'registry.db'}\n")
+
+
+def test_tasks_sorted_by_taskset_then_id(env: dict[str, str], tmp_path: Path) -> None:
+    for name in ("sig2", "sig"):
+        run(env, "submit", write(tmp_path / f"{name}.yaml", f"taskset: {name}\ntasks:\n"
+                                 "  - {id: b, title: b}\n  - {id: a, title: a}\n"))
+    keys = [line.split()[0] for line in run(env, "tasks", "--sort", "key").stdout.splitlines()]
+    assert keys == ["KEY", "sig/a", "sig/b", "sig2/a", "sig2/b"]

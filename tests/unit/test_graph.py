@@ -144,3 +144,12 @@ def test_levels_and_critical_path_properties(tasks: list[Task]) -> None:
         own = G.estimated_duration(g.nodes[k]["task"])
         longest[k] = own + max((longest[p] for p in g.predecessors(k)), default=0.0)
     assert total == max(longest.values())
+
+
+def test_natural_key_sorts_by_taskset_then_id() -> None:
+    """QA: sig2/a and sig2/b sorted before sig/a."""
+    from necrocode.dispatcher.graph import natural_key
+
+    keys = ["sig2/b", "sig/a", "sig2/a", "sig/10", "sig/9", "s/1.10", "s/1.9", "sig10/a"]
+    assert sorted(keys, key=natural_key) == [
+        "s/1.9", "s/1.10", "sig/9", "sig/10", "sig/a", "sig2/a", "sig2/b", "sig10/a"]
