@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from rich.text import Text
+from textual.coordinate import Coordinate
 from textual.geometry import Size
 from textual.widgets import DataTable
 from textual.widgets.data_table import Row, RowKey
@@ -67,6 +68,11 @@ class DiffTable(DataTable[CellValue], Generic[V]):
         self.sort_id: str | None = None
         self.sort_reverse = False
         self.marked: set[str] = set()
+        # The task the cursor is on, kept by KEY across refreshes, re-sorts and filters (the
+        # row index of a task changes all the time in a live queue). Set by the user's moves;
+        # programmatic moves while a snapshot applies do not change it.
+        self._cursor_key: str | None = None
+        self._holding = False
         self._static_cols = [c for c in self.COLUMNS if not c.lazy]
         self._lazy_cols = [c for c in self.COLUMNS if c.lazy]
         self._layout: list[tuple[bool, int]] = []  # per column: (lazy?, index in its group)
@@ -147,10 +153,66 @@ class DiffTable(DataTable[CellValue], Generic[V]):
     # --- queries ---------------------------------------------------------------------------------
     @property
     def selected_key(self) -> str | None:
-        """Row key under the cursor, or None when the table is empty."""
-        if not self._order or self.cursor_row < 0 or self.cursor_row >= len(self._order):
+        """Key of the row highlighted now (read from the cursor), or None when empty."""
+        return self._key_at(self.cursor_row)
+
+    def _key_at(self, row: int) -> str | None:
+        if row < 0 or row >= self.row_count:
             return None
-        return self._order[self.cursor_row]
+        try:
+            row_key, _ = self.coordinate_to_cell_key(Coordinate(row, 0))
+        except Exception:  # noqa: BLE001 - row vanished meanwhile
+            return None
+        return None if row_key.value is None else str(row_key.value)
+
+    def watch_cursor_coordinate(self, old: Coordinate, new: Coordinate) -> None:
+        super().watch_cursor_coordinate(old, new)
+        if not self._holding:
+            self._cursor_key = self._key_at(new.row)
+
+    def _intended_cursor(self) -> str | None:
+        key = self._cursor_key
+        return key if key is not None and key in self._shown else self.selected_key
+
+    def _restore_cursor(self, key: str | None, old_order: list[str], old_row: int) -> None:
+        """Put the cursor back on ``key``; if it left, on its nearest surviving neighbour.
+
+        The highlighted row keeps its place on screen when it can (the rows around it move).
+        """
+        if not self._order:
+            self._cursor_key = None
+            return
+        shown = self._shown
+        target = key if key is not None and key in shown else None
+        if target is None and key is not None and old_order:
+            i = min(max(old_row, 0), len(old_order) - 1)
+            if old_order[i] != key:
+                try:
+                    i = old_order.index(key)
+                except ValueError:
+                    i = -1
+            if i >= 0:
+                below = next((k for k in old_order[i + 1:] if k in shown), None)
+                target = below or next(
+                    (k for k in reversed(old_order[:i]) if k in shown), None)
+        if target is None:
+            target = self._order[min(max(old_row, 0), len(self._order) - 1)]
+        index = self._index_of(target)
+        self._cursor_key = target
+        if index is None or index == self.cursor_row:
+            return
+        screen_line = old_row - int(self.scroll_y)
+        height = max(1, self.size.height - 1)
+        self._holding = True
+        try:
+            self.move_cursor(row=index, animate=False, scroll=False)
+        finally:
+            self._holding = False
+        if 0 <= screen_line < height:
+            top = max(0, index - screen_line)
+            self.call_after_refresh(self.scroll_to, y=top, animate=False)
+        else:
+            self.call_after_refresh(self._scroll_cursor_into_view)
 
     def view(self, key: str) -> V | None:
         """The latest view of a row (shown or filtered out)."""
@@ -186,7 +248,13 @@ class DiffTable(DataTable[CellValue], Generic[V]):
         if reverse is None:
             reverse = (not self.sort_reverse) if sort_id == self.sort_id else False
         self.sort_id, self.sort_reverse = sort_id, reverse
-        self._reorder(force=True)
+        key, old_order, old_row = self._intended_cursor(), list(self._order), self.cursor_row
+        self._holding = True
+        try:
+            self._reorder(force=True)
+        finally:
+            self._holding = False
+        self._restore_cursor(key, old_order, old_row)
 
     def toggle_mark(self, key: str | None = None) -> None:
         """Mark or unmark a row (default: the selected one)."""
@@ -218,8 +286,17 @@ class DiffTable(DataTable[CellValue], Generic[V]):
         return all(word in text for word in self.filter_text.split())
 
     def _apply(self, views: Sequence[V], *, force: bool) -> None:
+        cursor_key, old_order, old_row = self._intended_cursor(), self._order, self.cursor_row
+        self._holding = True
+        try:
+            self._apply_rows(views, force=force)
+        finally:
+            self._holding = False
+        self._restore_cursor(cursor_key, old_order, old_row)
+        self.tick()
+
+    def _apply_rows(self, views: Sequence[V], *, force: bool) -> None:
         now = self.clock()
-        cursor_key = self.selected_key
         old_views = self._views
         new_views: dict[str, V] = {}
         rank: dict[str, int] = {}
@@ -275,11 +352,6 @@ class DiffTable(DataTable[CellValue], Generic[V]):
         if rows:
             self._add_rows(rows)
         self._reorder(force=bool(to_add or to_remove or changed or force))
-        if cursor_key is not None and cursor_key in self._shown:
-            index = self._index_of(cursor_key)
-            if index is not None and index != self.cursor_row:
-                self.move_cursor(row=index, animate=False)
-        self.tick(now)
 
     def _add_rows(self, rows: list[tuple[str, list[CellValue]]]) -> None:
         """Append rows; many at once skip DataTable.add_row's per-row overhead (~75 us each)."""
