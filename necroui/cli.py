@@ -33,12 +33,12 @@ LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
 
 MAIN_EPILOG = """\b
 Examples:
-  necroui --demo                       dashboard with a demo taskset
-  necroui --no-tui --demo --until-done run the demo headless, exit when done
-  necroui submit tasks.yaml            add or update a taskset
-  necroui tasks --state ready          list tasks that may run now
-  necroui plan tasks.yaml              predict how long it will take
-  necroui config check my.yaml         check a config file
+  necroui --demo                         dashboard with a demo taskset
+  necroui --no-tui --demo --until-done   run the demo headless, exit when done
+  necroui submit tasks.yaml              add or update a taskset
+  necroui tasks --state ready            list tasks that may run now
+  necroui plan tasks.yaml                predict how long it will take
+  necroui config check my.yaml           check a config file
 
 \b
 Without --config (or $NECROCODE_CONFIG) the defaults are used: one local-process pool
@@ -54,7 +54,7 @@ named 'local' running 4 agents, and every skill mapped to it. The registry defau
               help="Dispatcher config (YAML). Default: built-in defaults with one local pool. "
                    f"Env: {CONFIG_ENV}.")
 @click.option("--registry", metavar="PATH", envvar=REGISTRY_ENV,
-              help="Task Registry database. Default: ./.necrocode/registry.db. "
+              help="Task Registry database file. Default: ./.necrocode/registry.db. "
                    f"Env: {REGISTRY_ENV}.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
               default="warning", show_default=True, help="Least severe log level shown.")
@@ -197,7 +197,8 @@ def submit(state: CliState, file: str, dry_run: bool) -> None:
 Mapping: '- [x] 1. Title' is DONE, '- [ ]' is READY (or BLOCKED behind its dependencies),
 the numbering gives the ids, '- [ ]* 2.3' is optional, detail lines become the description.
 A parent task depends on its sub-tasks; each item follows the one before it (--parallel
-drops that ordering).
+drops that ordering). Kiro tasks have no command: the agent_command of the pool they go
+to runs them (a warning says when a pool lacks one).
 
 \b
 Examples:
@@ -248,7 +249,9 @@ Examples:
 @click.option("--taskset", metavar="NAME", help="Only tasks of this taskset.")
 @click.option("--tenant", metavar="NAME", help="Only tasks of this tenant.")
 @click.option("--sort", type=click.Choice(["key", "priority", "updated"]), default="key",
-              show_default=True, help="Order: by key, by priority (highest first), or by change.")
+              show_default=True,
+              help="Order: by key (taskset, then id), by priority (highest first), or by "
+                   "last change (newest first).")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N",
               help="Show at most N tasks.")
 @click.option("--json", "as_json", is_flag=True,

@@ -39,7 +39,8 @@ Examples:
 def status(state: CliState, as_json: bool) -> None:
     """Show the running Dispatcher's pools, queue and runners.
 
-    Without a running Dispatcher, the task counts of the registry.
+    When no Dispatcher runs on this registry, it says so and prints the registry's task
+    counts instead.
     """
     remote = _remote()
     if remote is None:
@@ -59,9 +60,10 @@ Example:
 """)
 @pass_state
 def metrics(state: CliState) -> None:
-    """Print the Prometheus metrics.
+    """Print the Prometheus metrics (text exposition format).
 
-    From the running Dispatcher, else computed from the registry.
+    They come from the running Dispatcher's API; when none runs, the gauges are computed
+    from the registry.
     """
     remote = _remote()
     if remote is None:
@@ -124,7 +126,6 @@ def registry_control(registry: Any, verb: str, payload: dict[str, Any]) -> str:
 
 
 @click.command(epilog="""\b
-
 Examples:
   necroui priority chat-app/1.2 10
   necroui priority chat-app/1.2 -- -5    a negative priority needs the --
@@ -158,9 +159,10 @@ Example:
 @click.argument("key")
 @pass_state
 def cancel(state: CliState, key: str) -> None:
-    """Cancel task KEY (taskset/id).
+    """Cancel task KEY (taskset/id) so it does not run.
 
-    A running agent is stopped by the Dispatcher; the task can be retried later.
+    A running agent is stopped by the Dispatcher; a cancelled task can be retried later
+    (`necroui retry KEY`).
     """
     _control(state, "cancel", {"task": key})
 

@@ -213,3 +213,30 @@ def test_tasks_sorted_by_taskset_then_id(env: dict[str, str], tmp_path: Path) ->
                                  "  - {id: b, title: b}\n  - {id: a, title: a}\n"))
     keys = [line.split()[0] for line in run(env, "tasks", "--sort", "key").stdout.splitlines()]
     assert keys == ["KEY", "sig/a", "sig/b", "sig2/a", "sig2/b"]
+
+
+HELP_COMMANDS = [[], ["submit"], ["import-kiro"], ["tasks"], ["graph"], ["plan"], ["config"],
+                 ["config", "check"], ["config", "show"], ["config", "keys"], ["status"],
+                 ["metrics"], ["priority"], ["retry"], ["cancel"]]
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS, ids=lambda c: " ".join(c) or "necroui")
+def test_help_reads_cleanly(env: dict[str, str], command: list[str]) -> None:
+    """QA: `priority --help` had a line of only whitespace (a stray \\b)."""
+    text = CliRunner().invoke(main, [*command, "--help"], env=env, terminal_width=100).output
+    lines = text.splitlines()
+    assert not [line for line in lines if line and not line.strip()], text
+    assert not any(ch < " " for line in lines for ch in line), text  # no \b, no tabs
+    assert "\n\n\n" not in text
+    assert all(len(line) <= 100 for line in lines), text
+    # example comments line up (a comment one space after its command reads as arguments)
+    import re
+
+    columns = {m.end(1) for line in lines if line.startswith("    necroui ")
+               for m in [re.search(r"\S( {2,})\S", line.strip())] if m}
+    assert len(columns) <= 1, text
+
+
+def test_main_help_example_comment_is_apart_from_its_command(env: dict[str, str]) -> None:
+    text = run(env, "--help").output
+    assert "necroui --no-tui --demo --until-done   run the demo headless" in text
