@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from typing import Any
 
 from .engine_runners import RunnerMixin
 from .engine_state import RunnerRecord
 from .launchers.base import RunnerLauncher, attempt_dir
+from .launchers.procfs import kill_group
 from .models import AgentPool, EventType, Runner, RunnerState, Slot, Task, TaskEvent, TaskState
 
 logger = logging.getLogger(__name__)
@@ -46,12 +48,19 @@ class ReconcileMixin(RunnerMixin):
             for runner in found:
                 owner = pools.get(runner.pool_name, pool)
                 alive.setdefault(runner.runner_id, (runner, launcher, owner))
+        unmatched = []
         for task in running:
             match = alive.pop(task.runner_id, None) if task.runner_id else None
             if match is not None:
                 self._adopt(task, *match)
             else:
-                self._settle_orphaned_task(task)
+                unmatched.append(task)
+        stopped: set[str] = set()
+        if unmatched:
+            stopped = self._fence_untracked({t.runner_id for t in unmatched
+                                             if t.runner_id and self._read_exit_status(t) is None})
+        for task in unmatched:
+            self._settle_orphaned_task(task, stopped=task.runner_id in stopped)
         for runner, launcher, _pool in alive.values():
             logger.warning("runner %s (%s) has no RUNNING task; stopping it", runner.runner_id,
                            runner.task_key)
@@ -101,10 +110,31 @@ class ReconcileMixin(RunnerMixin):
             runner_id=runner.runner_id, slot_id=slot_id, pool=pool.name,
         ))
 
-    def _settle_orphaned_task(self, task: Task) -> None:
-        """A RUNNING task whose runner is gone: its exit status decides, else requeue."""
+    def _fence_untracked(self, runner_ids: set[str]) -> set[str]:
+        """Stop local processes of runners that cannot be adopted (the dispatcher died after
+        starting them but before their runner record was written): found by their
+        ``NECROCODE_RUNNER_ID``, their process group is stopped before the task is requeued."""
+        if not runner_ids:
+            return set()
+        groups: dict[int, str] = {}
+        for pid, rid in _processes_of(runner_ids).items():
+            try:
+                groups.setdefault(os.getpgid(pid), rid)
+            except OSError:
+                continue
+        for pgid, rid in groups.items():
+            if pgid in (os.getpgrp(), 0, 1):
+                continue
+            logger.warning("runner %s (process group %d) runs without a runner record; "
+                           "stopping it before its task is requeued", rid, pgid)
+            kill_group(pgid, self.config.runner_stop_grace)
+        return set(groups.values())
+
+    def _settle_orphaned_task(self, task: Task, *, stopped: bool = False) -> None:
+        """A RUNNING task whose runner is gone: its exit status decides, else requeue
+        (``stopped``: we just stopped its unrecorded runner, so the status is ours, not its)."""
         now = time.time()
-        status = self._read_exit_status(task)
+        status = None if stopped else self._read_exit_status(task)
         if task.assigned_slot:
             try:
                 self.repo_pool.release_slot(task.assigned_slot)
@@ -146,3 +176,28 @@ class ReconcileMixin(RunnerMixin):
         if data.get("runner_id") and task.runner_id and data["runner_id"] != task.runner_id:
             return None  # a different run of the same attempt number
         return data
+
+
+def _processes_of(runner_ids: set[str]) -> dict[int, str]:
+    """Local processes whose environment names one of ``runner_ids`` (pid -> runner id)."""
+    wanted = {f"NECROCODE_RUNNER_ID={rid}".encode(): rid for rid in runner_ids}
+    found: dict[int, str] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                env = fh.read()
+        except OSError:
+            continue
+        for item in env.split(b"\0"):
+            if item.startswith(b"NECROCODE_RUNNER_ID="):
+                rid = wanted.get(item)
+                if rid is not None:
+                    found[int(entry)] = rid
+                break
+    return found

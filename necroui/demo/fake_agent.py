@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -73,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     steps = max(1, args.steps)
     pause = max(0.0, args.seconds * speed) / steps
 
+    def on_term(signum: int, frame: object) -> None:  # stopped (fenced, shutdown): say so
+        _trace("end", key, attempt, "killed")
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
     _trace("start", key, attempt)
     print(f"[{key}] attempt {attempt}: {ctx.get('title') or 'working'}", flush=True)
     for step in range(1, steps + 1):

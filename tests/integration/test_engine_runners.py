@@ -265,3 +265,40 @@ def test_missing_agent_fails_at_once_and_releases_everything(
     wait_until(lambda: core.repo_pool.in_use_count() == 0, 10, "slot released")
     wait_until(lambda: core.snapshot().pools[0].recent_launch_errors >= 1, 10,
                "launch error visible in the pool status")
+
+
+def test_restart_stops_an_unrecorded_runner_before_requeueing(tmp_path: Path) -> None:
+    """The dispatcher died after starting a runner but before writing its record: the next
+    start finds the process by its NECROCODE_RUNNER_ID, stops it, then runs the task anew."""
+    import subprocess
+
+    config = DispatcherConfig(
+        registry_path=str(tmp_path / "reg" / "registry.db"), state_dir=str(tmp_path / "st"),
+        retry_backoff_base=0.1, retry_jitter=0.0, runner_stop_grace=0.5,
+        agent_pools=[AgentPool(name="local", type=PoolType.LOCAL_PROCESS, max_concurrency=2)],
+        skill_mapping={"default": ["local"]})
+    from necrocode.dispatcher.registry import open_registry
+
+    registry = open_registry(config.resolved_registry_path())
+    registry.submit_taskset(Taskset(name="it", tasks=[
+        Task(id="u", title="unrecorded", taskset="it", command=["true"])]))
+    registry.transition("it/u", TaskState.RUNNING, expected=TaskState.READY,
+                        runner_id="r-it-u-a1-abcdef")
+    env = {**os.environ, "NECROCODE_RUNNER_ID": "r-it-u-a1-abcdef"}
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env,
+                             start_new_session=True)
+    core = DispatcherCore(config, registry=registry)
+    try:
+        core.start()
+        assert stray.wait(timeout=20) is not None  # stopped by the reconcile
+        task = wait_until(lambda: (t := registry.get_task("it/u")).state is TaskState.DONE
+                          and t, 20, "DONE after the requeue")
+        assert task.attempts == 0
+        kinds = [e.event_type for e in registry.get_events(task_key="it/u")]
+        assert EventType.TASK_REQUEUED in kinds
+    finally:
+        core.stop(timeout=1)
+        if stray.poll() is None:
+            stray.kill()
+            stray.wait()
+        registry.close()
