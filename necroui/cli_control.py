@@ -29,37 +29,74 @@ def _remote() -> Any:
         return None
 
 
+#: Seconds to wait for the running Dispatcher's API (status, metrics) unless --timeout says.
+DEFAULT_TIMEOUT = 10.0
+
+timeout_option = click.option(
+    "--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT, show_default=True,
+    metavar="SECONDS", help="How long to wait for the running Dispatcher's answer.")
+
+
+def _fetch(remote: Any, state: CliState, what: str, timeout: float) -> Any:
+    """Status dict or metrics text: from the running Dispatcher (within ``timeout``), else the
+    registry's view (necroui.remote)."""
+    from necrocode.dispatcher.api import client
+
+    config = state.config()
+    find = getattr(remote, "find_dispatcher", None)
+    found = find(config) if find is not None else None
+    if found is None:  # no Dispatcher runs: computed from the registry
+        return remote.fetch_status(config) if what == "status" else remote.fetch_metrics(config)
+    url, token = found
+    try:
+        if what == "status":
+            return client.status(url, token, timeout=timeout)
+        return client.metrics(url, timeout=timeout)
+    except client.ApiError as exc:
+        if exc.status == 0 and "timed out" in exc.message:
+            fail(f"the dispatcher at {url} did not answer within {timeout:g} s (it may be busy)",
+                 f"try again or use --timeout (e.g. `necroui {what} --timeout "
+                 f"{max(30.0, timeout * 3):g}`)")
+        raise
+
+
 @click.command(epilog="""\b
 Examples:
   necroui status
-  necroui status --json
+  necroui status --queued 100       show more of the queue
+  necroui status --json             everything, as JSON
 """)
-@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole status as JSON.")
+@click.option("--queued", "queued_rows", type=click.IntRange(min=0), default=20,
+              show_default=True, metavar="N",
+              help="Show the first N queued tasks in dispatch order (the rest are counted).")
+@timeout_option
 @pass_state
-def status(state: CliState, as_json: bool) -> None:
+def status(state: CliState, as_json: bool, queued_rows: int, timeout: float) -> None:
     """Show the running Dispatcher's pools, queue and runners.
 
-    When no Dispatcher runs on this registry, it says so and prints the registry's task
-    counts instead.
+    Every running task, the first queued ones and the task counts. When no Dispatcher runs
+    on this registry, it says so and prints the registry's task counts instead.
     """
     remote = _remote()
     if remote is None:
         fail("status needs necroui.remote, which this installation lacks",
              "use `necroui tasks` to see the registry")
     state.registry_path()
-    data = remote.fetch_status(state.config())
+    data = _fetch(remote, state, "status", timeout)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
-    console.print_status(data)
+    console.print_status(data, queued_rows=queued_rows)
 
 
 @click.command(epilog="""\b
 Example:
   necroui metrics | grep necrocode_dispatcher_queued_tasks
 """)
+@timeout_option
 @pass_state
-def metrics(state: CliState) -> None:
+def metrics(state: CliState, timeout: float) -> None:
     """Print the Prometheus metrics (text exposition format).
 
     They come from the running Dispatcher's API; when none runs, the gauges are computed
@@ -69,14 +106,29 @@ def metrics(state: CliState) -> None:
     if remote is None:
         fail("metrics needs necroui.remote, which this installation lacks")
     state.registry_path()
-    click.echo(remote.fetch_metrics(state.config()), nl=False)
+    click.echo(_fetch(remote, state, "metrics", timeout), nl=False)
 
 
 def _control(state: CliState, verb: str, payload: dict[str, Any]) -> None:
     remote = _remote()
     state.registry_path()
     if remote is not None:
-        message = remote.control(state.config(), verb, payload)
+        from necrocode.dispatcher.api.client import ApiError
+
+        try:
+            message = remote.control(state.config(), verb, payload)
+        except ApiError as exc:
+            if exc.status == 0 and "timed out" in exc.message:
+                from urllib.parse import urlsplit
+
+                wait = getattr(remote, "TIMEOUT", None)
+                within = f" within {wait:g} s" if isinstance(wait, int | float) else ""
+                parts = urlsplit(exc.url)
+                where = f"{parts.scheme}://{parts.netloc}" if parts.netloc else "its API"
+                fail(f"the dispatcher at {where} did not answer{within} (it may be busy); "
+                     f"the {verb} may still be applied",
+                     "check with `necroui status`, then try again")
+            raise
     else:
         # NOTE: until necroui.remote (ENGINE) lands, act on the registry directly.
         registry = state.open_registry()

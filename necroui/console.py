@@ -123,8 +123,12 @@ def _echo(text: str) -> None:
     print(text, file=sys.stdout)
 
 
-def print_status(data: dict[str, Any]) -> None:
-    """Human summary of a dispatcher status dict (``Snapshot.to_dict()``)."""
+def print_status(data: dict[str, Any], *, queued_rows: int = 20) -> None:
+    """Human summary of a dispatcher status dict (``Snapshot.to_dict()``).
+
+    Every running task, the first ``queued_rows`` queued ones in dispatch order and the
+    counts: bounded whatever the size of the queue.
+    """
     if data.get("state") == "not running" and not data.get("api_url"):
         _echo(f"no Dispatcher is running for registry {data.get('registry_path') or '-'} "
               "(start one with `necroui` or `necroui --no-tui`)")
@@ -155,8 +159,13 @@ def print_status(data: dict[str, Any]) -> None:
         print_rows(["RUNNING", "POOL", "RUNNER", "TRY", "FOR"], run_rows)
     queued = data.get("queued") or []
     if queued:
+        # dispatch order (READY by position, then BLOCKED), whatever order the list came in
+        order = sorted(range(len(queued)), key=lambda i: (
+            queued[i].get("position") is None, queued[i].get("position") or 0, i))
+        shown = [queued[i] for i in order[:queued_rows]]
         queue_rows = [(q.get("position") or "-", q.get("key"), q.get("priority"),
-                       (q.get("pending") or {}).get("message", "")) for q in queued[:20]]
-        print_rows(["#", "QUEUED", "PRI", "WHY"], queue_rows, right=("#", "PRI"))
-        if len(queued) > 20:
-            _echo(f"... and {len(queued) - 20} more queued")
+                       (q.get("pending") or {}).get("message", "")) for q in shown]
+        if queue_rows:
+            print_rows(["#", "QUEUED", "PRI", "WHY"], queue_rows, right=("#", "PRI"))
+        if len(queued) > len(shown):
+            _echo(f"... and {len(queued) - len(shown)} more queued (--queued N shows more)")

@@ -240,3 +240,113 @@ def test_help_reads_cleanly(env: dict[str, str], command: list[str]) -> None:
 def test_main_help_example_comment_is_apart_from_its_command(env: dict[str, str]) -> None:
     text = run(env, "--help").output
     assert "necroui --no-tui --demo --until-done   run the demo headless" in text
+
+
+# --- status of a big or busy dispatcher ----------------------------------------------------------
+
+
+def _fake_remote(monkeypatch: pytest.MonkeyPatch, url: str | None,
+                 status: dict[str, object] | None = None) -> None:
+    import types
+
+    remote = types.ModuleType("necroui.remote")
+    remote.TIMEOUT = 10.0  # type: ignore[attr-defined]
+    remote.find_dispatcher = lambda config: (url, "tok") if url else None  # type: ignore[attr-defined]
+    remote.fetch_status = lambda config: status or {}  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "necroui.remote", remote)
+
+
+def test_status_of_a_big_queue_is_bounded(env: dict[str, str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    queued = [{"position": i, "key": f"big/{i}", "priority": 0,
+               "pending": {"message": "waits for its turn"}} for i in range(10_000, 0, -1)]
+    queued.append({"position": None, "key": "big/blocked", "priority": 0, "pending": {}})
+    _fake_remote(monkeypatch, None, {"state": "running", "api_url": "http://x", "policy": "fifo",
+                                     "running": [], "queued": queued})
+    lines = run(env, "status").stdout.splitlines()
+    rows = [line.split()[1] for line in lines if line.split()[:1] and line.split()[0].isdigit()]
+    assert rows == [f"big/{i}" for i in range(1, 21)]  # the first 20 in dispatch order
+    assert lines[-1] == "... and 9981 more queued (--queued N shows more)"
+    lines = run(env, "status", "--queued", "3").stdout.splitlines()
+    assert lines[-1] == "... and 9998 more queued (--queued N shows more)"
+
+
+def test_status_timeout_says_the_dispatcher_is_busy(env: dict[str, str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """QA: a slow answer read 'cannot reach the dispatcher: timed out'."""
+    import socket
+
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        _fake_remote(monkeypatch, url)
+        result = CliRunner().invoke(main, ["status", "--timeout", "0.2"], env=env)
+        metrics = CliRunner().invoke(main, ["metrics", "--timeout", "0.2"], env=env)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        f"error: the dispatcher at {url} did not answer within 0.2 s (it may be busy)")
+    assert "try again or use --timeout" in result.stderr
+    assert "cannot reach" not in result.stderr
+    assert "did not answer within 0.2 s" in metrics.stderr
+
+
+def test_status_from_a_live_api(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            body = json.dumps({"state": "running", "api_url": "u", "policy": "fifo",
+                               "counters": {"total": 1, "running": 1},
+                               "auth": self.headers.get("Authorization")}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        _fake_remote(monkeypatch, f"http://127.0.0.1:{server.server_port}")
+        out = run(env, "status", "--timeout", "30").stdout
+        data = json.loads(run(env, "status", "--json").stdout)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert out.splitlines()[:2] == ["dispatcher running at u, policy fifo",
+                                    "tasks: total 1, running 1"]
+    assert data["auth"] == "Bearer tok"
+
+
+def test_control_timeout_through_the_real_remote(env: dict[str, str], tmp_path: Path) -> None:
+    """A control verb whose answer does not come says so (it may still apply)."""
+    import socket
+
+    from necrocode.dispatcher.engine_api import ADMIN_TOKEN_FILE, write_dispatcher_info
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        write_dispatcher_info(tmp_path, url, env["NECROCODE_REGISTRY"])
+        (tmp_path / ADMIN_TOKEN_FILE).write_text("tok")
+        import necroui.remote as remote
+
+        saved, remote.TIMEOUT = remote.TIMEOUT, 0.2
+        try:
+            result = CliRunner().invoke(main, ["cancel", "s/a"], env=env)
+            status = CliRunner().invoke(main, ["status", "--timeout", "0.2"], env=env)
+        finally:
+            remote.TIMEOUT = saved
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        f"error: the dispatcher at {url} did not answer within 0.2 s (it may be busy); the "
+        "cancel may still be applied")
+    assert f"error: the dispatcher at {url} did not answer within 0.2 s" in status.stderr
