@@ -1,7 +1,9 @@
 """Task detail (enter): fields, dependency chain, every event, the attempt's log tail (following).
 
-Registry reads happen in a thread worker (SQLite may wait on a lock); the log tail is re-read
-from its last offset every second while the screen is open.
+Registry reads happen in a thread worker (SQLite may wait on a lock), one at a time. The log
+panel shows exactly the tail of the file its title names: it follows the file by offset (only
+bytes added since the last read), starts over when the attempt's log path changes, and re-reads
+from the start when the file was truncated or replaced (rotation).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _LOG_NAMES = ("output.log", "agent.log", "stdout.log")
 _MAX_LOG_READ = 64 * 1024
+_HEAD = 64
 
 
 @dataclass
@@ -43,6 +46,62 @@ class DetailData:
     dependents: list[Task] = field(default_factory=list)
     events: list[TaskEvent] = field(default_factory=list)
     log_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """Complete lines read from a log file, from byte ``start`` up to ``end``.
+
+    ``reset``: the panel must be cleared before writing (first read of this file, truncated or
+    replaced); ``skipped``: bytes between the previous offset and ``start`` left unread (the
+    file grew by more than one read takes).
+    """
+
+    path: Path
+    inode: int
+    start: int
+    end: int
+    text: str
+    reset: bool = False
+    skipped: int = 0
+    head: bytes = b""  # the file's first bytes: a rewrite of the same size is noticed too
+
+
+def read_log_chunk(path: Path, inode: int | None, offset: int, head: bytes = b"",
+                   max_read: int = _MAX_LOG_READ) -> LogChunk:
+    """Read the complete lines added to ``path`` since ``offset`` (the tail on a first read).
+
+    ``inode`` and ``head`` are those of the file read before (None: never read): another
+    inode means the file was replaced, a size below ``offset`` or other first bytes that it was
+    truncated or rewritten; all start over. A last line without its newline yet is left for the
+    next read.
+    """
+    st = path.stat()
+    with path.open("rb") as fh:
+        now_head = fh.read(_HEAD)
+    reset = (inode is None or st.st_ino != inode or st.st_size < offset
+             or not now_head.startswith(head[:len(now_head)]) or len(now_head) < len(head))
+    if reset:
+        offset = 0
+    start = offset
+    skipped = 0
+    if st.st_size - start > max_read:
+        start = st.st_size - max_read
+        skipped = start - offset
+    with path.open("rb") as fh:
+        fh.seek(start)
+        raw = fh.read(st.st_size - start)
+    if skipped:  # started mid-file: drop the partial first line
+        cut = raw.find(b"\n")
+        raw, start = (raw[cut + 1:], start + cut + 1) if cut >= 0 else (b"", st.st_size)
+    last = raw.rfind(b"\n")
+    if last < 0 and len(raw) < max_read:
+        raw = b""  # an unfinished line: wait for its newline
+    elif last >= 0:
+        raw = raw[:last + 1]
+    return LogChunk(path=path, inode=st.st_ino, start=start, end=start + len(raw),
+                    text=raw.decode("utf-8", errors="replace"), reset=reset, skipped=skipped,
+                    head=now_head)
 
 
 def _find_log(app: NecroApp, task: Task) -> Path | None:
@@ -171,8 +230,11 @@ class TaskDetailScreen(Screen[None]):
         super().__init__(classes="detail")
         self.key = key
         self.data: DetailData | None = None
+        self._log_path: Path | None = None  # the file the panel shows (UI thread only)
+        self._log_inode: int | None = None
         self._log_offset = 0
-        self._log_path: Path | None = None
+        self._log_head = b""
+        self._loading = False
 
     @property
     def necro(self) -> NecroApp:
@@ -196,35 +258,41 @@ class TaskDetailScreen(Screen[None]):
         self.set_interval(1.0, self.reload, name="detail-refresh")
 
     def reload(self) -> None:
-        """Re-read the registry and the log in a thread."""
-        self.run_worker(self._load, thread=True, group="detail", exclusive=True,
+        """Re-read the registry and the log in a thread (one read at a time)."""
+        if self._loading:
+            return
+        self._loading = True
+        state = (self._log_path, self._log_inode, self._log_offset, self._log_head)
+        self.run_worker(lambda: self._load(*state), thread=True, group="detail",
                         exit_on_error=False)
 
-    def _load(self) -> None:
-        data = load_detail(self.necro, self.key)
-        chunk = self._read_log(data.log_path)
-        self.app.call_from_thread(self._show, data, chunk)
-
-    def _read_log(self, path: Path | None) -> str | None:
-        if path is None:
-            return None
-        if path != self._log_path:
-            self._log_path, self._log_offset = path, 0
+    def _load(self, path: Path | None, inode: int | None, offset: int, head: bytes) -> None:
+        data = DetailData()
+        chunk: LogChunk | str | None = None
         try:
-            size = path.stat().st_size
-            if size < self._log_offset:
-                self._log_offset = 0
-            start = max(self._log_offset, size - _MAX_LOG_READ)
-            with path.open("rb") as fh:
-                fh.seek(start)
-                raw = fh.read(size - start)
-            self._log_offset = size
-            return raw.decode("utf-8", errors="replace")
-        except OSError as exc:
-            return f"(cannot read {path}: {exc})\n"
+            data = load_detail(self.necro, self.key)
+            if data.log_path is not None:
+                if data.log_path != path:
+                    inode, offset, head = None, 0, b""
+                try:
+                    chunk = read_log_chunk(data.log_path, inode, offset, head)
+                except OSError as exc:
+                    chunk = f"(cannot read {data.log_path}: {exc})"
+        except Exception as exc:  # noqa: BLE001 - shown on screen
+            log.exception("task detail of %s failed", self.key)
+            data.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            try:
+                self.app.call_from_thread(self._show, data, chunk)
+            except Exception:  # noqa: BLE001 - the app is closing
+                self._loading = False
 
-    def _show(self, data: DetailData, chunk: str | None) -> None:
+    def _show(self, data: DetailData, chunk: LogChunk | str | None) -> None:
+        self._loading = False
+        if not self.is_mounted:
+            return
         self.data = data
+        self._show_log(data.log_path, chunk)
         if data.task is None:
             self.query_one("#detail-fields", Static).update(
                 Text(data.error or "task not found", style="bold red"))
@@ -235,11 +303,31 @@ class TaskDetailScreen(Screen[None]):
         events = Group(*(event_line(e) for e in data.events)) if data.events else Text(
             "no events", style="grey62")
         self.query_one("#detail-events", Static).update(events)
-        log_widget = self.query_one("#detail-log", RichLog)
-        log_widget.border_title = f"log {data.log_path}" if data.log_path else "log (none yet)"
-        if chunk:
-            for line in chunk.splitlines():
-                log_widget.write(Text(line))
+
+    def _show_log(self, path: Path | None, chunk: LogChunk | str | None) -> None:
+        """Write the new lines; start over when the file (attempt) changed or was reset."""
+        widget = self.query_one("#detail-log", RichLog)
+        if path != self._log_path:
+            widget.clear()
+            self._log_path, self._log_inode, self._log_offset = path, None, 0
+            self._log_head = b""
+        title = f"log {path}" if path else "log (none yet)"
+        if widget.border_title != title:
+            widget.border_title = title
+        if isinstance(chunk, str):
+            widget.clear()
+            widget.write(Text(chunk, style="red"))
+            self._log_inode, self._log_offset, self._log_head = None, 0, b""
+            return
+        if chunk is None or chunk.path != self._log_path:
+            return
+        if chunk.reset:
+            widget.clear()
+        if chunk.skipped and not chunk.reset:
+            widget.write(Text(f"… {chunk.skipped} bytes not shown", style="grey50"))
+        for line in chunk.text.splitlines():
+            widget.write(Text(line))
+        self._log_inode, self._log_offset, self._log_head = chunk.inode, chunk.end, chunk.head
 
     def action_back(self) -> None:
         self.app.pop_screen()
