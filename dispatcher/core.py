@@ -427,7 +427,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         if self._deferred or self._unsure:  # registry writes to try again
             deadline = min(deadline, now + 0.5)
         if self.events.has_fallback:
-            deadline = min(deadline, max(now, self._next_replay))
+            deadline = min(deadline, self._next_replay or now + 1.0)
         deadline = min(deadline, self._next_deadlock_check, self._next_throughput_roll())
         return deadline
 
@@ -437,10 +437,15 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
             self._run_deferred()
         if self._unsure:
             self._resolve_unsure()
-        if self.events.has_fallback and now >= self._next_replay:
-            self._next_replay = now + 1.0
-            self.events.replay()
-            self._dirty = True
+        if self.events.has_fallback:  # replayed a second after the registry refused, then
+            if not self._next_replay:  # every second until it takes them
+                self._next_replay = now + 1.0
+            elif now >= self._next_replay:
+                self.events.replay()
+                self._next_replay = now + 1.0 if self.events.has_fallback else 0.0
+                self._dirty = True
+        else:
+            self._next_replay = 0.0
         if self._registry_dirty or now >= self._next_poll:
             self._registry_dirty = False
             self._next_poll = now + max(0.05, float(self.config.poll_interval))
