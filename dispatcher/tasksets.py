@@ -29,8 +29,9 @@ Ids and dependencies are kept as written (``1.10`` stays ``"1.10"`` even unquote
 Nothing is written unless the whole taskset is valid: every problem (file:line, task id, field)
 is collected and raised as one :class:`~.errors.TasksetError`. Dependencies are checked against
 the taskset plus the tasks of the same taskset already in the registry, so a re-submit may add
-tasks that depend on earlier ones. Resources above every quota of the pools a task can go to
-are a warning, not an error.
+tasks that depend on earlier ones. What only a config can tell (resources above every quota,
+tasks without a command on a pool without ``agent_command``) are warnings, not errors
+(:mod:`.taskset_warnings`).
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ import yaml
 from .config import DispatcherConfig
 from .errors import Problem, TasksetError
 from .graph import build_graph, cycle_text, find_cycles, parse_duration
-from .models import AgentPool, Resources, Task, Taskset, TaskState, task_key
+from .models import Resources, Task, Taskset, TaskState
 from .registry.base import SubmitResult, TaskRegistry
+from .taskset_warnings import command_warnings, quota_warnings
 from .yaml_source import (
     YamlDocument,
     dotted,
@@ -486,80 +488,9 @@ def _validate(
         add(first, "depends_on", f"dependency cycle: {cycle_text(ids_in)}",
             "remove one dependency of the cycle")
     if config is not None:
-        warnings += _quota_warnings(taskset, config)
+        warnings += quota_warnings(taskset, config)
         warnings += command_warnings(taskset, config)
     return problems, warnings
-
-
-def _quota_text(pool: AgentPool) -> str:
-    """``cpu 2, memory 512 MB``, leaving out what the pool does not limit."""
-    parts = []
-    if pool.cpu_quota is not None:
-        parts.append(f"cpu {pool.cpu_quota:g}")
-    if pool.memory_quota is not None:
-        parts.append(f"memory {pool.memory_quota} MB")
-    return ", ".join(parts) or "no quota"
-
-
-def _candidate_pools(skill: str, config: DispatcherConfig) -> list[str]:
-    """Names of the pools a task of ``skill`` may go to (skill_mapping, else 'default')."""
-    return (config.skill_mapping.get(skill) or config.skill_mapping.get("default")
-            or ([] if config.skill_mapping else [p.name for p in config.agent_pools]))
-
-
-#: The example of an agent_command in warnings and hints.
-AGENT_COMMAND_EXAMPLE = '["my-agent", "--task", "{task_id}", "--workdir", "{slot_path}"]'
-
-
-def command_warnings(taskset: Taskset, config: DispatcherConfig) -> list[str]:
-    """One warning per pool without ``agent_command`` that would get tasks without ``command``.
-
-    Such tasks cannot run there: their launch fails at once (Kiro tasks never have a command).
-    Tasks already DONE are left out.
-    """
-    pools = {p.name: p for p in config.agent_pools}
-    needy: dict[str, list[str]] = {}
-    for task in taskset.tasks:
-        if task.command or task.state is TaskState.DONE:
-            continue
-        for name in _candidate_pools(task.required_skill, config):
-            pool = pools.get(name)
-            if pool is not None and not (pool.agent_command
-                                         or (pool.config or {}).get("agent_command")):
-                needy.setdefault(name, []).append(task.id)
-    warnings = []
-    for name, ids in needy.items():
-        if len(ids) == 1:
-            who, verb, they = f"task {task_key(taskset.name, ids[0])}", "has", "it cannot"
-        else:
-            who, verb, they = f"{len(ids)} tasks of {taskset.name}", "have", "they cannot"
-        warnings.append(
-            f"{who} {verb} no `command:` and pool {name!r} has no `agent_command:`, so {they} "
-            f"run there (the launch fails); add `agent_command:` to pool {name!r} in your "
-            f"config (--config FILE), e.g. {AGENT_COMMAND_EXAMPLE}")
-    return warnings
-
-
-def _quota_warnings(taskset: Taskset, config: DispatcherConfig) -> list[str]:
-    warnings: list[str] = []
-    pools = {p.name: p for p in config.agent_pools}
-    for task in taskset.tasks:
-        names = _candidate_pools(task.required_skill, config)
-        candidates = [pools[n] for n in names if n in pools]
-        key = task_key(taskset.name, task.id)
-        if not candidates:
-            warnings.append(f"{key}: no pool takes skill {task.required_skill or '(none)'!r} "
-                            "and there is no 'default' in skill_mapping; it will wait")
-            continue
-        cpu, mem = task.resources.cpu, task.resources.memory_mb
-        fits = [p for p in candidates
-                if (p.cpu_quota is None or cpu <= p.cpu_quota)
-                and (p.memory_quota is None or mem <= p.memory_quota)]
-        if not fits:
-            quotas = ", ".join(f"{p.name} ({_quota_text(p)})" for p in candidates)
-            warnings.append(f"{key}: resources cpu {cpu:g}, memory {mem} MB exceed the quota "
-                            f"of every pool it can go to: {quotas}; it will wait")
-    return warnings
 
 
 # --- submit -------------------------------------------------------------------------------
