@@ -58,13 +58,13 @@ class MainScreen(Screen[None]):
     """The live dashboard."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("p", "pause_toggle", "Pause/Resume", id="pause"),
+        Binding("p", "pause_toggle", "Pause", id="pause", tooltip="Pause / resume dispatching"),
         Binding("plus", "priority_up", "Prio+", id="priority_up", show=False),
         Binding("minus", "priority_down", "Prio-", id="priority_down", show=False),
         Binding("equals_sign", "priority_set", "Set prio", id="priority_set", show=False),
         Binding("r", "retry", "Retry", id="retry"),
         Binding("c", "cancel", "Cancel", id="cancel"),
-        Binding("e", "pool_toggle", "Pool on/off", id="pool_toggle"),
+        Binding("e", "pool_toggle", "Pool", id="pool_toggle", tooltip="Enable / disable the pool"),
         Binding("slash", "filter", "Filter", id="filter"),
         Binding("space", "mark", "Mark", id="mark", show=False),
         Binding("enter", "detail", "Detail", id="detail"),
@@ -107,7 +107,7 @@ class MainScreen(Screen[None]):
                 yield FinishedTable(clock=clock, id="finished-table")
         yield FilterInput(placeholder="filter: words matched in key, title, skill, state…",
                           id="filter")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one(FilterInput).display = False

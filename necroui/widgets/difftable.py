@@ -16,22 +16,31 @@ from rich.text import Text
 from textual.coordinate import Coordinate
 from textual.geometry import Size
 from textual.widgets import DataTable
-from textual.widgets.data_table import Row, RowKey
+from textual.widgets.data_table import ColumnKey, Row, RowKey
+
+from .format import KeyText
 
 V = TypeVar("V")
 
-CellValue = str | Text
+CellValue = str | Text | KeyText
 MARK = "●"
 
 
 @dataclass(frozen=True)
 class Column:
-    """One column: key, header label, width (None: auto) and whether it ticks with the clock."""
+    """One column: key, header label, content width and whether it ticks with the clock.
+
+    ``flex``: the column takes the width its panel has left (the last column: pending reason,
+    last error); ``width`` is then its minimum before other columns are dropped. ``drop``: a
+    column that may be hidden when the panel is narrow, the highest number first.
+    """
 
     key: str
     label: str
-    width: int | None = None
+    width: int = 8
     lazy: bool = False  # depends on the clock or on the row's position: refreshed when visible
+    flex: bool = False
+    drop: int = 0
 
 
 @dataclass(frozen=True)
@@ -50,11 +59,17 @@ class DiffTable(DataTable[CellValue], Generic[V]):
     """
 
     COLUMNS: ClassVar[tuple[Column, ...]] = ()
-    TASK_WIDTH: ClassVar[int] = 14  # fixed widths: auto widths re-measure 10k rows
+    # Fixed widths (auto widths re-measure 10k rows), fitted to the panel on resize: the task
+    # column is as wide as the longest key up to TASK_MAX (longer keys are cut in the middle,
+    # TASK_MIN when space is short), the flex column takes what is left.
+    TASK_MIN: ClassVar[int] = 10
+    TASK_MAX: ClassVar[int] = 24
     SORTS: ClassVar[dict[str, SortSpec]] = {}  # sort id ("skill", "priority", ...) -> spec
 
     def __init__(self, *, clock: Callable[[], float], id: str | None = None) -> None:
-        super().__init__(id=id, cursor_type="row", zebra_stripes=False)
+        # No cell padding: each column's width includes its one-space gap, so a hidden
+        # (dropped) column can take no room at all.
+        super().__init__(id=id, cursor_type="row", zebra_stripes=False, cell_padding=0)
         self.clock = clock
         self._views: dict[str, V] = {}
         self._sigs: dict[str, Hashable] = {}
@@ -73,6 +88,9 @@ class DiffTable(DataTable[CellValue], Generic[V]):
         # programmatic moves while a snapshot applies do not change it.
         self._cursor_key: str | None = None
         self._holding = False
+        self._max_key_len = 0
+        self._fitted: tuple[int, bool, int] | None = None  # (width, scrollbar, key length)
+        self.hidden_columns: set[str] = set()
         self._static_cols = [c for c in self.COLUMNS if not c.lazy]
         self._lazy_cols = [c for c in self.COLUMNS if c.lazy]
         self._layout: list[tuple[bool, int]] = []  # per column: (lazy?, index in its group)
@@ -145,10 +163,67 @@ class DiffTable(DataTable[CellValue], Generic[V]):
 
     # --- setup -----------------------------------------------------------------------------------
     def on_mount(self) -> None:
-        self.add_column(" ", key="mark", width=1)
-        self.add_column("task", key="task", width=self.TASK_WIDTH)
+        self.add_column(" ", key="mark", width=2)
+        self.add_column("task", key="task", width=self.TASK_MIN + 1)
         for col in self.COLUMNS:
-            self.add_column(col.label, key=col.key, width=col.width)
+            self.add_column(col.label, key=col.key, width=col.width + (0 if col.flex else 1))
+
+    def on_resize(self) -> None:
+        self.fit_columns()
+
+    def column_widths(self, width: int) -> dict[str, int]:
+        """Content widths of the columns for a panel ``width`` wide (0: hidden)."""
+        task = max(self.TASK_MIN, min(self.TASK_MAX, self._max_key_len))
+        gaps = {c.key: 0 if c.flex else 1 for c in self.COLUMNS}
+        widths = {c.key: c.width for c in self.COLUMNS}
+        flex = next((c for c in self.COLUMNS if c.flex), None)
+
+        def left() -> int:
+            used = 2 + task + 1 + sum(w + gaps[k] for k, w in widths.items()
+                                      if flex is None or k != flex.key)
+            return width - used
+
+        for col in sorted((c for c in self.COLUMNS if c.drop), key=lambda c: -c.drop):
+            if flex is None or left() >= flex.width:
+                break
+            widths[col.key] = 0
+            gaps[col.key] = 0
+        if flex is not None:
+            short = flex.width - left()
+            if short > 0:
+                task = max(self.TASK_MIN, task - short)
+            widths[flex.key] = max(4, left())
+        return {"task": task, **widths}
+
+    def fit_columns(self) -> None:
+        """Give the columns the panel's width (on resize and when the scrollbar comes or goes)."""
+        if not self.size.width or not self.columns:
+            return
+        scrollbar = self.row_count + 1 > self.size.height
+        key = (self.size.width, scrollbar, min(self._max_key_len, self.TASK_MAX))
+        if key == self._fitted:
+            return
+        self._fitted = key
+        avail = self.size.width - (self.styles.scrollbar_size_vertical if scrollbar else 0)
+        widths = self.column_widths(avail)
+        gaps = {c.key: 0 if c.flex else 1 for c in self.COLUMNS}
+        gaps["task"] = 1
+        changed = False
+        self.hidden_columns = set()
+        for name, content in widths.items():
+            column = self.columns.get(ColumnKey(name))
+            if column is None:
+                continue
+            render = content + gaps.get(name, 1) if content else 0
+            if not content:
+                self.hidden_columns.add(name)
+            if column.width != render:
+                column.width = render
+                changed = True
+        if changed:
+            self._update_count += 1
+            self._require_update_dimensions = True
+            self.refresh()
 
     # --- queries ---------------------------------------------------------------------------------
     @property
@@ -346,12 +421,15 @@ class DiffTable(DataTable[CellValue], Generic[V]):
             view = new_views[key]
             lazy = self.lazy_cells(view, now)
             self._lazy[key] = lazy
-            cells = [MARK if key in self.marked else "", key,
+            cells = [MARK if key in self.marked else "", KeyText(key),
                      *self._merge(self.static_cells(view), lazy)]
             rows.append((key, cells))
         if rows:
             self._add_rows(rows)
+        if to_add:
+            self._max_key_len = max(self._max_key_len, max(len(k) for k in to_add))
         self._reorder(force=bool(to_add or to_remove or changed or force))
+        self.fit_columns()
 
     def _add_rows(self, rows: list[tuple[str, list[CellValue]]]) -> None:
         """Append rows; many at once skip DataTable.add_row's per-row overhead (~75 us each)."""
@@ -420,8 +498,13 @@ class DiffTable(DataTable[CellValue], Generic[V]):
         desired = self._desired_order()
         if desired == self._order:
             return
-        positions = {key: i for i, key in enumerate(desired)}
-        self.sort("task", key=lambda k: positions.get(str(k), 0))
+        from textual._two_way_dict import TwoWayDict
+
+        rowkeys = self._rowkeys
+        self._row_locations = TwoWayDict(
+            {rowkeys.get(k) or RowKey(k): i for i, k in enumerate(desired)})
+        self._update_count += 1
+        self.refresh()
         self._order = desired
 
     def _remove_rows(self, keys: list[str]) -> None:

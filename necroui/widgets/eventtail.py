@@ -51,7 +51,7 @@ class EventTail(RichLog):
     """Appends only the events it has not shown yet."""
 
     def __init__(self, *, id: str | None = None, max_lines: int = 500) -> None:
-        super().__init__(id=id, max_lines=max_lines, wrap=False, markup=False, auto_scroll=True)
+        super().__init__(id=id, max_lines=max_lines, wrap=True, markup=False, auto_scroll=True)
         self._last: tuple[object, ...] | None = None
 
     def apply(self, events: Sequence[TaskEvent]) -> None:

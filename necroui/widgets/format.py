@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 
 from necrocode.dispatcher.models import TaskState
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
 from rich.text import Text
 
 #: Colour of each task state, used by tables, the graph and the detail screen.
@@ -104,6 +106,53 @@ def fmt_quota(used: float, quota: float | None, unit: str = "") -> str:
 
     q = "∞" if quota is None else num(quota)
     return f"{num(used)}/{q}{unit}"
+
+
+def one_line(text: str | None) -> str:
+    """The text on one line (runs of whitespace, newlines included, become one space)."""
+    return " ".join(str(text).split()) if text else ""
+
+
+def fitted(text: str | None, style: str = "") -> Text:
+    """One-line Text that ends with an ellipsis where its column cuts it."""
+    return Text(one_line(text), style=style, no_wrap=True, overflow="ellipsis")
+
+
+def middle_ellipsis(key: str, width: int) -> str:
+    """A task key cut in the middle to ``width``, keeping its id: ``chat-app-t…/2.1``."""
+    if len(key) <= width:
+        return key
+    if width <= 1:
+        return key[:width]
+    taskset, sep, task_id = key.rpartition("/")
+    if sep and len(task_id) + 2 < width:
+        return taskset[: width - len(task_id) - 2] + "…/" + task_id
+    head = (width - 1) // 2
+    return key[:head] + "…" + key[len(key) - (width - 1 - head):]
+
+
+class KeyText:
+    """A task key cell: drawn cut in the middle to whatever width its column has."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield Text(middle_ellipsis(self.key, options.max_width), no_wrap=True)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement(len(self.key), len(self.key))
+
+    def __str__(self) -> str:
+        return self.key
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KeyText) and other.key == self.key or other == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
 
 
 def truncate(text: str | None, width: int) -> str:

@@ -7,18 +7,22 @@ from collections.abc import Sequence
 from necrocode.dispatcher.models import PoolStatus
 from rich.text import Text
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
-from .format import bar, fmt_quota, truncate
+from .format import bar, fitted, fmt_quota, one_line
 
-_COLUMNS: tuple[tuple[str, str, int | None], ...] = (
-    ("pool", "pool", 10),
-    ("type", "type", 6),
-    ("load", "load", 14),
-    ("cpu", "cpu", 7),
-    ("mem", "mem MB", 10),
-    ("enabled", "on", 3),
-    ("health", "health", 40),
+#: (key, label, width, drop): health takes the width left; at narrow widths the columns with a
+#: drop rank are hidden (highest first) so that no horizontal scrollbar appears.
+_COLUMNS: tuple[tuple[str, str, int, int], ...] = (
+    ("pool", "pool", 10, 0),
+    ("type", "type", 6, 1),
+    ("load", "load", 14, 0),
+    ("cpu", "cpu", 7, 2),
+    ("mem", "mem MB", 10, 3),
+    ("enabled", "on", 3, 0),
+    ("health", "health", 20, 0),
 )
+_HEALTH_MIN = 20
 
 
 _TYPE_SHORT = {"local-process": "local", "docker": "docker", "kubernetes": "k8s"}
@@ -34,8 +38,8 @@ def pool_cells(pool: PoolStatus) -> tuple[str | Text, ...]:
     else:
         msg = f"{pool.recent_launch_errors} launch error(s)"
         if pool.last_error:
-            msg += f": {truncate(pool.last_error, 50)}"
-        health = Text(msg, style="bold red" if not pool.healthy else "yellow")
+            msg += f": {one_line(pool.last_error)}"
+        health = fitted(msg, "bold red" if not pool.healthy else "yellow")
     return (
         pool.pool_name,
         _TYPE_SHORT.get(str(getattr(pool.pool_type, "value", pool.pool_type)), "?"),
@@ -51,13 +55,42 @@ class PoolsTable(DataTable[str | Text]):
     """One row per pool, keyed by pool name, updated cell by cell."""
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, cursor_type="row")
+        super().__init__(id=id, cursor_type="row", cell_padding=0)
         self._cells: dict[str, tuple[str | Text, ...]] = {}
         self.pools: dict[str, PoolStatus] = {}
+        self._fitted: tuple[int, int] | None = None
 
     def on_mount(self) -> None:
-        for key, label, width in _COLUMNS:
-            self.add_column(label, key=key, width=width)
+        for key, label, width, _ in _COLUMNS:
+            self.add_column(label, key=key, width=width + 1)
+
+    def on_resize(self) -> None:
+        self.fit_columns()
+
+    def fit_columns(self) -> None:
+        """Fit the columns to the width: health takes the rest, minor columns go when narrow."""
+        scrollbar = self.styles.scrollbar_size_vertical if self.row_count + 1 > (
+            self.size.height or 99) else 0
+        width = self.size.width - scrollbar
+        if width <= 0 or (width, self.row_count) == self._fitted:
+            return
+        self._fitted = (width, self.row_count)
+        widths = {key: w + 1 for key, _, w, _ in _COLUMNS if key != "health"}
+        for key, _, _, _ in sorted((c for c in _COLUMNS if c[3]), key=lambda c: -c[3]):
+            if width - sum(widths.values()) >= _HEALTH_MIN:
+                break
+            widths[key] = 0
+        widths["health"] = max(4, width - sum(widths.values()))
+        changed = False
+        for key, value in widths.items():
+            column = self.columns.get(ColumnKey(key))
+            if column is not None and column.width != value:
+                column.width = value
+                changed = True
+        if changed:
+            self._update_count += 1
+            self._require_update_dimensions = True
+            self.refresh(layout=True)
 
     @property
     def selected_pool(self) -> str | None:
@@ -80,8 +113,9 @@ class PoolsTable(DataTable[str | Text]):
             if old is None:
                 self.add_row(*cells, key=pool.pool_name)
             elif old != cells:
-                for (key, _, _), a, b in zip(_COLUMNS, old, cells, strict=True):
+                for (key, _, _, _), a, b in zip(_COLUMNS, old, cells, strict=True):
                     if a != b:
                         self.update_cell(pool.pool_name, key, b)
             self._cells[pool.pool_name] = cells
         self.pools = {p.pool_name: p for p in pools}
+        self.fit_columns()

@@ -11,10 +11,10 @@ from necrocode.dispatcher.snapshot import (
     QueuedTaskView,
     RunningTaskView,
 )
-from rich.text import Text
 
 from .difftable import CellValue, Column, DiffTable, SortSpec
 from .format import (
+    fitted,
     fmt_clock,
     fmt_duration,
     heartbeat_text,
@@ -44,12 +44,12 @@ class QueueTable(DiffTable[QueuedTaskView]):
 
     COLUMNS: ClassVar[tuple[Column, ...]] = (
         Column("pos", "#", width=4, lazy=True),
-        Column("state", "state", width=7),
-        Column("skill", "skill", width=9),
-        Column("tenant", "tenant", width=8),
+        Column("state", "state", width=7, drop=2),
+        Column("skill", "skill", width=9, drop=1),
+        Column("tenant", "tenant", width=8, drop=3),
         Column("prio", "prio", width=4),
         Column("wait", "wait", width=6, lazy=True),
-        Column("pending", "pending reason", width=34),
+        Column("pending", "pending reason", width=28, flex=True),
     )
     SORTS: ClassVar[dict[str, SortSpec]] = {
         "task": SortSpec("task", lambda v, now: v.key),
@@ -77,7 +77,7 @@ class QueueTable(DiffTable[QueuedTaskView]):
             truncate(view.skill, 9),
             truncate(view.tenant, 8),
             str(view.priority),
-            Text(truncate(view.pending.message, 60), style=style),
+            fitted(view.pending.message, style),
         )
 
     def lazy_cells(self, view: QueuedTaskView, now: float) -> tuple[CellValue, ...]:
@@ -99,10 +99,10 @@ class RunningTable(DiffTable[RunningTaskView]):
         Column("pool", "pool", width=9),
         Column("runtime", "runtime", width=7, lazy=True),
         Column("hb", "heartbeat", width=9, lazy=True),
-        Column("att", "att", width=3),
-        Column("runner", "runner", width=16),
-        Column("slot", "slot", width=10),
-        Column("progress", "progress", width=30),
+        Column("att", "att", width=3, drop=1),
+        Column("runner", "runner", width=16, drop=3),
+        Column("slot", "slot", width=10, drop=2),
+        Column("progress", "progress", width=16, flex=True),
     )
     SORTS: ClassVar[dict[str, SortSpec]] = {
         "task": SortSpec("task", lambda v, now: v.key),
@@ -125,7 +125,7 @@ class RunningTable(DiffTable[RunningTaskView]):
             str(view.attempt),
             truncate(view.runner_id, 16),
             truncate(view.slot_id or "-", 10),
-            truncate(view.progress or "", 40),
+            fitted(view.progress),
         )
 
     def lazy_cells(self, view: RunningTaskView, now: float) -> tuple[CellValue, ...]:
@@ -150,10 +150,10 @@ class FinishedTable(DiffTable[FinishedTaskView]):
     COLUMNS: ClassVar[tuple[Column, ...]] = (
         Column("outcome", "outcome", width=9),
         Column("att", "att", width=3),
-        Column("duration", "duration", width=8),
+        Column("duration", "duration", width=8, drop=1),
         Column("at", "finished", width=8),
-        Column("pool", "pool", width=10),
-        Column("error", "last error", width=50),
+        Column("pool", "pool", width=10, drop=2),
+        Column("error", "last error", width=24, flex=True),
     )
     SORTS: ClassVar[dict[str, SortSpec]] = {
         "task": SortSpec("task", lambda v, now: v.key),
@@ -174,7 +174,7 @@ class FinishedTable(DiffTable[FinishedTaskView]):
             fmt_duration(view.duration),
             fmt_clock(view.finished_at),
             truncate(view.pool or "-", 10),
-            Text(truncate(view.last_error or "", 60), style="red"),
+            fitted(view.last_error, "red"),
         )
 
     def search_text(self, view: FinishedTaskView) -> str:

@@ -51,3 +51,12 @@ def plain(static: object, width: int = 140) -> str:
     console = Console(width=width, record=True, file=io.StringIO())
     console.print(static.content)
     return console.export_text()
+
+
+def screen_lines(app: object) -> list[str]:
+    """The lines the app's screen shows now, as plain text."""
+    from textual.app import App
+
+    assert isinstance(app, App)
+    return ["".join(seg.text for seg in strip)
+            for strip in app.screen._compositor.render_strips()]  # noqa: SLF001
