@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from necrocode.dispatcher.models import Task, TaskEvent
+from necrocode.dispatcher.snapshot import Snapshot
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -25,7 +26,14 @@ from textual.screen import Screen
 from textual.widgets import Footer, RichLog, Static
 
 from ..widgets.eventtail import event_line
-from ..widgets.format import fmt_datetime, fmt_duration, state_text, state_value
+from ..widgets.format import (
+    fmt_datetime,
+    fmt_duration,
+    heartbeat_style,
+    runs_of,
+    state_text,
+    state_value,
+)
 
 if TYPE_CHECKING:
     from ..app import NecroApp
@@ -159,19 +167,50 @@ def load_detail(app: NecroApp, key: str) -> DetailData:
     return data
 
 
-def fields_table(task: Task, now: float) -> Table:
-    """Key/value table of a task's fields."""
+def fields_table(task: Task, now: float, snap: Snapshot | None = None,
+                 max_attempts: int | None = None) -> Table:
+    """Key/value table of a task's fields, with what the newest snapshot says about it: the
+    pending reason and queue position of a queued task, the runner of a running one."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold grey70", no_wrap=True)
     table.add_column()
+    state = state_value(task.state)
+    runs = runs_of(task.state, task.attempts)
+    limit = max_attempts or task.max_attempts
+    attempt = f"{runs} of {limit}" if limit else str(runs)
+    if state in ("ready", "blocked") and runs == 0:
+        attempt += " (not run yet)"
+    elif state in ("ready", "blocked"):
+        attempt += f" run so far ({task.attempts} failed)"
     rows: list[tuple[str, Any]] = [
         ("key", Text(task.key, style="bold")),
         ("title", task.title or "-"),
         ("state", state_text(task.state)),
+    ]
+    queued = next((v for v in snap.queued if v.key == task.key), None) if snap else None
+    running = next((v for v in snap.running if v.key == task.key), None) if snap else None
+    if queued is not None:
+        rows.append(("pending", Text(queued.pending.message, style="bold")))
+        rows.append(("queue position", str(queued.position) if queued.position is not None
+                     else "- (not placeable yet)"))
+    if running is not None:
+        hb_age = now - running.last_sign_of_life
+        timeout = snap.heartbeat_timeout if snap else 60.0
+        rows += [
+            ("runner", f"{running.runner_id} ({state_value(running.runner_state)})"),
+            ("pool", running.pool),
+            ("slot", running.slot_id or "-"),
+            ("heartbeat", Text(f"{fmt_duration(hb_age)} ago",
+                               style=heartbeat_style(hb_age, timeout))),
+            ("running for", fmt_duration(now - running.started_at)),
+        ]
+        if running.progress:
+            rows.append(("progress", running.progress))
+    rows += [
+        ("attempt", attempt),
         ("skill", task.required_skill or "-"),
         ("priority", str(task.priority)),
         ("tenant", task.tenant),
-        ("attempts", f"{task.attempts}" + (f" / {task.max_attempts}" if task.max_attempts else "")),
         ("resources", f"cpu {task.resources.cpu:g}, memory {task.resources.memory_mb} MB"),
         ("timeout", fmt_duration(task.timeout) if task.timeout else "-"),
         ("repo", task.repo or "-"),
@@ -180,11 +219,11 @@ def fields_table(task: Task, now: float) -> Table:
         ("ready since", fmt_datetime(task.ready_at)),
         ("started", fmt_datetime(task.started_at)),
         ("finished", fmt_datetime(task.finished_at)),
-        ("runner", task.runner_id or "-"),
-        ("slot", task.assigned_slot or "-"),
     ]
-    if state_value(task.state) == "running" and task.started_at:
-        rows.append(("running for", fmt_duration(now - (task.started_at or now))))
+    if running is None:
+        rows += [("runner", task.runner_id or "-"), ("slot", task.assigned_slot or "-")]
+        if state == "running" and task.started_at:
+            rows.append(("running for", fmt_duration(now - (task.started_at or now))))
     if task.next_attempt_at:
         rows.append(("next attempt", fmt_datetime(task.next_attempt_at)))
     if task.last_error:
@@ -298,7 +337,8 @@ class TaskDetailScreen(Screen[None]):
                 Text(data.error or "task not found", style="bold red"))
             return
         now = self.necro.clock()
-        self.query_one("#detail-fields", Static).update(fields_table(data.task, now))
+        self.query_one("#detail-fields", Static).update(
+            fields_table(data.task, now, self.necro.snapshot, self._max_attempts(data.task)))
         self.query_one("#detail-deps", Static).update(deps_text(data))
         events = Group(*(event_line(e) for e in data.events)) if data.events else Text(
             "no events", style="grey62")
@@ -328,6 +368,13 @@ class TaskDetailScreen(Screen[None]):
         for line in chunk.text.splitlines():
             widget.write(Text(line))
         self._log_inode, self._log_offset, self._log_head = chunk.inode, chunk.end, chunk.head
+
+    def _max_attempts(self, task: Task) -> int | None:
+        if task.max_attempts:
+            return int(task.max_attempts)
+        config = getattr(self.necro.engine, "config", None)
+        value = getattr(config, "retry_max_attempts", None)
+        return max(1, int(value)) if value else None
 
     def action_back(self) -> None:
         self.app.pop_screen()

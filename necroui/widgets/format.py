@@ -45,6 +45,14 @@ def state_text(state: object) -> Text:
     return Text(value, style=STATE_STYLES.get(value, ""))
 
 
+def runs_of(state: object, attempts: int) -> int:
+    """How many times a task ran: the registry's ``attempts`` counts FAILED attempts, so a
+    RUNNING or DONE task has run ``attempts + 1`` times (a task done at once: 1)."""
+    if state_value(state) in (TaskState.RUNNING.value, TaskState.DONE.value):
+        return attempts + 1
+    return attempts
+
+
 def fmt_duration(seconds: float | None) -> str:
     """Compact duration: ``42s``, ``3m05s``, ``2h07m``, ``3d04h``; ``-`` when unknown."""
     if seconds is None:

@@ -18,6 +18,7 @@ from .format import (
     fmt_clock,
     fmt_duration,
     heartbeat_text,
+    runs_of,
     state_text,
     state_value,
     truncate,
@@ -99,7 +100,7 @@ class RunningTable(DiffTable[RunningTaskView]):
         Column("pool", "pool", width=9),
         Column("runtime", "runtime", width=7, lazy=True),
         Column("hb", "heartbeat", width=9, lazy=True),
-        Column("att", "att", width=3, drop=1),
+        Column("att", "run", width=3, drop=1),
         Column("runner", "runner", width=16, drop=3),
         Column("slot", "slot", width=10, drop=2),
         Column("progress", "progress", width=16, flex=True),
@@ -145,11 +146,11 @@ class RunningTable(DiffTable[RunningTaskView]):
 
 
 class FinishedTable(DiffTable[FinishedTaskView]):
-    """DONE, FAILED and CANCELLED tasks, newest first: outcome, attempts, duration, last error."""
+    """DONE, FAILED and CANCELLED tasks, newest first: outcome, runs, duration, last error."""
 
     COLUMNS: ClassVar[tuple[Column, ...]] = (
         Column("outcome", "outcome", width=9),
-        Column("att", "att", width=3),
+        Column("att", "runs", width=4),
         Column("duration", "duration", width=8, drop=1),
         Column("at", "finished", width=8),
         Column("pool", "pool", width=10, drop=2),
@@ -170,7 +171,7 @@ class FinishedTable(DiffTable[FinishedTaskView]):
     def static_cells(self, view: FinishedTaskView) -> tuple[CellValue, ...]:
         return (
             state_text(view.state),
-            str(view.attempts),
+            str(runs_of(view.state, view.attempts)),
             fmt_duration(view.duration),
             fmt_clock(view.finished_at),
             truncate(view.pool or "-", 10),
