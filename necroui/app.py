@@ -173,6 +173,14 @@ class NecroApp(App[QuitChoice]):
 
         self.push_screen(GraphScreen(key))
 
+    def open_deadlocks(self) -> None:
+        """The modal listing dependency cycles and tasks blocked by failures."""
+        from .screens.deadlocks import DeadlocksModal
+
+        if not isinstance(self.screen, DeadlocksModal):
+            deadlocks = self.snapshot.deadlocks if self.snapshot else ()
+            self.push_screen(DeadlocksModal(deadlocks))
+
     def action_help(self) -> None:
         from .screens.help import HelpScreen
 
@@ -218,6 +226,8 @@ class NecroApp(App[QuitChoice]):
             ("detail", "Task detail", "fields, dependencies, events, log",
              main.action_detail),
             ("graph", "Dependency graph", "at the selected task", main.action_graph),
+            ("deadlocks", "Stuck tasks: cycles and blocked by failures",
+             "d: each with its suggestion; r there retries the root", main.action_deadlocks),
             ("help", "Help: keys", "?", self.action_help),
         ]
         for action, title, help_text, callback in verbs:

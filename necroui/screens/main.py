@@ -69,6 +69,8 @@ class MainScreen(Screen[None]):
         Binding("space", "mark", "Mark", id="mark", show=False),
         Binding("enter", "detail", "Detail", id="detail"),
         Binding("g", "graph", "Graph", id="graph"),
+        Binding("d", "deadlocks", "Stuck tasks", id="deadlocks", show=False,
+                tooltip="Dependency cycles and tasks blocked by failures"),
         Binding("S", "sort('skill')", "Sort skill", id="sort_skill", show=False),
         Binding("P", "sort('priority')", "Sort priority", id="sort_priority", show=False),
         Binding("W", "sort('wait')", "Sort wait", id="sort_wait", show=False),
@@ -352,6 +354,9 @@ class MainScreen(Screen[None]):
 
     def action_graph(self) -> None:
         self.necro.open_graph(self.selected_task())
+
+    def action_deadlocks(self) -> None:
+        self.necro.open_deadlocks()
 
     def action_next_panel(self, step: int) -> None:
         order = ["pools"] + [w for _, _, w in PANELS]

@@ -21,7 +21,7 @@ def sparkline(values: tuple[int, ...] | list[int]) -> str:
 
 def header_text(snap: Snapshot | None, *, read_only: bool = False, filter_text: str = "") -> Text:
     """The header's two lines as rich Text."""
-    text = Text()
+    text = Text(no_wrap=True, overflow="ellipsis")
     text.append(" necroui ", style="bold white on dark_green")
     if snap is None:
         text.append("  waiting for the engine's first snapshot…", style="italic")
@@ -44,6 +44,14 @@ def header_text(snap: Snapshot | None, *, read_only: bool = False, filter_text: 
     text.append(" /", style="grey62")
     text.append(str(c.total), style="bold")
     text.append("\n")
+    cycles = sum(1 for d in snap.deadlocks if d.kind == "cycle")
+    blocked = sum(len(d.tasks) for d in snap.deadlocks if d.kind != "cycle")
+    if cycles:
+        text.append(f" {cycles} cycle(s)!", style="bold white on red")
+    if blocked:
+        text.append(f" {blocked} blocked by failures", style="bold yellow")
+    if snap.deadlocks:
+        text.append(" (d) ", style="grey62")
     if snap.throughput:
         text.append(" done/" + f"{snap.throughput_interval:g}s ", style="grey62")
         text.append(sparkline(snap.throughput[-24:]), style="green")
@@ -53,8 +61,6 @@ def header_text(snap: Snapshot | None, *, read_only: bool = False, filter_text: 
     if snap.api_url:
         text.append("  api ", style="grey62")
         text.append(snap.api_url)
-    if snap.deadlocks:
-        text.append(f"  {len(snap.deadlocks)} deadlock(s)!", style="bold red")
     if filter_text:
         text.append("  filter ", style="grey62")
         text.append(f"/{filter_text}", style="bold cyan")
@@ -75,7 +81,7 @@ class DashboardHeader(Static):
         """Redraw from a snapshot."""
         self._snap = snap
         key = (snap.state, snap.policy, snap.counters, snap.running_total, snap.registry_path,
-               snap.api_url, len(snap.deadlocks), self.filter_text, snap.max_global_concurrency,
+               snap.api_url, snap.deadlocks, self.filter_text, snap.max_global_concurrency,
                snap.throughput[-24:], snap.throughput_interval)
         if key != self._last:
             self._last = key
