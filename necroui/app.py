@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -52,6 +53,10 @@ class NecroApp(App[QuitChoice]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("question_mark", "help", "Help", id="help"),
         Binding("q", "quit_app", "Quit", id="quit"),
+        # ctrl+c / ctrl+q: the same quit flow as q (Textual's own would skip the dialog or only
+        # say "press ctrl+q to quit").
+        Binding("ctrl+q", "quit_app", "Quit", id="quit_ctrl_q", show=False, priority=True),
+        Binding("ctrl+c", "quit_app", "Quit", id="quit_ctrl_c", show=False, priority=True),
         Binding("ctrl+p", "command_palette", "Palette", id="command_palette", show=False),
     ]
 
@@ -99,6 +104,8 @@ class NecroApp(App[QuitChoice]):
                 ):
                     self.snapshot = snap
                     self.main.apply(snap)
+                    if isinstance(self.screen, QuitModal):
+                        self.screen.set_running(len(snap.running))
                 else:
                     self.main.tick()
         except NoMatches:  # the screen is being torn down (quitting)
@@ -188,8 +195,11 @@ class NecroApp(App[QuitChoice]):
             self.push_screen(HelpScreen())
 
     def action_quit_app(self) -> None:
+        if isinstance(self.screen, QuitModal):
+            return  # already asking
+        # the snapshot the header shows (self.snapshot), not a newer one it has not drawn yet
         running = len(self.snapshot.running) if self.snapshot else 0
-        if running and not isinstance(self.screen, QuitModal):
+        if running:
 
             def done(choice: QuitChoice | None) -> None:
                 if choice and choice is not QuitChoice.BACK:
@@ -263,19 +273,63 @@ def run_dashboard(config: DispatcherConfig, *, demo: bool = False, read_only: bo
 
 
 def _stop_engine(engine: Any, config: DispatcherConfig, choice: QuitChoice | None) -> None:
-    """Stop the engine per the quit choice; ctrl+c while waiting stops the runners now."""
+    """Stop the engine per the quit choice, saying on the terminal what happens.
+
+    Waiting prints a status line each time the number of runners changes and a closing line;
+    ctrl+c while waiting stops the runners now.
+    """
     timeout = config.graceful_shutdown_timeout
+    running = _running_count(engine)
     try:
         if choice is QuitChoice.LEAVE:
             engine.stop(timeout=0, leave_running=True)
+            _say(f"left {running} runner(s) running; the next start adopts them" if running
+                 else "stopped")
         elif choice is QuitChoice.STOP:
             engine.stop(timeout=0)
-        else:
-            snap = engine.snapshot()
-            if snap is not None and snap.running:
-                print(f"necroui: waiting up to {timeout:g}s for {len(snap.running)} runner(s) "
-                      "to finish (ctrl+c stops them now)…", file=sys.stderr)
+            _say(f"stopped {running} runner(s); their tasks go back to ready" if running
+                 else "stopped")
+        elif not running:
             engine.stop(timeout=timeout)
+            _say("stopped")
+        else:
+            done = threading.Event()
+            _say(f"waiting for {running} runner(s) to finish (up to {timeout:g}s)… "
+                 "ctrl+c to stop them now")
+            watcher = threading.Thread(target=_watch_runners, args=(engine, running, done),
+                                       name="necroui-wait", daemon=True)
+            watcher.start()
+            try:
+                engine.stop(timeout=timeout)
+            finally:
+                done.set()
+                watcher.join(2)
+            left = _running_count(engine)
+            _say("every runner finished; stopped" if not left
+                 else f"stopped; {left} runner(s) were stopped at the timeout")
     except KeyboardInterrupt:
-        print("necroui: stopping the runners now…", file=sys.stderr)
+        _say("stopping the runners now…")
         engine.stop(timeout=0)
+        _say("stopped")
+
+
+def _say(message: str) -> None:
+    print(f"necroui: {message}", file=sys.stderr, flush=True)
+
+
+def _running_count(engine: Any) -> int:
+    try:
+        snap = engine.snapshot()
+    except Exception:  # noqa: BLE001 - stopping: a count is only informative
+        return 0
+    return len(snap.running) if snap is not None else 0
+
+
+def _watch_runners(engine: Any, running: int, done: threading.Event) -> None:
+    """While the engine drains, print the number of runners left when it changes."""
+    last = running
+    while not done.wait(0.5):
+        now = _running_count(engine)
+        if now != last and now:
+            _say(f"waiting for {now} runner(s)… ctrl+c to stop them now")
+        last = now

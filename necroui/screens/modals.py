@@ -105,9 +105,7 @@ class QuitModal(ModalScreen[QuitChoice]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
-            yield Label(
-                f"{self.running} runner(s) still running. Quit how?", classes="question"
-            )
+            yield Label(self._question(), classes="question", id="quit-question")
             yield Label(
                 "[b]w[/b]ait for them to finish · [b]l[/b]eave them for the next start · "
                 "[b]s[/b]top them (tasks go back to ready)",
@@ -118,6 +116,17 @@ class QuitModal(ModalScreen[QuitChoice]):
                 yield Button("Wait", id="wait")
                 yield Button("Leave", id="leave")
                 yield Button("Stop", id="stop", variant="error")
+
+    def _question(self) -> str:
+        if not self.running:
+            return "No runner is running any more. Quit how?"
+        return f"{self.running} runner(s) still running. Quit how?"
+
+    def set_running(self, running: int) -> None:
+        """Follow the snapshot the header shows (runners end while the dialog is open)."""
+        if running != self.running:
+            self.running = running
+            self.query_one("#quit-question", Label).update(self._question())
 
     def on_mount(self) -> None:
         self.query_one("#back", Button).focus()
