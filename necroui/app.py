@@ -220,25 +220,27 @@ class NecroApp(App[QuitChoice]):
         yield from super().get_system_commands(screen)
         main = self.main
         verbs: list[tuple[str, str, str, Callable[[], Any]]] = [
-            ("pause_toggle", "Pause / resume dispatching", "p", main.action_pause_toggle),
-            ("priority_up", "Raise priority", "+1 on the selected/marked tasks",
+            ("pause_toggle", "Pause / resume dispatching", "running runners go on (p)",
+             main.action_pause_toggle),
+            ("priority_up", "Raise priority", "+1 on the selected/marked tasks (+)",
              main.action_priority_up),
-            ("priority_down", "Lower priority", "-1 on the selected/marked tasks",
+            ("priority_down", "Lower priority", "-1 on the selected/marked tasks (-)",
              main.action_priority_down),
-            ("priority_set", "Set priority…", "type a priority", main.action_priority_set),
-            ("retry", "Retry task", "retry the selected/marked failed or blocked tasks",
+            ("priority_set", "Set priority…", "type a priority (=)", main.action_priority_set),
+            ("retry", "Retry task", "retry the selected/marked failed or blocked tasks (r)",
              main.action_retry),
-            ("cancel", "Cancel task…", "cancel the selected/marked tasks (asks first)",
+            ("cancel", "Cancel task…", "cancel the selected/marked tasks, asks first (c)",
              main.action_cancel),
-            ("pool_toggle", "Enable / disable pool", "the pool selected in the pools panel",
+            ("pool_toggle", "Enable / disable pool", "the pool selected in the pools panel (e)",
              main.action_pool_toggle),
-            ("filter", "Filter tasks", "/", main.action_filter),
-            ("detail", "Task detail", "fields, dependencies, events, log",
+            ("filter", "Filter tasks", "show only tasks matching words in key, title, skill, "
+             "state, reason (/)", main.action_filter),
+            ("detail", "Task detail", "fields, dependencies, events, log (enter)",
              main.action_detail),
-            ("graph", "Dependency graph", "at the selected task", main.action_graph),
+            ("graph", "Dependency graph", "around the selected task (g)", main.action_graph),
             ("deadlocks", "Stuck tasks: cycles and blocked by failures",
-             "d: each with its suggestion; r there retries the root", main.action_deadlocks),
-            ("help", "Help: keys", "?", self.action_help),
+             "each with its suggestion; r there retries the root (d)", main.action_deadlocks),
+            ("help", "Help: keys", "every key binding (?)", self.action_help),
         ]
         for action, title, help_text, callback in verbs:
             if self.read_only and action in MUTATING_ACTIONS:

@@ -112,10 +112,15 @@ def render_graph(model: GraphModel, selected: str | None, states: dict[str, str]
     out = Text()
     selected_line = 0
     line_no = 0
+    first = True
     for index, level in enumerate(model.levels):
         nodes = [n for n in level if n in shown]
         if not nodes:
             continue
+        if not first:  # an arrow between two shown levels, none after the last
+            out.append("  ▼\n", style="grey50")
+            line_no += 1
+        first = False
         hidden = len(level) - len(nodes)
         head = f"L{index + 1} " + (f"(+{hidden} not shown)" if hidden else "")
         out.append(head + "\n", style="bold grey62")
@@ -134,8 +139,6 @@ def render_graph(model: GraphModel, selected: str | None, states: dict[str, str]
                 out.append_text(line)
                 out.append("\n")
                 line_no += 1
-        out.append("  ▼\n", style="grey50")
-        line_no += 1
     return out, selected_line
 
 

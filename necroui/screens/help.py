@@ -21,7 +21,6 @@ _EXTRA: tuple[tuple[str, str], ...] = (
     ("arrows, pgup/pgdn", "move in the focused table"),
     ("enter (graph)", "detail of the task under the graph cursor"),
     ("up/down/left/right (graph)", "move to a dependency / dependent / neighbour"),
-    ("esc", "back / close"),
 )
 
 
@@ -37,16 +36,20 @@ def bindings_table(app: NecroApp) -> Table:
     table.add_column("key", style="bold cyan", no_wrap=True)
     table.add_column("does")
     table.add_column("id", style="grey50")
-    rows: list[Binding] = []
-    for b in [*MainScreen.BINDINGS, *type(app).BINDINGS]:
-        if isinstance(b, Binding):
-            rows.append(b)
-    for binding in rows:
+    # one row per action: q, ctrl+q and ctrl+c quit alike
+    rows: dict[str, tuple[list[str], str, list[str]]] = {}
+    for binding in [*MainScreen.BINDINGS, *type(app).BINDINGS]:
+        if not isinstance(binding, Binding):
+            continue
         action = binding.action.split("(")[0]
         if app.read_only and action in MUTATING_ACTIONS:
             continue
-        table.add_row(_key_display(app.binding_key(binding)), binding.description,
-                      binding.id or "")
+        keys, _, ids = rows.setdefault(binding.action,
+                                       ([], binding.tooltip or binding.description, []))
+        keys.append(_key_display(app.binding_key(binding)))
+        ids.append(binding.id or "")
+    for keys, what, ids in rows.values():
+        table.add_row(", ".join(keys), what, ", ".join(i for i in ids if i))
     for key, what in _EXTRA:
         table.add_row(key, what, "")
     return table

@@ -79,7 +79,8 @@ class MainScreen(Screen[None]):
         Binding("O", "sort('')", "Dispatch order", id="sort_order", show=False),
         Binding("tab", "next_panel(1)", "Next panel", id="next_panel", show=False),
         Binding("shift+tab", "next_panel(-1)", "Prev panel", id="prev_panel", show=False),
-        Binding("escape", "back", "Clear marks/filter", id="back", show=False),
+        Binding("escape", "back", "Back", id="back", show=False,
+                tooltip="clear marks, then the filter; on other screens: back / close"),
     ]
 
     def __init__(self) -> None:
