@@ -64,7 +64,10 @@ MEANINGS: dict[str, str] = {
     "null: no limit.",
     "agent_pools.NAME.enabled": "A disabled pool takes no new tasks.",
     "agent_pools.NAME.config": "Platform settings: docker needs image; kubernetes needs "
-    "namespace (and job_template, relative to the config file).",
+    "namespace (and job_template, relative to the config file). liveness: process (default "
+    "of local-process pools: a live process is a sign of life, only the task timeout catches "
+    "a hang) or log (log growth or heartbeats within heartbeat_timeout; the rule of docker "
+    "and kubernetes pools).",
     "agent_pools.NAME.agent_command": "argv template for tasks without a command "
     "({task_id}, {slot_path}, ... filled in; never run through a shell).",
     "skill_mapping.SKILL": "Ordered list of pools for tasks needing SKILL; 'default' takes "

@@ -343,6 +343,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
                 rec = self._runners.get(rid)
                 if rec is not None and not rec.stopping:
                     self.runner_monitor.update_heartbeat(rid, payload.get("progress"))
+                    rec.heartbeats += 1
                     rec.last_sign = time.time()
                     if payload.get("progress") is not None:
                         rec.progress = payload["progress"]

@@ -22,6 +22,7 @@ from .launchers.base import RunnerExit, RunnerLauncher
 from .models import (
     AgentPool,
     EventType,
+    PoolType,
     RunnerState,
     Task,
     TaskEvent,
@@ -31,6 +32,16 @@ from .models import (
 logger = logging.getLogger(__name__)
 
 EXIT_STATUS_FILE = "exit_status.json"
+
+
+def liveness_mode(pool: AgentPool) -> str:
+    """How a pool's runners show they are alive: ``process`` (a live process is enough; the
+    default of local-process pools) or ``log`` (log growth or heartbeats; the default of
+    docker and kubernetes pools, whose runners heartbeat through the wrapper)."""
+    mode = (pool.config or {}).get("liveness")
+    if mode in ("process", "log"):
+        return str(mode)
+    return "process" if pool.type is PoolType.LOCAL_PROCESS else "log"
 
 
 def _clock(ts: float) -> str:
@@ -312,16 +323,18 @@ class RunnerMixin(EngineBase):
     def _check_liveness(self, now: float) -> None:
         """Signs of life, task timeouts, lost heartbeats, stuck reporters.
 
-        A sign of life is a heartbeat over the API or a new line in the runner's log. Pools whose
-        agents stay silent for long may set ``config: {liveness: process}``: then a process that
-        is still alive (checked just before, by the exit poll) counts as a sign of life too, and
-        only the task's ``timeout`` catches a hang.
+        A sign of life is a heartbeat over the API or a new line in the runner's log. For pools
+        whose liveness is ``process`` (the default of local-process pools, R8.1: supervised
+        directly) a process that is still alive (checked just before, by the exit poll) counts
+        as a sign of life too, so only the task's ``timeout`` catches a hang; a runner that sends
+        heartbeats (the agent_runner wrapper) is judged by them. ``liveness: log`` asks for log
+        growth or heartbeats (the rule of docker and kubernetes pools).
         """
         grace = self.config.runner_stop_grace
         for rec in list(self._runners.values()):
             if rec.stopping:
                 continue
-            if (rec.pool.config or {}).get("liveness") == "process":
+            if rec.heartbeats == 0 and liveness_mode(rec.pool) == "process":
                 rec.last_sign = now
                 rec.rev += 1
                 self._changed.add(rec.key)

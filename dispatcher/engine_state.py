@@ -52,6 +52,7 @@ class RunnerRecord:
     reported_at: float | None = None
     released: bool = False  # slot and pool capacity given back
     adopted: bool = False
+    heartbeats: int = 0  # heartbeats received: a heartbeating runner is judged by them
     rev: int = 0
 
     @property

@@ -56,6 +56,12 @@ AGENT = textwrap.dedent("""\
     """)
 
 
+def log_liveness_pool() -> AgentPool:
+    """A local pool that asks for log growth or heartbeats (``liveness: log``)."""
+    return AgentPool(name="local", type=PoolType.LOCAL_PROCESS, max_concurrency=4,
+                     config={"liveness": "log"})
+
+
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Callable[..., DispatcherCore]]:
     made: list[DispatcherCore] = []
@@ -139,7 +145,7 @@ def test_non_retryable_exit_code_fails_at_once(engine: Callable[..., DispatcherC
 def test_hung_runner_is_fenced_tree_gone_and_retried(tmp_path: Path,
                                                      engine: Callable[..., DispatcherCore]
                                                      ) -> None:
-    core = engine(heartbeat_timeout=1.0)
+    core = engine(heartbeat_timeout=1.0, agent_pools=[log_liveness_pool()])
     submit(core, Task(id="hung", title="hangs silently", command=agent_cmd(tmp_path, "hang")))
     first = read_pids(tmp_path, "hang", 1)
     done = wait_until(lambda: (t := core.registry.get_task("it/hung")).state is TaskState.DONE
@@ -153,7 +159,8 @@ def test_hung_runner_is_fenced_tree_gone_and_retried(tmp_path: Path,
 
 def test_runner_ignoring_sigterm_is_killed(tmp_path: Path,
                                            engine: Callable[..., DispatcherCore]) -> None:
-    core = engine(heartbeat_timeout=1.0, runner_stop_grace=0.3)
+    core = engine(heartbeat_timeout=1.0, runner_stop_grace=0.3,
+                  agent_pools=[log_liveness_pool()])
     submit(core, Task(id="stubborn", title="ignores TERM",
                       command=agent_cmd(tmp_path, "hang-noterm")))
     first = read_pids(tmp_path, "hang-noterm", 1)
@@ -250,6 +257,39 @@ def test_wrapped_runner_heartbeats_keep_a_silent_agent_alive_and_report(
     assert task.attempts == 0
     kinds = [e.event_type for e in core.registry.get_events(task_key="it/wrapped")]
     assert EventType.RUNNER_LOST not in kinds
+
+
+def test_silent_local_agent_with_a_live_process_is_not_lost(
+        tmp_path: Path, engine: Callable[..., DispatcherCore]) -> None:
+    """Default liveness of a local pool: a live process is a sign of life (R8.1)."""
+    core = engine(heartbeat_timeout=0.5)
+    submit(core, Task(id="quiet", title="silent", command=["sh", "-c", "sleep 2; exit 0"]))
+    task = wait_until(lambda: (t := core.registry.get_task("it/quiet")).state
+                      is TaskState.DONE and t, 30, "DONE")
+    assert task.attempts == 0
+    kinds = [e.event_type for e in core.registry.get_events(task_key="it/quiet")]
+    assert EventType.RUNNER_LOST not in kinds
+
+
+def test_frozen_wrapper_is_fenced_by_its_missing_heartbeats(
+        tmp_path: Path, engine: Callable[..., DispatcherCore]) -> None:
+    """A wrapped local runner is judged by its heartbeats: frozen with SIGSTOP (process alive,
+    no heartbeats) it is lost, stopped and retried."""
+    import signal
+
+    core = engine(heartbeat_timeout=1.0, heartbeat_interval=0.2)
+    wrapper = [sys.executable, "-m", "necrocode.dispatcher.agent_runner", "--"]
+    submit(core, Task(id="frozen", title="frozen wrapper", command=[
+        *wrapper, "sh", "-c", 'if [ "$NECROCODE_ATTEMPT" = 1 ]; then sleep 60; fi']))
+    rec = wait_until(lambda: [r for r in core.runner_records()
+                              if r.key == "it/frozen" and r.heartbeats > 0], 20,
+                     "a first heartbeat")[0]
+    os.killpg(os.getpgid(int(rec.runner.handle or 0)), signal.SIGSTOP)
+    task = wait_until(lambda: (t := core.registry.get_task("it/frozen")).state
+                      is TaskState.DONE and t, 30, "DONE after the retry")
+    assert task.attempts == 1
+    kinds = [e.event_type for e in core.registry.get_events(task_key="it/frozen")]
+    assert EventType.RUNNER_LOST in kinds
 
 
 def test_missing_agent_fails_at_once_and_releases_everything(

@@ -195,8 +195,14 @@ def test_controls_pause_resume_priority_retry(harness: Harness) -> None:
         harness.core.set_priority("ts/nope", 1)
 
 
+def log_liveness_pool() -> AgentPool:
+    """A local pool that asks for log growth or heartbeats (``liveness: log``)."""
+    return AgentPool(name="local", type=PoolType.LOCAL_PROCESS, max_concurrency=2,
+                     config={"liveness": "log"})
+
+
 def test_heartbeat_loss_fences_and_retries(tmp_path: Path) -> None:
-    h = Harness(tmp_path, heartbeat_timeout=0.3)
+    h = Harness(tmp_path, heartbeat_timeout=0.3, agent_pools=[log_liveness_pool()])
     h.core.start()
     try:
         h.submit(Task(id="h", title="H"))
@@ -325,10 +331,10 @@ def test_control_while_draining_goes_through_the_engine(tmp_path: Path) -> None:
     assert h.launcher.launch_for("ts/e") == []  # draining: nothing new starts
 
 
-def test_process_liveness_pool_is_not_judged_by_its_silence(tmp_path: Path) -> None:
-    pool = AgentPool(name="local", type=PoolType.LOCAL_PROCESS, max_concurrency=2,
-                     config={"liveness": "process"})
-    h = Harness(tmp_path, heartbeat_timeout=0.2, agent_pools=[pool])
+def test_local_pool_default_liveness_is_the_process(tmp_path: Path) -> None:
+    """A silent local agent (an LLM call, npm install) whose process lives is not lost: the
+    default liveness of local-process pools is the process (R8.1); only its timeout ends it."""
+    h = Harness(tmp_path, heartbeat_timeout=0.2)
     h.core.start()
     try:
         h.submit(Task(id="quiet", title="Q"))
@@ -340,6 +346,37 @@ def test_process_liveness_pool_is_not_judged_by_its_silence(tmp_path: Path) -> N
         h.wait_state("ts/quiet", TaskState.DONE)
     finally:
         h.core.stop(timeout=0.5)
+
+
+def test_heartbeating_local_runner_is_judged_by_its_heartbeats(tmp_path: Path) -> None:
+    """A runner that heartbeats (the agent_runner wrapper) is lost when they stop, even in a
+    local pool whose default liveness is the process (a frozen wrapper is fenced)."""
+    from necrocode.dispatcher.engine_state import Command
+
+    h = Harness(tmp_path, heartbeat_timeout=0.3)
+    h.core.start()
+    try:
+        h.submit(Task(id="w", title="W"))
+        first = h.runner_of("ts/w")
+        h.core._post(Command("heartbeat", {"runner_id": first, "progress": "working"}))
+        h.launcher.hang(first)  # alive, but no more heartbeats
+        wait_until(lambda: len(h.launcher.launch_for("ts/w")) >= 2, 10, "relaunch after loss")
+        assert first in h.launcher.stops
+        assert EventType.RUNNER_LOST in h.events("ts/w")
+    finally:
+        h.core.stop(timeout=0.5)
+
+
+def test_liveness_mode_defaults_by_pool_type() -> None:
+    from necrocode.dispatcher.engine_runners import liveness_mode
+
+    assert liveness_mode(AgentPool(name="l", type=PoolType.LOCAL_PROCESS)) == "process"
+    assert liveness_mode(AgentPool(name="l", type=PoolType.LOCAL_PROCESS,
+                                   config={"liveness": "log"})) == "log"
+    assert liveness_mode(AgentPool(name="d", type=PoolType.DOCKER,
+                                   config={"image": "x"})) == "log"
+    assert liveness_mode(AgentPool(name="k", type=PoolType.KUBERNETES,
+                                   config={"liveness": "process"})) == "process"
 
 
 def test_deadlock_cycle_reported_once_with_snapshot(tmp_path: Path) -> None:
