@@ -9,6 +9,7 @@ widgets; it never touches engine internals. Verbs go through the engine's contro
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -252,7 +253,15 @@ class NecroApp(App[QuitChoice]):
 
 
 def run_dashboard(config: DispatcherConfig, *, demo: bool = False, read_only: bool = False) -> int:
-    """Start the engine, run the dashboard, stop the engine as the operator chose. Exit code."""
+    """Start the engine, run the dashboard, stop the engine as the operator chose. Exit code.
+
+    Textual draws on stderr: when stderr is redirected but a terminal is there (stdout or
+    /dev/tty), the dashboard could not show, so say so on stdout and return 2 at once.
+    """
+    if _stderr_redirected():
+        print("necroui draws on stderr; it is redirected, so the dashboard cannot show. "
+              "Use --no-tui for headless output", flush=True)
+        return 2
     from necrocode.dispatcher.core import DispatcherCore
 
     if demo:
@@ -272,6 +281,27 @@ def run_dashboard(config: DispatcherConfig, *, demo: bool = False, read_only: bo
     finally:
         _stop_engine(engine, config, choice)
     return 0
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _stderr_redirected() -> bool:
+    """stderr is not a terminal while stdout or the controlling terminal (/dev/tty) is."""
+    if _isatty(sys.stderr):
+        return False
+    if _isatty(sys.stdout):
+        return True
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
 
 
 def _stop_engine(engine: Any, config: DispatcherConfig, choice: QuitChoice | None) -> None:
