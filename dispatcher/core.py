@@ -231,6 +231,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         self._builder.start_events_at(self.registry.current_seq())
         self._stopper = None
         self._reconcile()
+        self._start_health_checks()
         self._fence_abort = threading.Event()
         self._stopper = ThreadPoolExecutor(max_workers=8, thread_name_prefix="necrocode-fence")
         self._launch_pool = ThreadPoolExecutor(max_workers=LAUNCH_WORKERS,
@@ -278,6 +279,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         self._teardown()
 
     def _teardown(self) -> None:
+        self._stop_health_checks()
         if self._launch_pool is not None:
             self._launch_pool.shutdown(wait=True)
             self._launch_pool = None
@@ -358,6 +360,9 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
                 self._launched(payload["key"], payload["result"])
             elif kind == "fenced":
                 self._fenced(payload["runner_id"], payload.get("exit"))
+            elif kind == "health":
+                self._set_platform_health(payload["pool"], bool(payload["ok"]),
+                                          str(payload.get("message") or ""))
             elif kind == "stop":
                 self._begin_drain(float(payload.get("timeout", 0.0)),
                                   bool(payload.get("leave_running")))

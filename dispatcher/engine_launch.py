@@ -17,6 +17,7 @@ from .engine_runners import RunnerMixin
 from .engine_state import Command, LaunchOutcome, PendingLaunch, RunnerRecord
 from .errors import InvalidTransitionError, RunnerLaunchError, TaskNotFoundError
 from .launchers.base import new_runner_id
+from .logging_setup import log_extra
 from .models import AgentPool, EventType, RunnerState, Slot, Task, TaskEvent, TaskState
 
 logger = logging.getLogger(__name__)
@@ -252,10 +253,16 @@ class LaunchMixin(RunnerMixin):
             self._release_slot(task.key, slot.slot_id)
         self.pool_manager.release(pool.name, task)
         self._sched_dirty = True
-        self.pool_manager.record_launch_error(pool.name, str(exc))
-        self._metric("record_launch_error", pool.name)
-        self._counters["launch_errors"] += 1
-        logger.warning("launch of %s in pool %s failed: %s", task.key, pool.name, exc)
+        extra = log_extra(task=task.key, pool=pool.name)
+        if _task_fault(task, pool, exc):  # the task's mistake: the pool stays healthy
+            logger.warning("task %s cannot run in pool %s: %s", task.key, pool.name, exc,
+                           extra=extra)
+        else:
+            self.pool_manager.record_launch_error(pool.name, str(exc))
+            self._metric("record_launch_error", pool.name)
+            self._counters["launch_errors"] += 1
+            logger.warning("launch of %s in pool %s failed: %s", task.key, pool.name, exc,
+                           extra=extra)
         self.events.record(TaskEvent(
             event_type=EventType.RUNNER_LAUNCH_FAILED, task_key=task.key, message=str(exc),
             slot_id=slot.slot_id if slot else None, pool=pool.name,
@@ -263,3 +270,10 @@ class LaunchMixin(RunnerMixin):
         self._attempt_failed(task, TaskState.RUNNING, None, "launch_error", str(exc),
                              retryable=exc.retryable)
         self._requeue_no_slot()
+
+
+def _task_fault(task: Task, pool: AgentPool, exc: RunnerLaunchError) -> bool:
+    """A launch error caused by the task itself (no command, and the pool has no
+    agent_command): it fails the task and does not count against the pool's health."""
+    return not exc.retryable and not task.command and not (
+        pool.agent_command or (pool.config or {}).get("agent_command"))

@@ -9,6 +9,7 @@ without spending an attempt (TaskRequeued); DispatcherStopped is recorded last.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
@@ -21,8 +22,11 @@ from .engine_api import (
     write_dispatcher_info,
 )
 from .engine_runners import RunnerMixin
+from .engine_state import Command
+from .errors import RunnerLaunchError
 from .launchers.base import LaunchEnvironment, RunnerLauncher
-from .models import EventType, PoolType, TaskEvent
+from .logging_setup import log_extra
+from .models import AgentPool, EventType, PoolType, TaskEvent
 
 if TYPE_CHECKING:
     from .core import DispatcherCore
@@ -30,6 +34,24 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DRAIN_GIVE_UP = 15.0  # seconds past the drain deadline after which failing stops/writes are left
+HEALTH_INTERVAL = 30.0  # seconds between platform checks of docker and kubernetes pools
+PLATFORM_TYPES = (PoolType.DOCKER, PoolType.KUBERNETES)
+
+_PLATFORM_FIX = {
+    PoolType.DOCKER: "start dockerd or set DOCKER_HOST (`docker ps` must work for this user)",
+    PoolType.KUBERNETES: "set KUBECONFIG (or run in a cluster); `kubectl cluster-info` must work",
+}
+
+
+def platform_message(pool: AgentPool, exc: BaseException | str) -> str:
+    """One line naming what is wrong with a pool's platform and the fix."""
+    text = str(exc) if isinstance(exc, str) or isinstance(exc, RunnerLaunchError) \
+        else f"{type(exc).__name__}: {exc}"
+    fix = _PLATFORM_FIX.get(pool.type)
+    key = "DOCKER_HOST" if pool.type is PoolType.DOCKER else "KUBECONFIG"
+    if fix and key not in text:
+        text = f"{text}; {fix}"
+    return text
 
 
 class LifecycleMixin(RunnerMixin):
@@ -97,6 +119,77 @@ class LifecycleMixin(RunnerMixin):
         except Exception as exc:  # e.g. the docker SDK is missing: those pools fail to launch
             logger.warning("no launcher for %s pools: %s", ptype.value, exc)
             return None
+
+    # --- platform health of docker and kubernetes pools -----------------------------------
+    def _platform_pools(self) -> list[tuple[AgentPool, RunnerLauncher]]:
+        out = []
+        for pool in self.pool_manager.pools.values():
+            launcher = self._launcher_for(pool)
+            if pool.type in PLATFORM_TYPES and launcher is not None:
+                out.append((pool, launcher))
+        return out
+
+    def _platform_failed(self, pool: AgentPool, exc: BaseException | str) -> None:
+        """A pool's platform cannot be reached: one warning line (no traceback; that goes to
+        debug), the pool unhealthy in the snapshot until a check passes."""
+        self._set_platform_health(pool.name, False, platform_message(pool, exc))
+        if isinstance(exc, BaseException):
+            logger.debug("platform error of pool %s", pool.name, exc_info=exc,
+                         extra=log_extra(pool=pool.name))
+
+    def _set_platform_health(self, pool_name: str, ok: bool, message: str = "") -> None:
+        pool = self.pool_manager.pools.get(pool_name)
+        if pool is None:
+            return
+        changed = self.pool_manager.set_platform_health(pool_name, ok, message)
+        down: set[str] = self.__dict__.setdefault("_platform_down", set())
+        if ok and pool_name in down:
+            down.discard(pool_name)
+            logger.info("pool %s (%s) is reachable again", pool_name, pool.type.value,
+                        extra=log_extra(pool=pool_name))
+        elif not ok and pool_name not in down:  # one line per outage, not one per check
+            down.add(pool_name)
+            logger.warning("pool %s (%s) is unavailable: %s", pool_name, pool.type.value,
+                           message, extra=log_extra(pool=pool_name))
+        if changed:
+            self._dirty = True
+            self._sched_dirty = True
+
+    def _check_platforms(self, pools: list[tuple[AgentPool, RunnerLauncher]]) -> None:
+        """One platform check of each pool (in the health thread: it may block)."""
+        for pool, launcher in pools:
+            try:
+                ok, message = launcher.health(pool)
+            except Exception as exc:
+                ok, message = False, platform_message(pool, exc)
+                logger.debug("health check of pool %s raised", pool.name, exc_info=True,
+                             extra=log_extra(pool=pool.name))
+            if not ok:
+                message = platform_message(pool, message or "platform check failed")
+            self._post(Command("health", {"pool": pool.name, "ok": bool(ok),
+                                          "message": message}))
+
+    def _start_health_checks(self) -> None:
+        """Check docker and kubernetes pools now and every HEALTH_INTERVAL seconds, off the
+        engine thread (an unreachable API can block for seconds)."""
+        pools = self._platform_pools()
+        self._health_stop = threading.Event()
+        if not pools:
+            return
+        stop = self._health_stop
+
+        def loop() -> None:
+            while True:
+                self._check_platforms(pools)
+                if stop.wait(HEALTH_INTERVAL):
+                    return
+
+        threading.Thread(target=loop, name="necrocode-health", daemon=True).start()
+
+    def _stop_health_checks(self) -> None:
+        stop = getattr(self, "_health_stop", None)
+        if stop is not None:
+            stop.set()
 
     def _begin_drain(self, timeout: float, leave_running: bool) -> None:
         if self._stop_requested and self._drain_deadline is not None:

@@ -42,8 +42,8 @@ class ReconcileMixin(RunnerMixin):
                 continue
             try:
                 found = launcher.reconcile(pool)
-            except Exception:
-                logger.exception("reconcile of pool %s failed", pool.name)
+            except Exception as exc:  # an unreachable platform: one line, pool unhealthy
+                self._platform_failed(pool, exc)
                 continue
             for runner in found:
                 owner = pools.get(runner.pool_name, pool)

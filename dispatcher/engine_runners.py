@@ -83,6 +83,9 @@ class RunnerMixin(EngineBase):
         except Exception:
             logger.debug("metrics hook %s failed", name, exc_info=True)
 
+    def _platform_failed(self, pool: AgentPool, exc: BaseException | str) -> None:
+        raise NotImplementedError  # LifecycleMixin
+
     def _launcher_for(self, pool: AgentPool) -> RunnerLauncher | None:
         return self._launchers.get(pool.name) or self._launchers.get(pool.type)
 

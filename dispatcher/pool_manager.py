@@ -39,6 +39,7 @@ class _PoolState:
     holders: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (cpu_m, mem)
     errors: deque[float] = field(default_factory=deque)  # times of consecutive launch errors
     last_error: str | None = None
+    platform_error: str | None = None  # the platform check failed (engine unreachable, ...)
 
     @property
     def cpu_quota_m(self) -> int | None:
@@ -187,7 +188,7 @@ class AgentPoolManager:
             if mquota is not None and st.memory_mb + memory_mb > mquota:
                 continue
             u = st.running / pool.max_concurrency
-            if st.errors and not self._healthy(st):
+            if (st.errors or st.platform_error) and not self._healthy(st):
                 if sick is None or u < sick_u:
                     sick, sick_u = st, u
             elif best is None or u < best_u:
@@ -336,10 +337,32 @@ class AgentPoolManager:
                 self._version += 1
             st.errors.clear()
 
+    def set_platform_health(self, pool_name: str, ok: bool, message: str = "") -> bool:
+        """The result of a platform check of ``pool_name`` (Docker engine or Kubernetes API
+        reachable): a failing check makes the pool unhealthy at once (skipped in favour of
+        healthy mapped pools) until a check passes. Returns True when the health changed."""
+        with self._lock:
+            st = self._state(pool_name)
+            before = st.platform_error
+            if ok:
+                st.platform_error = None
+                if before is not None and st.last_error == before:
+                    st.last_error = None
+            else:
+                st.platform_error = message or "platform check failed"
+                st.last_error = st.platform_error
+            changed = (before is None) != (st.platform_error is None) \
+                or before != st.platform_error
+            if changed:
+                self._version += 1
+            return changed
+
     def is_healthy(self, pool_name: str) -> bool:
         return self._healthy(self._state(pool_name))
 
     def _healthy(self, st: _PoolState) -> bool:
+        if st.platform_error is not None:
+            return False
         if len(st.errors) < self.unhealthy_after:
             return True
         cutoff = self._clock() - self.health_window
