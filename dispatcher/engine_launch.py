@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .engine_runners import RunnerMixin
+from .engine_runners import RunnerMixin, next_run_number
 from .engine_state import Command, LaunchOutcome, PendingLaunch, RunnerRecord
 from .errors import InvalidTransitionError, RunnerLaunchError, TaskNotFoundError
 from .launchers.base import new_runner_id
@@ -49,7 +49,7 @@ class LaunchMixin(RunnerMixin):
                                  f"{pool.type.value}; is its platform available (docker SDK, "
                                  "kubernetes client)?", retryable=True)
             return False
-        attempt = task.attempts + 1
+        attempt = next_run_number(self.runs_dir, task)
         pending = PendingLaunch(task=task, pool=pool, slot=None, launcher=launcher,
                                 attempt=attempt, runner_id=new_runner_id(task, attempt),
                                 assigned_at=now, ready_at=task.ready_at or task.created_at)

@@ -17,7 +17,7 @@ import os
 import time
 from typing import Any
 
-from .engine_runners import RunnerMixin
+from .engine_runners import RunnerMixin, run_number_of
 from .engine_state import RunnerRecord
 from .launchers.base import RunnerLauncher, attempt_dir
 from .launchers.procfs import kill_group
@@ -99,7 +99,7 @@ class ReconcileMixin(RunnerMixin):
         runner.state = RunnerState.RUNNING
         rec = RunnerRecord(runner=runner, task=task, pool=pool, launcher=launcher, slot=slot,
                            started_at=runner.started_at or now, last_sign=now,
-                           attempt=task.attempts + 1, adopted=True)
+                           attempt=run_number_of(task), adopted=True)
         self._runners[runner.runner_id] = rec
         self._by_task[task.key] = runner.runner_id
         self.runner_monitor.add_runner(runner, last_seen=now)
@@ -164,7 +164,7 @@ class ReconcileMixin(RunnerMixin):
         self._settle(task.key, TaskState.READY, event, runner_id=None, next_attempt_at=None)
 
     def _read_exit_status(self, task: Task) -> dict[str, Any] | None:
-        path = attempt_dir(self.runs_dir, task, task.attempts + 1) / EXIT_STATUS_FILE
+        path = attempt_dir(self.runs_dir, task, run_number_of(task)) / EXIT_STATUS_FILE
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -292,6 +292,25 @@ def test_frozen_wrapper_is_fenced_by_its_missing_heartbeats(
     assert EventType.RUNNER_LOST in kinds
 
 
+def test_operator_retry_keeps_the_failed_runs_log(
+        tmp_path: Path, engine: Callable[..., DispatcherCore]) -> None:
+    """A retry of a FAILED task (attempts reset) runs in a new attempt directory: the log of
+    the failure stays, and NECROCODE_ATTEMPT counts the runs."""
+    core = engine()
+    flag = tmp_path / "fixed"
+    submit(core, Task(id="redo", title="fails once", max_attempts=1, command=[
+        "sh", "-c", f'echo "run $NECROCODE_ATTEMPT"; test -e {flag}']))
+    wait_until(lambda: core.registry.get_task("it/redo").state is TaskState.FAILED, 20,
+               "FAILED")
+    flag.touch()
+    core.retry("it/redo")
+    wait_until(lambda: core.registry.get_task("it/redo").state is TaskState.DONE, 20, "DONE")
+    runs = Path(core.config.resolved_state_dir()) / "runs" / "it" / "redo"
+    assert "run 1" in (runs / "attempt-1" / "output.log").read_text()
+    assert "run 2" in (runs / "attempt-2" / "output.log").read_text()
+    assert json.loads((runs / "attempt-1" / "exit_status.json").read_text())["exit_code"] == 1
+
+
 def test_missing_agent_fails_at_once_and_releases_everything(
         engine: Callable[..., DispatcherCore]) -> None:
     core = engine()

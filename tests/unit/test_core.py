@@ -379,6 +379,20 @@ def test_liveness_mode_defaults_by_pool_type() -> None:
                                    config={"liveness": "process"})) == "process"
 
 
+def test_run_numbers_never_go_back(tmp_path: Path) -> None:
+    from necrocode.dispatcher.engine_runners import next_run_number, run_number_of
+    from necrocode.dispatcher.launchers.base import attempt_dir
+
+    task = Task(id="x", title="X", taskset="ts")
+    assert next_run_number(tmp_path, task) == 1
+    attempt_dir(tmp_path, task, 1).mkdir(parents=True)
+    attempt_dir(tmp_path, task, 3).mkdir(parents=True)
+    assert next_run_number(tmp_path, task) == 4  # reset by an operator: after the last run
+    assert next_run_number(tmp_path, task.copy(attempts=5)) == 6
+    assert run_number_of(task.copy(runner_id="r-ts-x-a4-0a1b2c")) == 4
+    assert run_number_of(task.copy(attempts=2, runner_id=None)) == 3
+
+
 def test_deadlock_cycle_reported_once_with_snapshot(tmp_path: Path) -> None:
     h = Harness(tmp_path, deadlock_check_interval=0.2)
     # written by "another tool": the registry takes it, the engine must find the cycle
