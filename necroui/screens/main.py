@@ -188,7 +188,7 @@ class MainScreen(Screen[None]):
             table = counts.get(pid)
             if table is None:
                 continue
-            shown, total = len(table.shown_keys), table.total
+            shown, total = table.shown_count, table.total
             title = f"{label} {total}" if shown == total else f"{label} {shown}/{total}"
             if table.sort_id:
                 title += f" ↕{table.sort_id}{'↑' if table.sort_reverse else ''}"

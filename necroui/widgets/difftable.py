@@ -12,6 +12,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 from textual.coordinate import Coordinate
 from textual.geometry import Size
@@ -22,7 +23,6 @@ from .format import KeyText
 
 V = TypeVar("V")
 
-CellValue = str | Text | KeyText
 MARK = "●"
 
 
@@ -41,6 +41,57 @@ class Column:
     lazy: bool = False  # depends on the clock or on the row's position: refreshed when visible
     flex: bool = False
     drop: int = 0
+
+
+class _RowState:
+    """One row's view and its formatted cells, formatted when the row is first drawn.
+
+    Formatting 10,000 rows up front froze the first screen; only the rows on screen are ever
+    formatted, and a changed row is re-formatted when it is drawn again.
+    """
+
+    __slots__ = ("lazy", "static", "table", "view")
+
+    def __init__(self, table: DiffTable[Any], view: Any) -> None:
+        self.table = table
+        self.view = view
+        self.static: tuple[CellValue, ...] | None = None
+        self.lazy: tuple[CellValue, ...] | None = None
+
+    def value(self, lazy: bool, index: int) -> CellValue:
+        if lazy:
+            if self.lazy is None:
+                self.lazy = self.table.lazy_cells(self.view, self.table.clock())
+            return self.lazy[index]
+        if self.static is None:
+            self.static = self.table.static_cells(self.view)
+        return self.static[index]
+
+
+class LazyCell:
+    """A cell whose text comes from its row's :class:`_RowState` at draw time."""
+
+    __slots__ = ("index", "lazy", "row")
+
+    def __init__(self, row: _RowState, lazy: bool, index: int) -> None:
+        self.row = row
+        self.lazy = lazy
+        self.index = index
+
+    @property
+    def value(self) -> CellValue:
+        return self.row.value(self.lazy, self.index)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        value = self.value
+        yield Text(value, no_wrap=True) if isinstance(value, str) else value
+
+    def __str__(self) -> str:
+        value = self.value
+        return value.plain if isinstance(value, Text) else str(value)
+
+
+CellValue = str | Text | KeyText | LazyCell
 
 
 @dataclass(frozen=True)
@@ -73,7 +124,9 @@ class DiffTable(DataTable[CellValue], Generic[V]):
         self.clock = clock
         self._views: dict[str, V] = {}
         self._sigs: dict[str, Hashable] = {}
-        self._lazy: dict[str, tuple[CellValue, ...]] = {}
+        self._rows: dict[str, _RowState] = {}  # shown rows
+        self._last_views: Sequence[V] | None = None
+        self._dirty = False  # cells changed: drop DataTable's render caches before the paint
         self._order: list[str] = []  # keys shown, in table order
         self._shown: set[str] = set()
         self._rowkeys: dict[str, RowKey] = {}
@@ -299,6 +352,11 @@ class DiffTable(DataTable[CellValue], Generic[V]):
         return list(self._order)
 
     @property
+    def shown_count(self) -> int:
+        """Number of rows shown (after the filter), without copying the key list."""
+        return len(self._order)
+
+    @property
     def total(self) -> int:
         return len(self._views)
 
@@ -361,6 +419,10 @@ class DiffTable(DataTable[CellValue], Generic[V]):
         return all(word in text for word in self.filter_text.split())
 
     def _apply(self, views: Sequence[V], *, force: bool) -> None:
+        if views is self._last_views and not force:  # the engine's same tuple: nothing moved
+            self.tick()
+            return
+        self._last_views = views
         cursor_key, old_order, old_row = self._intended_cursor(), self._order, self.cursor_row
         self._holding = True
         try:
@@ -371,7 +433,6 @@ class DiffTable(DataTable[CellValue], Generic[V]):
         self.tick()
 
     def _apply_rows(self, views: Sequence[V], *, force: bool) -> None:
-        now = self.clock()
         old_views = self._views
         new_views: dict[str, V] = {}
         rank: dict[str, int] = {}
@@ -386,6 +447,9 @@ class DiffTable(DataTable[CellValue], Generic[V]):
             if not force and old is not None:
                 if old is view:
                     continue
+                state = self._rows.get(key)
+                if state is not None:
+                    state.view = view  # positions and times: the next tick compares them
                 rev = getattr(view, "rev", 0)
                 if rev and rev == getattr(old, "rev", 0):
                     continue
@@ -410,19 +474,18 @@ class DiffTable(DataTable[CellValue], Generic[V]):
                 to_remove.append(key)
         for key in old_views.keys() - new_views.keys():
             self._sigs.pop(key, None)
-            self._lazy.pop(key, None)
             self.marked.discard(key)
         self._views = new_views
         self._snapshot_rank = rank
         if to_remove:
             self._remove_rows(to_remove)
         rows: list[tuple[str, list[CellValue]]] = []
+        layout = self._layout
         for key in to_add:
-            view = new_views[key]
-            lazy = self.lazy_cells(view, now)
-            self._lazy[key] = lazy
-            cells = [MARK if key in self.marked else "", KeyText(key),
-                     *self._merge(self.static_cells(view), lazy)]
+            state = _RowState(self, new_views[key])
+            self._rows[key] = state
+            cells: list[CellValue] = [MARK if key in self.marked else "", KeyText(key)]
+            cells += [LazyCell(state, is_lazy, i) for is_lazy, i in layout]
             rows.append((key, cells))
         if rows:
             self._add_rows(rows)
@@ -460,16 +523,19 @@ class DiffTable(DataTable[CellValue], Generic[V]):
         self.check_idle()
         self.refresh()
 
-    def _merge(
-        self, static: tuple[CellValue, ...], lazy: tuple[CellValue, ...]
-    ) -> list[CellValue]:
-        return [lazy[i] if is_lazy else static[i] for is_lazy, i in self._layout]
-
     def _update_static(self, key: str, view: V) -> None:
-        for col, value in zip(self._static_cols, self.static_cells(view), strict=True):
-            current = self.get_cell(key, col.key)
-            if current != value:
-                self.update_cell(key, col.key, value)
+        state = self._rows.get(key)
+        if state is not None:
+            state.view, state.static, state.lazy = view, None, None
+            self._dirty = True
+
+    def _invalidate(self) -> None:
+        """Cells changed in place: DataTable's render caches must not show the old text."""
+        self._dirty = False
+        self._cell_render_cache.clear()
+        self._row_render_cache.clear()
+        self._line_cache.clear()
+        self.refresh()
 
     def _index_of(self, key: str) -> int | None:
         try:
@@ -517,7 +583,7 @@ class DiffTable(DataTable[CellValue], Generic[V]):
         self._shown -= drop
         self._order = [k for k in self._order if k not in drop]
         for key in drop:
-            self._lazy.pop(key, None)
+            self._rows.pop(key, None)
             self._rowkeys.pop(key, None)
 
     def _bulk_remove(self, drop: set[str]) -> None:
@@ -553,19 +619,16 @@ class DiffTable(DataTable[CellValue], Generic[V]):
 
     def tick(self, now: float | None = None) -> None:
         """Refresh lazy cells (ages, positions) of the visible rows where their text changed."""
-        if not self._lazy_cols:
-            return
-        now = self.clock() if now is None else now
-        for index in self.visible_range():
-            key = self._order[index]
-            view = self._views.get(key)
-            if view is None:
-                continue
-            cells = self.lazy_cells(view, now)
-            old = self._lazy.get(key)
-            if cells == old:
-                continue
-            for i, (col, value) in enumerate(zip(self._lazy_cols, cells, strict=True)):
-                if old is None or old[i] != value:
-                    self.update_cell(key, col.key, value)
-            self._lazy[key] = cells
+        if self._lazy_cols:
+            now = self.clock() if now is None else now
+            order, rows = self._order, self._rows
+            for index in self.visible_range():
+                state = rows.get(order[index])
+                if state is None:
+                    continue
+                cells = self.lazy_cells(state.view, now)
+                if cells != state.lazy:
+                    state.lazy = cells
+                    self._dirty = True
+        if self._dirty:
+            self._invalidate()

@@ -61,8 +61,33 @@ async def test_one_changed_row_updates_one_cell_only() -> None:
         changed.append(view(999))  # one arrives
         table.apply(changed)
         await pilot.pause()
-        assert table.counts == {"update_cell": 1, "add_row": 1, "remove_row": 0, "clear": 0}
+        # the changed row is re-formatted when drawn: no DataTable.update_cell at all
+        assert table.counts == {"update_cell": 0, "add_row": 1, "remove_row": 0, "clear": 0}
         assert table.shown_keys == [v.key for v in changed]
+        assert str(table.get_cell("ts/t0010", "prio")) == "3"
+        assert " 3 " in table.render_line(11).text  # header + row 10, drawn with the new value
+
+
+async def test_rows_are_formatted_only_when_drawn() -> None:
+    app = TableApp()
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.query_one(CountingQueue)
+        formatted: list[str] = []
+        original = table.static_cells
+
+        def counting(view: QueuedTaskView) -> Any:
+            formatted.append(view.key)
+            return original(view)
+
+        table.static_cells = counting  # type: ignore[method-assign]
+        table.apply([view(i) for i in range(5000)])
+        await pilot.pause()
+        assert 0 < len(formatted) < 100  # the rows on screen, not 5000
+        again = [view(i) for i in range(5000)]  # equal views, new objects: nothing to do
+        formatted.clear()
+        table.apply(again)
+        await pilot.pause()
+        assert formatted == []
 
 
 async def test_bulk_removal_keeps_table_consistent() -> None:
