@@ -33,6 +33,11 @@ STUCK_FOR_GOOD = frozenset({PendingReason.BLOCKED_BY_FAILURE, PendingReason.DEAD
 
 POLL = 0.1  # seconds between event polls of the printer
 
+#: ``--until-done`` on an empty registry: exit 0 (nothing failed) with this hint rather than
+#: "all tasks DONE", which reads as if work had run.
+EMPTY_REGISTRY = ("the registry has no tasks: submit a taskset with `necroui submit FILE`, "
+                  "or use --demo")
+
 
 def format_event(event: TaskEvent) -> str:
     """One human line for an event."""
@@ -109,6 +114,7 @@ def run_headless(
     signals = _Signals()
     started = time.time()
     core: DispatcherCore | None = None
+    reasons: dict[str, str] = {}
     try:
         core = DispatcherCore(config, registry=registry)
         if demo:
@@ -134,6 +140,8 @@ def run_headless(
                 emit({"type": "error", "message": "engine stopped unexpectedly"},
                      "engine stopped unexpectedly; see the log")
                 break
+            if until_done and not expected:  # nothing to wait for: the summary says why
+                break
             if until_done:
                 snap = core.snapshot()
                 if snap.version != version:
@@ -145,6 +153,7 @@ def run_headless(
         if signals.count:
             emit({"type": "info", "message": "signal received: stopping"},
                  "signal received: stopping (again to stop at once)")
+        reasons = pending_reasons(core.snapshot())
         seq = _stop(core, config, signals, registry, emit, seq)
         seq = _print_events(registry, seq, emit)
     except DispatcherError as exc:
@@ -156,7 +165,7 @@ def run_headless(
     finally:
         signals.restore()
     try:
-        code = _summary(registry, stream, json_lines, time.time() - started)
+        code = _summary(registry, stream, json_lines, time.time() - started, reasons)
     finally:
         registry.close()
     return code
@@ -232,8 +241,39 @@ def _ensure_logging(log_format: str) -> None:
         logging.basicConfig(level=logging.WARNING)
 
 
-def _summary(registry: Any, stream: TextIO, json_lines: bool, elapsed: float) -> int:
+def pending_reasons(snap: Snapshot | None) -> dict[str, str]:
+    """Why each waiting task of ``snap`` waits (task key -> the pending sentence)."""
+    if snap is None:
+        return {}
+    return {view.key: str(view.pending.message) for view in snap.queued
+            if getattr(view, "pending", None) is not None and view.pending.message}
+
+
+def _why(task: Task, reasons: dict[str, str]) -> str:
+    """The summary's LAST ERROR / WHY cell: the pending reason of a waiting task, else the
+    task's last error."""
+    if task.state in (TaskState.READY, TaskState.BLOCKED) and task.key in reasons:
+        why = reasons[task.key]
+        return f"{why} (last error: {task.last_error})" if task.last_error else why
+    if task.state is TaskState.CANCELLED and not task.last_error:
+        return "cancelled"
+    return task.last_error or ""
+
+
+def _summary(registry: Any, stream: TextIO, json_lines: bool, elapsed: float,
+             reasons: dict[str, str] | None = None) -> int:
+    reasons = reasons or {}
     tasks: list[Task] = registry.list_tasks()
+    if not tasks:
+        # an empty registry: nothing failed, exit 0 — but no "all tasks DONE" either
+        if json_lines:
+            stream.write(json.dumps({"type": "summary", "total": 0, "elapsed":
+                                     round(elapsed, 3), "counts": {}, "exit_code": 0,
+                                     "not_done": [], "message": EMPTY_REGISTRY}) + "\n")
+        else:
+            stream.write(f"\nSummary: 0 tasks in {elapsed:.1f}s\n{EMPTY_REGISTRY}\n")
+        stream.flush()
+        return 0
     counts = {s: 0 for s in TaskState}
     for t in tasks:
         counts[t.state] += 1
@@ -245,7 +285,8 @@ def _summary(registry: Any, stream: TextIO, json_lines: bool, elapsed: float) ->
             "type": "summary", "total": len(tasks), "elapsed": round(elapsed, 3),
             "counts": {s.value: n for s, n in counts.items()}, "exit_code": code,
             "not_done": [{"key": t.key, "state": t.state.value, "attempts": t.attempts,
-                          "last_error": t.last_error} for t in unfinished],
+                          "last_error": t.last_error, "pending": reasons.get(t.key)}
+                         for t in unfinished],
         }) + "\n")
         stream.flush()
         return code
@@ -255,10 +296,10 @@ def _summary(registry: Any, stream: TextIO, json_lines: bool, elapsed: float) ->
         lines.append(f"  {state.value.upper():<{width}}  {counts[state]:>6}")
     if unfinished:
         lines.append("")
-        lines.append(f"  {'TASK':<30} {'STATE':<10} {'TRIES':>5}  LAST ERROR")
+        lines.append(f"  {'TASK':<30} {'STATE':<10} {'TRIES':>5}  LAST ERROR / WHY")
         for t in unfinished[:50]:
             lines.append(f"  {t.key:<30} {t.state.value:<10} {t.attempts:>5}  "
-                         f"{(t.last_error or '')[:60]}")
+                         f"{_why(t, reasons)[:90]}")
         if len(unfinished) > 50:
             lines.append(f"  ... and {len(unfinished) - 50} more")
     lines.append("")

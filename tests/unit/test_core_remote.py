@@ -181,3 +181,35 @@ def test_headless_prints_each_event_once(tmp_path: Path) -> None:
     assert len(seqs) == len(set(seqs))
     assert any(r.get("event_type") == "DispatcherStopped"
                for r in map(json.loads, out.getvalue().splitlines()))
+
+
+def test_headless_summary_says_why_tasks_wait(tmp_path: Path) -> None:
+    """The summary's last column shows the pending reason of tasks not DONE (unmapped skill,
+    blocked by a failed dependency), not an empty cell."""
+    config = config_for(tmp_path, skill_mapping={"build": ["local"]})
+    submit(config, Task(id="bad", title="bad", command=["false"], max_attempts=1,
+                        required_skill="build"),
+           Task(id="after", title="after", command=["true"], dependencies=["bad"],
+                required_skill="build"),
+           Task(id="gpu", title="gpu", command=["true"], required_skill="gpu"))
+    out = io.StringIO()
+    assert run_headless(config, until_done=True, out=out) == 1
+    rows = {line.split()[0]: line for line in out.getvalue().splitlines()
+            if line.startswith("  h/")}
+    assert "gpu" in rows["h/gpu"] and "ready" in rows["h/gpu"]
+    assert "bad" in rows["h/after"].split("blocked", 1)[1]
+    assert "exit code 1" in rows["h/bad"]
+    out = io.StringIO()
+    run_headless(config, until_done=True, json_lines=True, out=out)
+    summary = json.loads(out.getvalue().splitlines()[-1])
+    pending = {t["key"]: t["pending"] for t in summary["not_done"]}
+    assert "gpu" in pending["h/gpu"] and "bad" in pending["h/after"]
+
+
+def test_headless_until_done_on_an_empty_registry_says_how_to_submit(tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    out = io.StringIO()
+    assert run_headless(config, until_done=True, out=out) == 0
+    text = out.getvalue()
+    assert "all tasks DONE" not in text
+    assert "necroui submit FILE" in text and "--demo" in text
