@@ -271,3 +271,50 @@ def _alive(pid: int) -> bool:
     from necrocode.dispatcher.engine_api import pid_alive
 
     return pid_alive(pid)
+
+
+def _event_seqs(out: str) -> list[tuple[int, str]]:
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return [(r["seq"], r["event_type"]) for r in rows if r.get("type") == "event"]
+
+
+@pytest.mark.parametrize("how", ["sigint", "until-done"])
+def test_headless_prints_every_event_once(tmp_path: Path, how: str) -> None:
+    """`necroui --no-tui --json` prints each event seq exactly once, DispatcherStopped once:
+    after Ctrl-C (SIGINT while a runner runs) and at the end of an --until-done run."""
+    config = tmp_path / "dispatcher.yaml"
+    config.write_text("dispatcher:\n  graceful_shutdown_timeout: 0.5\n"
+                      "  runner_stop_grace: 0.5\n")
+    seconds = "60" if how == "sigint" else "0"
+    taskset = tmp_path / "ts.yaml"
+    taskset.write_text(
+        "taskset: once\ntasks:\n" + "".join(
+            f'  - id: "t{i}"\n    title: t{i}\n'
+            f'    command: ["{sys.executable}", "-m", "necroui.demo.fake_agent", '
+            f'"--seconds", "{seconds}"]\n' for i in range(2)))
+    env = child_env(tmp_path, 1.0)
+    base = [*necroui_cmd(), "--config", str(config)]
+    sub = subprocess.run([*base, "submit", str(taskset)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert sub.returncode == 0, sub.stdout + sub.stderr
+    args = [*base, "--no-tui", "--json"] + (["--until-done"] if how == "until-done" else [])
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        if how == "sigint":
+            wait_until(lambda: (tmp_path / "trace.log").exists()
+                       and len((tmp_path / "trace.log").read_text().splitlines()) == 2, 60,
+                       "both agents started")
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    events = _event_seqs(out)
+    seqs = [seq for seq, _ in events]
+    assert seqs and len(seqs) == len(set(seqs)), out[-3000:] + err[-2000:]
+    assert seqs == sorted(seqs)
+    assert [kind for _, kind in events].count("DispatcherStopped") == 1
+    assert [kind for _, kind in events].count("DispatcherStarted") == 1
+    assert proc.returncode == (1 if how == "sigint" else 0), err[-2000:]
