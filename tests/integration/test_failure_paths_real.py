@@ -153,7 +153,11 @@ def released(core: DispatcherCore) -> bool:
 
 def test_hung_runner_tree_is_gone_before_its_next_attempt_starts(
         tmp_path: Path, work: Path, cores: list[DispatcherCore]) -> None:
-    core = start(cores, base_config(tmp_path, heartbeat_timeout=1.0))
+    # liveness "log": a silent runner is lost after heartbeat_timeout (by default a live local
+    # process counts as alive and only the task timeout would catch the hang)
+    pools = [AgentPool(name="local", type=PoolType.LOCAL_PROCESS, max_concurrency=4,
+                       config={"liveness": "log"})]
+    core = start(cores, base_config(tmp_path, heartbeat_timeout=1.0, agent_pools=pools))
     (key,) = submit(core, Task(id="hung", title="hangs", command=cmd(tmp_path, "hang")))
     first = pids(work, key, 1)
     wait_until(lambda: state_of(core, key) is TaskState.DONE, 40, "DONE after the retry")
