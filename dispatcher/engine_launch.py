@@ -103,10 +103,11 @@ class LaunchMixin(RunnerMixin):
             if current is not None and current.state is TaskState.RUNNING \
                     and current.runner_id == pending.runner_id:
                 logger.warning("assignment of %s committed although the registry reported %s",
-                               key, exc)
+                               key, exc, extra=log_extra(task=key, runner=pending.runner_id,
+                                                         pool=pool))
                 running = current
             else:
-                self._release_slot_now(slot.slot_id)
+                self._release_slot_now(slot.slot_id, key)
                 kind = "refused" if refused or (current is not None and current.state
                                                 is not TaskState.READY) \
                     else "registry_error" if current is not None else "registry_unknown"
@@ -133,6 +134,7 @@ class LaunchMixin(RunnerMixin):
         if self._by_task.get(key) == pending.runner_id:
             del self._by_task[key]
         task, pool = pending.task, pending.pool
+        extra = log_extra(task=key, runner=pending.runner_id, pool=pool)
         self._changed.add(key)
         self._dirty = True
         if outcome.kind in ("slot_error", "no_slot", "refused", "registry_error",
@@ -144,22 +146,22 @@ class LaunchMixin(RunnerMixin):
             elif outcome.kind == "no_slot":
                 self._no_slot[key] = task
             elif outcome.kind == "slot_error":
-                logger.warning("no workspace for %s: %s", key, outcome.error)
+                logger.warning("no workspace for %s: %s", key, outcome.error, extra=extra)
                 self._attempt_failed(task, TaskState.READY, None, "launch_error",
                                      f"workspace slot could not be prepared: {outcome.error}",
                                      retryable=bool(getattr(outcome.error, "retryable", True)))
             elif outcome.kind == "refused":  # it moved on meanwhile: place it as it is now
-                logger.info("not launching %s: %s", key, outcome.error)
+                logger.info("not launching %s: %s", key, outcome.error, extra=extra)
                 self._registry_dirty = True
                 current = self._known.get(key)
                 if current is not None and current.state is not TaskState.READY:
                     self._place(current, time.time())
             elif outcome.kind == "registry_error":  # still READY there: offer it again
-                logger.error("not launching %s: %s", key, outcome.error)
+                logger.error("not launching %s: %s", key, outcome.error, extra=extra)
                 self._enqueue(task)
             else:  # unknown whether the assignment committed: find out when the registry answers
                 logger.error("not launching %s: %s (its assignment may have committed)", key,
-                             outcome.error)
+                             outcome.error, extra=extra)
                 self._unsure[key] = pending.runner_id
             return
         running, slot = outcome.running, outcome.slot
@@ -181,7 +183,8 @@ class LaunchMixin(RunnerMixin):
         if runner.runner_id != pending.runner_id:  # the launcher named it itself
             rid = runner.runner_id
             named = self._registry_write(f"recording runner {rid} of {key}",
-                                         lambda: self.registry.update_task(key, runner_id=rid))
+                                         lambda: self.registry.update_task(key, runner_id=rid),
+                                         key)
             if named is not None:
                 running = named
         started = runner.started_at or pending.assigned_at
@@ -231,7 +234,7 @@ class LaunchMixin(RunnerMixin):
                           message="assignment committed but its runner was never started: "
                                   "back to READY (no attempt spent)")
         self._registry_write(f"requeueing {key}", lambda: self.events.transition(
-            key, TaskState.READY, expected=TaskState.RUNNING, runner_id=None, event=event))
+            key, TaskState.READY, expected=TaskState.RUNNING, runner_id=None, event=event), key)
 
     def _cancel_unstarted(self, key: str, message: str) -> None:
         """Cancel a task that has no runner (a cancel that arrived while it was launching)."""
@@ -244,7 +247,7 @@ class LaunchMixin(RunnerMixin):
         self._registry_write(f"cancelling {key}", lambda: self.events.transition(
             key, TaskState.CANCELLED, expected=state, runner_id=None,
             event=TaskEvent(event_type=EventType.TASK_CANCELLED, task_key=key,
-                            message=message)))
+                            message=message)), key)
 
     def _launch_error(self, task: Task, pool: AgentPool, slot: Slot | None,
                       exc: RunnerLaunchError) -> None:

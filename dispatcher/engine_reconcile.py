@@ -21,6 +21,7 @@ from .engine_runners import RunnerMixin, run_number_of
 from .engine_state import RunnerRecord
 from .launchers.base import RunnerLauncher, attempt_dir
 from .launchers.procfs import kill_group
+from .logging_setup import log_extra
 from .models import AgentPool, EventType, Runner, RunnerState, Slot, Task, TaskEvent, TaskState
 
 logger = logging.getLogger(__name__)
@@ -63,12 +64,16 @@ class ReconcileMixin(RunnerMixin):
             self._settle_orphaned_task(task, stopped=task.runner_id in stopped)
         for runner, launcher, _pool in alive.values():
             logger.warning("runner %s (%s) has no RUNNING task; stopping it", runner.runner_id,
-                           runner.task_key)
+                           runner.task_key, extra=log_extra(task=runner.task_key,
+                                                            runner=runner.runner_id,
+                                                            pool=runner.pool_name))
             try:
                 launcher.stop(runner, self.config.runner_stop_grace)
                 launcher.release(runner)
             except Exception:
-                logger.exception("could not stop orphan runner %s", runner.runner_id)
+                logger.exception("could not stop orphan runner %s", runner.runner_id,
+                                 extra=log_extra(task=runner.task_key,
+                                                 runner=runner.runner_id))
         self._release_leaked_slots()
 
     def _release_leaked_slots(self) -> None:
@@ -81,7 +86,8 @@ class ReconcileMixin(RunnerMixin):
             return
         for slot_id, key in held.items():
             if key not in self._by_task:
-                logger.info("releasing slot %s held by %s from an earlier run", slot_id, key)
+                logger.info("releasing slot %s held by %s from an earlier run", slot_id, key,
+                            extra=log_extra(task=key))
                 self.repo_pool.release_slot(slot_id)
 
     def _adopt(self, task: Task, runner: Runner, launcher: RunnerLauncher,
@@ -94,7 +100,9 @@ class ReconcileMixin(RunnerMixin):
             try:
                 self.repo_pool.mark_in_use(slot_id, task.key)
             except Exception:
-                logger.exception("slot %s of %s could not be marked in use", slot_id, task.key)
+                logger.exception("slot %s of %s could not be marked in use", slot_id, task.key,
+                                 extra=log_extra(task=task.key, runner=runner.runner_id,
+                                                 pool=pool))
         self.pool_manager.acquire(pool.name, task)
         runner.state = RunnerState.RUNNING
         rec = RunnerRecord(runner=runner, task=task, pool=pool, launcher=launcher, slot=slot,
@@ -126,7 +134,8 @@ class ReconcileMixin(RunnerMixin):
             if pgid in (os.getpgrp(), 0, 1):
                 continue
             logger.warning("runner %s (process group %d) runs without a runner record; "
-                           "stopping it before its task is requeued", rid, pgid)
+                           "stopping it before its task is requeued", rid, pgid,
+                           extra=log_extra(runner=rid))
             kill_group(pgid, self.config.runner_stop_grace)
         return set(groups.values())
 
@@ -139,7 +148,8 @@ class ReconcileMixin(RunnerMixin):
             try:
                 self.repo_pool.release_slot(task.assigned_slot)
             except Exception:
-                logger.debug("slot %s release at reconcile", task.assigned_slot, exc_info=True)
+                logger.debug("slot %s release at reconcile", task.assigned_slot, exc_info=True,
+                             extra=log_extra(task=task.key))
         code = status.get("exit_code") if status else None
         common: dict[str, Any] = {"task_key": task.key, "runner_id": task.runner_id,
                                   "slot_id": task.assigned_slot}

@@ -21,6 +21,7 @@ from typing import Any
 from .engine_state import Command, EngineBase, RunnerRecord
 from .errors import InvalidTransitionError, TaskNotFoundError
 from .launchers.base import RunnerExit, RunnerLauncher, attempt_dir
+from .logging_setup import log_extra
 from .models import (
     AgentPool,
     EventType,
@@ -72,6 +73,17 @@ def run_number_of(task: Task) -> int:
     return int(match.group(1)) if match else task.attempts + 1
 
 
+class _KeyedWrite:
+    """A deferred registry write that remembers its task (for the log lines of its retries)."""
+
+    def __init__(self, write: Callable[[], Task], key: str) -> None:
+        self.write = write
+        self.key = key
+
+    def __call__(self) -> Task:
+        return self.write()
+
+
 def _clock(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts))
 
@@ -118,23 +130,24 @@ class RunnerMixin(EngineBase):
         return self._launchers.get(pool.name) or self._launchers.get(pool.type)
 
     # --- slots -----------------------------------------------------------------------------
-    def _release_slot_now(self, slot_id: str) -> None:
+    def _release_slot_now(self, slot_id: str, key: str | None = None) -> None:
         try:
             self.repo_pool.release_slot(slot_id)
         except Exception:
-            logger.exception("slot %s could not be released", slot_id)
+            logger.exception("slot %s could not be released", slot_id,
+                             extra=log_extra(task=key))
 
     def _release_slot(self, key: str, slot_id: str) -> None:
         """Release a slot after its runner is gone: in a worker (git cleanup can be slow);
         the task cannot start again before its old slot is released."""
         workers = self._stopper
         if workers is None:
-            self._release_slot_now(slot_id)
+            self._release_slot_now(slot_id, key)
             return
         self._slot_releases[key] = self._slot_releases.get(key, 0) + 1
 
         def work() -> None:
-            self._release_slot_now(slot_id)
+            self._release_slot_now(slot_id, key)
             self._post(Command("slot_released", {"key": key}))
 
         workers.submit(work)
@@ -182,7 +195,8 @@ class RunnerMixin(EngineBase):
             retry = retryable and bool(
                 self.retry_manager.should_retry(spent, exit_code=exit_code, reason=reason))
         except Exception:
-            logger.exception("retry decision for %s failed; failing it", key)
+            logger.exception("retry decision for %s failed; failing it", key,
+                             extra=log_extra(task=key))
             retry = False
         self._metric("record_failure", reason)
         clear = {"runner_id": None} if current is TaskState.RUNNING else {}
@@ -220,9 +234,10 @@ class RunnerMixin(EngineBase):
                 return self.events.transition(
                     key, TaskState.FAILED, expected=current, event=failed, attempts=attempts,
                     last_error=message, finished_at=now, next_attempt_at=None, **clear)
-        return self._registry_write(f"recording the failure of {key}", write)
+        return self._registry_write(f"recording the failure of {key}", write, key)
 
-    def _registry_write(self, what: str, write: Callable[[], Task]) -> Task | None:
+    def _registry_write(self, what: str, write: Callable[[], Task],
+                        key: str | None = None) -> Task | None:
         """Run one registry write that settles a task and note its result.
 
         A refusal (the task moved on, or is gone) is logged and dropped. Any other failure (a
@@ -232,12 +247,13 @@ class RunnerMixin(EngineBase):
         try:
             task = write()
         except (InvalidTransitionError, TaskNotFoundError) as exc:
-            logger.warning("%s refused: %s", what, exc)
+            logger.warning("%s refused: %s", what, exc, extra=log_extra(task=key))
             self._registry_dirty = True
             return None
         except Exception as exc:
-            logger.error("%s failed (%s); will try again", what, exc)
-            self._deferred.append((what, write))
+            logger.error("%s failed (%s); will try again", what, exc,
+                         extra=log_extra(task=key))
+            self._deferred.append((what, _KeyedWrite(write, key) if key else write))
             return None
         self._set_known(task)
         self._registry_dirty = True
@@ -247,7 +263,7 @@ class RunnerMixin(EngineBase):
         """Try again the registry writes that failed earlier (oldest first)."""
         pending, self._deferred = self._deferred, []
         for what, write in pending:
-            self._registry_write(what, write)
+            self._registry_write(what, write, getattr(write, "key", None))
 
     def _max_attempts(self, task: Task) -> int:
         try:
@@ -265,7 +281,8 @@ class RunnerMixin(EngineBase):
             try:
                 result = rec.launcher.poll(rec.runner)
             except Exception:
-                logger.exception("polling runner %s failed", rid)
+                logger.exception("polling runner %s failed", rid,
+                                 extra=log_extra(task=rec.key, runner=rid, pool=rec.pool))
                 continue
             if result is not None:
                 self._runner_ended(rec, result)
@@ -291,7 +308,7 @@ class RunnerMixin(EngineBase):
             self._registry_write(f"recording the completion of {key}", lambda: (
                 self.events.transition(key, TaskState.DONE, expected=TaskState.RUNNING,
                                        event=event, finished_at=now, last_error=None,
-                                       next_attempt_at=None)))
+                                       next_attempt_at=None)), key)
             self._metric("record_finish", task, rec.pool, "done", duration)
             return
         message = f"exit code {code}" if code is not None else (result.reason or "killed")
@@ -319,7 +336,9 @@ class RunnerMixin(EngineBase):
         try:
             rec.launcher.release(rec.runner)
         except Exception:
-            logger.exception("launcher could not release runner %s", rec.runner_id)
+            logger.exception("launcher could not release runner %s", rec.runner_id,
+                             extra=log_extra(task=rec.key, runner=rec.runner_id,
+                                             pool=rec.pool))
         if rec.slot is not None and rec.slot.slot_id:
             self._release_slot(rec.key, rec.slot.slot_id)
         self.pool_manager.release(rec.pool.name, rec.task)
@@ -423,7 +442,8 @@ class RunnerMixin(EngineBase):
                 slot_id=rec.slot.slot_id if rec.slot else None, pool=rec.pool.name,
                 duration=max(0.0, time.time() - rec.started_at),
             ))
-        logger.info("stopping runner %s of %s: %s", rec.runner_id, rec.key, reason)
+        logger.info("stopping runner %s of %s: %s", rec.runner_id, rec.key, reason,
+                    extra=log_extra(task=rec.key, runner=rec.runner_id, pool=rec.pool))
         grace = self.config.runner_stop_grace
         stopper = self._stopper
         rid = rec.runner_id
@@ -455,7 +475,8 @@ class RunnerMixin(EngineBase):
             return True, rec.launcher.stop(rec.runner, grace)
         except Exception:
             logger.exception("stopping runner %s failed; it is kept (and fenced again)",
-                             rec.runner_id)
+                             rec.runner_id, extra=log_extra(task=rec.key, runner=rec.runner_id,
+                                                            pool=rec.pool))
             return False, None
 
     def _fenced(self, runner_id: str, result: RunnerExit | None) -> None:
@@ -503,7 +524,7 @@ class RunnerMixin(EngineBase):
 
     def _settle(self, key: str, state: TaskState, event: TaskEvent, **updates: Any) -> None:
         self._registry_write(f"moving {key} to {state.value}", lambda: self.events.transition(
-            key, state, expected=TaskState.RUNNING, event=event, **updates))
+            key, state, expected=TaskState.RUNNING, event=event, **updates), key)
 
     # --- queue placement and delayed (backoff) tasks ---------------------------------------
     def _place(self, task: Task, now: float) -> None:

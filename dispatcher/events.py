@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidTransitionError, TaskNotFoundError
+from .logging_setup import log_extra
 from .models import EventType, Task, TaskEvent, TaskState
 from .registry.base import TaskRegistry
 
@@ -115,7 +116,7 @@ class EventRecorder:
             if event is None:
                 raise
             logger.warning("transition of %s with its event failed (%s); retrying without", key,
-                           exc)
+                           exc, extra=log_extra(task=key))
             task = self.registry.transition(key, to_state, expected=expected, **updates)
             with self._lock:
                 self._to_fallback(event, exc)
@@ -189,7 +190,9 @@ class EventRecorder:
         self.fallback_writes += 1
         if self.fallback_path is None:
             logger.error("event %s for %s lost: registry refused it (%s) and no fallback is set",
-                         event.event_type.value, event.task_key, exc)
+                         event.event_type.value, event.task_key, exc,
+                         extra=log_extra(task=event.task_key, runner=event.runner_id,
+                                         pool=event.pool))
             return
         data = event.to_dict()
         data["details"] = {**data["details"], _FALLBACK_ID: uuid.uuid4().hex}
@@ -201,7 +204,9 @@ class EventRecorder:
             os.fsync(fh.fileno())
         self._pending_fallback = True
         logger.warning("registry refused event %s (%s); kept in %s", event.event_type.value, exc,
-                       self.fallback_path)
+                       self.fallback_path, extra=log_extra(task=event.task_key,
+                                                           runner=event.runner_id,
+                                                           pool=event.pool))
 
     def _remember(self, event: TaskEvent) -> None:
         self.recent.append(event)

@@ -5,6 +5,7 @@ pool."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -126,7 +127,8 @@ def test_task_without_command_fails_without_hurting_the_pool(tmp_path: Path) -> 
         core.stop(timeout=0.5)
 
 
-def test_launch_errors_from_the_platform_still_count(tmp_path: Path) -> None:
+def test_launch_errors_from_the_platform_still_count(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     class Broken(FakeLauncher):
         def launch(self, task: Task, slot: Slot, pool: AgentPool, *,
                    attempt: int = 1) -> Runner:
@@ -140,5 +142,11 @@ def test_launch_errors_from_the_platform_still_count(tmp_path: Path) -> None:
         core.submit(Taskset(name="ts", tasks=[Task(id="x", title="X", taskset="ts")]))
         wait_until(lambda: core.pool_manager.get_pool_status("local").recent_launch_errors, 10,
                    "a counted launch error")
+        # the log line names its task and pool: --log-format json carries them (not null)
+        from necrocode.dispatcher.logging_setup import JsonFormatter
+
+        record = next(r for r in caplog.records if "launch of ts/x" in r.getMessage())
+        line = json.loads(JsonFormatter().format(record))
+        assert line["task"] == "ts/x" and line["pool"] == "local"
     finally:
         core.stop(timeout=0.5)
