@@ -118,12 +118,15 @@ def run_headless(
     try:
         core = DispatcherCore(config, registry=registry)
         if demo:
-            from necroui.demo import submit_demo
+            from necroui.demo import prepare_demo
 
-            n = submit_demo(core)
+            start = prepare_demo(core)
+            n = start.submitted
             if n:
                 emit({"type": "info", "message": f"submitted the demo taskset: {n} tasks"},
                      f"submitted the demo taskset: {n} tasks")
+            if start.hint:
+                emit({"type": "info", "message": start.hint}, start.hint)
         seq = registry.current_seq()
         signals.install()
         core.start()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,20 +80,62 @@ def _python_first_on_path() -> None:
         os.environ["PATH"] = os.pathsep.join([folder, *[p for p in parts if p != folder]])
 
 
-def submit_demo(core: Any) -> int:
-    """Submit the demo taskset through ``core`` (a DispatcherCore) when the registry is empty.
+@dataclass(frozen=True)
+class DemoStart:
+    """What :func:`prepare_demo` did: tasks submitted, and a hint to show (or None)."""
 
-    Returns the number of tasks submitted (0 when the registry already held tasks).
-    """
+    submitted: int
+    hint: str | None = None
+
+
+def _registry_shown(core: Any) -> str:
+    label = str(getattr(core, "registry_label", "") or "")
+    try:
+        rel = os.path.relpath(label)
+    except ValueError:
+        return label
+    return os.path.abspath(label) if rel.startswith("..") else f"./{rel}"
+
+
+def _with_this_python(taskset: Any) -> Any:
+    """Demo commands start with ``python3`` in demo.yaml (readable); the registry gets the
+    absolute interpreter necroui runs in, so a restart without --demo, from a shell without
+    the venv activated, still finds necroui."""
+    for task in taskset.tasks:
+        if task.command and task.command[0] in ("python3", "python"):
+            task.command = [sys.executable, *task.command[1:]]
+    return taskset
+
+
+def prepare_demo(core: Any) -> DemoStart:
+    """Submit the demo taskset through ``core`` (a DispatcherCore) when the registry is empty;
+    when it already holds a demo that has nothing left to run, the hint says how to start
+    afresh (the console shows it as a notification, headless prints it)."""
+    from necrocode.dispatcher.models import TaskState
     from necrocode.dispatcher.tasksets import load_taskset_file
 
     counts = core.registry.count_tasks()
     if sum(counts.values()) > 0:
         logger.info("registry already holds tasks: demo taskset not submitted")
-        return 0
+        active = sum(counts.get(s, 0) for s in (TaskState.READY, TaskState.BLOCKED,
+                                                   TaskState.RUNNING))
+        if active:
+            return DemoStart(0)
+        where = _registry_shown(core)
+        return DemoStart(0, f"the demo already ran in {where}; delete that file or pass "
+                            "--registry to start afresh")
     taskset, _warnings = load_taskset_file(demo_taskset_path(), core.config, core.registry)
-    result = core.submit(taskset)
-    return len(result.created)
+    result = core.submit(_with_this_python(taskset))
+    return DemoStart(len(result.created))
 
 
-__all__ = ["DEMO_TASKSET", "demo_config", "demo_taskset_path", "submit_demo"]
+def submit_demo(core: Any) -> int:
+    """Submit the demo taskset through ``core`` (a DispatcherCore) when the registry is empty.
+
+    Returns the number of tasks submitted (0 when the registry already held tasks).
+    """
+    return prepare_demo(core).submitted
+
+
+__all__ = ["DEMO_TASKSET", "DemoStart", "demo_config", "demo_taskset_path", "prepare_demo",
+           "submit_demo"]

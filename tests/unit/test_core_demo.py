@@ -63,3 +63,33 @@ def test_fake_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, attempt: st
     assert (tmp_path / "x.1.txt").exists() is (code == 0)
     kinds = [line.split()[0] for line in (tmp_path / "trace").read_text().splitlines()]
     assert kinds == ["start", "end"]
+
+
+def test_demo_submit_writes_this_python_and_hints_a_finished_demo(tmp_path: Path) -> None:
+    """The registry gets the absolute interpreter (a restart without --demo from a shell
+    without the venv still finds necroui); a second --demo on a finished demo says how to start
+    afresh instead of showing 30/30 DONE with nothing moving."""
+    import sys
+
+    from necrocode.dispatcher.core import DispatcherCore
+    from necrocode.dispatcher.models import TaskState
+
+    from necroui.demo import demo_config, prepare_demo
+
+    config = demo_config(DispatcherConfig(registry_path=str(tmp_path / "reg.db"),
+                                          state_dir=str(tmp_path / "st"), api_enabled=False))
+    core = DispatcherCore(config)
+    try:
+        first = prepare_demo(core)
+        assert first.submitted == 30 and first.hint is None
+        tasks = core.registry.list_tasks()
+        assert all(t.command and t.command[0] == sys.executable for t in tasks)
+        assert "python3" in demo_taskset_path().read_text()  # the file stays readable
+        assert prepare_demo(core).hint is None  # tasks left to run: the demo continues
+        for t in tasks:  # every task finished (cancelled here: nothing left to run)
+            core.registry.transition(t.key, TaskState.CANCELLED, expected=t.state)
+        again = prepare_demo(core)
+        assert again.submitted == 0
+        assert again.hint is not None and "reg.db" in again.hint and "--registry" in again.hint
+    finally:
+        core.close()
