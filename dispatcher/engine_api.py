@@ -57,8 +57,9 @@ class EngineApiHandler:
         self.core._post(Command("complete", {"runner_id": runner_id, "report": dict(payload)}))
         return {"ok": True}
 
-    def status(self) -> dict[str, Any]:
-        return self.core.get_status()
+    def status(self, **limits: int | None) -> dict[str, Any]:
+        """The snapshot; ``queued``/``finished``/``events`` limit those lists."""
+        return self.core.get_status(**limits)
 
     def control(self, verb: str, payload: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "message": self.core.control(verb, payload)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 from .engine_runners import RunnerMixin
@@ -118,6 +119,27 @@ class PublishMixin(RunnerMixin):
                                      and self._snapshot.version > after_version, timeout)
             return self._snapshot  # type: ignore[return-value]
 
-    def get_status(self) -> dict[str, Any]:
-        """The newest snapshot as a JSON-ready dict (seed API)."""
-        return self.snapshot().to_dict()
+    def get_status(self, *, queued: int | None = None, finished: int | None = None,
+                   events: int | None = None) -> dict[str, Any]:
+        """The newest snapshot as a JSON-ready dict (seed API).
+
+        ``queued``/``finished``/``events`` keep only the first N queued tasks (dispatch order),
+        the N newest finished ones and the N newest events (None: all), so the status of a
+        10,000-task Dispatcher stays small; ``totals`` then gives each list's full length.
+        """
+        snap = self.snapshot()
+        limits = {"queued": queued, "finished": finished, "events": events}
+        if all(n is None for n in limits.values()):
+            return snap.to_dict()
+        cut: dict[str, Any] = {}
+        totals: dict[str, int] = {}
+        for name, n in limits.items():
+            items = getattr(snap, name)
+            totals[name] = len(items)
+            if n is not None and len(items) > n:
+                # events are oldest first: keep the newest; the others are newest/first first
+                cut[name] = (items[len(items) - n:] if n else ()) if name == "events" \
+                    else items[:n]
+        data = replace(snap, **cut).to_dict()
+        data["totals"] = totals
+        return data

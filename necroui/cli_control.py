@@ -37,22 +37,23 @@ timeout_option = click.option(
     metavar="SECONDS", help="How long to wait for the running Dispatcher's answer.")
 
 
-def _fetch(remote: Any, state: CliState, what: str, timeout: float) -> Any:
-    """Status dict or metrics text: from the running Dispatcher (within ``timeout``), else the
+def _fetch(remote: Any, state: CliState, what: str, timeout: float,
+           queued: int | None = None) -> Any:
+    """Status dict or metrics text: from the running Dispatcher (within ``timeout``; status
+    with only the first ``queued`` queued tasks, no finished list and no events), else the
     registry's view (necroui.remote)."""
     from necrocode.dispatcher.api import client
 
     config = state.config()
-    find = getattr(remote, "find_dispatcher", None)
-    found = find(config) if find is not None else None
-    if found is None:  # no Dispatcher runs: computed from the registry
-        return remote.fetch_status(config) if what == "status" else remote.fetch_metrics(config)
-    url, token = found
     try:
         if what == "status":
-            return client.status(url, token, timeout=timeout)
-        return client.metrics(url, timeout=timeout)
+            if queued is None:
+                return remote.fetch_status(config, timeout=timeout)
+            return remote.fetch_status(config, timeout=timeout, queued=queued, finished=0,
+                                       events=0)
+        return remote.fetch_metrics(config, timeout=timeout)
     except client.ApiError as exc:
+        url = exc.url.split("/v1/", 1)[0].split("/metrics", 1)[0] if exc.url else "its API"
         if exc.status == 0 and "timed out" in exc.message:
             fail(f"the dispatcher at {url} did not answer within {timeout:g} s (it may be busy)",
                  f"try again or use --timeout (e.g. `necroui {what} --timeout "
@@ -83,7 +84,7 @@ def status(state: CliState, as_json: bool, queued_rows: int, timeout: float) -> 
         fail("status needs necroui.remote, which this installation lacks",
              "use `necroui tasks` to see the registry")
     state.registry_path()
-    data = _fetch(remote, state, "status", timeout)
+    data = _fetch(remote, state, "status", timeout, None if as_json else queued_rows)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return

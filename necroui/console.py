@@ -167,5 +167,6 @@ def print_status(data: dict[str, Any], *, queued_rows: int = 20) -> None:
                        (q.get("pending") or {}).get("message", "")) for q in shown]
         if queue_rows:
             print_rows(["#", "QUEUED", "PRI", "WHY"], queue_rows, right=("#", "PRI"))
-        if len(queued) > len(shown):
-            _echo(f"... and {len(queued) - len(shown)} more queued (--queued N shows more)")
+        total = (data.get("totals") or {}).get("queued", len(queued))  # server-side limit
+        if total > len(shown):
+            _echo(f"... and {total - len(shown)} more queued (--queued N shows more)")

@@ -42,12 +42,24 @@ def find_dispatcher(config: DispatcherConfig) -> tuple[str, str] | None:
     return str(info["url"]), token
 
 
-def fetch_status(config: DispatcherConfig) -> dict[str, Any]:
-    """The running Dispatcher's snapshot as a dict; a registry summary when none runs."""
+def fetch_status(config: DispatcherConfig, *, timeout: float = TIMEOUT,
+                 queued: int | None = None, finished: int | None = None,
+                 events: int | None = None) -> dict[str, Any]:
+    """The running Dispatcher's snapshot as a dict; a registry summary when none runs.
+
+    ``queued``/``finished``/``events`` ask for only the first N queued tasks (dispatch order),
+    the N newest finished tasks and events (None: all); ``totals`` then holds the full counts.
+    Raises ApiError (status 0, "timed out") when the Dispatcher does not answer in ``timeout``.
+    """
     found = find_dispatcher(config)
     if found is not None:
         url, token = found
-        data = request(url, "GET", "/v1/status", token=token, timeout=TIMEOUT)
+        from urllib.parse import urlencode
+
+        limits = {k: int(v) for k, v in (("queued", queued), ("finished", finished),
+                                         ("events", events)) if v is not None}
+        path = "/v1/status" + (f"?{urlencode(limits)}" if limits else "")
+        data = request(url, "GET", path, token=token, timeout=timeout)
         return data if isinstance(data, dict) else {"state": "unknown", "raw": data}
     return _offline_status(config)
 
@@ -72,12 +84,12 @@ def _offline_status(config: DispatcherConfig) -> dict[str, Any]:
     return out
 
 
-def fetch_metrics(config: DispatcherConfig) -> str:
+def fetch_metrics(config: DispatcherConfig, *, timeout: float = TIMEOUT) -> str:
     """Prometheus text of the running Dispatcher, else gauges computed from the registry."""
     found = find_dispatcher(config)
     if found is not None:
         url, _token = found
-        text = request(url, "GET", "/metrics", raw=True, timeout=TIMEOUT)
+        text = request(url, "GET", "/metrics", raw=True, timeout=timeout)
         return str(text)
     from necrocode.dispatcher.metrics import MetricsCollector
     from necrocode.dispatcher.registry import open_registry
@@ -93,7 +105,8 @@ def fetch_metrics(config: DispatcherConfig) -> str:
     return collector.export_prometheus()
 
 
-def control(config: DispatcherConfig, verb: str, payload: dict[str, Any]) -> str:
+def control(config: DispatcherConfig, verb: str, payload: dict[str, Any], *,
+            timeout: float = TIMEOUT) -> str:
     """Apply a control verb through the running Dispatcher, else on the registry directly.
 
     Returns the Dispatcher's message; raises DispatcherError (with its message) on refusal.
@@ -103,7 +116,7 @@ def control(config: DispatcherConfig, verb: str, payload: dict[str, Any]) -> str
         url, token = found
         try:
             data = request(url, "POST", f"/v1/control/{verb}", token=token,
-                           payload=dict(payload), timeout=TIMEOUT)
+                           payload=dict(payload), timeout=timeout)
         except ApiError as exc:
             if exc.status == 0:
                 raise

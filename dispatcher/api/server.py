@@ -41,6 +41,27 @@ _RUNNER_PATH = re.compile(r"^/v1/runners/([A-Za-z0-9._:-]{1,200})/(heartbeat|com
 _CONTROL_PATH = re.compile(r"^/v1/control/([a-z_-]{1,40})$")
 
 
+STATUS_LIMITS = ("queued", "finished", "events")
+
+
+def _status_limits(path: str) -> dict[str, int]:
+    """``?queued=N&finished=M&events=K`` of ``GET /v1/status`` (absent: everything)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    out: dict[str, int] = {}
+    for name, values in parse_qs(urlsplit(path).query).items():
+        if name not in STATUS_LIMITS:
+            raise _HttpError(400, f"unknown status parameter {name!r}; known: "
+                                  + ", ".join(STATUS_LIMITS))
+        try:
+            out[name] = int(values[-1])
+        except ValueError:
+            out[name] = -1
+        if out[name] < 0:
+            raise _HttpError(400, f"{name} must be a whole number >= 0, got {values[-1]!r}")
+    return out
+
+
 class ApiHandler(Protocol):
     """What the API calls; the engine implements it (each call enqueues an engine command)."""
 
@@ -52,8 +73,9 @@ class ApiHandler(Protocol):
         """A runner's completion report: ``exit_code``, ``duration``, ``reason``, ``artifacts``."""
         ...
 
-    def status(self) -> dict[str, Any]:
-        """The newest snapshot as a dict."""
+    def status(self, **limits: int | None) -> dict[str, Any]:
+        """The newest snapshot as a dict; ``queued``/``finished``/``events`` (from the query
+        string of ``GET /v1/status``) keep only that many of those lists."""
         ...
 
     def control(self, verb: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -160,7 +182,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 if method != "GET":
                     raise _HttpError(405, "use GET")
                 self._require_admin()
-                self._send_json(200, api.handler.status())
+                limits = _status_limits(self.path)
+                self._send_json(200, api.handler.status(**limits) if limits
+                                else api.handler.status())
                 return
             match = _CONTROL_PATH.match(path)
             if match:

@@ -321,7 +321,7 @@ def fake_remote(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, An
     calls: list[tuple[str, dict[str, Any]]] = []
     remote = types.ModuleType("necroui.remote")
 
-    def fetch_status(config: Any) -> dict[str, Any]:
+    def fetch_status(config: Any, **kwargs: Any) -> dict[str, Any]:
         return {"state": "running", "api_url": "http://127.0.0.1:1", "policy": "priority",
                 "counters": {"total": 3, "ready": 1, "running": 1, "done": 1},
                 "pools": [{"pool_name": "local", "pool_type": "local-process", "running": 1,
@@ -336,7 +336,7 @@ def fake_remote(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, An
         return f"{verb} ok"
 
     remote.fetch_status = fetch_status  # type: ignore[attr-defined]
-    remote.fetch_metrics = lambda config: "necrocode_queue_size 0\n"  # type: ignore[attr-defined]
+    remote.fetch_metrics = lambda config, **kw: "necrocode_queue_size 0\n"  # type: ignore[attr-defined]
     remote.control = control  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "necroui.remote", remote)
     return calls

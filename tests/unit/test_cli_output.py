@@ -252,7 +252,19 @@ def _fake_remote(monkeypatch: pytest.MonkeyPatch, url: str | None,
     remote = types.ModuleType("necroui.remote")
     remote.TIMEOUT = 10.0  # type: ignore[attr-defined]
     remote.find_dispatcher = lambda config: (url, "tok") if url else None  # type: ignore[attr-defined]
-    remote.fetch_status = lambda config: status or {}  # type: ignore[attr-defined]
+    from necrocode.dispatcher.api import client
+
+    def fetch_status(config: object, *, timeout: float = 10.0,
+                     **limits: int | None) -> dict[str, object]:
+        if url:  # a "running" dispatcher: the real HTTP client, as necroui.remote does
+            return client.status(url, "tok", timeout=timeout)
+        return status or {}
+
+    def fetch_metrics(config: object, *, timeout: float = 10.0) -> str:
+        return client.metrics(url, timeout=timeout) if url else ""
+
+    remote.fetch_status = fetch_status  # type: ignore[attr-defined]
+    remote.fetch_metrics = fetch_metrics  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "necroui.remote", remote)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -213,3 +214,38 @@ def test_headless_until_done_on_an_empty_registry_says_how_to_submit(tmp_path: P
     text = out.getvalue()
     assert "all tasks DONE" not in text
     assert "necroui submit FILE" in text and "--demo" in text
+
+
+def test_status_limits_through_the_api(running_core: DispatcherCore) -> None:
+    """GET /v1/status?queued=N&finished=M&events=K keeps a big status small; no parameters:
+    everything (compatible)."""
+    from necrocode.dispatcher.api.client import ApiError, request
+
+    config = running_core.config
+    wait_until(lambda: running_core.snapshot().running, 20, "a running task")
+    full = remote.fetch_status(config, timeout=10.0)
+    assert "totals" not in full and len(full["queued"]) == 1 and full["events"]
+    small = remote.fetch_status(config, timeout=10.0, queued=0, finished=0, events=1)
+    assert small["queued"] == [] and len(small["events"]) == 1
+    assert small["totals"]["queued"] == 1
+    assert small["events"][0]["seq"] == full["events"][-1]["seq"]  # the newest
+    assert small["running"] and small["counters"] == full["counters"]
+    found = remote.find_dispatcher(config)
+    assert found is not None
+    with pytest.raises(ApiError) as bad:
+        request(found[0], "GET", "/v1/status?queued=-1", token=found[1], timeout=10.0)
+    assert bad.value.status == 400
+    with pytest.raises(ApiError) as unknown:
+        request(found[0], "GET", "/v1/status?rows=3", token=found[1], timeout=10.0)
+    assert unknown.value.status == 400 and "queued" in unknown.value.message
+    assert "necrocode" in remote.fetch_metrics(config, timeout=10.0)
+
+
+def wait_until(cond: Any, timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
