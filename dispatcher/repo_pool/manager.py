@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 SCRATCH = "scratch"
 STATE_FILE = "slots.json"
 _START = "refs/remotes/origin/HEAD"
+_MAX_PADDING = 64 * 1024  # blanks after a shrunken slots.json before it is rewritten smaller
+_dumps = json.JSONEncoder(indent=None, separators=(",", ":")).encode
 
 
 @dataclass
@@ -72,6 +74,8 @@ class RepoPoolManager:
         self._lock = threading.RLock()
         self._slots: dict[str, _SlotRecord] = {}
         self._last_fetch: dict[str, float] = {}
+        self._state_path = self.root / STATE_FILE
+        self._file_size = 0  # bytes of slots.json (its padding included)
         self.root.mkdir(parents=True, exist_ok=True)
         self._load()
 
@@ -166,8 +170,7 @@ class RepoPoolManager:
         rec = self._pick(None, SCRATCH, self.scratch_slots)
         if rec is None:
             return None
-        path = Path(rec.path)
-        _empty_dir(path)
+        _empty_dir(rec.path)
         rec.branch = None
         rec.task = task.key
         self._save()
@@ -275,9 +278,11 @@ class RepoPoolManager:
         return _SlotRecord(slot_id, str(self.root / folder / f"slot-{index}"), norm)
 
     def _load(self) -> None:
-        path = self.root / STATE_FILE
+        path = self._state_path
         try:
-            data = json.loads(path.read_text())
+            raw = path.read_bytes()
+            self._file_size = len(raw)
+            data = json.loads(raw)
         except FileNotFoundError:
             return
         except (OSError, ValueError) as exc:
@@ -294,27 +299,66 @@ class RepoPoolManager:
             self._slots[rec.slot_id] = rec
 
     def _save(self) -> None:
-        data: dict[str, Any] = {"version": 1, "slots": {
+        """Write slots.json in place: one ``pwrite`` of the whole document from offset 0.
+
+        Two saves per task made the tmp-file-and-rename of earlier versions the costliest part
+        of a short task (each rename creates and deletes an inode; on ext4 inode allocation then
+        scans ever more recently deleted inodes). A single write() of a complete document is not
+        torn by a killed process, and a shorter document is padded with blanks (JSON allows
+        trailing whitespace) instead of truncating, so the file is a valid document after every
+        write. Should it still be unreadable (power loss), :meth:`_load` ignores it and the
+        engine re-derives ownership on restart (``mark_in_use`` for adopted runners, the rest is
+        free) — as when the file is missing.
+        """
+        body = _dumps({"version": 1, "slots": {
             sid: {"slot_id": r.slot_id, "path": r.path, "repo": r.repo, "branch": r.branch,
                   "task": r.task}
             for sid, r in sorted(self._slots.items())
-        }}
-        path = self.root / STATE_FILE
-        tmp = path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
+        }}).encode()
+        size = len(body)
+        if size < self._file_size:
+            if self._file_size - size > _MAX_PADDING:  # rarely: shrink the file again
+                _write_whole(self._state_path, body)
+                self._file_size = size
+                return
+            body += b" " * (self._file_size - size - 1) + b"\n"
+        fd = os.open(self._state_path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.pwrite(fd, body, 0)
+        finally:
+            os.close(fd)
+        self._file_size = max(self._file_size, size)
 
 
-def _empty_dir(path: Path) -> None:
-    """Make ``path`` an existing, empty directory (symlinks inside are removed, not followed)."""
-    if path.is_symlink() or (path.exists() and not path.is_dir()):
-        path.unlink()
-    path.mkdir(parents=True, exist_ok=True)
-    for child in path.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            _remove_tree(child)
+def _empty_dir(path: str | Path) -> None:
+    """Make ``path`` an existing, empty directory (symlinks inside are removed, not followed).
+
+    Cheap when it already is one (the common case of a slot whose task left nothing): one
+    lstat and one directory read.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        os.makedirs(path, exist_ok=True)
+        return
+    if not stat.S_ISDIR(st.st_mode):  # a symlink or a file where the slot should be
+        os.unlink(path)
+        os.makedirs(path, exist_ok=True)
+        return
+    with os.scandir(path) as entries:
+        children = list(entries)
+    for child in children:
+        if child.is_dir(follow_symlinks=False):
+            _remove_tree(Path(child.path))
         else:
-            child.unlink()
+            os.unlink(child.path)
+
+
+def _write_whole(path: Path, body: bytes) -> None:
+    """Replace ``path`` with ``body`` atomically (tmp file and rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(body)
+    os.replace(tmp, path)
 
 
 def _remove_tree(path: Path) -> None:

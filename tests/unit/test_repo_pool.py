@@ -216,3 +216,48 @@ def test_url_repository(tmp_path: Path, origin: Path) -> None:
     assert slot is not None and slot.repo == url
     assert (Path(slot.slot_path) / "README.md").exists()
     assert pool.free_slots(url) == 0 and pool.free_slots(str(origin)) == 1  # another repo name
+
+
+def test_state_file_is_rewritten_in_place_and_always_parses(tmp_path: Path) -> None:
+    """slots.json is one in-place write per change (no tmp file + rename per task); a shorter
+    document is padded with blanks, so the file parses after every change and a restart reads
+    the newest assignments."""
+    state = tmp_path / "state"
+    pool = RepoPoolManager(state)
+    path = state / "workspaces" / "slots.json"
+    slots = [pool.allocate_slot(task(str(i), None)) for i in range(6)]
+    assert all(slots)
+    inode = path.stat().st_ino
+    for i, slot in enumerate(slots):
+        assert slot is not None
+        pool.release_slot(slot.slot_id)  # each release shortens the document
+        data = json.loads(path.read_text())
+        held = {sid for sid, s in data["slots"].items() if s["task"]}
+        assert len(held) == 5 - i
+    assert path.stat().st_ino == inode  # written in place
+    assert not list((state / "workspaces").glob(".*tmp"))
+    assert RepoPoolManager(state).assignments() == {}
+    again = pool.allocate_slot(task("x", None))
+    assert again is not None
+    assert RepoPoolManager(state).assignments() == {again.slot_id: "chat/x"}
+
+
+def test_scratch_slot_left_as_a_file_or_symlink_is_made_a_directory(tmp_path: Path) -> None:
+    pool = RepoPoolManager(tmp_path / "state", scratch_slots=1)
+    slot = pool.allocate_slot(task("1", None))
+    assert slot is not None
+    path = Path(slot.slot_path)
+    pool.release_slot(slot.slot_id)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    path.rmdir()
+    path.symlink_to(outside)  # an agent replaced its own slot by a symlink
+    again = pool.allocate_slot(task("2", None))
+    assert again is not None and Path(again.slot_path).is_dir()
+    assert not Path(again.slot_path).is_symlink() and outside.is_dir()
+    pool.release_slot(again.slot_id)
+    path.rmdir()
+    path.write_text("not a dir")
+    third = pool.allocate_slot(task("3", None))
+    assert third is not None and Path(third.slot_path).is_dir()
+    assert list(Path(third.slot_path).iterdir()) == []
