@@ -12,12 +12,12 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
-from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 from textual.coordinate import Coordinate
 from textual.geometry import Size
 from textual.widgets import DataTable
-from textual.widgets.data_table import ColumnKey, Row, RowKey
+from textual.widgets._data_table import RowRenderables
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, Row, RowKey
 
 from .format import KeyText
 
@@ -68,30 +68,7 @@ class _RowState:
         return self.static[index]
 
 
-class LazyCell:
-    """A cell whose text comes from its row's :class:`_RowState` at draw time."""
-
-    __slots__ = ("index", "lazy", "row")
-
-    def __init__(self, row: _RowState, lazy: bool, index: int) -> None:
-        self.row = row
-        self.lazy = lazy
-        self.index = index
-
-    @property
-    def value(self) -> CellValue:
-        return self.row.value(self.lazy, self.index)
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        value = self.value
-        yield Text(value, no_wrap=True) if isinstance(value, str) else value
-
-    def __str__(self) -> str:
-        value = self.value
-        return value.plain if isinstance(value, Text) else str(value)
-
-
-CellValue = str | Text | KeyText | LazyCell
+CellValue = str | Text | KeyText
 
 
 @dataclass(frozen=True)
@@ -124,8 +101,10 @@ class DiffTable(DataTable[CellValue], Generic[V]):
         self.clock = clock
         self._views: dict[str, V] = {}
         self._sigs: dict[str, Hashable] = {}
-        self._rows: dict[str, _RowState] = {}  # shown rows
+        self._rows: dict[str, _RowState] = {}  # rows shown or filtered out
+        self._search: dict[str, str] = {}  # filter texts, dropped when a row's signature changes
         self._last_views: Sequence[V] | None = None
+        self._blank_cells: list[CellValue] = [""] * (len(self.COLUMNS) + 2)
         self._dirty = False  # cells changed: drop DataTable's render caches before the paint
         self._order: list[str] = []  # keys shown, in table order
         self._shown: set[str] = set()
@@ -370,9 +349,30 @@ class DiffTable(DataTable[CellValue], Generic[V]):
 
     # --- user changes ----------------------------------------------------------------------------
     def set_filter(self, text: str) -> None:
-        """Show only rows whose text contains every word of ``text`` (case-insensitive)."""
+        """Show only rows whose text contains every word of ``text`` (case-insensitive).
+
+        Only the rows that appear or disappear change; search texts are cached per row.
+        """
         self.filter_text = text.strip().lower()
-        self._apply(list(self._views.values()), force=True)
+        cursor_key, old_order, old_row = self._intended_cursor(), self._order, self.cursor_row
+        self._holding = True
+        try:
+            views, shown = self._views, self._shown
+            visible = [k for k in self._snapshot_rank if self._matches_key(k)]
+            keep = set(visible)
+            to_remove = [k for k in shown if k not in keep]
+            to_add = [k for k in visible if k not in shown]
+            if to_remove:
+                self._remove_rows(to_remove)
+            if to_add:
+                self._add_rows([self._new_row(k, views[k]) for k in to_add])
+                self._max_key_len = max(self._max_key_len, max(len(k) for k in to_add))
+            self._reorder(force=True)
+            self.fit_columns()
+        finally:
+            self._holding = False
+        self._restore_cursor(cursor_key, old_order, old_row)
+        self.tick()
 
     def set_sort(self, sort_id: str | None, reverse: bool | None = None) -> None:
         """Sort by a :attr:`SORTS` id (None: the snapshot's order); the same id twice reverses."""
@@ -413,10 +413,53 @@ class DiffTable(DataTable[CellValue], Generic[V]):
         self._apply(views, force=False)
 
     def _matches(self, view: V) -> bool:
+        return self._matches_key(view.key, view)  # type: ignore[attr-defined]
+
+    def _matches_key(self, key: str, view: V | None = None) -> bool:
         if not self.filter_text:
             return True
-        text = self.search_text(view)
+        text = self._search.get(key)
+        if text is None:
+            text = self._search[key] = self.search_text(
+                view if view is not None else self._views[key])
         return all(word in text for word in self.filter_text.split())
+
+    def _new_row(self, key: str, view: V) -> tuple[str, list[CellValue]]:
+        """A row's placeholder cells: its text is made by _compute_row_renderables when drawn."""
+        state = self._rows.get(key)  # kept while filtered out: no re-formatting on the way back
+        if state is None:
+            self._rows[key] = _RowState(self, view)
+        elif state.view is not view:
+            state.view, state.static, state.lazy = view, None, None
+        return key, self._blank_cells
+
+    def _compute_row_renderables(self, row_index: int) -> RowRenderables:
+        row_key = self._row_locations.get_key(row_index) if row_index >= 0 else None
+        key = None if row_key is None else row_key.value
+        state = self._rows.get(key) if key is not None else None
+        if state is None:
+            return super()._compute_row_renderables(row_index)
+        cells: list[Any] = [Text(MARK if key in self.marked else ""), KeyText(str(key))]
+        for is_lazy, i in self._layout:
+            value = state.value(is_lazy, i)
+            cells.append(Text(value, no_wrap=True) if isinstance(value, str) else value)
+        return RowRenderables(None, cells)
+
+    def get_cell(self, row_key: RowKey | str, column_key: ColumnKey | str) -> CellValue:
+        """The cell's formatted value (rows are formatted when drawn; this formats on demand)."""
+        key = row_key.value if isinstance(row_key, RowKey) else row_key
+        column = column_key.value if isinstance(column_key, ColumnKey) else column_key
+        state = self._rows.get(key) if key is not None else None
+        if state is None:
+            raise CellDoesNotExist(f"no row {row_key!r}")
+        if column == "mark":
+            return MARK if key in self.marked else ""
+        if column == "task":
+            return str(key)
+        for col, (is_lazy, i) in zip(self.COLUMNS, self._layout, strict=True):
+            if col.key == column:
+                return state.value(is_lazy, i)
+        raise CellDoesNotExist(f"no column {column_key!r}")
 
     def _apply(self, views: Sequence[V], *, force: bool) -> None:
         if views is self._last_views and not force:  # the engine's same tuple: nothing moved
@@ -458,6 +501,11 @@ class DiffTable(DataTable[CellValue], Generic[V]):
                     continue
             else:
                 sig = self.signature(view)
+            if self._sigs.get(key) != sig:
+                self._search.pop(key, None)  # its filter text may have changed
+                state = self._rows.get(key)
+                if state is not None and key not in self._shown:
+                    state.view, state.static = view, None  # formatted again if shown again
             shown = key in self._shown
             visible = self._matches(view)
             if shown and not visible:
@@ -474,19 +522,14 @@ class DiffTable(DataTable[CellValue], Generic[V]):
                 to_remove.append(key)
         for key in old_views.keys() - new_views.keys():
             self._sigs.pop(key, None)
+            self._search.pop(key, None)
+            self._rows.pop(key, None)
             self.marked.discard(key)
         self._views = new_views
         self._snapshot_rank = rank
         if to_remove:
             self._remove_rows(to_remove)
-        rows: list[tuple[str, list[CellValue]]] = []
-        layout = self._layout
-        for key in to_add:
-            state = _RowState(self, new_views[key])
-            self._rows[key] = state
-            cells: list[CellValue] = [MARK if key in self.marked else "", KeyText(key)]
-            cells += [LazyCell(state, is_lazy, i) for is_lazy, i in layout]
-            rows.append((key, cells))
+        rows = [self._new_row(key, new_views[key]) for key in to_add]
         if rows:
             self._add_rows(rows)
         if to_add:
@@ -533,6 +576,7 @@ class DiffTable(DataTable[CellValue], Generic[V]):
         """Cells changed in place: DataTable's render caches must not show the old text."""
         self._dirty = False
         self._cell_render_cache.clear()
+        self._row_renderable_cache.clear()
         self._row_render_cache.clear()
         self._line_cache.clear()
         self.refresh()
@@ -583,7 +627,6 @@ class DiffTable(DataTable[CellValue], Generic[V]):
         self._shown -= drop
         self._order = [k for k in self._order if k not in drop]
         for key in drop:
-            self._rows.pop(key, None)
             self._rowkeys.pop(key, None)
 
     def _bulk_remove(self, drop: set[str]) -> None:

@@ -2,7 +2,8 @@
 
 Prints a table: tasks, first load (all rows added), one diff update (apply inside
 batch_update), the same update plus the repaint that follows, a clock tick without a new
-snapshot, and the process memory (tracemalloc peak of Python objects and RSS).
+snapshot, typing a filter word (about a tenth of the rows stay) and clearing it, each until
+the app is idle, and the process memory (tracemalloc peak of Python objects and RSS).
 
     /work/venv/bin/python tests/bench/bench_tui.py [1000 10000 ...]
 """
@@ -132,6 +133,14 @@ async def bench(n: int, rounds: int = 5) -> dict[str, float]:
         tick_ms = (time.perf_counter() - t) * 1000
         shown = len(app.main.query_one("#queue-table").shown_keys)  # type: ignore[attr-defined]
         assert shown == len(queue), (shown, len(queue))
+        t = time.perf_counter()
+        app.main.set_filter("t0001")
+        await pilot.pause()
+        result["filter_ms"] = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        app.main.set_filter("")
+        await pilot.pause()
+        result["unfilter_ms"] = (time.perf_counter() - t) * 1000
         _, peak = tracemalloc.get_traced_memory()
         result.update(apply_ms=statistics.median(apply_ms), total_ms=statistics.median(total_ms),
                       tick_ms=tick_ms, peak_mb=peak / 2**20, rss_mb=rss_mb())
@@ -144,11 +153,12 @@ def main() -> None:
     print("necroui dashboard update, ~1% of rows changed (median of 5), 160x50 headless")
     print("update = apply the snapshot (diff + batch_update); update+paint = until the app is idle")
     print(f"{'tasks':>7} {'first load':>11} {'update':>9} {'update+paint':>13} "
-          f"{'tick':>8} {'py peak':>9} {'RSS':>8}")
+          f"{'tick':>8} {'filter':>8} {'unfilter':>9} {'py peak':>9} {'RSS':>8}")
     for n in sizes:
         r = asyncio.run(bench(n))
         print(f"{n:>7} {r['load_s']:>10.2f}s {r['apply_ms']:>7.1f}ms {r['total_ms']:>11.1f}ms "
-              f"{r['tick_ms']:>6.1f}ms {r['peak_mb']:>7.1f}MB {r['rss_mb']:>6.0f}MB")
+              f"{r['tick_ms']:>6.1f}ms {r['filter_ms']:>6.0f}ms {r['unfilter_ms']:>7.0f}ms "
+              f"{r['peak_mb']:>7.1f}MB {r['rss_mb']:>6.0f}MB")
 
 
 if __name__ == "__main__":

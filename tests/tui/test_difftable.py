@@ -105,3 +105,28 @@ async def test_bulk_removal_keeps_table_consistent() -> None:
         assert [r.key.value for r in table.ordered_rows] == [v.key for v in kept]
         assert table.selected_key == "ts/t0250"
         assert table.get_row_index("ts/t0003") == 1
+
+
+async def test_a_row_changed_while_filtered_out_shows_its_new_text() -> None:
+    app = TableApp()
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.query_one(CountingQueue)
+        views = [view(i) for i in range(100)]
+        table.apply(views)
+        await pilot.pause()
+        table.set_filter("t001")  # ts/t0010…ts/t0019: t0020 is filtered out
+        await pilot.pause()
+        assert "ts/t0020" not in table.shown_keys and "ts/t0010" in table.shown_keys
+        changed = list(views)
+        changed[20] = dataclasses.replace(views[20], priority=7, title="t001 now matches")
+        table.apply(changed)
+        await pilot.pause()
+        assert "ts/t0020" in table.shown_keys  # its new title matches the filter
+        assert str(table.get_cell("ts/t0020", "prio")) == "7"
+        table.set_filter("")
+        await pilot.pause()
+        assert table.shown_keys == [v.key for v in changed]
+        table.scroll_to(y=0, animate=False)
+        await pilot.pause()
+        row = table.get_row_index("ts/t0020")
+        assert " 7 " in table.render_line(row + 1).text  # drawn with the new value
