@@ -41,7 +41,7 @@ from necrocode.dispatcher.models import (
     Taskset,
     TaskState,
 )
-from necrocode.dispatcher.registry import MemoryRegistry
+from necrocode.dispatcher.registry import MemoryRegistry, open_registry
 from necrocode.dispatcher.repo_pool import RepoPoolManager  # type: ignore[attr-defined]
 from necrocode.dispatcher.snapshot import PendingReason
 
@@ -64,7 +64,7 @@ class Recorder(FakeLauncher):
 
     def __init__(self) -> None:
         super().__init__()
-        self.registry: MemoryRegistry | None = None
+        self.registry: Any = None
         self.pool_limits: dict[str, int] = {}
         self.global_limit: int | None = None
         self.violations: list[str] = []
@@ -92,7 +92,7 @@ class Recorder(FakeLauncher):
             if twins:
                 self.violations.append(f"{task.key} launched while {twins} still alive")
             if self.registry is not None:
-                cur = MemoryRegistry.get_task(self.registry, task.key)
+                cur = raw(self.registry).get_task(task.key)
                 if cur.state is not TaskState.RUNNING or cur.runner_id != task.runner_id:
                     self.violations.append(
                         f"{task.key} launched while the registry shows {cur.state.value} "
@@ -240,6 +240,22 @@ class FlakyRegistry(MemoryRegistry):
         super().record_events(events)
 
 
+class _Raw:
+    """The registry's own methods, without the faults of a FlakyRegistry (test checks only)."""
+
+    def __init__(self, registry: Any) -> None:
+        self._registry = registry
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(MemoryRegistry, name)
+        return lambda *args, **kwargs: method(self._registry, *args, **kwargs)
+
+
+def raw(registry: Any) -> Any:
+    """Unfaulted access to ``registry`` (a FlakyRegistry's faults are bypassed)."""
+    return _Raw(registry) if isinstance(registry, FlakyRegistry) else registry
+
+
 def nth_faults(plan: dict[int, str], match: Callable[..., bool]) -> Callable[..., str | None]:
     """A fault function: the n-th matching call (1-based) fails as ``plan[n]`` says."""
     seen = [0]
@@ -291,7 +307,7 @@ def make_config(tmp_path: Path, **overrides: Any) -> DispatcherConfig:
 class H:
     """One DispatcherCore over a (flaky) MemoryRegistry, a Recorder and a counting repo pool."""
 
-    def __init__(self, tmp_path: Path, *, registry: MemoryRegistry | None = None,
+    def __init__(self, tmp_path: Path, *, registry: Any = None,
                  launcher: Recorder | None = None, **overrides: Any) -> None:
         self.tmp_path = tmp_path
         self.registry = registry if registry is not None else FlakyRegistry()
@@ -306,6 +322,29 @@ class H:
         self.slots = CountingRepoPool(self.core.state_dir, self.config.slots_per_repo)
         self.core.repo_pool = self.slots
         self.exact_assignments = True  # every launch of the launcher is this engine's
+        self._launch_base = (len(self.launcher.launches), self.launcher.launch_failures)
+
+    def restart(self, *, leave_running: bool, lose: int = 0, rng: random.Random | None = None
+                ) -> None:
+        """Stop this engine and start a new one on the same registry, launcher and state dir.
+
+        ``leave_running``: live runners stay and are offered for adoption, except ``lose`` of
+        them (picked by ``rng``), which end while no dispatcher watches."""
+        self.core.stop(timeout=5 if leave_running else 0.05, leave_running=leave_running)
+        if leave_running:
+            live = [lch.runner.runner_id for lch in self.launcher.live()]
+            lost = set((rng or random.Random(0)).sample(live, min(lose, len(live))))
+            for rid in live:
+                if rid in lost:
+                    self.launcher.crash(rid)
+                else:
+                    self.launcher.add_adoptable(self.launcher.runner(rid))
+        self.core = DispatcherCore(self.config, registry=self.registry,
+                                   launchers={PoolType.LOCAL_PROCESS: self.launcher})
+        self.slots = CountingRepoPool(self.core.state_dir, self.config.slots_per_repo)
+        self.core.repo_pool = self.slots
+        self._launch_base = (len(self.launcher.launches), self.launcher.launch_failures)
+        self.core.start()
 
     # --- driving ---------------------------------------------------------------------------
     def submit(self, *tasks: Task, name: str = "ts") -> list[str]:
@@ -315,7 +354,7 @@ class H:
         return [f"{name}/{t.id}" for t in tasks]
 
     def task(self, key: str) -> Task:
-        return MemoryRegistry.get_task(self.registry, key)
+        return raw(self.registry).get_task(key)
 
     def wait_state(self, key: str, *states: TaskState, timeout: float = 10.0) -> Task:
         return wait_until(lambda: self.task(key).state in states and self.task(key), timeout,
@@ -327,7 +366,7 @@ class H:
         return str(launches[index].runner.runner_id)
 
     def events(self, key: str | None = None) -> list[EventType]:
-        return [e.event_type for e in MemoryRegistry.get_events(self.registry, task_key=key)]
+        return [e.event_type for e in raw(self.registry).get_events(task_key=key)]
 
     def pool(self, name: str = "local") -> Any:
         return self.core.pool_manager.get_pool_status(name)
@@ -395,7 +434,7 @@ class H:
                 holders = c.pool_manager.holders(st.pool_name)
                 out.append(f"pool {st.pool_name} counts {st.running} running, {mine} runners "
                            f"(held by {holders}: " + ", ".join(
-                               f"{k} {MemoryRegistry.get_task(self.registry, k).state.value}"
+                               f"{k} {raw(self.registry).get_task(k).state.value}"
                                for k in holders) + ")")
             if st.running > st.max_concurrency:
                 out.append(f"pool {st.pool_name} over its limit: {st.running}")
@@ -404,8 +443,7 @@ class H:
                            f"{st.memory_in_use}")
         if c.pool_manager.global_running != total or total > c.config.max_global_concurrency:
             out.append(f"global running {c.pool_manager.global_running} (pools {total})")
-        running = {t.key: t for t in MemoryRegistry.list_tasks(self.registry,
-                                                                 state=TaskState.RUNNING)}
+        running = {t.key: t for t in raw(self.registry).list_tasks(state=TaskState.RUNNING)}
         by_key = {lch.task.key: lch.runner.runner_id for lch in live}
         if set(running) != set(by_key):
             out.append(f"registry RUNNING {sorted(running)} != tasks with a live runner "
@@ -420,14 +458,15 @@ class H:
         if self.slots.ignored_releases:
             out.append(f"{self.slots.ignored_releases} slot release(s) of a free slot")
         if self.exact_assignments:  # each assignment is one launch() call, failed or not
-            launches, errors = len(lau.launches), lau.launch_failures
+            launches = len(lau.launches) - self._launch_base[0]
+            errors = lau.launch_failures - self._launch_base[1]
             if c._counters["assigned"] != launches + errors:
                 out.append(f"assigned {c._counters['assigned']} != {launches} launches + "
                            f"{errors} failed launch() calls")
             if c._counters["launch_errors"] > errors:
                 out.append(f"{c._counters['launch_errors']} launch errors counted, "
                            f"{errors} happened")
-        counts = {s: n for s, n in MemoryRegistry.count_tasks(self.registry).items() if n}
+        counts = {s: n for s, n in raw(self.registry).count_tasks().items() if n}
         engine_counts = {s: n for s, n in c._state_counts.items() if n}
         if counts != engine_counts:
             out.append(f"engine counts {engine_counts} != registry {counts}")
@@ -442,7 +481,7 @@ class H:
 
     def assert_counters_match_registry(self) -> None:
         snap = self.fresh_snapshot()
-        counts = MemoryRegistry.count_tasks(self.registry)
+        counts = raw(self.registry).count_tasks()
         c = snap.counters
         got = {TaskState.BLOCKED: c.blocked, TaskState.READY: c.ready,
                TaskState.RUNNING: c.running, TaskState.DONE: c.done, TaskState.FAILED: c.failed,
@@ -1009,7 +1048,7 @@ def test_stop_timeout_requeues_every_runner_without_spending_attempts(make: Call
         assert t.attempts == 0 and t.runner_id is None
     assert h.slots.in_use_count() == 0 and h.slots.released == h.slots.allocated == 4
     assert h.pool().running == 0
-    requeued = [e for e in MemoryRegistry.get_events(h.registry)
+    requeued = [e for e in raw(h.registry).get_events()
                 if e.event_type is EventType.TASK_REQUEUED]
     assert Counter(e.task_key for e in requeued) == Counter(lch.task.key for lch in
                                                             h.launcher.launches)
@@ -1129,7 +1168,7 @@ def test_two_hundred_quick_runners_respect_every_limit_and_count_exactly(
     h.launcher.fail_next_launch("transient", count=3)
     keys = h.submit(*[Task(id=f"t{i}", title=str(i), required_skill="b" if i % 4 == 0 else "a")
                       for i in range(200)])
-    wait_until(lambda: MemoryRegistry.count_tasks(h.registry).get(TaskState.DONE) == 200, 60,
+    wait_until(lambda: raw(h.registry).count_tasks().get(TaskState.DONE) == 200, 60,
                "200 DONE")
     h.assert_sound()
     assert h.launcher.violations == []
@@ -1143,7 +1182,7 @@ def test_two_hundred_quick_runners_respect_every_limit_and_count_exactly(
     assert snap.counters.done == 200 and snap.counters.running == 0
     assert sum(h.task(k).attempts for k in keys) == len(failing) + 3
     assert h.slots.allocated == h.slots.released == launches + 3
-    completed = Counter(e.task_key for e in MemoryRegistry.get_events(h.registry)
+    completed = Counter(e.task_key for e in raw(h.registry).get_events()
                         if e.event_type is EventType.RUNNER_COMPLETED)
     assert set(completed) == set(keys) and set(completed.values()) == {1}
 
@@ -1154,15 +1193,16 @@ def test_two_hundred_quick_runners_respect_every_limit_and_count_exactly(
 
 _OPS = ("submit", "finish", "fail", "crash", "hang", "cancel", "retry", "pause", "resume",
         "priority", "launch_error", "pool")
+_RESTART_OPS = (*_OPS, "restart")
 
 
-def _random_walk(h: H, rng: random.Random, steps: int) -> None:
+def _random_walk(h: H, rng: random.Random, steps: int, ops: tuple[str, ...] = _OPS) -> None:
     lau = h.launcher
     n_sets = 0
     for step in range(steps):
-        op = rng.choice(_OPS)
+        op = rng.choice(ops)
         live = [lch.runner.runner_id for lch in lau.live()]
-        keys = [t.key for t in MemoryRegistry.list_tasks(h.registry)]
+        keys = [t.key for t in raw(h.registry).list_tasks()]
         try:
             if op == "submit" or not keys:
                 n_sets += 1
@@ -1199,10 +1239,56 @@ def _random_walk(h: H, rng: random.Random, steps: int) -> None:
                 lau.fail_next_launch("random launch failure", retryable=rng.random() < 0.7)
             elif op == "pool":
                 h.core.set_pool_enabled(rng.choice(["a", "b"]), rng.random() < 0.6)
+            elif op == "restart":
+                paused = h.core.paused
+                h.restart(leave_running=rng.random() < 0.7, lose=rng.randint(0, 1), rng=rng)
+                if paused:
+                    h.core.pause()
         except (DispatcherError, KeyError):
             pass  # refusals (invalid transition, runner already gone) are fine
         problems = h.settle()
         assert problems == [], f"step {step} ({op}): {problems}"
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_random_interleavings_with_restarts(make: Callable[..., H], seed: int) -> None:
+    pools = [AgentPool(name="a", type=PoolType.LOCAL_PROCESS, max_concurrency=3),
+             AgentPool(name="b", type=PoolType.LOCAL_PROCESS, max_concurrency=2)]
+    h = make(agent_pools=pools, skill_mapping={"a": ["a", "b"], "b": ["b"], "default": ["a"]},
+             max_global_concurrency=4, retry_backoff_base=0.01, retry_max_attempts=4,
+             runner_stop_grace=0.05)
+    _random_walk(h, random.Random(seed), 50, _RESTART_OPS)
+    h.core.resume()
+    for pool in ("a", "b"):
+        h.core.set_pool_enabled(pool, True)
+    for _ in range(200):
+        for rid in h.launcher.running():
+            h.launcher.finish(rid, 0)
+        assert h.settle() == []
+        counts = raw(h.registry).count_tasks()
+        if not (counts.get(TaskState.RUNNING) or counts.get(TaskState.READY)):
+            break
+    completed = Counter(e.task_key for e in raw(h.registry).get_events()
+                        if e.event_type is EventType.RUNNER_COMPLETED)
+    for task in raw(h.registry).list_tasks(state=TaskState.DONE):
+        assert completed[task.key] == 1, task.key
+    h.assert_counters_match_registry()
+
+
+def test_random_interleavings_over_sqlite(make: Callable[..., H], tmp_path: Path) -> None:
+    pools = [AgentPool(name="a", type=PoolType.LOCAL_PROCESS, max_concurrency=3),
+             AgentPool(name="b", type=PoolType.LOCAL_PROCESS, max_concurrency=2)]
+    registry = open_registry(tmp_path / "reg" / "registry.db")
+    try:
+        h = make(registry=registry, agent_pools=pools,
+                 skill_mapping={"a": ["a", "b"], "b": ["b"], "default": ["a"]},
+                 max_global_concurrency=4, retry_backoff_base=0.01, retry_max_attempts=4,
+                 runner_stop_grace=0.05)
+        _random_walk(h, random.Random(21), 40, _RESTART_OPS)
+        h.assert_counters_match_registry()
+        h.core.stop(timeout=0.5)
+    finally:
+        registry.close()
 
 
 def _random_faults(rng: random.Random, rate: float) -> Callable[..., str | None]:
@@ -1245,7 +1331,7 @@ def test_random_interleavings_keep_every_invariant(make: Callable[..., H], seed:
         for rid in h.launcher.running():
             h.launcher.finish(rid, 0)
         h.settle()
-        counts = MemoryRegistry.count_tasks(h.registry)
+        counts = raw(h.registry).count_tasks()
         return not (counts.get(TaskState.RUNNING) or counts.get(TaskState.READY)
                     or h.launcher.running())
 
@@ -1255,7 +1341,7 @@ def test_random_interleavings_keep_every_invariant(make: Callable[..., H], seed:
     snap = h.fresh_snapshot()
     assert snap.running == ()
     queued = {q.key: q for q in snap.queued}
-    for task in MemoryRegistry.list_tasks(h.registry):
+    for task in raw(h.registry).list_tasks():
         if task.state.terminal:
             continue
         assert task.state is TaskState.BLOCKED, (task.key, task.state)
@@ -1278,7 +1364,7 @@ def test_outside_reset_to_ready_fences_then_runs_it_again(make: Callable[..., H]
     first = h.runner_of(key)
     h.settle()
     # another process (an older CLI, an operator's script) puts the task back to READY
-    MemoryRegistry.transition(h.registry, key, TaskState.READY, expected=TaskState.RUNNING,
+    raw(h.registry).transition(key, TaskState.READY, expected=TaskState.RUNNING,
                               runner_id=None)
     h.core.wake()
     wait_until(lambda: first in h.launcher.stops, 10, "the orphaned runner fenced")
@@ -1295,7 +1381,7 @@ def test_outside_cancel_of_a_running_task_fences_and_releases(make: Callable[...
     (key,) = h.submit(Task(id="x", title="X"))
     first = h.runner_of(key)
     h.settle()
-    MemoryRegistry.transition(h.registry, key, TaskState.CANCELLED, expected=TaskState.RUNNING,
+    raw(h.registry).transition(key, TaskState.CANCELLED, expected=TaskState.RUNNING,
                               runner_id=None)
     h.core.wake()
     wait_until(lambda: first in h.launcher.stops, 10, "the orphaned runner fenced")
