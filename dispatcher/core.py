@@ -76,6 +76,31 @@ def _default_metrics(config: DispatcherConfig) -> Any:
         return _NullMetrics()
 
 
+def _validated(config: DispatcherConfig) -> DispatcherConfig:
+    """``config`` if valid, else ConfigError listing every problem (as for a config file).
+
+    Two deviations for configs built in code (fast test setups): a ``retry_backoff_base``
+    between 0 and 1 (a shrinking backoff) is accepted, and a ``heartbeat_interval`` not shorter
+    than ``heartbeat_timeout`` is a warning (wrapped runners would be lost between heartbeats).
+    """
+    from .config_loader import validate_config
+    from .errors import ConfigError
+
+    problems = []
+    for p in validate_config(config):
+        base = config.retry_backoff_base
+        if p.key == "dispatcher.retry_backoff_base" and isinstance(base, int | float) \
+                and not isinstance(base, bool) and 0 < base < 1:
+            continue
+        if p.key == "dispatcher.heartbeat_interval" and "shorter than" in p.message:
+            logger.warning("%s", p.message)
+            continue
+        problems.append(p)
+    if problems:
+        raise ConfigError(problems, "invalid configuration given to DispatcherCore")
+    return config
+
+
 def _with_default_pools(config: DispatcherConfig) -> DispatcherConfig:
     if config.agent_pools:
         return config
@@ -103,7 +128,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         launchers: dict[Any, RunnerLauncher] | None = None,
         metrics: Any = None,
     ) -> None:
-        self.config = _with_default_pools(config or DispatcherConfig())
+        self.config = _with_default_pools(_validated(config or DispatcherConfig()))
         self._owns_registry = registry is None
         if registry is None:
             from .registry import open_registry

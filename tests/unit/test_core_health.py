@@ -150,3 +150,17 @@ def test_launch_errors_from_the_platform_still_count(
         assert line["task"] == "ts/x" and line["pool"] == "local"
     finally:
         core.stop(timeout=0.5)
+
+
+def test_invalid_config_in_code_raises_every_problem(tmp_path: Path) -> None:
+    from necrocode.dispatcher.errors import ConfigError
+
+    config = make_config(tmp_path, max_global_concurrency=0, heartbeat_timeout=-1.0,
+                         skill_mapping={"default": ["nowhere"]})
+    with pytest.raises(ConfigError) as err:
+        DispatcherCore(config, registry=MemoryRegistry())
+    keys = {p.key for p in err.value.problems}
+    assert {"dispatcher.max_global_concurrency", "dispatcher.heartbeat_timeout"} <= keys
+    assert any("nowhere" in str(p) for p in err.value.problems)
+    # a fast shrinking backoff stays allowed from code (tests use it)
+    DispatcherCore(make_config(tmp_path, retry_backoff_base=0.05), registry=MemoryRegistry())
