@@ -50,7 +50,7 @@ class QueueTable(DiffTable[QueuedTaskView]):
         Column("tenant", "tenant", width=8, drop=3),
         Column("prio", "prio", width=4),
         Column("wait", "wait", width=6, lazy=True),
-        Column("pending", "pending reason", width=28, flex=True),
+        Column("pending", "pending reason", width=36, flex=True),
     )
     SORTS: ClassVar[dict[str, SortSpec]] = {
         "task": SortSpec("task", lambda v, now: v.key),
