@@ -192,6 +192,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         self._next_poll = 0.0
         self._next_platform_check = 0.0
         self._next_deadlock_check = 0.0
+        self._deadlock_dirty = True
         self._next_snapshot_at = 0.0
         self._next_replay = 0.0
         self._drain_deadline: float | None = None

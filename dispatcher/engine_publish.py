@@ -30,8 +30,9 @@ class PublishMixin(RunnerMixin):
     _next_snapshot_at: float
 
     def _check_deadlocks(self) -> None:
-        if not self._known:
-            return
+        if not self._known or not self._deadlock_dirty:
+            return  # nothing it reports on changed since the last check (O(n) graph build)
+        self._deadlock_dirty = False
         try:
             report = self.deadlock_detector.detect(list(self._known.values()))
         except Exception:
@@ -59,6 +60,11 @@ class PublishMixin(RunnerMixin):
         new = tuple(views)
         if new != self._deadlocks:
             self._changed.update(self._deadlocked_keys | cycle_keys)
+            # tasks that became (or stopped being) blocked by a failure: their pending reason
+            # changes although they did not (big queues refresh only changed views)
+            for view in (*new, *self._deadlocks):
+                if view.kind == "failed_dependency":
+                    self._changed.update(view.tasks)
             self._deadlocks = new
             self._deadlocked_keys = cycle_keys
             self._dirty = True

@@ -47,6 +47,7 @@ def liveness_mode(pool: AgentPool) -> str:
     return "process" if pool.type is PoolType.LOCAL_PROCESS else "log"
 
 
+_DEADLOCK_STATES = (TaskState.FAILED, TaskState.CANCELLED)
 _RUN_IN_ID = re.compile(r"-a(\d+)-[0-9a-f]+$")
 
 
@@ -101,6 +102,12 @@ class RunnerMixin(EngineBase):
         self._known[task.key] = task
         self._changed.add(task.key)
         self._dirty = True
+        if old is None or old.dependencies != task.dependencies or (
+                old.state is not task.state
+                and (old.state in _DEADLOCK_STATES or task.state in _DEADLOCK_STATES)):
+            # what the deadlock check reports may change: a new task or edge (cycles), a task
+            # failing, cancelled or retried (blocked by failure); otherwise skip the check
+            self._deadlock_dirty = True
         if task.state.terminal and (old is None or not old.state.terminal):
             self._finished_keys.appendleft(task.key)
             if old is not None:

@@ -8,6 +8,7 @@ so 10,000 queued tasks do not make the engine lag.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections import deque
@@ -30,11 +31,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+REST_RESORT_LIMIT = 256  # rebuilt views above which the rest of the queue is sorted anew
 FULL_REFRESH_SMALL = 200  # queues up to this size get positions recomputed every snapshot
 FINISHED_KEEP = 200
 EVENTS_KEEP = 200
 THROUGHPUT_INTERVAL = 10.0
 THROUGHPUT_BUCKETS = 60
+
+
+def _rest_order(view: QueuedTaskView) -> tuple[bool, int, str]:
+    return (view.state is TaskState.BLOCKED, -view.priority, view.key)
 
 
 def _fallback_pending(reason: PendingReason, message: str) -> Pending:
@@ -57,6 +63,9 @@ class SnapshotBuilder:
         self._full_interval = 1.0
         self._order_set: set[str] = set()
         self._queued_tuple: tuple[QueuedTaskView, ...] | None = None
+        self._roots_memo: dict[str, tuple[str, ...]] = {}
+        self._rest_sorted: list[QueuedTaskView] | None = None
+        self._rest_keys: set[str] = set()
         self._events: deque[TaskEvent] = deque(maxlen=EVENTS_KEEP)
         self._event_seq = 0
         self._pending_mod: Any = None
@@ -111,8 +120,10 @@ class SnapshotBuilder:
             if key in core._deadlocked_keys:
                 return Pending(PendingReason.DEADLOCK, "part of a dependency cycle; see deadlocks")
             if task.state is TaskState.BLOCKED:
-                if mod is not None:  # the whole task map: failures further up are found too
-                    return mod.pending_for_blocked(task, core._known)
+                if mod is not None:  # the whole task map: failures further up are found too;
+                    # one memo per build: each chain is walked once (O(n) for n blocked tasks,
+                    # not O(n * chain length))
+                    return mod.pending_for_blocked(task, core._known, memo=self._roots_memo)
                 deps = {f"{task.taskset}/{d}": core._known.get(f"{task.taskset}/{d}")
                         for d in task.dependencies}
                 known = {k: v for k, v in deps.items() if v is not None}
@@ -204,12 +215,32 @@ class SnapshotBuilder:
         out.sort(key=lambda v: v.started_at)
         return tuple(out)
 
+    def _sorted_rest(self, rest_keys: set[str], rebuilt: set[str]) -> list[QueuedTaskView]:
+        """Queued views outside the dispatch order (BLOCKED, or READY since the last full
+        refresh), READY first, then by priority and key. The previous order is kept and only
+        the views rebuilt since are placed again (bisect), instead of sorting every BLOCKED
+        task at every snapshot."""
+        views = self._queued
+        prev = self._rest_sorted
+        moved = rebuilt & rest_keys
+        added = rest_keys - self._rest_keys
+        if prev is None or not added <= moved or len(moved) > REST_RESORT_LIMIT:
+            rest = [views[k] for k in rest_keys]
+            rest.sort(key=_rest_order)
+        else:
+            rest = [v for v in prev if v.key in rest_keys and v.key not in moved]
+            for key in moved:
+                bisect.insort(rest, views[key], key=_rest_order)
+        self._rest_sorted, self._rest_keys = rest, rest_keys
+        return rest
+
     # --- assembly --------------------------------------------------------------------------
     def build(self, now: float, state: str) -> Snapshot:
         """Assemble the next snapshot from the cached views and the engine's state."""
         core = self.core
         changed = core._changed
         core._changed = set()
+        self._roots_memo = {}  # failure roots, valid while the task map does not change
         self.note_changed(changed)
         self.poll_events()
         full = len(self._queued_keys) <= FULL_REFRESH_SMALL \
@@ -238,8 +269,8 @@ class SnapshotBuilder:
             views = self._queued
             keys = self._queued_keys
             ready = [views[k] for k in self._order if k in keys and k in views]
-            rest = [views[k] for k in keys - self._order_set if k in views]
-            rest.sort(key=lambda v: (v.state is TaskState.BLOCKED, -v.priority, v.key))
+            rest = self._sorted_rest({k for k in keys - self._order_set if k in views},
+                                     rebuild)
             self._queued_tuple = tuple(ready + rest)
         queued = self._queued_tuple
         if full and len(self._queued_keys) > FULL_REFRESH_SMALL:

@@ -154,6 +154,7 @@ class EngineBase:
     _throughput: deque[int]
     _throughput_started: float
     _next_deadlock_check: float
+    _deadlock_dirty: bool  # a change the deadlock check may report on since its last run
 
     # implemented by DispatcherCore
     def _on_runner_exit(self, runner_id: str) -> None:
