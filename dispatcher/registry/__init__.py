@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ._common import TransitionRequest, TransitionResult
 from .base import UPDATABLE_FIELDS, ChangeBatch, SubmitResult, TaskRegistry
 from .memory import MemoryRegistry
 from .sqlite import SQLiteRegistry
@@ -35,5 +36,7 @@ __all__ = [
     "SQLiteRegistry",
     "SubmitResult",
     "TaskRegistry",
+    "TransitionRequest",
+    "TransitionResult",
     "open_registry",
 ]

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidTransitionError, RegistryError
+from ..errors import InvalidTransitionError, RegistryError, TaskNotFoundError
 from ..models import (
     ALLOWED_TRANSITIONS,
     EventType,
@@ -70,6 +70,29 @@ def clone(task: Task, **changes: Any) -> Task:
     if changes:
         attrs.update(changes)
     return new
+
+
+@dataclass(frozen=True)
+class TransitionRequest:
+    """One compare-and-set of :meth:`transition_many` (the arguments of ``transition``)."""
+
+    key: str
+    to_state: TaskState
+    expected: TaskState | Sequence[TaskState] | None = None
+    event: TaskEvent | None = None
+    updates: dict[str, Any] = field(default_factory=dict)
+
+
+#: What :meth:`transition_many` answers per request: the new task, or why it was refused.
+TransitionResult = Task | InvalidTransitionError | TaskNotFoundError
+
+
+def check_requests(
+    requests: Sequence[TransitionRequest],
+) -> list[tuple[TransitionRequest, TaskState, dict[str, Any]]]:
+    """Targets and checked updates of a batch; raises RegistryError (nothing written) for a
+    request that could never apply (an unknown field, a state that does not exist)."""
+    return [(r, TaskState(r.to_state), check_updates(r.key, dict(r.updates))) for r in requests]
 
 
 def as_states(state: TaskState | str | Sequence[TaskState | str] | None) -> tuple[TaskState, ...]:

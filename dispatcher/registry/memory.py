@@ -13,14 +13,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..errors import TaskNotFoundError
+from ..errors import InvalidTransitionError, TaskNotFoundError
 from ..models import Task, TaskEvent, Taskset, TaskState, now
 from ._common import (
+    TransitionRequest,
+    TransitionResult,
     apply_transition,
     apply_updates,
     as_states,
     bind_event,
     check_order_by,
+    check_requests,
     check_transition,
     check_updates,
     clone,
@@ -195,28 +198,56 @@ class MemoryRegistry:
         target = TaskState(to_state)
         checked = check_updates(key, updates)
         with self._lock:
-            task = self._load(key)
-            check_transition(key, task.state, target, expected)
-            stamp = now()
-            new = apply_transition(task, target, checked, stamp)
-            self._store(new)
-            if "dependencies" in checked:
-                self._set_deps(new)
-            events = [bind_event(event, key)] if event is not None else []
-            if target is TaskState.DONE:
-                for dep_key in sorted(self._dependents.get(key, ())):
-                    dependent = self._tasks.get(dep_key)
-                    if dependent is None or dependent.state is not TaskState.BLOCKED:
-                        continue
-                    if all(
-                        d in self._tasks and self._tasks[d].state is TaskState.DONE
-                        for d in self._deps_of.get(dep_key, ())
-                    ):
-                        self._store(apply_transition(dependent, TaskState.READY, {}, stamp))
-                        events.append(ready_event(dep_key, stamp, f"dependency {key} done"))
-            self._add_events(events)
+            new = self._transition_in(key, target, expected, event, checked, now())
             self._compact_feed()
             return clone(new)
+
+    def transition_many(self, requests: Sequence[TransitionRequest]) -> list[TransitionResult]:
+        """Several compare-and-sets at once (see SQLiteRegistry.transition_many)."""
+        checked = check_requests(requests)
+        out: list[TransitionResult] = []
+        with self._lock:
+            stamp = now()
+            for req, target, updates in checked:
+                try:
+                    new = self._transition_in(req.key, target, req.expected, req.event,
+                                              updates, stamp)
+                except (InvalidTransitionError, TaskNotFoundError) as exc:
+                    out.append(exc)
+                else:
+                    out.append(clone(new))
+            self._compact_feed()
+        return out
+
+    def _transition_in(
+        self,
+        key: str,
+        target: TaskState,
+        expected: TaskState | Sequence[TaskState] | None,
+        event: TaskEvent | None,
+        checked: dict[str, Any],
+        stamp: float,
+    ) -> Task:
+        task = self._load(key)
+        check_transition(key, task.state, target, expected)
+        new = apply_transition(task, target, checked, stamp)
+        self._store(new)
+        if "dependencies" in checked:
+            self._set_deps(new)
+        events = [bind_event(event, key)] if event is not None else []
+        if target is TaskState.DONE:
+            for dep_key in sorted(self._dependents.get(key, ())):
+                dependent = self._tasks.get(dep_key)
+                if dependent is None or dependent.state is not TaskState.BLOCKED:
+                    continue
+                if all(
+                    d in self._tasks and self._tasks[d].state is TaskState.DONE
+                    for d in self._deps_of.get(dep_key, ())
+                ):
+                    self._store(apply_transition(dependent, TaskState.READY, {}, stamp))
+                    events.append(ready_event(dep_key, stamp, f"dependency {key} done"))
+        self._add_events(events)
+        return new
 
     def update_task(self, key: str, *, event: TaskEvent | None = None, **updates: Any) -> Task:
         """Change fields of UPDATABLE_FIELDS (not the state) plus an event, atomically."""

@@ -17,15 +17,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import RegistryError, TaskNotFoundError
+from ..errors import InvalidTransitionError, RegistryError, TaskNotFoundError
 from ..models import Task, TaskEvent, Taskset, TaskState, now
 from . import _sql
 from ._common import (
+    TransitionRequest,
+    TransitionResult,
     apply_transition,
     apply_updates,
     as_states,
     bind_event,
     check_order_by,
+    check_requests,
     check_transition,
     check_updates,
     dependency_keys,
@@ -387,22 +390,57 @@ class SQLiteRegistry:
         target = TaskState(to_state)
         checked = check_updates(key, updates)
         with self._write() as conn:
-            task = self._load(conn, key)
-            check_transition(key, task.state, target, expected)
+            return self._transition_in(conn, key, target, expected, event, checked, now())
+
+    def transition_many(self, requests: Sequence[TransitionRequest]) -> list[TransitionResult]:
+        """Several compare-and-sets in ONE transaction (one commit instead of one per task).
+
+        Each request behaves as :meth:`transition` would, in order (a later request sees the
+        earlier ones). A refused request (InvalidTransitionError, TaskNotFoundError) is
+        answered with that exception in its place and does not stop the others. Any other
+        failure writes nothing and raises, as for :meth:`transition`.
+        """
+        checked = check_requests(requests)
+        out: list[TransitionResult] = []
+        if not checked:
+            return out
+        with self._write() as conn:
             stamp = now()
-            new = apply_transition(task, target, checked, stamp)
-            self._save(conn, [new])
-            if "dependencies" in checked:
-                self._set_deps(conn, [new], fresh=False)
-            events = [bind_event(event, key)] if event is not None else []
-            if target is TaskState.DONE:
-                unblocked = [
-                    apply_transition(t, TaskState.READY, {}, stamp)
-                    for t in self._unblockable(conn, key)
-                ]
-                self._save(conn, unblocked)
-                events += [ready_event(t.key, stamp, f"dependency {key} done") for t in unblocked]
-            self._insert_events(conn, events)
+            for req, target, updates in checked:
+                try:
+                    out.append(self._transition_in(conn, req.key, target, req.expected,
+                                                   req.event, updates, stamp))
+                except (InvalidTransitionError, TaskNotFoundError) as exc:
+                    out.append(exc)
+        return out
+
+    def _transition_in(
+        self,
+        conn: sqlite3.Connection,
+        key: str,
+        target: TaskState,
+        expected: TaskState | Sequence[TaskState] | None,
+        event: TaskEvent | None,
+        checked: dict[str, Any],
+        stamp: float,
+    ) -> Task:
+        """One transition inside an open write transaction (checked before anything is
+        written, so a refusal leaves the transaction as it was)."""
+        task = self._load(conn, key)
+        check_transition(key, task.state, target, expected)
+        new = apply_transition(task, target, checked, stamp)
+        self._save(conn, [new])
+        if "dependencies" in checked:
+            self._set_deps(conn, [new], fresh=False)
+        events = [bind_event(event, key)] if event is not None else []
+        if target is TaskState.DONE:
+            unblocked = [
+                apply_transition(t, TaskState.READY, {}, stamp)
+                for t in self._unblockable(conn, key)
+            ]
+            self._save(conn, unblocked)
+            events += [ready_event(t.key, stamp, f"dependency {key} done") for t in unblocked]
+        self._insert_events(conn, events)
         return new
 
     def update_task(self, key: str, *, event: TaskEvent | None = None, **updates: Any) -> Task:

@@ -593,3 +593,55 @@ def test_change_feed_replays_to_final_state(
         assert mirror == {t.key: t.to_dict() for t in reg.list_tasks()}
     finally:
         reg.close()
+
+
+# --- batched transitions ------------------------------------------------------------------------
+def test_transition_many_applies_in_order_and_answers_refusals_in_place(
+    registry: TaskRegistry, task_factory: Any
+) -> None:
+    from necrocode.dispatcher.registry import TransitionRequest
+
+    diamond(registry, task_factory)
+    submit(registry, "t", task_factory("1"), task_factory("2"))
+    seq = registry.current_seq()
+    results = registry.transition_many([  # type: ignore[attr-defined]
+        TransitionRequest("t/1", S.RUNNING, expected=S.READY, updates={"runner_id": "r1"},
+                          event=TaskEvent(EventType.TASK_ASSIGNED, runner_id="r1")),
+        TransitionRequest("t/2", S.DONE, expected=S.RUNNING),  # refused: t/2 is READY
+        TransitionRequest("t/nope", S.RUNNING),  # refused: unknown
+        TransitionRequest("dia/a", S.RUNNING, expected=S.READY),
+        TransitionRequest("dia/a", S.DONE, expected=S.RUNNING,  # sees the request before it
+                          event=TaskEvent(EventType.RUNNER_COMPLETED, message="exit 0")),
+        TransitionRequest("t/1", S.DONE, expected=S.RUNNING, updates={"last_error": None}),
+    ])
+    assert [type(r).__name__ for r in results] == [
+        "Task", "InvalidTransitionError", "TaskNotFoundError", "Task", "Task", "Task"]
+    first = results[0]
+    assert isinstance(first, Task) and first.state is S.RUNNING and first.runner_id == "r1"
+    assert registry.get_task("t/1").state is S.DONE and registry.get_task("t/1").runner_id == "r1"
+    assert registry.get_task("t/2").state is S.READY
+    assert states(registry, "dia") == {
+        "dia/a": S.DONE, "dia/b": S.READY, "dia/c": S.READY, "dia/d": S.BLOCKED}
+    # the same events as one transition() each: assignment, completion, dependents' TaskReady
+    kinds = [(e.task_key, e.event_type) for e in registry.get_events(after_seq=seq)]
+    assert kinds == [("t/1", EventType.TASK_ASSIGNED), ("dia/a", EventType.RUNNER_COMPLETED),
+                     ("dia/b", EventType.TASK_READY), ("dia/c", EventType.TASK_READY)]
+    changed = {t.key for t in registry.changes_since(seq).tasks}
+    assert changed == {"t/1", "dia/a", "dia/b", "dia/c"}
+    assert registry.transition_many([]) == []  # type: ignore[attr-defined]
+
+
+def test_transition_many_with_a_bad_field_writes_nothing(
+    registry: TaskRegistry, task_factory: Any
+) -> None:
+    from necrocode.dispatcher.registry import TransitionRequest
+
+    submit(registry, "t", task_factory("1"), task_factory("2"))
+    seq = registry.current_seq()
+    with pytest.raises(RegistryError, match="state"):
+        registry.transition_many([  # type: ignore[attr-defined]
+            TransitionRequest("t/1", S.RUNNING),
+            TransitionRequest("t/2", S.RUNNING, updates={"state": "done"}),
+        ])
+    assert registry.current_seq() == seq and states(registry, "t") == {
+        "t/1": S.READY, "t/2": S.READY}
