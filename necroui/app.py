@@ -69,8 +69,10 @@ class NecroApp(App[QuitChoice]):
         clock: Callable[[], float] = time.time,
         refresh_interval: float | None = None,
         keymap: dict[str, str] | None = None,
+        notice: str | None = None,
     ) -> None:
         super().__init__()
+        self.notice = notice  # shown once at start (e.g. "the demo already ran in …")
         self.engine = engine
         self.read_only = read_only
         self.clock = clock
@@ -86,6 +88,8 @@ class NecroApp(App[QuitChoice]):
         if self.keymap:
             self.set_keymap(self.keymap)
         self.push_screen(self.main)
+        if self.notice:
+            self.notify(self.notice, severity="warning", timeout=12)
         self.call_after_refresh(self.refresh_snapshot)
         self.set_interval(self.refresh_interval, self.refresh_snapshot, name="snapshot")
 
@@ -269,14 +273,15 @@ def run_dashboard(config: DispatcherConfig, *, demo: bool = False, read_only: bo
 
         config = demo_config(config)
     engine = DispatcherCore(config)
+    notice: str | None = None
     if demo:
-        from .demo import submit_demo
+        from .demo import prepare_demo
 
-        submit_demo(engine)
+        notice = prepare_demo(engine).hint
     engine.start()
     choice: QuitChoice | None = None
     try:
-        app = NecroApp(engine, read_only=read_only)
+        app = NecroApp(engine, read_only=read_only, notice=notice)
         choice = app.run()
     finally:
         _stop_engine(engine, config, choice)

@@ -30,3 +30,13 @@ def test_terminal_stderr_is_fine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "stderr", _Terminal())
     monkeypatch.setattr(sys, "stdout", io.StringIO())  # `> file` does not matter
     assert not app_module._stderr_redirected()
+
+
+async def test_a_start_notice_shows_as_a_notification() -> None:
+    from necroui_fakes import FakeEngine
+    from tui_helpers import make_app, settle
+
+    app = make_app(FakeEngine(), notice="the demo already ran in ./r.db; delete that file")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert any("demo already ran" in n.message for n in app._notifications)
