@@ -10,7 +10,9 @@
 3. Submit -> launch latency of single tasks submitted through the running Dispatcher
    (``DispatcherCore.submit`` until the runner's process was started), p50 / p99.
 
-Prints a table; nothing is asserted.
+Prints a table with wall time and CPU time (the Dispatcher process itself, and its children:
+the agents and their trampolines); nothing is asserted. ``--repeat N`` runs each batch N times
+and keeps the fastest (a shared machine is noisy).
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from necrocode.dispatcher.config import DispatcherConfig
@@ -42,6 +47,32 @@ def make_core(root: Path, concurrency: int, name: str) -> DispatcherCore:
         skill_mapping={"default": ["local"]}, snapshot_max_rate=10.0,
     )
     return DispatcherCore(config)
+
+
+@dataclass
+class Timing:
+    """Wall seconds and CPU seconds (this process; its reaped children) of one run."""
+
+    wall: float
+    cpu_self: float = 0.0
+    cpu_children: float = 0.0
+
+
+def _cpu() -> tuple[float, float]:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def timed(fn: Callable[[], float]) -> Timing:
+    self0, kids0 = _cpu()
+    wall = fn()
+    self1, kids1 = _cpu()
+    return Timing(wall, self1 - self0, kids1 - kids0)
+
+
+def best(runs: list[Timing]) -> Timing:
+    return min(runs, key=lambda t: t.wall)
 
 
 def run_batch(root: Path, n: int, concurrency: int, command: list[str], name: str) -> float:
@@ -115,29 +146,39 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency-runs", type=int, default=200)
     parser.add_argument("--skip-wrapper", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each batch N times and keep the fastest")
     args = parser.parse_args()
     n, c = args.tasks, args.concurrency
+    reps = max(1, args.repeat)
     with tempfile.TemporaryDirectory(prefix="necrocode-bench-") as tmp:
         root = Path(tmp)
-        xargs = run_xargs(n, c)
-        direct = run_batch(root, n, c, [TRUE], "direct")
-        wrapped = None if args.skip_wrapper else run_batch(root, n, c, [*WRAPPER, TRUE],
-                                                           "wrapped")
+        xargs = best([timed(lambda: run_xargs(n, c)) for _ in range(reps)])
+        direct = best([timed(lambda i=i: run_batch(root, n, c, [TRUE], f"direct{i}"))
+                       for i in range(reps)])
+        wrapped = None if args.skip_wrapper else best([
+            timed(lambda i=i: run_batch(root, n, c, [*WRAPPER, TRUE], f"wrapped{i}"))
+            for i in range(reps)])
         lat = run_latency(root, args.latency_runs)
 
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cpu(s), "
-          f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
-    print(f"{n} tasks of `true`, concurrency {c}\n")
-    print(f"{'run':<34} {'wall s':>8} {'tasks/s':>9} {'ms/task':>8} {'vs xargs':>9}")
+          f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{n} tasks of `true`, concurrency {c}" + (f", best of {reps}" if reps > 1 else "")
+          + "\n")
+    print(f"{'run':<34} {'wall s':>8} {'tasks/s':>9} {'ms/task':>8} {'vs xargs':>9} "
+          f"{'cpu self s':>11} {'cpu children s':>15}")
     rows = [(f"xargs -P{c}", xargs), ("dispatcher, direct supervision", direct)]
     if wrapped is not None:
         rows.append(("dispatcher, agent runner wrapper", wrapped))
-    for label, secs in rows:
+    for label, t in rows:
+        secs = t.wall
         print(f"{label:<34} {secs:>8.2f} {n / secs:>9.1f} {secs * 1000 / n:>8.2f} "
-              f"{secs / xargs:>8.2f}x")
+              f"{secs / xargs.wall:>8.2f}x {t.cpu_self:>11.2f} {t.cpu_children:>15.2f}")
     if wrapped is not None:
-        print(f"\nwrapper cost per task: {(wrapped - direct) * 1000 / n * c:.1f} ms of runner "
-              f"time ({(wrapped - direct) * 1000 / n:.2f} ms wall per task at concurrency {c})")
+        extra = wrapped.wall - direct.wall
+        print(f"\nwrapper cost per task: {extra * 1000 / n * c:.1f} ms of runner "
+              f"time ({extra * 1000 / n:.2f} ms wall per task at concurrency {c})")
     print(f"\nsubmit -> launch latency over {len(lat)} single-task submits: "
           f"p50 {pct(lat, 50):.1f} ms, p90 {pct(lat, 90):.1f} ms, p99 {pct(lat, 99):.1f} ms, "
           f"max {max(lat) if lat else float('nan'):.1f} ms, mean "
