@@ -75,7 +75,6 @@ class RepoPoolManager:
         self._slots: dict[str, _SlotRecord] = {}
         self._last_fetch: dict[str, float] = {}
         self._state_path = self.root / STATE_FILE
-        self._file_size = 0  # bytes of slots.json (its padding included)
         self.root.mkdir(parents=True, exist_ok=True)
         self._load()
 
@@ -280,9 +279,7 @@ class RepoPoolManager:
     def _load(self) -> None:
         path = self._state_path
         try:
-            raw = path.read_bytes()
-            self._file_size = len(raw)
-            data = json.loads(raw)
+            data = json.loads(path.read_bytes())
         except FileNotFoundError:
             return
         except (OSError, ValueError) as exc:
@@ -316,18 +313,17 @@ class RepoPoolManager:
             for sid, r in sorted(self._slots.items())
         }}).encode()
         size = len(body)
-        if size < self._file_size:
-            if self._file_size - size > _MAX_PADDING:  # rarely: shrink the file again
-                _write_whole(self._state_path, body)
-                self._file_size = size
-                return
-            body += b" " * (self._file_size - size - 1) + b"\n"
-        fd = os.open(self._state_path, os.O_WRONLY | os.O_CREAT, 0o644)
+        fd = os.open(self._state_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
+            current = os.fstat(fd).st_size  # the file's own size: another writer may have grown it
+            if size < current:
+                if current - size > _MAX_PADDING:  # rarely: shrink the file again (atomically)
+                    _write_whole(self._state_path, body)
+                    return
+                body += b" " * (current - size - 1) + b"\n"
             os.pwrite(fd, body, 0)
         finally:
             os.close(fd)
-        self._file_size = max(self._file_size, size)
 
 
 def _empty_dir(path: str | Path) -> None:

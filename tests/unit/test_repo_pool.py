@@ -261,3 +261,25 @@ def test_scratch_slot_left_as_a_file_or_symlink_is_made_a_directory(tmp_path: Pa
     third = pool.allocate_slot(task("3", None))
     assert third is not None and Path(third.slot_path).is_dir()
     assert list(Path(third.slot_path).iterdir()) == []
+
+
+def test_state_file_parses_when_another_manager_grew_it_and_shrinks_when_mostly_blank(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from necrocode.dispatcher.repo_pool import manager
+
+    state = tmp_path / "state"
+    path = state / "workspaces" / "slots.json"
+    small = RepoPoolManager(state)
+    big = RepoPoolManager(state)
+    for i in range(8):
+        assert big.allocate_slot(task(f"long-task-name-{i}", None)) is not None
+    grown = path.stat().st_size
+    one = small.allocate_slot(task("1", None))  # pads to the size the other manager left
+    assert one is not None and path.stat().st_size == grown
+    assert RepoPoolManager(state).assignments() == {one.slot_id: "chat/1"}
+    monkeypatch.setattr(manager, "_MAX_PADDING", 16)
+    small.release_slot(one.slot_id)
+    assert path.stat().st_size < grown  # rewritten smaller instead of padded
+    assert RepoPoolManager(state).assignments() == {}
+    assert not list(path.parent.glob(".*tmp"))
