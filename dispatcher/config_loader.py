@@ -420,6 +420,12 @@ def _validate_pools(config: DispatcherConfig, add: Callable[..., None]) -> list[
         if not isinstance(pool.config, dict):
             add((*path, "config"), f"expected a mapping, got {type_name(pool.config)}")
             continue
+        liveness = pool.config.get("liveness")
+        if liveness is not None and liveness not in ("process", "log"):
+            add((*path, "config", "liveness"),
+                f"expected 'process' or 'log', got {liveness!r}",
+                "process: a live process is a sign of life (local pools); "
+                "log: log growth or heartbeats within heartbeat_timeout")
         if pool.type is PoolType.KUBERNETES:
             ns = pool.config.get("namespace")
             if not isinstance(ns, str) or not ns:

@@ -88,6 +88,9 @@ CASES = [
      "agent_pools.k8s.config.namespace", "needs config.namespace"),
     ("agent_pools:\n  d:\n    type: docker\n    config: {mount_repo_pool: true}\n", 4,
      "agent_pools.d.config.image", "needs config.image"),
+    # liveness is a closed set; a typo must not fall back to the default silently
+    (GOOD_POOLS + "    config:\n      liveness: proces\n", 6, "agent_pools.local.config.liveness",
+     "expected 'process' or 'log'"),
     # skill mapping
     (GOOD_POOLS + "skill_mapping:\n  backend: [docker]\n", 6, "skill_mapping.backend[0]",
      "undefined pool 'docker'"),
