@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from .models import AgentPool, Task, TaskState, task_key
+from .models import Task, TaskState, task_key
 from .pool_manager import cpu_millis
 from .snapshot import Pending, PendingReason
 
@@ -245,7 +245,7 @@ def _pool_blocker(task: Task, pools: AgentPoolManager, name: str) -> Pending | N
     return None
 
 
-def _exceeds(task: Task, enabled: list[AgentPool]) -> Pending:
+def _exceeds(task: Task, enabled: list) -> Pending:  # type: ignore[type-arg]
     cpu = task.resources.cpu
     mem = task.resources.memory_mb
     cpu_quotas = [p for p in enabled if p.cpu_quota is not None]
