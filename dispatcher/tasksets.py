@@ -496,12 +496,19 @@ def _validate(
 # --- submit -------------------------------------------------------------------------------
 
 
-def tasks_not_in(taskset: Taskset, registry: TaskRegistry) -> list[Task]:
+def tasks_not_in(
+    taskset: Taskset, registry: TaskRegistry, *, submitted: bool = False
+) -> list[Task]:
     """Tasks of the taskset already in the registry that ``taskset`` no longer lists.
 
-    A submit keeps them (it creates and updates, it never deletes).
+    A submit keeps them (it creates and updates, it never deletes). With ``submitted`` (the
+    taskset was just written, so every task it lists is in the registry) a count answers the
+    common case without loading the tasks.
     """
     ids = {t.id for t in taskset.tasks}
+    stored = sum(registry.count_tasks(taskset=taskset.name).values())
+    if stored == 0 or (submitted and stored <= len(ids)):
+        return []
     return [t for t in registry.list_tasks(taskset=taskset.name) if t.id not in ids]
 
 

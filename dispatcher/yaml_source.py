@@ -47,11 +47,75 @@ def parse_yaml(text: str) -> YamlDocument:
         node = loader.get_single_node()
         doc = YamlDocument(None)
         if node is not None:
-            _index(node, (), doc)
-            doc.value = loader.construct_document(node)
+            try:
+                # One walk builds the value and the line table together: a third of the
+                # cost of indexing and then running PyYAML's generic constructor.
+                doc.value = _build(node, (), doc, loader, set())
+            except _Fallback:
+                doc = YamlDocument(None)
+                _index(node, (), doc)
+                doc.value = loader.construct_document(node)
     finally:
         loader.dispose()
     return doc
+
+
+class _Fallback(Exception):
+    """The document uses a feature the fast walk leaves to PyYAML (merge keys)."""
+
+
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+
+
+def _build(node: yaml.Node, path: Path_, doc: YamlDocument, loader: Any,
+           stack: set[int]) -> Any:
+    """The Python value of ``node``, recording lines and raw scalars as it goes."""
+    doc.lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.ScalarNode):
+        text = node.value
+        doc.raw[path] = str(text)
+        tag = node.tag
+        if tag == _STR:
+            return text
+        if tag == _INT and text.isdigit() and (text[0] != "0" or text == "0"):
+            return int(text)  # plain decimal; octal, hex, signs go through PyYAML
+        return loader.construct_object(node, deep=True)
+    if id(node) in stack:
+        raise _Fallback  # a recursive alias: PyYAML builds the cycle
+    if isinstance(node, yaml.MappingNode):
+        if node.tag != _MAP:
+            raise _Fallback
+        out: dict[Any, Any] = {}
+        lines = doc.lines
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise _Fallback
+            key = key_node.value if key_node.tag == _STR else loader.construct_object(
+                key_node, deep=True)
+            sub = (*path, str(key_node.value))
+            line = key_node.start_mark.line + 1
+            if sub in lines:
+                doc.duplicates.append((sub, line))
+            lines[sub] = line
+            stack.add(id(node))
+            try:
+                out[key] = _build(value_node, sub, doc, loader, stack)
+            finally:
+                stack.discard(id(node))
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        if node.tag != _SEQ:
+            raise _Fallback
+        stack.add(id(node))
+        try:
+            return [_build(item, (*path, i), doc, loader, stack)
+                    for i, item in enumerate(node.value)]
+        finally:
+            stack.discard(id(node))
+    raise _Fallback
 
 
 def yaml_error_problem(exc: yaml.YAMLError, source: str) -> Problem:
@@ -66,9 +130,13 @@ def yaml_error_problem(exc: yaml.YAMLError, source: str) -> Problem:
     return Problem(source, "", f"YAML error: {exc}")
 
 
-def _index(node: yaml.Node, path: Path_, doc: YamlDocument) -> None:
+def _index(node: yaml.Node, path: Path_, doc: YamlDocument,
+           stack: frozenset[int] = frozenset()) -> None:
     doc.lines.setdefault(path, node.start_mark.line + 1)
+    if id(node) in stack:
+        return  # a recursive alias: its lines are indexed where it was first written
     if isinstance(node, yaml.MappingNode):
+        inner = stack | {id(node)}
         seen: set[str] = set()
         for key_node, value_node in node.value:
             key = str(key_node.value)
@@ -78,10 +146,11 @@ def _index(node: yaml.Node, path: Path_, doc: YamlDocument) -> None:
                 doc.duplicates.append((sub, line))
             seen.add(key)
             doc.lines[sub] = line
-            _index(value_node, sub, doc)
+            _index(value_node, sub, doc, inner)
     elif isinstance(node, yaml.SequenceNode):
+        inner = stack | {id(node)}
         for i, item in enumerate(node.value):
-            _index(item, (*path, i), doc)
+            _index(item, (*path, i), doc, inner)
     elif isinstance(node, yaml.ScalarNode):
         doc.raw[path] = str(node.value)
 

@@ -141,7 +141,8 @@ def _print_kept(taskset: Any, registry: Any, *, dry_run: bool) -> None:
     from necrocode.dispatcher.graph import natural_key
     from necrocode.dispatcher.tasksets import tasks_not_in
 
-    kept = sorted(tasks_not_in(taskset, registry), key=lambda t: natural_key(t.key))
+    kept = sorted(tasks_not_in(taskset, registry, submitted=not dry_run),
+                  key=lambda t: natural_key(t.key))
     if not kept:
         return
     shown = ", ".join(f"{t.key} ({t.state.value})" for t in kept[:10])

@@ -202,3 +202,26 @@ def test_missing_job_template_is_a_warning(tmp_path: Path, caplog: pytest.LogCap
     assert config.agent_pools[0].config["job_template"] == str(tmp_path / "jobs" / "job.yaml")
     assert f"{path}:4: agent_pools.k.config.job_template" in caplog.text
     assert "does not exist" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: 010\nb: 0\nc: -3\nd: 1.10\ne: [1, 'x', null, true, 2.5]\n",  # scalars as PyYAML
+        "base: &b {k: 1}\nx:\n  <<: *b\n  j: 2\n",  # merge keys (the PyYAML path)
+        "x: &a {y: 1}\nz: *a\n",  # aliases
+        "t: !!str 5\nu: !!float 1\n",  # explicit tags
+    ],
+)
+def test_fast_yaml_walk_builds_what_pyyaml_builds(text: str) -> None:
+    import yaml
+    from necrocode.dispatcher.yaml_source import parse_yaml
+
+    assert parse_yaml(text).value == yaml.safe_load(text)
+
+
+def test_recursive_alias_is_not_a_crash() -> None:
+    from necrocode.dispatcher.yaml_source import parse_yaml
+
+    value = parse_yaml("a: &x [1, *x]\n").value
+    assert value["a"][0] == 1 and value["a"][1] is value["a"]
