@@ -204,6 +204,14 @@ def explain_placement(
         else:
             found.append(why)
     if open_pools:
+        reachable = [n for n in open_pools if pools.platform_problem(n) is None]
+        if not reachable:
+            name = open_pools[0]
+            return Pending(
+                PendingReason.POOL_UNHEALTHY,
+                f"pool {name!r} is unavailable: {pools.platform_problem(name)}",
+            )
+        open_pools = reachable
         if all(not pools.is_healthy(name) for name in open_pools):
             st = pools.get_pool_status(open_pools[0])
             last = f": {st.last_error}" if st.last_error else ""

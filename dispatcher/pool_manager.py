@@ -181,6 +181,8 @@ class AgentPoolManager:
             pool = st.pool
             if not pool.enabled or st.running >= pool.max_concurrency:
                 continue
+            if st.platform_error is not None:
+                continue  # its engine/cluster is unreachable: launching would only burn attempts
             quota = pool.cpu_quota
             if quota is not None and st.cpu_m + cpu_m > cpu_millis(quota):
                 continue
@@ -339,8 +341,9 @@ class AgentPoolManager:
 
     def set_platform_health(self, pool_name: str, ok: bool, message: str = "") -> bool:
         """The result of a platform check of ``pool_name`` (Docker engine or Kubernetes API
-        reachable): a failing check makes the pool unhealthy at once (skipped in favour of
-        healthy mapped pools) until a check passes. Returns True when the health changed."""
+        reachable): a failing check makes the pool unavailable at once — it takes no tasks, which
+        wait with that reason instead of spending attempts — until a check passes. Returns True
+        when the health changed."""
         with self._lock:
             st = self._state(pool_name)
             before = st.platform_error
@@ -359,6 +362,10 @@ class AgentPoolManager:
 
     def is_healthy(self, pool_name: str) -> bool:
         return self._healthy(self._state(pool_name))
+
+    def platform_problem(self, pool_name: str) -> str | None:
+        """Why the pool's platform is unreachable, or None while it is reachable."""
+        return self._state(pool_name).platform_error
 
     def _healthy(self, st: _PoolState) -> bool:
         if st.platform_error is not None:

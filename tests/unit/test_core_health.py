@@ -107,6 +107,33 @@ def test_unreachable_platform_is_one_warning_and_an_unhealthy_skipped_pool(
         core.stop(timeout=0.5)
 
 
+def test_an_unavailable_pool_takes_no_tasks_they_wait_with_the_reason(tmp_path: Path) -> None:
+    # The only mapped pool's engine is down: launching would only burn attempts, so the task
+    # waits, says why, and runs once the platform answers again.
+    pools = [AgentPool(name="docker", type=PoolType.DOCKER, max_concurrency=2,
+                       config={"image": "x"})]
+    config = make_config(tmp_path, agent_pools=pools)
+    docker = UnreachableLauncher()
+    docker.set_health(False, DOCKER_DOWN)
+    core = DispatcherCore(config, registry=MemoryRegistry(), launchers={PoolType.DOCKER: docker})
+    core.start()
+    try:
+        wait_until(lambda: not core.snapshot().pools[0].healthy, 10, "docker pool unavailable")
+        core.submit(Taskset(name="ts", tasks=[Task(id="a", title="A", taskset="ts")]))
+        view = wait_until(
+            lambda: next((q for q in core.snapshot().queued
+                          if q.key == "ts/a" and "unavailable" in q.pending.message), None),
+            10, "the pending reason naming the unavailable pool")
+        assert "DOCKER_HOST" in view.pending.message
+        assert docker.launches == []
+        assert core.registry.get_task("ts/a").attempts == 0
+        docker.set_health(True, "")
+        core._check_platforms(core._platform_pools())
+        wait_until(lambda: docker.launch_for("ts/a"), 10, "launch once the engine answers")
+    finally:
+        core.stop(timeout=0.5)
+
+
 def test_task_without_command_fails_without_hurting_the_pool(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     launcher = ArgvLauncher()
