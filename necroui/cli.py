@@ -285,8 +285,8 @@ def tasks(state: CliState, states: tuple[str, ...], skill: str | None, taskset: 
          t.tenant, t.attempts, t.title)
         for t in found
     ]
-    console.print_rows(["KEY", "STATE", "PRI", "SKILL", "TENANT", "TRIES", "TITLE"], rows,
-                       right=("PRI", "TRIES"))
+    console.print_rows(["KEY", "STATE", "PRI", "SKILL", "TENANT", "FAILS", "TITLE"], rows,
+                       right=("PRI", "FAILS"))
 
 
 @main.command(epilog="""\b

@@ -26,8 +26,10 @@ from necrocode.dispatcher.snapshot import PendingReason, Snapshot
 
 logger = logging.getLogger(__name__)
 
-#: Pending reasons of READY tasks that no waiting can fix.
-NEVER_PLACEABLE = frozenset({PendingReason.NO_POOL_FOR_SKILL, PendingReason.EXCEEDS_QUOTA})
+#: Pending reasons of READY tasks that no waiting can fix (a disabled pool comes back only if an
+#: operator enables it through the API, which a headless run cannot wait for).
+NEVER_PLACEABLE = frozenset({PendingReason.NO_POOL_FOR_SKILL, PendingReason.EXCEEDS_QUOTA,
+                             PendingReason.POOL_DISABLED})
 #: Pending reasons of BLOCKED tasks that no waiting can fix.
 STUCK_FOR_GOOD = frozenset({PendingReason.BLOCKED_BY_FAILURE, PendingReason.DEADLOCK})
 
@@ -66,7 +68,7 @@ def is_settled(snap: Snapshot) -> bool:
 
 
 class _Signals:
-    """SIGINT/SIGTERM: first asks for a graceful stop, second for an immediate one."""
+    """SIGINT/SIGTERM/SIGHUP: first asks for a graceful stop, second for an immediate one."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -76,7 +78,7 @@ class _Signals:
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # HUP: terminal closed
             self._old[sig] = signal.signal(sig, self._handle)
 
     def restore(self) -> None:
@@ -299,7 +301,7 @@ def _summary(registry: Any, stream: TextIO, json_lines: bool, elapsed: float,
         lines.append(f"  {state.value.upper():<{width}}  {counts[state]:>6}")
     if unfinished:
         lines.append("")
-        lines.append(f"  {'TASK':<30} {'STATE':<10} {'TRIES':>5}  LAST ERROR / WHY")
+        lines.append(f"  {'TASK':<30} {'STATE':<10} {'FAILS':>5}  LAST ERROR / WHY")
         for t in unfinished[:50]:
             lines.append(f"  {t.key:<30} {t.state.value:<10} {t.attempts:>5}  "
                          f"{_why(t, reasons)[:90]}")

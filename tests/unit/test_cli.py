@@ -81,7 +81,7 @@ def test_submit_then_tasks_table(env: dict[str, str], tmp_path: Path) -> None:
     result = run(env, "tasks")
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    assert lines[0].split() == ["KEY", "STATE", "PRI", "SKILL", "TENANT", "TRIES", "TITLE"]
+    assert lines[0].split() == ["KEY", "STATE", "PRI", "SKILL", "TENANT", "FAILS", "TITLE"]
     assert lines[1].split() == ["chat/1", "ready", "3", "database", "chat", "0", "Schema"]
     # re-submit: unchanged
     result = run(env, "submit", str(tmp_path / "t.yaml"))

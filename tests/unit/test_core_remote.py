@@ -70,6 +70,8 @@ def snap(*queued: QueuedTaskView, running: int = 0) -> Snapshot:
     ((view("a", TaskState.READY, PendingReason.QUEUED),), 0, False),  # can still run
     ((view("a", TaskState.READY, PendingReason.RETRY_BACKOFF),), 0, False),  # will retry
     ((view("a", TaskState.READY, PendingReason.NO_POOL_FOR_SKILL),), 0, True),  # never
+    ((view("a", TaskState.READY, PendingReason.POOL_DISABLED),), 0, True),  # no operator here
+    ((view("a", TaskState.READY, PendingReason.POOL_UNHEALTHY),), 0, False),  # may come back
     ((view("b", TaskState.BLOCKED, PendingReason.WAITING_DEPENDENCIES),), 0, False),
     ((view("b", TaskState.BLOCKED, PendingReason.BLOCKED_BY_FAILURE),), 0, True),  # for good
 ])
