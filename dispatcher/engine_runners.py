@@ -294,8 +294,18 @@ class RunnerMixin(EngineBase):
             if result is not None:
                 self._runner_ended(rec, result)
 
+    def _flush_started(self) -> None:
+        """Write the batched RunnerStarted events now, before any event that must follow them
+        (a runner that exits at once is seen ended in the same iteration that registered it:
+        its RunnerCompleted/RunnerFailed must not reach the registry before its RunnerStarted).
+        """
+        if self._pending_events:
+            batch, self._pending_events = self._pending_events, []
+            self.events.record_many(batch)
+
     def _runner_ended(self, rec: RunnerRecord, result: RunnerExit) -> None:
         """The platform says the runner is gone: DONE, or a failed attempt."""
+        self._flush_started()
         now = time.time()
         code = result.exit_code
         if code is None and rec.report is not None:
@@ -444,6 +454,7 @@ class RunnerMixin(EngineBase):
         self._changed.add(rec.key)
         self._dirty = True
         if event_type is not None:
+            self._flush_started()
             self.events.record(TaskEvent(
                 event_type=event_type, task_key=rec.key, message=reason, runner_id=rec.runner_id,
                 slot_id=rec.slot.slot_id if rec.slot else None, pool=rec.pool.name,
@@ -492,6 +503,7 @@ class RunnerMixin(EngineBase):
         if rec is None:
             return
         outcome = rec.fence_outcome or "lost"
+        self._flush_started()
         now = time.time()
         duration = max(0.0, now - rec.started_at)
         task = self._known.get(rec.key, rec.task)
