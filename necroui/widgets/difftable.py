@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from rich.text import Text
+from textual.binding import Binding, BindingType
 from textual.coordinate import Coordinate
 from textual.geometry import Size
 from textual.widgets import DataTable
@@ -93,6 +94,11 @@ class DiffTable(DataTable[CellValue], Generic[V]):
     TASK_MIN: ClassVar[int] = 10
     TASK_MAX: ClassVar[int] = 24
     SORTS: ClassVar[dict[str, SortSpec]] = {}  # sort id ("skill", "priority", ...) -> spec
+    # DataTable's home/end only scroll sideways when the cursor is a row: they move the cursor.
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("home,ctrl+home", "first_row", "First row", show=False),
+        Binding("end,ctrl+end", "last_row", "Last row", show=False),
+    ]
 
     def __init__(self, *, clock: Callable[[], float], id: str | None = None) -> None:
         # No cell padding: each column's width includes its one-space gap, so a hidden
@@ -192,6 +198,16 @@ class DiffTable(DataTable[CellValue], Generic[V]):
         width = sum(col.get_render_width(self) for col in self.columns.values())
         header = self.header_height if self.show_header else 0
         self.virtual_size = Size(width + self._row_label_column_width, len(self.rows) + header)
+
+    def action_first_row(self) -> None:
+        """Move the cursor to the first row."""
+        if self.row_count:
+            self.move_cursor(row=0, animate=False)
+
+    def action_last_row(self) -> None:
+        """Move the cursor to the last row."""
+        if self.row_count:
+            self.move_cursor(row=self.row_count - 1, animate=False)
 
     # --- setup -----------------------------------------------------------------------------------
     def on_mount(self) -> None:
