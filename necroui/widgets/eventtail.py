@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 
 from necrocode.dispatcher.models import TaskEvent
 from rich.text import Text
+from textual.events import Resize
 from textual.widgets import RichLog
 
 from .format import fmt_clock
@@ -48,11 +50,34 @@ def _identity(event: TaskEvent) -> tuple[object, ...]:
 
 
 class EventTail(RichLog):
-    """Appends only the events it has not shown yet."""
+    """Appends only the events it has not shown yet, wrapped at the panel's content width.
+
+    RichLog wraps at ``min_width`` (78) when that is wider than the panel, which cut the end of
+    each first line away; lines are wrapped at the real width and re-wrapped on resize.
+    """
 
     def __init__(self, *, id: str | None = None, max_lines: int = 500) -> None:
-        super().__init__(id=id, max_lines=max_lines, wrap=True, markup=False, auto_scroll=True)
+        super().__init__(id=id, max_lines=max_lines, wrap=True, markup=False, auto_scroll=True,
+                         min_width=1)
         self._last: tuple[object, ...] | None = None
+        self._recent: deque[TaskEvent] = deque(maxlen=max_lines)
+        self._wrap_width = 0
+
+    def _content_width(self) -> int:
+        """Width to wrap at: the content region less a vertical scrollbar (shown or not yet)."""
+        return max(8, self.content_region.width - self.styles.scrollbar_size_vertical)
+
+    def on_resize(self, event: Resize) -> None:
+        """Re-wrap every event kept when the width changes (RichLog's own handler runs too)."""
+        if not event.size.width:
+            return
+        width = self._content_width()
+        if width == self._wrap_width:
+            return
+        self._wrap_width = width
+        self.clear()
+        for item in self._recent:
+            self.write(event_line(item), width=width)
 
     def apply(self, events: Sequence[TaskEvent]) -> None:
         """Write the events newer than the last one written (events are oldest first)."""
@@ -65,5 +90,7 @@ class EventTail(RichLog):
                     start = i + 1
                     break
         for event in events[start:]:
-            self.write(event_line(event))
+            self._recent.append(event)
+            if self._wrap_width:
+                self.write(event_line(event), width=self._wrap_width)
         self._last = _identity(events[-1])
