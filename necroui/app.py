@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -44,6 +45,28 @@ class EngineLike(Protocol):
     def retry(self, task_key: str) -> str: ...
     def cancel(self, task_key: str) -> str: ...
     def set_pool_enabled(self, pool_name: str, enabled: bool) -> str: ...
+
+
+_ONE_PLURAL = re.compile(r"\b1 ((?:[\w-]+ )?)(\w+)\((\w+)\)")
+_PLURAL = re.compile(r"\b(\w+)\((\w+)\)")
+
+
+def fix_plurals(text: str) -> str:
+    """``1 failed dependenc(ies)`` -> ``1 failed dependency``; ``2 task(s)`` -> ``2 tasks``.
+
+    Engine answers write "(ies)"/"(s)" plurals; the console shows them as words.
+    """
+
+    def one(m: re.Match[str]) -> str:
+        stem, suffix = m.group(2), m.group(3)
+        word = stem + "y" if suffix == "ies" else stem
+        return f"1 {m.group(1)}{word}"
+
+    def many(m: re.Match[str]) -> str:
+        stem, suffix = m.group(1), m.group(2)
+        return stem + suffix if suffix in ("s", "es", "ies") else m.group(0)
+
+    return _PLURAL.sub(many, _ONE_PLURAL.sub(one, text))
 
 
 class NecroApp(App[QuitChoice]):
@@ -137,6 +160,8 @@ class NecroApp(App[QuitChoice]):
                         name=label)
 
     def _report(self, answers: list[str], errors: list[str]) -> None:
+        answers = [fix_plurals(a) for a in answers]
+        errors = [fix_plurals(e) for e in errors]
         if answers:
             shown = answers if len(answers) <= 3 else [*answers[:3], f"… and {len(answers) - 3}"]
             self.notify("\n".join(shown), timeout=4)
@@ -222,7 +247,13 @@ class NecroApp(App[QuitChoice]):
 
     # --- command palette ---------------------------------------------------------------------
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        for command in super().get_system_commands(screen):
+            if command.callback == self.action_quit:
+                # the same flow as q: asks Wait/Leave/Stop while runners run
+                yield SystemCommand(command.title, "Quit (asks first while runners run)",
+                                    self.action_quit_app)
+            else:
+                yield command
         main = self.main
         verbs: list[tuple[str, str, str, Callable[[], Any]]] = [
             ("pause_toggle", "Pause / resume dispatching", "running runners go on (p)",

@@ -69,12 +69,11 @@ class HelpScreen(ModalScreen[None]):
         title = Text("necroui keys", style="bold")
         if app.read_only:
             title.append("  (read-only: verbs hidden)", style="yellow")
-        hint = Text(
-            "\nRebind keys in the config: ui: keymap: {<id>: <key>}. "
-            "Sort keys act on the focused table; again to reverse. "
-            "Marked rows (space) take bulk retry/cancel/priority.",
-            style="grey62",
-        )
+        hint_text = ("\nRebind keys in the config: ui: keymap: {<id>: <key>}. "
+                     "Sort keys act on the focused table; again to reverse.")
+        if not app.read_only:  # no verbs to take marked rows in read-only mode
+            hint_text += " Marked rows (space) take bulk retry/cancel/priority."
+        hint = Text(hint_text, style="grey62")
         with VerticalScroll(id="help-box"):
             yield Static(title)
             yield Static(bindings_table(app))

@@ -239,6 +239,7 @@ class MainScreen(Screen[None]):
             return
         changes = [(k, (self.task_priority(k) or 0) + delta) for k in keys]
         self.necro.set_priorities(changes)
+        self.clear_all_marks()
 
     def action_priority_up(self) -> None:
         self._bump(+1)
@@ -257,8 +258,15 @@ class MainScreen(Screen[None]):
         def done(value: int | None) -> None:
             if value is not None:
                 self.necro.set_priorities([(k, value) for k in keys])
+                self.clear_all_marks()
 
         self.app.push_screen(PriorityModal(f"Priority of {what}", current), done)
+
+    def clear_all_marks(self) -> None:
+        """After a bulk action: no table keeps marks (they would take the next verb too)."""
+        for table in self.task_tables():
+            table.clear_marks()
+        self._update_titles()
 
     def action_retry(self) -> None:
         keys = self.target_tasks()
@@ -266,7 +274,7 @@ class MainScreen(Screen[None]):
             self.notify("no task selected", severity="warning")
             return
         self.necro.retry_tasks(keys)
-        self.active_table.clear_marks()
+        self.clear_all_marks()
 
     def action_cancel(self) -> None:
         keys = self.target_tasks()
@@ -274,12 +282,11 @@ class MainScreen(Screen[None]):
             self.notify("no task selected", severity="warning")
             return
         what = keys[0] if len(keys) == 1 else f"{len(keys)} marked tasks"
-        table = self.active_table
 
         def done(yes: bool | None) -> None:
             if yes:
                 self.necro.cancel_tasks(keys)
-                table.clear_marks()
+                self.clear_all_marks()
 
         self.app.push_screen(ConfirmModal(f"Cancel {what}?", yes_label="Cancel task"), done)
 

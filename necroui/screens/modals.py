@@ -19,6 +19,8 @@ class ConfirmModal(ModalScreen[bool]):
         Binding("escape", "answer(False)", "No", id="confirm_no"),
         Binding("y", "answer(True)", "Yes", id="confirm_yes"),
         Binding("n", "answer(False)", "No", show=False),
+        Binding("left", "app.focus_previous", "Previous", show=False),
+        Binding("right", "app.focus_next", "Next", show=False),
     ]
 
     def __init__(self, question: str, *, yes_label: str = "Yes") -> None:
@@ -97,6 +99,8 @@ class QuitModal(ModalScreen[QuitChoice]):
         Binding("w", "choose('wait')", "Wait", show=False),
         Binding("l", "choose('leave')", "Leave", show=False),
         Binding("s", "choose('stop')", "Stop", show=False),
+        Binding("left", "app.focus_previous", "Previous", show=False),
+        Binding("right", "app.focus_next", "Next", show=False),
     ]
 
     def __init__(self, running: int) -> None:
