@@ -1,9 +1,11 @@
 """Builds the engine's frozen :class:`~.snapshot.Snapshot` after changes.
 
 Per-task views are cached and rebuilt only for tasks that changed since the last snapshot
-(``rev`` grows when a view's content changes). Queue positions and pending reasons of the whole
-queue are recomputed on every snapshot for small queues and at most once a second for big ones,
-so 10,000 queued tasks do not make the engine lag.
+(``rev`` grows when a view's content changes). The dispatch order of the whole queue (and every
+pending reason) is recomputed on every snapshot for small queues and at most once a second for
+big ones; in between, every snapshot renumbers the cached order (tasks that left dropped, so
+positions stay 1..n) and updates capacity reasons when the pools changed (per task shape), so
+10,000 queued tasks do not make the engine lag.
 """
 
 from __future__ import annotations
@@ -43,6 +45,22 @@ def _rest_order(view: QueuedTaskView) -> tuple[bool, int, str]:
     return (view.state is TaskState.BLOCKED, -view.priority, view.key)
 
 
+def _shape(task: Task) -> tuple[Any, ...]:
+    """What a READY task's capacity reason depends on (the scheduler explains per shape)."""
+    return (task.required_skill, task.resources.cpu, task.resources.memory_mb)
+
+
+def _view_with(view: QueuedTaskView, **fields: Any) -> QueuedTaskView:
+    """A copy of ``view`` with ``fields`` changed and ``rev`` bumped; several times faster than
+    :func:`dataclasses.replace` (no __init__), which matters for 10,000 queued views."""
+    new = object.__new__(QueuedTaskView)
+    attrs = view.__dict__.copy()
+    attrs.update(fields)
+    attrs["rev"] = view.rev + 1
+    object.__setattr__(new, "__dict__", attrs)
+    return new
+
+
 def _fallback_pending(reason: PendingReason, message: str) -> Pending:
     return Pending(reason, message)
 
@@ -58,7 +76,13 @@ class SnapshotBuilder:
         self._finished: dict[str, FinishedTaskView] = {}
         self._queued_keys: set[str] = set()
         self._order: list[str] = []  # READY keys in dispatch order (last full refresh)
-        self._positions: dict[str, int] = {}
+        self._reason_stamp: tuple[Any, ...] | None = None
+        # READY views whose reason is the scheduler's capacity answer for their shape: when the
+        # pools change, only the shapes whose answer changed are updated (no re-explaining)
+        self._shape_of: dict[str, tuple[Any, ...]] = {}
+        self._was_paused = False
+        self._shape_pending: dict[tuple[Any, ...], Pending] = {}
+        self._shape_task: dict[tuple[Any, ...], Task] = {}
         self._last_full = 0.0
         self._full_interval = 1.0
         self._order_set: set[str] = set()
@@ -84,6 +108,7 @@ class SnapshotBuilder:
                 self._queued_keys.discard(key)
                 self._queued.pop(key, None)
                 self._sigs.pop(key, None)
+                self._shape_of.pop(key, None)
 
     def poll_events(self) -> None:
         """Fetch registry events newer than the last seen (outside writers included)."""
@@ -116,6 +141,7 @@ class SnapshotBuilder:
         core = self.core
         mod = self._pending_module()
         key = task.key
+        self._shape_of.pop(key, None)
         try:
             if key in core._deadlocked_keys:
                 return Pending(PendingReason.DEADLOCK, "part of a dependency cycle; see deadlocks")
@@ -149,19 +175,24 @@ class SnapshotBuilder:
                 if mod is not None:
                     return mod.no_slot(task, task.repo)
                 return _fallback_pending(PendingReason.NO_SLOT, "no free workspace slot")
-            return core.scheduler.explain(task, core.pool_manager)
+            found: Pending = core.scheduler.explain(task, core.pool_manager)
+            shape = _shape(task)
+            self._shape_of[key] = shape
+            self._shape_pending[shape] = found
+            self._shape_task[shape] = task
+            return found
         except Exception:
             logger.debug("pending reason of %s failed", key, exc_info=True)
             return _fallback_pending(PendingReason.QUEUED, "queued")
 
     # --- views -----------------------------------------------------------------------------
     def _queued_view(self, task: Task, now: float) -> QueuedTaskView:
-        position = self._positions.get(task.key)
+        """The view of a queued task; its position is set afterwards by :meth:`_renumber`."""
+        old = self._queued.get(task.key)
+        position = old.position if old is not None else None
         pending = self._pending_for(task, now)
         sig = (task.title, task.state, task.required_skill, task.tenant, task.priority,
-               task.ready_at, task.created_at, task.attempts, position, pending,
-               task.next_attempt_at)
-        old = self._queued.get(task.key)
+               task.ready_at, task.created_at, task.attempts, pending, task.next_attempt_at)
         if old is not None and self._sigs.get(task.key) == sig:
             return old
         view = QueuedTaskView(
@@ -234,6 +265,63 @@ class SnapshotBuilder:
         self._rest_sorted, self._rest_keys = rest, rest_keys
         return rest
 
+    def _refresh_capacity_reasons(self) -> bool:
+        """The pools changed: explain each task shape again and update the views of the shapes
+        whose answer changed. True when a view changed."""
+        core = self.core
+        fresh: dict[tuple[Any, ...], Pending] = {}
+        for shape, old in list(self._shape_pending.items()):
+            try:
+                new = core.scheduler.explain(self._shape_task[shape], core.pool_manager)
+            except Exception:
+                logger.debug("pending reason of shape %s failed", shape, exc_info=True)
+                continue
+            self._shape_pending[shape] = new
+            if new != old:
+                fresh[shape] = new
+        if not fresh:
+            return False
+        views, sigs = self._queued, self._sigs
+        for key, shape in self._shape_of.items():
+            new = fresh.get(shape)
+            view = views.get(key)
+            if new is None or view is None or view.pending == new:
+                continue
+            views[key] = _view_with(view, pending=new)
+            sig = sigs.get(key)
+            if sig is not None:
+                sigs[key] = sig[:8] + (new,) + sig[9:]
+        return True
+
+    def _renumber(self, ordered: list[str], rest: list[str]) -> tuple[QueuedTaskView, ...]:
+        """The queued views in dispatch order, positions 1..n among the tasks still queued.
+
+        ``ordered``: READY keys in the cached dispatch order (tasks that left dropped);
+        ``rest``: the others (READY since the last full refresh first, then BLOCKED). A READY
+        task waiting in the dispatch queue gets the next position; BLOCKED tasks, and READY
+        ones outside the queue (no slot yet, retry pending outside it) have none. Only views
+        whose position changed are replaced, so this costs O(queue) without explaining again.
+        """
+        views = self._queued
+        in_queue = self.core.queue
+        out: list[QueuedTaskView] = []
+        position = 0
+        for keys, check in ((ordered, False), (rest, True)):
+            for key in keys:
+                view = views[key]
+                if view.state is TaskState.READY and (not check or key in in_queue):
+                    position += 1
+                    pos: int | None = position
+                else:
+                    pos = None
+                if view.position != pos:
+                    view = _view_with(view, position=pos)
+                    views[key] = view
+                out.append(view)
+        self._rest_sorted = [views[k] for k in rest] if self._rest_sorted is not None \
+            else None
+        return tuple(out)
+
     # --- assembly --------------------------------------------------------------------------
     def build(self, now: float, state: str) -> Snapshot:
         """Assemble the next snapshot from the cached views and the engine's state."""
@@ -245,7 +333,17 @@ class SnapshotBuilder:
         self.poll_events()
         full = len(self._queued_keys) <= FULL_REFRESH_SMALL \
             or now - self._last_full >= self._full_interval
-        structure = full or bool(changed)
+        # pending reasons of READY tasks depend on the pools (capacity), pause and slots: when
+        # those changed, explain them again (cheap: the scheduler caches per task shape), so a
+        # reason never says "8/8" while the same snapshot shows fewer running
+        pm = core.pool_manager
+        stamp = (id(pm), getattr(pm, "version", None))
+        reasons_stale = stamp != self._reason_stamp and not full
+        self._reason_stamp = stamp
+        pause_changed = core._paused != self._was_paused
+        self._was_paused = core._paused
+        moved = self._refresh_capacity_reasons() if reasons_stale else False
+        structure = full or bool(changed) or moved or pause_changed
         if full:
             began = time.perf_counter()
             self._last_full = now
@@ -256,8 +354,12 @@ class SnapshotBuilder:
                 logger.debug("scheduler order failed", exc_info=True)
                 self._order = [t.key for t in core.queue.tasks()]
             self._order_set = set(self._order)
-            self._positions = {k: i for i, k in enumerate(self._order, 1)}
             rebuild = set(self._queued_keys)
+        elif pause_changed:
+            known_now = core._known
+            rebuild = {k for k in self._queued_keys
+                       if (t := known_now.get(k)) is not None and t.state is TaskState.READY}
+            rebuild |= changed & self._queued_keys
         else:
             rebuild = changed & self._queued_keys
         known = core._known
@@ -268,10 +370,10 @@ class SnapshotBuilder:
         if structure or self._queued_tuple is None:
             views = self._queued
             keys = self._queued_keys
-            ready = [views[k] for k in self._order if k in keys and k in views]
+            ready = [k for k in self._order if k in keys and k in views]
             rest = self._sorted_rest({k for k in keys - self._order_set if k in views},
                                      rebuild)
-            self._queued_tuple = tuple(ready + rest)
+            self._queued_tuple = self._renumber(ready, [v.key for v in rest])
         queued = self._queued_tuple
         if full and len(self._queued_keys) > FULL_REFRESH_SMALL:
             # big queues: a full refresh may cost at most ~5% of the engine's time

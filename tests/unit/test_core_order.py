@@ -122,3 +122,59 @@ def test_real_true_processes_keep_runner_started_first(tmp_path: Path) -> None:
         assert_runner_event_order(core.registry, keys)
     finally:
         core.stop(timeout=1)
+
+
+def check_queue_views(snap: Any) -> None:
+    """Positions 1..k in order (None only for tasks that cannot be dispatched yet), and no
+    "global limit reached (n/n)" reason while the same snapshot shows fewer runners."""
+    positions = [v.position for v in snap.queued if v.position is not None]
+    assert positions == list(range(1, len(positions) + 1)), \
+        f"snapshot {snap.version}: positions {positions[:20]}..."
+    ready = [v for v in snap.queued if v.state is TaskState.READY]
+    assert all(v.position is not None for v in ready), f"snapshot {snap.version}"
+    assert all(v.position is None for v in snap.queued if v.state is TaskState.BLOCKED)
+    running = len(snap.running)
+    limit = snap.max_global_concurrency
+    if running < limit:
+        bad = [v.key for v in ready if v.pending is not None
+               and "global limit reached" in v.pending.message]
+        assert not bad, f"snapshot {snap.version}: {running} running but {bad[:3]} say " \
+                        f"{ready[0].pending}"
+
+
+def test_queue_positions_and_reasons_follow_every_snapshot(tmp_path: Path) -> None:
+    registry = MemoryRegistry()
+    launcher = FakeLauncher()
+    cfg = config(tmp_path, max_global_concurrency=8, agent_pools=[
+        AgentPool(name="local", type=PoolType.LOCAL_PROCESS, max_concurrency=16)])
+    core = DispatcherCore(cfg, registry=registry, launchers={PoolType.LOCAL_PROCESS: launcher})
+    core.start()
+    try:
+        tasks = [Task(id=f"q{i:03d}", title=f"q{i}", command=["true"]) for i in range(300)]
+        tasks += [Task(id=f"b{i}", title=f"b{i}", command=["true"], dependencies=["q299"])
+                  for i in range(5)]
+        for t in tasks:
+            t.taskset = "pos"
+            t.tenant = "pos"
+        core.submit(Taskset(name="pos", tasks=tasks))
+        launcher.wait_for_running(8)
+        snap = core.wait_for_snapshot(0, timeout=10)
+        seen = 0
+        for _ in range(12):
+            for rid in launcher.running()[:5]:
+                launcher.finish(rid)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # every snapshot until 8 run again
+                snap = core.wait_for_snapshot(snap.version, timeout=5)
+                check_queue_views(snap)
+                seen += 1
+                if len(launcher.running()) == 8 and len(snap.running) == 8 \
+                        and not any(v.key in {r.task.key for r in launcher.launches[-5:]}
+                                    for v in snap.queued):
+                    break
+        assert seen >= 12
+        first = next(v for v in snap.queued if v.position == 1)
+        launched = {launch.task.key for launch in launcher.launches}
+        assert first.key not in launched
+    finally:
+        core.stop(timeout=1)
