@@ -94,6 +94,9 @@ class DiffTable(DataTable[CellValue], Generic[V]):
     TASK_MIN: ClassVar[int] = 10
     TASK_MAX: ClassVar[int] = 24
     SORTS: ClassVar[dict[str, SortSpec]] = {}  # sort id ("skill", "priority", ...) -> spec
+    # Newest-first tables: while the cursor is on the first row (and no sort is set), new rows
+    # arriving on top take the cursor and stay visible; a cursor moved down keeps its task.
+    FOLLOW_HEAD: ClassVar[bool] = False
     # DataTable's home/end only scroll sideways when the cursor is a row: they move the cursor.
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("home,ctrl+home", "first_row", "First row", show=False),
@@ -483,11 +486,15 @@ class DiffTable(DataTable[CellValue], Generic[V]):
             return
         self._last_views = views
         cursor_key, old_order, old_row = self._intended_cursor(), self._order, self.cursor_row
+        follow = (self.FOLLOW_HEAD and self.sort_id is None and old_row <= 0
+                  and int(self.scroll_y) == 0)
         self._holding = True
         try:
             self._apply_rows(views, force=force)
         finally:
             self._holding = False
+        if follow and self._order:
+            cursor_key, old_row = self._order[0], 0
         self._restore_cursor(cursor_key, old_order, old_row)
         self.tick()
 

@@ -156,6 +156,7 @@ class FinishedTable(DiffTable[FinishedTaskView]):
         Column("pool", "pool", width=10, drop=2),
         Column("error", "last error", width=24, flex=True),
     )
+    FOLLOW_HEAD: ClassVar[bool] = True  # the newest on top stay in view
     SORTS: ClassVar[dict[str, SortSpec]] = {
         "task": SortSpec("task", lambda v, now: v.key),
         "wait": SortSpec("wait", lambda v, now: -(v.duration or 0.0)),
