@@ -117,8 +117,8 @@ class ControlMixin(RunnerMixin):
                     f"{key} is BLOCKED on dependencies that have not finished yet; "
                     "nothing to retry")
             messages = [self._retry_one(root) for root in roots]
-            return f"{key} was blocked by {len(roots)} failed dependenc(ies): " + "; ".join(
-                messages)
+            noun = "dependency" if len(roots) == 1 else "dependencies"
+            return f"{key} was blocked by {len(roots)} failed {noun}: " + "; ".join(messages)
         raise InvalidTransitionError(key, task.state.value, TaskState.READY.value,
                                      "only FAILED, CANCELLED or blocked tasks can be retried")
 
