@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -158,8 +159,13 @@ class _SafeFormat(dict[str, Any]):
 class RunnerLauncher(ABC):
     """Starts, watches and stops Agent Runners on one kind of platform."""
 
+    #: Seconds a platform check answer is reused (the engine checks every ~30 s, launches may
+    #: ask more often).
+    health_ttl = 5.0
+
     def __init__(self, env: LaunchEnvironment) -> None:
         self.env = env
+        self._health_cache: dict[str, tuple[float, bool, str]] = {}
 
     @abstractmethod
     def launch(self, task: Task, slot: Slot, pool: AgentPool, *, attempt: int = 1) -> Runner:
@@ -182,7 +188,16 @@ class RunnerLauncher(ABC):
         return self.poll(runner) is None
 
     def health(self, pool: AgentPool) -> tuple[bool, str]:
-        """Whether the platform can take runners now, and why not."""
+        """Whether the platform can take runners now, and why not (cached ``health_ttl``)."""
+        cached = self._health_cache.get(pool.name)
+        if cached and time.monotonic() - cached[0] < self.health_ttl:
+            return cached[1], cached[2]
+        ok, why = self._check_health(pool)
+        self._health_cache[pool.name] = (time.monotonic(), ok, why)
+        return ok, why
+
+    def _check_health(self, pool: AgentPool) -> tuple[bool, str]:
+        """Ask the platform (uncached); platforms without a check are always healthy."""
         return True, ""
 
     def release(self, runner: Runner) -> None:  # noqa: B027 - optional hook

@@ -101,7 +101,6 @@ class DockerLauncher(RunnerLauncher):
         self._events_thread: threading.Thread | None = None
         self._events_stream: Any | None = None
         self._closing = threading.Event()
-        self._health: dict[str, tuple[float, bool, str]] = {}
 
     # --- client ---------------------------------------------------------------------------
     def _new_client(self) -> Any:
@@ -493,15 +492,6 @@ class DockerLauncher(RunnerLauncher):
         return out
 
     # --- health -----------------------------------------------------------------------------
-    def health(self, pool: AgentPool) -> tuple[bool, str]:
-        """(True, "") when the engine answers and the pool's image is there (cached 5 s)."""
-        cached = self._health.get(pool.name)
-        if cached and time.monotonic() - cached[0] < 5.0:
-            return cached[1], cached[2]
-        result = self._check_health(pool)
-        self._health[pool.name] = (time.monotonic(), *result)
-        return result
-
     def _check_health(self, pool: AgentPool) -> tuple[bool, str]:
         try:
             client = self.client()

@@ -99,7 +99,6 @@ class KubernetesLauncher(RunnerLauncher):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._health: dict[str, tuple[float, bool, str]] = {}
 
     # --- client -----------------------------------------------------------------------------
     def api_client(self) -> Any:
@@ -438,11 +437,8 @@ class KubernetesLauncher(RunnerLauncher):
         return out
 
     # --- health -----------------------------------------------------------------------------
-    def health(self, pool: AgentPool) -> tuple[bool, str]:
-        """(True, "") when the API answers a Job list in the pool's namespace (cached 5 s)."""
-        cached = self._health.get(pool.name)
-        if cached and time.monotonic() - cached[0] < 5.0:
-            return cached[1], cached[2]
+    def _check_health(self, pool: AgentPool) -> tuple[bool, str]:
+        """(True, "") when the API answers a Job list in the pool's namespace."""
         try:
             settings = KubernetesPoolSettings.from_pool(pool)
             self._batch().list_namespaced_job(settings.namespace, limit=1,
@@ -454,7 +450,6 @@ class KubernetesLauncher(RunnerLauncher):
             code = _status(exc)
             where = f"HTTP {code}" if code else str(exc)
             result = (False, f"the Kubernetes API does not answer for pool {pool.name!r}: {where}")
-        self._health[pool.name] = (time.monotonic(), *result)
         return result
 
     def close(self) -> None:
