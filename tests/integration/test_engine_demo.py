@@ -14,29 +14,20 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from necrocode.dispatcher.models import EventType, TaskEvent, TaskState
 from necrocode.dispatcher.registry import SQLiteRegistry
+from support import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 ENDS = (EventType.RUNNER_COMPLETED, EventType.RUNNER_FAILED, EventType.TASK_CANCELLED,
         EventType.TASK_REQUEUED, EventType.RUNNER_LAUNCH_FAILED)
 
 
-def wait_until(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def necroui_cmd() -> list[str]:

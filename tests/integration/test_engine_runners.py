@@ -10,7 +10,6 @@ import json
 import os
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,17 +20,7 @@ from necrocode.dispatcher.core import DispatcherCore
 from necrocode.dispatcher.engine_api import pid_alive
 from necrocode.dispatcher.models import AgentPool, EventType, PoolType, Task, Taskset, TaskState
 from necrocode.dispatcher.snapshot import PendingReason
-
-
-def wait_until(cond: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
+from support import wait_until
 
 # An agent that starts a child (a process tree), records both pids, then behaves by attempt.
 AGENT = textwrap.dedent("""\

@@ -13,9 +13,8 @@ import json
 import os
 import sys
 import textwrap
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from necrocode.dispatcher.core import DispatcherCore
 from necrocode.dispatcher.engine_api import pid_alive
 from necrocode.dispatcher.models import AgentPool, EventType, PoolType, Task, Taskset, TaskState
 from necrocode.dispatcher.registry import open_registry
+from support import wait_until
 
 # An agent whose behaviour depends on its mode and attempt. It records its pid and its child's
 # pid, and, on a later attempt, whether any process of the previous attempt is still alive.
@@ -72,14 +72,6 @@ AGENT = textwrap.dedent("""\
     """)
 
 
-def wait_until(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def base_config(tmp_path: Path, **overrides: Any) -> DispatcherConfig:

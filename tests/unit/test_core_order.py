@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +23,11 @@ from necrocode.dispatcher.models import (
 )
 from necrocode.dispatcher.registry import MemoryRegistry
 from necrocode.dispatcher.registry.base import TaskRegistry
+from support import wait_until
 
 ENDS = (EventType.RUNNER_COMPLETED, EventType.RUNNER_FAILED)
 
 
-def wait_until(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class InstantLauncher(FakeLauncher):

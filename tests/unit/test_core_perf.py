@@ -4,8 +4,6 @@ check (a graph of every task) runs only after a change it reports on."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +14,7 @@ from necrocode.dispatcher.core import DispatcherCore
 from necrocode.dispatcher.launchers.fake import FakeLauncher
 from necrocode.dispatcher.models import AgentPool, PoolType, Task, Taskset, TaskState
 from necrocode.dispatcher.registry import MemoryRegistry
-
-
-def wait_until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
+from support import wait_until
 
 
 def make_core(tmp_path: Path, **overrides: Any) -> tuple[DispatcherCore, FakeLauncher]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from necrocode.dispatcher.snapshot import (
     QueuedTaskView,
     Snapshot,
 )
+from support import wait_until
 
 from necroui import remote
 from necroui.headless import format_event, is_settled, run_headless
@@ -243,11 +243,3 @@ def test_status_limits_through_the_api(running_core: DispatcherCore) -> None:
     assert "necrocode" in remote.fetch_metrics(config, timeout=10.0)
 
 
-def wait_until(cond: Any, timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")

@@ -44,6 +44,7 @@ from necrocode.dispatcher.models import (
 from necrocode.dispatcher.registry import MemoryRegistry, open_registry
 from necrocode.dispatcher.repo_pool import RepoPoolManager  # type: ignore[attr-defined]
 from necrocode.dispatcher.snapshot import PendingReason
+from support import wait_until
 
 # --------------------------------------------------------------------------------------------
 # fakes
@@ -275,15 +276,6 @@ def nth_faults(plan: dict[int, str], match: Callable[..., bool]) -> Callable[...
 # --------------------------------------------------------------------------------------------
 
 
-def wait_until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``cond`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def make_config(tmp_path: Path, **overrides: Any) -> DispatcherConfig:
