@@ -55,7 +55,8 @@ def test_seed_yaml_loads_with_every_value() -> None:
     assert config.ui.refresh_interval == DispatcherConfig().ui.refresh_interval
 
 
-@pytest.mark.skipif(not SEED_README.exists(), reason="seed document not available")
+@pytest.mark.skipif(not SEED_README.exists(),
+                    reason="the seed design document (../shared/seed/) is not beside this checkout")
 def test_shipped_yaml_is_the_seed_example_verbatim() -> None:
     text = SEED_README.read_text(encoding="utf-8")
     start = text.index("```yaml\n# config/dispatcher.yaml") + len("```yaml\n")
