@@ -68,8 +68,14 @@ class ReconcileMixin(RunnerMixin):
                                                             runner=runner.runner_id,
                                                             pool=runner.pool_name))
             try:
-                launcher.stop(runner, self.config.runner_stop_grace)
-                launcher.release(runner)
+                answer = launcher.stop(runner, self.config.runner_stop_grace)
+                if answer.confirmed:
+                    launcher.release(runner)
+                else:
+                    logger.warning("stop of orphan runner %s not confirmed: %s",
+                                   runner.runner_id, answer.reason,
+                                   extra=log_extra(task=runner.task_key,
+                                                   runner=runner.runner_id))
             except Exception:
                 logger.exception("could not stop orphan runner %s", runner.runner_id,
                                  extra=log_extra(task=runner.task_key,

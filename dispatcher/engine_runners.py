@@ -489,13 +489,21 @@ class RunnerMixin(EngineBase):
 
     @staticmethod
     def _stop_now(rec: RunnerRecord, grace: float) -> tuple[bool, RunnerExit | None]:
+        """One stop of the runner: (confirmed gone, its exit). An unconfirmed stop (or one that
+        raised) keeps the runner, its slot and capacity; the fence tries again."""
         try:
-            return True, rec.launcher.stop(rec.runner, grace)
-        except Exception:
-            logger.exception("stopping runner %s failed; it is kept (and fenced again)",
-                             rec.runner_id, extra=log_extra(task=rec.key, runner=rec.runner_id,
-                                                            pool=rec.pool))
+            result = rec.launcher.stop(rec.runner, grace)
+        except Exception as exc:
+            logger.warning("stopping runner %s failed; it is kept (and fenced again): %s",
+                           rec.runner_id, exc, exc_info=True,
+                           extra=log_extra(task=rec.key, runner=rec.runner_id, pool=rec.pool))
             return False, None
+        if not result.confirmed:
+            logger.warning("stop of runner %s not confirmed; it is kept (and fenced again): %s",
+                           rec.runner_id, result.reason,
+                           extra=log_extra(task=rec.key, runner=rec.runner_id, pool=rec.pool))
+            return False, None
+        return True, result.exit
 
     def _fenced(self, runner_id: str, result: RunnerExit | None) -> None:
         """A fenced runner is gone: release it and settle its task by the fence's outcome."""

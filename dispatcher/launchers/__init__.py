@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..models import PoolType
-from .base import LaunchEnvironment, RunnerExit, RunnerLauncher
+from .base import LaunchEnvironment, RunnerExit, RunnerLauncher, StopResult
 
-__all__ = ["LaunchEnvironment", "RunnerExit", "RunnerLauncher", "launcher_for"]
+__all__ = ["LaunchEnvironment", "RunnerExit", "RunnerLauncher", "StopResult", "launcher_for"]
 
 
 def launcher_for(pool_type: PoolType | str, env: LaunchEnvironment) -> RunnerLauncher:

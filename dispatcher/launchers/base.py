@@ -34,6 +34,31 @@ class RunnerExit:
 
 
 @dataclass(frozen=True)
+class StopResult:
+    """What a launcher knows after :meth:`RunnerLauncher.stop`.
+
+    ``confirmed`` means the runner is known gone: its whole process tree, its container or its
+    Job (and pods). Only a confirmed stop lets the engine release the runner's slot and
+    capacity and offer its task again; an unconfirmed one is tried again with backoff while
+    everything stays held, and ``reason`` is shown ("stopping: not confirmed: …").
+    """
+
+    confirmed: bool
+    exit: RunnerExit | None = None  # how it ended, when the platform said
+    reason: str = ""  # unconfirmed: why not (the platform's error, what still runs)
+
+    @classmethod
+    def gone(cls, exit: RunnerExit | None = None) -> StopResult:
+        """The runner is known gone (``exit``: how it ended, when known)."""
+        return cls(True, exit, exit.reason if exit is not None else "")
+
+    @classmethod
+    def unconfirmed(cls, reason: str) -> StopResult:
+        """The stop may not have worked: the runner may still run."""
+        return cls(False, None, reason)
+
+
+@dataclass(frozen=True)
 class LaunchEnvironment:
     """What every launcher needs from the engine to start runners."""
 
@@ -176,8 +201,10 @@ class RunnerLauncher(ABC):
         """Non-blocking: None while the runner lives, its exit once it has ended."""
 
     @abstractmethod
-    def stop(self, runner: Runner, grace: float | None = None) -> RunnerExit | None:
-        """Fence: stop the runner (TERM, grace, KILL) and return once it is gone."""
+    def stop(self, runner: Runner, grace: float | None = None) -> StopResult:
+        """Fence: stop the runner (TERM, ``grace`` seconds, KILL) and say whether it is known
+        gone. Never raises for a platform error: that is an unconfirmed result with the
+        reason (the engine keeps the runner's slot and capacity and tries again)."""
 
     def reconcile(self, pool: AgentPool) -> list[Runner]:
         """Runners of this pool still alive on the platform (to adopt after a restart)."""
@@ -205,6 +232,13 @@ class RunnerLauncher(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Stop watcher threads and close clients."""
+
+
+def short_error(exc: BaseException) -> str:
+    """One line of a platform error (an SDK's text can be a page long)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first[:300]
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -24,8 +24,10 @@ from .base import (
     LaunchEnvironment,
     RunnerExit,
     RunnerLauncher,
+    StopResult,
     attempt_dir,
     new_runner_id,
+    short_error,
     write_json_atomic,
 )
 from .docker_spec import (
@@ -375,39 +377,60 @@ class DockerLauncher(RunnerLauncher):
             return self._tracked[runner.runner_id]
 
     # --- stopping ---------------------------------------------------------------------------
-    def stop(self, runner: Runner, grace: float | None = None) -> RunnerExit | None:
-        """SIGTERM, ``grace`` seconds, SIGKILL; returns once the container is gone."""
+    def stop(self, runner: Runner, grace: float | None = None) -> StopResult:
+        """SIGTERM, ``grace`` seconds, SIGKILL; confirmed once the engine says the container
+        no longer runs (or no longer exists). An engine that cannot be asked, or a container
+        still running after the kill, is an unconfirmed stop."""
+        import docker.errors as derr
+
         grace = self.env.stop_grace if grace is None else grace
         with self._lock:
             tracked = self._tracked.get(runner.runner_id)
         if tracked is None:
             tracked = self._track_from_runner(runner)
         if tracked.exit is not None:
-            return tracked.exit
-        container = self._container(tracked)
+            return StopResult.gone(tracked.exit)
+        try:
+            container = self._container(tracked)
+        except Exception as exc:
+            return StopResult.unconfirmed(f"docker engine could not be asked about container "
+                                          f"{tracked.name}: {short_error(exc)}")
         if container is None:
             tracked.exit = RunnerExit(None, "container disappeared", finished_at=now())
-            return tracked.exit
+            return StopResult.gone(tracked.exit)
         try:
             container.stop(timeout=max(0, int(round(grace))))
+        except derr.NotFound:
+            tracked.exit = RunnerExit(None, "container disappeared", finished_at=now())
+            return StopResult.gone(tracked.exit)
         except Exception as exc:
             log.warning("stopping container %s failed (%s); killing it", tracked.name, exc)
             try:
                 container.kill()
-            except Exception:
-                pass
+            except derr.NotFound:
+                tracked.exit = RunnerExit(None, "container disappeared", finished_at=now())
+                return StopResult.gone(tracked.exit)
+            except Exception as kill_exc:
+                log.warning("killing container %s failed: %s", tracked.name, kill_exc)
         deadline = time.monotonic() + grace + 30.0
         state: dict[str, Any] = {}
-        while time.monotonic() < deadline:
+        while True:
             try:
                 container.reload()
-            except Exception:
-                break
+            except derr.NotFound:
+                tracked.exit = RunnerExit(None, "stopped: container removed", finished_at=now())
+                return StopResult.gone(tracked.exit)
+            except Exception as exc:
+                return StopResult.unconfirmed(f"docker engine could not confirm that container "
+                                              f"{tracked.name} stopped: {short_error(exc)}")
             state = container.attrs.get("State") or {}
             if not state.get("Running"):
                 break
+            if time.monotonic() >= deadline:
+                return StopResult.unconfirmed(f"container {tracked.name} still runs "
+                                              f"{grace + 30.0:g}s after stop and kill")
             time.sleep(0.1)
-        return self._collect(container, tracked, state, prefix="stopped: ")
+        return StopResult.gone(self._collect(container, tracked, state, prefix="stopped: "))
 
     def release(self, runner: Runner) -> None:
         """Remove the runner's container if it is still there and forget it."""

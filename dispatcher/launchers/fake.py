@@ -19,6 +19,7 @@ from .base import (
     LaunchEnvironment,
     RunnerExit,
     RunnerLauncher,
+    StopResult,
     agent_argv,
     attempt_dir,
 )
@@ -54,6 +55,8 @@ class FakeLauncher(RunnerLauncher):
         self._exits: dict[str, RunnerExit] = {}
         self._hung: set[str] = set()
         self._fail_next: list[RunnerLaunchError] = []
+        self._unconfirmed_stops: list[str] = []
+        self.unconfirmed: list[str] = []  # runner ids whose stop was answered "not confirmed"
         self._adoptable: list[Runner] = []
         self.healthy = (True, "")
 
@@ -78,6 +81,13 @@ class FakeLauncher(RunnerLauncher):
         with self._cond:
             self._require(runner_id)
             self._hung.add(runner_id)
+
+    def fail_next_stops(self, count: int = 1,
+                        reason: str = "platform did not confirm the stop") -> None:
+        """Make the next ``count`` stops answer "not confirmed" (no exception), the way a real
+        launcher does when its platform cannot be asked: the runner keeps running."""
+        with self._cond:
+            self._unconfirmed_stops.extend([reason] * count)
 
     def add_adoptable(self, runner: Runner) -> None:
         """A runner that :meth:`reconcile` reports as still alive (restart tests)."""
@@ -150,20 +160,24 @@ class FakeLauncher(RunnerLauncher):
                 return RunnerExit(None, "unknown runner", time.time())
             return self._exits.get(runner.runner_id)
 
-    def stop(self, runner: Runner, grace: float | None = None) -> RunnerExit | None:
+    def stop(self, runner: Runner, grace: float | None = None) -> StopResult:
         with self._cond:
             rid = runner.runner_id
             self.stops.append(rid)
             self._cond.notify_all()
+            if self._unconfirmed_stops:
+                reason = self._unconfirmed_stops.pop(0)
+                self.unconfirmed.append(rid)
+                return StopResult.unconfirmed(reason)
             if rid not in self._runners:
-                return RunnerExit(None, "unknown runner", time.time())
+                return StopResult.gone(RunnerExit(None, "unknown runner", time.time()))
             if rid in self._exits:
-                return self._exits[rid]
+                return StopResult.gone(self._exits[rid])
             reason = "killed (SIGKILL after grace)" if rid in self._hung else "stopped (SIGTERM)"
             self._exits[rid] = RunnerExit(None, reason, time.time())
             self._hung.discard(rid)
             self._cond.notify_all()
-            return self._exits[rid]
+            return StopResult.gone(self._exits[rid])
 
     def reconcile(self, pool: AgentPool) -> list[Runner]:
         with self._cond:

@@ -25,8 +25,10 @@ from .base import (
     LaunchEnvironment,
     RunnerExit,
     RunnerLauncher,
+    StopResult,
     attempt_dir,
     new_runner_id,
+    short_error,
     write_json_atomic,
 )
 from .kubernetes_spec import (
@@ -298,11 +300,20 @@ class KubernetesLauncher(RunnerLauncher):
 
     def _job_exists(self, tracked: _Tracked) -> bool:
         try:
+            return self._job_present(tracked)
+        except Exception:
+            return True  # not known gone
+
+    def _job_present(self, tracked: _Tracked) -> bool:
+        """True while the server has the Job; raises when the server cannot be asked."""
+        try:
             self._batch().read_namespaced_job(tracked.name, tracked.namespace,
                                               _preload_content=False)
             return True
         except Exception as exc:
-            return _status(exc) != 404
+            if _status(exc) == 404:
+                return False
+            raise
 
     def _save_logs(self, tracked: _Tracked, pods: list[dict[str, Any]]) -> None:
         """Copy the pod's log into the attempt's output.log (before the Job can be deleted)."""
@@ -339,14 +350,16 @@ class KubernetesLauncher(RunnerLauncher):
             return self._tracked.setdefault(runner.runner_id, tracked)
 
     # --- stopping ---------------------------------------------------------------------------
-    def stop(self, runner: Runner, grace: float | None = None) -> RunnerExit | None:
-        """Save the log, delete the Job (propagating to its pods) and wait until it is gone."""
+    def stop(self, runner: Runner, grace: float | None = None) -> StopResult:
+        """Save the log, delete the Job (propagating to its pods); confirmed once the server
+        says the Job is gone. A delete the server refuses or cannot be asked about, or a Job
+        still there after the wait, is an unconfirmed stop."""
         grace = self.env.stop_grace if grace is None else grace
         with self._lock:
             tracked = self._tracked.get(runner.runner_id) or self._track_from_runner(runner)
         if tracked.exit is not None:
             self._delete(tracked, "Background")
-            return tracked.exit
+            return StopResult.gone(tracked.exit)
         policy = tracked.policy
         try:
             pods = self._json(self._core().list_namespaced_pod(
@@ -354,18 +367,33 @@ class KubernetesLauncher(RunnerLauncher):
                 _preload_content=False)).get("items") or []
             self._save_logs(tracked, pods)
         except Exception as exc:
-            log.debug("no pod log before stopping %s: %s", tracked.name, exc)
-        self._delete(tracked, policy, grace)
+            log.info("no pod log before stopping %s: %s", tracked.name, exc)
+        problem = self._delete(tracked, policy, grace)
+        if problem:
+            return StopResult.unconfirmed(problem)
         deadline = time.monotonic() + grace + 60.0
-        while time.monotonic() < deadline and self._job_exists(tracked):
+        while True:
+            try:
+                exists = self._job_present(tracked)
+            except Exception as exc:
+                return StopResult.unconfirmed(
+                    f"could not confirm that Job {tracked.namespace}/{tracked.name} is gone: "
+                    f"{short_error(exc)}")
+            if not exists:
+                break
+            if time.monotonic() >= deadline:
+                return StopResult.unconfirmed(
+                    f"Job {tracked.namespace}/{tracked.name} still exists {grace + 60.0:g}s "
+                    "after its delete")
             time.sleep(0.1)
         result = RunnerExit(None, "stopped: Job deleted", finished_at=now())
         with self._lock:
             if tracked.exit is None:
                 tracked.exit = result
-        return tracked.exit
+        return StopResult.gone(tracked.exit)
 
-    def _delete(self, tracked: _Tracked, policy: str, grace: float | None = None) -> None:
+    def _delete(self, tracked: _Tracked, policy: str, grace: float | None = None) -> str:
+        """Delete the Job; returns what went wrong ("" when deleted or already gone)."""
         kwargs: dict[str, Any] = {"propagation_policy": policy}
         if grace is not None:
             kwargs["grace_period_seconds"] = max(0, int(round(grace)))
@@ -375,6 +403,9 @@ class KubernetesLauncher(RunnerLauncher):
         except Exception as exc:
             if _status(exc) != 404:
                 log.warning("deleting Job %s/%s failed: %s", tracked.namespace, tracked.name, exc)
+                return (f"deleting Job {tracked.namespace}/{tracked.name} failed: "
+                        f"{short_error(exc)}")
+        return ""
 
     def release(self, runner: Runner) -> None:
         """Delete the finished runner's Job (its pods go with it) and forget it."""

@@ -32,6 +32,7 @@ from .base import (
     LaunchEnvironment,
     RunnerExit,
     RunnerLauncher,
+    StopResult,
     agent_argv,
     attempt_dir,
     new_runner_id,
@@ -279,25 +280,31 @@ class LocalProcessLauncher(RunnerLauncher):
                 None, "ended without a recorded exit status (killed or lost)", time.time())
         return t.exit
 
-    def stop(self, runner: Runner, grace: float | None = None) -> RunnerExit | None:
-        """Fence: TERM the process group, wait ``grace``, KILL, return once the group is gone."""
+    def stop(self, runner: Runner, grace: float | None = None) -> StopResult:
+        """Fence: TERM the process group, wait ``grace``, KILL; confirmed once the group is
+        gone."""
         t = self._track(runner)
         if t is None:
-            return RunnerExit(None, "unknown runner (no pid recorded)", time.time())
+            return StopResult.gone(RunnerExit(None, "unknown runner (no pid recorded)",
+                                              time.time()))
         grace = self.env.stop_grace if grace is None else grace
         ended = self.poll(runner)
         how = "gone"
         if self._group_is_ours(t):
             how = procfs.kill_group(t.pgid, grace, reap=lambda: self._reap(t))
+        if how == "stuck":
+            return StopResult.unconfirmed(
+                f"process group {t.pgid} still has members after SIGKILL: "
+                f"{procfs.group_members(t.pgid)}")
         if ended is not None:
-            return ended
+            return StopResult.gone(ended)
         exit_ = self.poll(runner)
         reason = {"killed": f"killed (SIGKILL after {grace:g}s grace)",
                   "terminated": "stopped (SIGTERM)"}.get(how, "stopped")
         code = exit_.exit_code if exit_ is not None else None
         t.exit = RunnerExit(code, reason, time.time())
         logger.info("stopped runner %s (pgid %d): %s", t.runner_id, t.pgid, reason)
-        return t.exit
+        return StopResult.gone(t.exit)
 
     @staticmethod
     def _group_is_ours(t: _Tracked) -> bool:

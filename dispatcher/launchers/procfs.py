@@ -112,7 +112,9 @@ def kill_group(
     """TERM the group, wait ``grace`` seconds for it to go, then KILL it and wait until it is gone.
 
     ``reap`` is called while waiting so that our own child (the group leader) does not linger
-    as a zombie. Returns what it took: "gone", "terminated" or "killed".
+    as a zombie. Returns what it took: "gone", "terminated" or "killed" — or "stuck" when
+    members are still there ``kill_wait`` seconds after SIGKILL (uninterruptible sleep, or
+    another user's process): the group is then not known gone.
     """
     reap()
     if not group_members(pgid):
@@ -122,8 +124,9 @@ def kill_group(
         return "terminated"
     signal_group(pgid, signal.SIGKILL)
     if not _wait_group_gone(pgid, kill_wait, reap):
-        logger.error("process group %d still has members %s after SIGKILL", pgid,
-                     group_members(pgid))
+        logger.warning("process group %d still has members %s %gs after SIGKILL", pgid,
+                       group_members(pgid), kill_wait)
+        return "stuck"
     return "killed"
 
 

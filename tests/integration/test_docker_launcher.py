@@ -153,7 +153,9 @@ def test_stop_terminates_then_kills_and_removes(
     task = task_factory(command=script(code))
     runner = launcher.launch(task, slot, pool())
     wait_for(lambda: "ready" in Path(runner.log_path or "").read_text(), 30, what="ready line")
-    result = launcher.stop(runner, grace=1.0)
+    stopped = launcher.stop(runner, grace=1.0)
+    assert stopped.confirmed, stopped.reason
+    result = stopped.exit
     assert result is not None and result.exit_code == 137
     assert result.reason.startswith("stopped: ")
     assert not docker_clean.containers.list(all=True, filters={"label": "necrocode.managed=true"})

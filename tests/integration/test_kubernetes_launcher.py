@@ -210,7 +210,9 @@ def test_cancel_deletes_with_propagation_and_waits_until_gone(
     runner = launcher.launch(task_factory(command=["agent"]), SLOT, k8s_pool())
     name, _ = api.pod_of(runner.handle or "", NS)
     api.cluster.logs[(NS, name)] = "working...\n"
-    result = launcher.stop(runner, grace=3)
+    stopped = launcher.stop(runner, grace=3)
+    assert stopped.confirmed, stopped.reason
+    result = stopped.exit
     assert result is not None and result.reason == "stopped: Job deleted"
     assert api.cluster.deletes == [{"namespace": NS, "name": runner.handle,
                                     "propagationPolicy": "Foreground",

@@ -28,7 +28,7 @@ from necrocode.dispatcher.core import DispatcherCore
 from necrocode.dispatcher.engine_api import EngineApiHandler
 from necrocode.dispatcher.engine_state import Command
 from necrocode.dispatcher.errors import DispatcherError, RegistryError, RunnerLaunchError
-from necrocode.dispatcher.launchers.base import RunnerExit
+from necrocode.dispatcher.launchers.base import RunnerExit, StopResult
 from necrocode.dispatcher.launchers.fake import FakeLauncher
 from necrocode.dispatcher.models import (
     AgentPool,
@@ -118,7 +118,7 @@ class Recorder(FakeLauncher):
                 self._queue_exit(runner.runner_id, code)
         return runner
 
-    def stop(self, runner: Runner, grace: float | None = None) -> RunnerExit | None:
+    def stop(self, runner: Runner, grace: float | None = None) -> StopResult:
         with self._cond:
             self.timeline.append(("stop-begin", runner.task_key, runner.runner_id))
         self.stop_entered.set()

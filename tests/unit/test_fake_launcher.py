@@ -40,7 +40,7 @@ def test_hang_stop_and_launch_failures() -> None:
     launcher = FakeLauncher()
     runner = launcher.launch(Task(id="1", taskset="s"), SLOT, POOL)
     launcher.hang(runner.runner_id)
-    result = launcher.stop(runner)
+    result = launcher.stop(runner).exit
     assert result is not None and "SIGKILL" in result.reason
     assert launcher.stops == [runner.runner_id] and launcher.running() == []
     launcher.fail_next_launch("docker down", retryable=False)

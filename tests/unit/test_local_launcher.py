@@ -207,12 +207,14 @@ def test_stop_kills_whole_tree_even_when_term_is_ignored(
     pids = [int(p) for p in pids_file.read_text().split()]
     assert all(procfs.same_process(p, None) for p in pids)
     assert launcher.poll(runner) is None
-    result = launcher.stop(runner, grace=0.3)
+    stopped = launcher.stop(runner, grace=0.3)
+    assert stopped.confirmed
+    result = stopped.exit
     assert result is not None and "SIGKILL" in result.reason
     assert not any(procfs.same_process(p, None) for p in pids)
     assert procfs.group_members(int(runner.handle or 0)) == []
     assert launcher.poll(runner) == result  # stays ended
-    assert launcher.stop(runner) == result  # a second stop is harmless
+    assert launcher.stop(runner).exit == result  # a second stop is harmless
 
 
 def test_stop_with_cooperative_agent_uses_term(
@@ -222,7 +224,7 @@ def test_stop_with_cooperative_agent_uses_term(
     runner = launcher.launch(py_task("import time; print('up', flush=True); time.sleep(600)"),
                              slot, POOL)
     wait_for(lambda: "up" in Path(runner.log_path or "").read_text(), what="agent up")
-    result = launcher.stop(runner, grace=10)
+    result = launcher.stop(runner, grace=10).exit
     assert result is not None and result.reason == "stopped (SIGTERM)"
 
 
@@ -293,7 +295,7 @@ def test_reconcile_adopts_live_orphan_and_refuses_recycled_pid(
         record_path.write_text(json.dumps(record))
         assert make_launcher().reconcile(POOL) == []
         # the adopting launcher can fence the orphan and is told of its end
-        result = launcher.stop(runner, grace=5)
+        result = launcher.stop(runner, grace=5).exit
         assert result is not None and result.exit_code is None
         assert not procfs.same_process(pid, None)
         wait_for(lambda: runner.runner_id in exits.ids, what="on_exit of adopted runner")
