@@ -28,6 +28,22 @@ from typing import Any
 
 from .config import DispatcherConfig
 from .deadlock import DeadlockDetector
+from .engine.commands import (
+    Command,
+    CompletionReport,
+    Control,
+    EngineCall,
+    FenceOutcome,
+    Heartbeat,
+    LaunchFinished,
+    PlatformHealth,
+    RunnerExited,
+    SlotReleased,
+    StopConfirmed,
+    StopEngine,
+    StopUnconfirmed,
+    Wake,
+)
 from .engine_api import (
     read_dispatcher_info,
     remove_dispatcher_info,
@@ -38,7 +54,7 @@ from .engine_lifecycle import LifecycleMixin
 from .engine_publish import PublishMixin
 from .engine_reconcile import ReconcileMixin
 from .engine_snapshot import THROUGHPUT_BUCKETS, SnapshotBuilder
-from .engine_state import Command, RunnerRecord
+from .engine_state import RunnerRecord
 from .errors import DispatcherError, DispatcherStateError
 from .events import EventRecorder
 from .launchers.base import RunnerLauncher
@@ -295,8 +311,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
             timeout = self.config.graceful_shutdown_timeout
         thread = self._engine_thread
         if thread is not None and thread.is_alive():
-            self._post(Command("stop", {"timeout": float(timeout),
-                                        "leave_running": leave_running}))
+            self._post(StopEngine(float(timeout), leave_running))
             # wait for the drain, the fences and a little more
             thread.join(float(timeout) + self.config.runner_stop_grace + 30.0)
             if thread.is_alive():
@@ -339,11 +354,11 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         self._commands.put(command)
 
     def _wake(self) -> None:
-        self._post(Command("wake"))
+        self._post(Wake())
 
     def _on_runner_exit(self, runner_id: str) -> None:
         """Launcher watcher threads call this when a runner's process ended."""
-        self._post(Command("exit", {"runner_id": runner_id}))
+        self._post(RunnerExited(runner_id))
 
     def _take_commands(self, timeout: float) -> list[Command]:
         try:
@@ -359,58 +374,50 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
                 return out
 
     def _handle(self, cmd: Command) -> None:
-        kind = cmd.kind
-        payload = cmd.payload
+        reply: Future[Any] | None = getattr(cmd, "reply", None)
         try:
-            if kind == "wake":
-                self._registry_dirty = True
-            elif kind == "exit":
-                self._flagged_exits.add(payload["runner_id"])
-            elif kind == "heartbeat":
-                rid = payload["runner_id"]
-                rec = self._runners.get(rid)
-                if rec is not None and not rec.stopping:
-                    self.runner_monitor.update_heartbeat(rid, payload.get("progress"))
-                    rec.heartbeats += 1
-                    rec.last_sign = time.time()
-                    if payload.get("progress") is not None:
-                        rec.progress = payload["progress"]
-                    rec.rev += 1
-                    self._changed.add(rec.key)
-                    self._dirty = True
-            elif kind == "complete":
-                self._on_report(payload["runner_id"], payload.get("report") or {})
-            elif kind == "slot_released":
-                self._slot_released(payload["key"])
-            elif kind == "launched":
-                self._launched(payload["key"], payload["result"])
-            elif kind == "fenced":
-                self._fenced(payload["runner_id"], payload.get("exit"))
-            elif kind == "health":
-                self._set_platform_health(payload["pool"], bool(payload["ok"]),
-                                          str(payload.get("message") or ""))
-            elif kind == "stop":
-                self._begin_drain(float(payload.get("timeout", 0.0)),
-                                  bool(payload.get("leave_running")))
-            elif kind == "control":
-                result = self._do_control(payload["verb"], payload.get("args") or {})
-                if cmd.reply is not None:
-                    cmd.reply.set_result(result)
-                return
-            elif kind == "call":
-                result = payload["fn"]()
-                if cmd.reply is not None:
-                    cmd.reply.set_result(result)
-                return
-            else:
-                logger.warning("unknown engine command %r", kind)
-            if cmd.reply is not None:
-                cmd.reply.set_result(None)
+            result: Any = None
+            match cmd:
+                case Wake():
+                    self._registry_dirty = True
+                case RunnerExited(runner_id=rid):
+                    self._flagged_exits.add(rid)
+                case Heartbeat(runner_id=rid, progress=progress):
+                    rec = self._runners.get(rid)
+                    if rec is not None and not rec.stopping:
+                        self.runner_monitor.update_heartbeat(rid, progress)
+                        rec.heartbeats += 1
+                        rec.last_sign = time.time()
+                        if progress is not None:
+                            rec.progress = progress
+                        rec.rev += 1
+                        self._changed.add(rec.key)
+                        self._dirty = True
+                case CompletionReport(runner_id=rid, report=report):
+                    self._on_report(rid, dict(report))
+                case SlotReleased(key=key):
+                    self._slot_released(key)
+                case LaunchFinished(key=key, outcome=outcome):
+                    self._launched(key, outcome)
+                case StopConfirmed(runner_id=rid, exit=exit_):
+                    self._fenced(rid, exit_)
+                case StopUnconfirmed():
+                    self._stop_unconfirmed(cmd)
+                case PlatformHealth(pool=pool, ok=ok, message=message):
+                    self._set_platform_health(pool, ok, message)
+                case StopEngine(timeout=timeout, leave_running=leave):
+                    self._begin_drain(timeout, leave)
+                case Control(verb=verb, args=args):
+                    result = self._do_control(verb, dict(args))
+                case EngineCall(fn=fn):
+                    result = fn()
+            if reply is not None:
+                reply.set_result(result)
         except Exception as exc:
-            if cmd.reply is not None:
-                cmd.reply.set_exception(exc)
+            if reply is not None:
+                reply.set_exception(exc)
             else:
-                logger.exception("engine command %s failed", kind)
+                logger.exception("engine command %s failed", type(cmd).__name__)
 
     # --- the loop --------------------------------------------------------------------------
     def _run(self) -> None:
@@ -515,13 +522,13 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
             # worker); RUNNING: ours. Anything else: someone settled it while it launches.
             if pending is not None and task.state not in (TaskState.READY, TaskState.RUNNING) \
                     and pending.stop_outcome is None:
-                pending.stop_outcome = "orphan"
+                pending.stop_outcome = FenceOutcome.ORPHAN
                 pending.stop_reason = f"task moved to {task.state.value} outside the dispatcher"
             rec = self._runners.get(rid)
             if rec is not None and task.state is not TaskState.RUNNING and not rec.stopping:
                 # someone else settled the task while its runner runs: stop the runner
-                self._fence(rec, "orphan", f"task moved to {task.state.value} outside the "
-                                           "dispatcher")
+                self._fence(rec, FenceOutcome.ORPHAN,
+                            f"task moved to {task.state.value} outside the dispatcher")
             return
         self._place(task, now)
 
@@ -547,7 +554,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
             with self._control_lock:
                 return self._do_control(verb, payload)
         reply: Future[str] = Future()
-        self._post(Command("control", {"verb": verb, "args": payload}, reply))
+        self._post(Control(verb, payload, reply))
         try:
             return reply.result(timeout=CONTROL_TIMEOUT)
         except TimeoutError:
@@ -586,6 +593,19 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         result = self.registry.submit_taskset(taskset)
         self._wake()
         return result
+
+    def request_stop(self, timeout: float = 0.0, *, leave_running: bool = False) -> None:
+        """Ask the engine to drain without waiting for it (e.g. a second Ctrl-C: ``timeout``
+        0 stops the running runners now); :meth:`stop` waits."""
+        self._post(StopEngine(float(timeout), leave_running))
+
+    def heartbeat(self, runner_id: str, progress: str | None = None) -> None:
+        """A runner's sign of life (thread-safe; the HTTP API calls this)."""
+        self._post(Heartbeat(runner_id, progress))
+
+    def report_completion(self, runner_id: str, report: dict[str, Any]) -> None:
+        """A runner's completion report (thread-safe; the HTTP API calls this)."""
+        self._post(CompletionReport(runner_id, dict(report)))
 
     def wake(self) -> None:
         """Ask the engine to poll the registry now (after writes made around it)."""

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .api.tokens import new_secret, read_admin_token, write_admin_token
-from .engine_state import Command
 from .launchers.base import write_json_atomic
 
 if TYPE_CHECKING:
@@ -46,15 +45,13 @@ class EngineApiHandler:
             return {"ok": False, "action": "stop",
                     "reason": f"runner {runner_id} is not running for this dispatcher"}
         progress = payload.get("progress")
-        self.core._post(Command("heartbeat", {"runner_id": runner_id,
-                                              "progress": None if progress is None
-                                              else str(progress)[:500]}))
+        self.core.heartbeat(runner_id, None if progress is None else str(progress)[:500])
         return {"ok": True}
 
     def on_complete(self, runner_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         if runner_id not in self.core._runners and runner_id not in self.core._launching_ids:
             return {"ok": False, "reason": f"runner {runner_id} is not known (already settled?)"}
-        self.core._post(Command("complete", {"runner_id": runner_id, "report": dict(payload)}))
+        self.core.report_completion(runner_id, dict(payload))
         return {"ok": True}
 
     def status(self, **limits: int | None) -> dict[str, Any]:

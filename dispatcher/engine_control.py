@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .engine.commands import FenceOutcome
 from .engine_runners import RunnerMixin
 from .errors import (
     DispatcherError,
@@ -161,19 +162,21 @@ class ControlMixin(RunnerMixin):
                                          "the task has already finished")
         pending = self._launching.get(key)
         if pending is not None:
-            pending.stop_outcome, pending.stop_reason = "cancelled", "cancelled by an operator"
+            pending.stop_outcome = FenceOutcome.CANCELLED
+            pending.stop_reason = "cancelled by an operator"
             return f"cancelling {key}: stopping runner {pending.runner_id} once it has started"
         rid = self._by_task.get(key)
         if rid is not None and rid in self._runners:
             rec = self._runners[rid]
             if rec.stopping:
-                if rec.fence_outcome in ("lost", "timeout", "shutdown", "reported"):
+                if rec.fence_outcome in (FenceOutcome.LOST, FenceOutcome.TIMEOUT,
+                                         FenceOutcome.SHUTDOWN, FenceOutcome.REPORTED):
                     # the operator's cancel wins: once the runner is gone, the task is CANCELLED
-                    rec.fence_outcome = "cancelled"
+                    rec.fence_outcome = FenceOutcome.CANCELLED
                     rec.fence_reason = "cancelled by an operator"
                     return f"cancelling {key}: its runner {rid} is being stopped"
                 return f"{key} is already being stopped ({rec.fence_outcome})"
-            self._fence(rec, "cancelled", "cancelled by an operator")
+            self._fence(rec, FenceOutcome.CANCELLED, "cancelled by an operator")
             return f"cancelling {key}: stopping runner {rid}"
         new = self.events.transition(
             key, TaskState.CANCELLED, expected=task.state, runner_id=None,

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import time
 
+from .engine.commands import FenceOutcome, LaunchFinished, LaunchOutcome, LaunchResult
 from .engine_runners import RunnerMixin, next_run_number
-from .engine_state import Command, LaunchOutcome, PendingLaunch, RunnerRecord
+from .engine_state import PendingLaunch, RunnerRecord
 from .errors import InvalidTransitionError, RunnerLaunchError, TaskNotFoundError
 from .launchers.base import new_runner_id
 from .logging_setup import log_extra
@@ -72,9 +73,9 @@ class LaunchMixin(RunnerMixin):
         try:
             slot = self.repo_pool.allocate_slot(task)
         except Exception as exc:
-            return LaunchOutcome("slot_error", error=exc)
+            return LaunchOutcome(LaunchResult.SLOT_ERROR, error=exc)
         if slot is None:
-            return LaunchOutcome("no_slot")
+            return LaunchOutcome(LaunchResult.NO_SLOT)
         now = time.time()
         assigned = TaskEvent(
             event_type=EventType.TASK_ASSIGNED, task_key=key, timestamp=now,
@@ -108,22 +109,24 @@ class LaunchMixin(RunnerMixin):
                 running = current
             else:
                 self._release_slot_now(slot.slot_id, key)
-                kind = "refused" if refused or (current is not None and current.state
-                                                is not TaskState.READY) \
-                    else "registry_error" if current is not None else "registry_unknown"
+                kind = LaunchResult.REFUSED if refused or (
+                    current is not None and current.state is not TaskState.READY) \
+                    else LaunchResult.REGISTRY_ERROR if current is not None \
+                    else LaunchResult.REGISTRY_UNKNOWN
                 return LaunchOutcome(kind, error=exc)
         try:
             runner = pending.launcher.launch(running, slot, pool, attempt=pending.attempt)
         except Exception as exc:
-            return LaunchOutcome("launch_error", running=running, slot=slot, error=exc)
-        return LaunchOutcome("runner", running=running, slot=slot, runner=runner)
+            return LaunchOutcome(LaunchResult.LAUNCH_ERROR, running=running, slot=slot,
+                                 error=exc)
+        return LaunchOutcome(LaunchResult.RUNNER, running=running, slot=slot, runner=runner)
 
     def _launch_in_worker(self, pending: PendingLaunch) -> None:
         try:
             outcome = self._prepare_and_launch(pending)
         except BaseException as exc:  # never leave the engine waiting for this launch
-            outcome = LaunchOutcome("registry_error", error=exc)
-        self._post(Command("launched", {"key": pending.task.key, "result": outcome}))
+            outcome = LaunchOutcome(LaunchResult.REGISTRY_ERROR, error=exc)
+        self._post(LaunchFinished(pending.task.key, outcome))
 
     def _launched(self, key: str, outcome: LaunchOutcome) -> None:
         """A launch finished in a worker: register the runner, or settle what went wrong."""
@@ -137,26 +140,27 @@ class LaunchMixin(RunnerMixin):
         extra = log_extra(task=key, runner=pending.runner_id, pool=pool)
         self._changed.add(key)
         self._dirty = True
-        if outcome.kind in ("slot_error", "no_slot", "refused", "registry_error",
-                            "registry_unknown"):
+        if outcome.result is not LaunchResult.RUNNER \
+                and outcome.result is not LaunchResult.LAUNCH_ERROR:
             self.pool_manager.release(pool.name, task)
             self._sched_dirty = True
-            if pending.stop_outcome == "cancelled" and outcome.kind != "refused":
+            if pending.stop_outcome is FenceOutcome.CANCELLED \
+                    and outcome.result is not LaunchResult.REFUSED:
                 self._cancel_unstarted(key, "cancelled by an operator before it started")
-            elif outcome.kind == "no_slot":
+            elif outcome.result is LaunchResult.NO_SLOT:
                 self._no_slot[key] = task
-            elif outcome.kind == "slot_error":
+            elif outcome.result is LaunchResult.SLOT_ERROR:
                 logger.warning("no workspace for %s: %s", key, outcome.error, extra=extra)
                 self._attempt_failed(task, TaskState.READY, None, "launch_error",
                                      f"workspace slot could not be prepared: {outcome.error}",
                                      retryable=bool(getattr(outcome.error, "retryable", True)))
-            elif outcome.kind == "refused":  # it moved on meanwhile: place it as it is now
+            elif outcome.result is LaunchResult.REFUSED:  # it moved on: place it as it is now
                 logger.info("not launching %s: %s", key, outcome.error, extra=extra)
                 self._registry_dirty = True
                 current = self._known.get(key)
                 if current is not None and current.state is not TaskState.READY:
                     self._place(current, time.time())
-            elif outcome.kind == "registry_error":  # still READY there: offer it again
+            elif outcome.result is LaunchResult.REGISTRY_ERROR:  # still READY there: offer it again
                 logger.error("not launching %s: %s", key, outcome.error, extra=extra)
                 self._enqueue(task)
             else:  # unknown whether the assignment committed: find out when the registry answers
@@ -171,12 +175,12 @@ class LaunchMixin(RunnerMixin):
         self._registry_dirty = True
         self._counters["assigned"] += 1
         self._metric("record_assignment", running, pool)
-        if outcome.kind == "launch_error" or outcome.runner is None:
+        if outcome.result is LaunchResult.LAUNCH_ERROR or outcome.runner is None:
             err = outcome.error
             self._launch_error(running, pool, slot, err if isinstance(err, RunnerLaunchError)
                                else RunnerLaunchError(f"{type(err).__name__}: {err}",
                                                       pool=pool.name))
-            if pending.stop_outcome == "cancelled":
+            if pending.stop_outcome is FenceOutcome.CANCELLED:
                 self._cancel_unstarted(key, "cancelled by an operator; its launch had failed")
             return
         runner = outcome.runner

@@ -14,6 +14,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
+from .engine.commands import FenceOutcome, PlatformHealth
 from .engine_api import (
     EngineApiHandler,
     load_or_create_admin_token,
@@ -22,7 +23,6 @@ from .engine_api import (
     write_dispatcher_info,
 )
 from .engine_runners import RunnerMixin
-from .engine_state import Command
 from .errors import RunnerLaunchError
 from .launchers.base import LaunchEnvironment, RunnerLauncher
 from .logging_setup import log_extra
@@ -166,8 +166,7 @@ class LifecycleMixin(RunnerMixin):
                              extra=log_extra(pool=pool.name))
             if not ok:
                 message = platform_message(pool, message or "platform check failed")
-            self._post(Command("health", {"pool": pool.name, "ok": bool(ok),
-                                          "message": message}))
+            self._post(PlatformHealth(pool.name, bool(ok), message))
 
     def _start_health_checks(self) -> None:
         """Check docker and kubernetes pools now and every HEALTH_INTERVAL seconds, off the
@@ -209,13 +208,14 @@ class LifecycleMixin(RunnerMixin):
         if self._drain_deadline is not None and now >= self._drain_deadline:
             for pending in self._launching.values():
                 if pending.stop_outcome is None:
-                    pending.stop_outcome, pending.stop_reason = "shutdown", "dispatcher stopping"
+                    pending.stop_outcome = FenceOutcome.SHUTDOWN
+                    pending.stop_reason = "dispatcher stopping"
             if self._state != "stopping":
                 self._state = "stopping"
                 self._dirty = True
             for rec in list(self._runners.values()):
                 if not rec.stopping:
-                    self._fence(rec, "shutdown", "dispatcher stopping")
+                    self._fence(rec, FenceOutcome.SHUTDOWN, "dispatcher stopping")
 
     def _drain_finished(self) -> bool:
         """True when the loop may end: runners gone (or left running on purpose), no launch in

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .engine_state import Command, EngineBase, RunnerRecord
+from .engine.commands import FenceOutcome, SlotReleased, StopConfirmed, StopUnconfirmed
+from .engine_state import EngineBase, RunnerRecord
 from .errors import InvalidTransitionError, TaskNotFoundError
 from .launchers.base import RunnerExit, RunnerLauncher, attempt_dir
 from .logging_setup import log_extra
@@ -155,7 +156,7 @@ class RunnerMixin(EngineBase):
 
         def work() -> None:
             self._release_slot_now(slot_id, key)
-            self._post(Command("slot_released", {"key": key}))
+            self._post(SlotReleased(key))
 
         workers.submit(work)
 
@@ -422,11 +423,12 @@ class RunnerMixin(EngineBase):
                     self._dirty = True
             if rec.reported_at is not None:  # it reported its result: only let it exit
                 if now - rec.reported_at > grace:
-                    self._fence(rec, "reported", "reported completion but did not exit")
+                    self._fence(rec, FenceOutcome.REPORTED, "reported completion but did not exit")
                 continue
             timeout = self._known.get(rec.key, rec.task).timeout
             if timeout and now - rec.started_at > timeout:
-                self._fence(rec, "timeout", f"ran longer than its timeout of {timeout:g}s",
+                self._fence(rec, FenceOutcome.TIMEOUT,
+                            f"ran longer than its timeout of {timeout:g}s",
                             EventType.RUNNER_TIMED_OUT)
                 continue
         for rid in self.runner_monitor.check_heartbeats():
@@ -436,11 +438,11 @@ class RunnerMixin(EngineBase):
             self._counters["heartbeat_timeouts"] += 1
             self._metric("record_heartbeat_timeout", late.pool.name)
             age = now - late.last_sign
-            self._fence(late, "lost", f"no sign of life for {age:.1f}s "
+            self._fence(late, FenceOutcome.LOST, f"no sign of life for {age:.1f}s "
                         f"(heartbeat_timeout {self.config.heartbeat_timeout:g}s)",
                         EventType.RUNNER_LOST)
 
-    def _fence(self, rec: RunnerRecord, outcome: str, reason: str,
+    def _fence(self, rec: RunnerRecord, outcome: FenceOutcome, reason: str,
                event_type: EventType | None = None) -> None:
         """Stop a runner in a worker thread; the engine finishes it when it is gone."""
         if rec.stopping:
@@ -448,8 +450,11 @@ class RunnerMixin(EngineBase):
         rec.stopping = True
         rec.fence_outcome = outcome
         rec.fence_reason = reason
-        rec.state = RunnerState.CANCELLED if outcome in ("cancelled", "shutdown") \
-            else RunnerState.LOST if outcome in ("lost", "timeout", "orphan") else rec.state
+        if outcome in (FenceOutcome.CANCELLED, FenceOutcome.SHUTDOWN):
+            rec.state = RunnerState.CANCELLED
+        elif outcome in (FenceOutcome.LOST, FenceOutcome.TIMEOUT, FenceOutcome.ORPHAN,
+                         FenceOutcome.BUDGET):
+            rec.state = RunnerState.LOST
         rec.rev += 1
         self._changed.add(rec.key)
         self._dirty = True
@@ -466,7 +471,7 @@ class RunnerMixin(EngineBase):
         stopper = self._stopper
         rid = rec.runner_id
         if stopper is None:  # not running: stop inline, once
-            ok, result = self._stop_now(rec, grace)
+            ok, result, _why = self._stop_now(rec, grace)
             if ok:
                 self._fenced(rid, result)
             return
@@ -476,11 +481,14 @@ class RunnerMixin(EngineBase):
             # A stop that fails (platform unreachable) is tried again, with a growing pause:
             # the runner is "gone" only when a stop succeeded, never on an error.
             delay = 0.2
+            attempt = 0
             while True:
-                ok, result = self._stop_now(rec, grace)
+                attempt += 1
+                ok, result, why = self._stop_now(rec, grace)
                 if ok:
-                    self._post(Command("fenced", {"runner_id": rid, "exit": result}))
+                    self._post(StopConfirmed(rid, result))
                     return
+                self._post(StopUnconfirmed(rid, why, attempt, time.time() + delay))
                 if abort.wait(delay):  # the engine is shutting down: the next start adopts it
                     return
                 delay = min(delay * 2, 10.0)
@@ -488,47 +496,61 @@ class RunnerMixin(EngineBase):
         stopper.submit(work)
 
     @staticmethod
-    def _stop_now(rec: RunnerRecord, grace: float) -> tuple[bool, RunnerExit | None]:
-        """One stop of the runner: (confirmed gone, its exit). An unconfirmed stop (or one that
-        raised) keeps the runner, its slot and capacity; the fence tries again."""
+    def _stop_now(rec: RunnerRecord, grace: float) -> tuple[bool, RunnerExit | None, str]:
+        """One stop of the runner: (confirmed gone, its exit, why not). An unconfirmed stop (or
+        one that raised) keeps the runner, its slot and capacity; the fence tries again."""
         try:
             result = rec.launcher.stop(rec.runner, grace)
         except Exception as exc:
             logger.warning("stopping runner %s failed; it is kept (and fenced again): %s",
                            rec.runner_id, exc, exc_info=True,
                            extra=log_extra(task=rec.key, runner=rec.runner_id, pool=rec.pool))
-            return False, None
+            return False, None, f"{type(exc).__name__}: {exc}"
         if not result.confirmed:
-            logger.warning("stop of runner %s not confirmed; it is kept (and fenced again): %s",
-                           rec.runner_id, result.reason,
-                           extra=log_extra(task=rec.key, runner=rec.runner_id, pool=rec.pool))
-            return False, None
-        return True, result.exit
+            return False, None, result.reason or "the platform did not confirm the stop"
+        return True, result.exit, ""
+
+    def _stop_unconfirmed(self, note: StopUnconfirmed) -> None:
+        """A stop was not confirmed: the runner keeps everything it holds; say so (a warning
+        on the first try and when the reason changes, the reason in the snapshot)."""
+        rec = self._runners.get(note.runner_id)
+        if rec is None:
+            return
+        if note.reason != rec.stop_problem:
+            logger.warning("stop of runner %s of %s not confirmed (try %d; again at %s): %s",
+                           rec.runner_id, rec.key, note.attempt, _clock(note.retry_at),
+                           note.reason, extra=log_extra(task=rec.key, runner=rec.runner_id,
+                                                        pool=rec.pool))
+        rec.stop_problem = note.reason
+        rec.progress = f"stopping: not confirmed: {note.reason}"
+        rec.rev += 1
+        self._changed.add(rec.key)
+        self._dirty = True
 
     def _fenced(self, runner_id: str, result: RunnerExit | None) -> None:
         """A fenced runner is gone: release it and settle its task by the fence's outcome."""
         rec = self._runners.get(runner_id)
         if rec is None:
             return
-        outcome = rec.fence_outcome or "lost"
+        outcome = rec.fence_outcome or FenceOutcome.LOST
         self._flush_started()
         now = time.time()
         duration = max(0.0, now - rec.started_at)
         task = self._known.get(rec.key, rec.task)
         self._release(rec)
-        if outcome == "reported":
+        if outcome == FenceOutcome.REPORTED:
             code = (rec.report or {}).get("exit_code")
             # _release above already ran; _runner_ended's own release is then a no-op
             self._runner_ended(rec, RunnerExit(
                 int(code) if isinstance(code, int | float) else None, "reported", now))
             return
-        if outcome in ("lost", "timeout"):
+        if outcome in (FenceOutcome.LOST, FenceOutcome.TIMEOUT):
             self._metric("record_finish", task, rec.pool, outcome, duration)
             self._attempt_failed(task, TaskState.RUNNING, None,
-                                 "heartbeat_timeout" if outcome == "lost" else "timeout",
+                                 "heartbeat_timeout" if outcome is FenceOutcome.LOST else "timeout",
                                  rec.fence_reason)
             return
-        if outcome == "cancelled":
+        if outcome == FenceOutcome.CANCELLED:
             self._metric("record_finish", task, rec.pool, "cancelled", duration)
             event = TaskEvent(event_type=EventType.TASK_CANCELLED, task_key=rec.key,
                               message=f"cancelled; runner {rec.runner_id} stopped",
@@ -536,7 +558,7 @@ class RunnerMixin(EngineBase):
                               slot_id=rec.slot.slot_id if rec.slot else None)
             self._settle(rec.key, TaskState.CANCELLED, event, finished_at=now, runner_id=None)
             return
-        if outcome == "shutdown":
+        if outcome == FenceOutcome.SHUTDOWN:
             event = TaskEvent(event_type=EventType.TASK_REQUEUED, task_key=rec.key,
                               message="dispatcher stopping: runner stopped, task back to READY "
                                       "(no attempt spent)",

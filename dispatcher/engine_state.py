@@ -8,26 +8,18 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import DispatcherConfig
+from .engine.commands import Command, FenceOutcome
 from .events import EventRecorder
 from .launchers.base import RunnerLauncher
 from .models import AgentPool, PoolType, Runner, RunnerState, Slot, Task, TaskState
 from .registry.base import TaskRegistry
 from .snapshot import DeadlockView, Snapshot
-
-
-@dataclass
-class Command:
-    """A request to the engine thread. ``reply`` (when set) receives the answer or the error."""
-
-    kind: str
-    payload: dict[str, Any] = field(default_factory=dict)
-    reply: Future[Any] | None = None
 
 
 @dataclass
@@ -46,8 +38,9 @@ class RunnerRecord:
     progress: str | None = None
     log_size: int = -1
     stopping: bool = False  # a fence (stop) is in progress in a worker thread
-    fence_outcome: str | None = None  # lost | timeout | cancelled | shutdown | reported | orphan
+    fence_outcome: FenceOutcome | None = None
     fence_reason: str = ""
+    stop_problem: str = ""  # why the last stop was not confirmed ("" when none failed)
     report: dict[str, Any] | None = None  # completion report received over the API
     reported_at: float | None = None
     released: bool = False  # slot and pool capacity given back
@@ -76,21 +69,9 @@ class PendingLaunch:
     runner_id: str
     assigned_at: float
     ready_at: float
-    stop_outcome: str | None = None  # cancelled / shutdown requested while launching
+    stop_outcome: FenceOutcome | None = None  # cancelled / shutdown requested while launching
     stop_reason: str = ""
     early_report: dict[str, Any] | None = None  # completion report that came first
-
-
-@dataclass
-class LaunchOutcome:
-    """What a launch worker did: ``kind`` is runner | launch_error | no_slot | slot_error |
-    refused (the task moved on) | registry_error."""
-
-    kind: str  # (registry_unknown: the assignment may or may not have committed)
-    running: Task | None = None
-    slot: Slot | None = None
-    runner: Runner | None = None
-    error: BaseException | None = None
 
 
 class EngineBase:

@@ -197,15 +197,9 @@ def _stop(core: Any, config: DispatcherConfig, signals: _Signals, registry: Any,
             seen = signals.count
             emit({"type": "info", "message": "second signal: stopping runners now"},
                  "second signal: stopping runners now")
-            core._post(_stop_now_command())
+            core.request_stop(0.0)
     thread.join()
     return seq
-
-
-def _stop_now_command() -> Any:
-    from necrocode.dispatcher.engine_state import Command
-
-    return Command("stop", {"timeout": 0.0, "leave_running": False})
 
 
 def _print_events(registry: Any, seq: int,

@@ -341,14 +341,12 @@ def test_local_pool_default_liveness_is_the_process(tmp_path: Path) -> None:
 def test_heartbeating_local_runner_is_judged_by_its_heartbeats(tmp_path: Path) -> None:
     """A runner that heartbeats (the agent_runner wrapper) is lost when they stop, even in a
     local pool whose default liveness is the process (a frozen wrapper is fenced)."""
-    from necrocode.dispatcher.engine_state import Command
-
     h = Harness(tmp_path, heartbeat_timeout=0.3)
     h.core.start()
     try:
         h.submit(Task(id="w", title="W"))
         first = h.runner_of("ts/w")
-        h.core._post(Command("heartbeat", {"runner_id": first, "progress": "working"}))
+        h.core.heartbeat(first, "working")
         h.launcher.hang(first)  # alive, but no more heartbeats
         wait_until(lambda: len(h.launcher.launch_for("ts/w")) >= 2, 10, "relaunch after loss")
         assert first in h.launcher.stops

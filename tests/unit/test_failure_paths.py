@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from necrocode.dispatcher.config import DispatcherConfig
 from necrocode.dispatcher.core import DispatcherCore
+from necrocode.dispatcher.engine.commands import EngineCall
 from necrocode.dispatcher.engine_api import EngineApiHandler
-from necrocode.dispatcher.engine_state import Command
 from necrocode.dispatcher.errors import DispatcherError, RegistryError, RunnerLaunchError
 from necrocode.dispatcher.launchers.base import RunnerExit, StopResult
 from necrocode.dispatcher.launchers.fake import FakeLauncher
@@ -366,7 +366,7 @@ class H:
     def on_engine(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the engine thread (consistent view of its state)."""
         fut: Future[Any] = Future()
-        self.core._post(Command("call", {"fn": fn}, fut))
+        self.core._post(EngineCall(fn, fut))
         return fut.result(timeout=10)
 
     def settle(self, timeout: float = 15.0) -> list[str]:

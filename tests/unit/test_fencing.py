@@ -23,6 +23,11 @@ def test_unconfirmed_stop_keeps_slot_and_capacity_until_confirmed(tmp_path: Path
         assert h.core.pool_manager.get_pool_status("local").running == 1  # capacity held
         assert h.state("ts/slow") is TaskState.RUNNING
         assert first in h.launcher.running()
+        view = wait_until(lambda: next((v for v in h.core.snapshot().running
+                                        if v.runner_id == first and v.progress), None), 5,
+                          "the unconfirmed stop in the snapshot")
+        assert view.progress == "stopping: not confirmed: docker engine could not confirm " \
+                                "the stop"
         # the fourth stop is confirmed: only now is the attempt settled and the task retried
         wait_until(lambda: len(h.launcher.launch_for("ts/slow")) == 2, 15, "relaunch")
         assert h.launcher.unconfirmed == [first] * 3

@@ -1,0 +1,1 @@
+"""The engine's components (see DispatcherCore in :mod:`..core` for the facade)."""

@@ -1,0 +1,152 @@
+"""What crosses into the engine thread: commands, and the typed outcomes they carry.
+
+Other threads (the console, the HTTP API, launcher watchers, launch and fence workers, signal
+handlers) never touch engine state; they post one of these frozen commands to the engine's queue.
+``reply`` futures (where present) receive the engine's answer or its error.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..launchers.base import RunnerExit
+from ..models import Runner, Slot, Task
+
+
+class FenceOutcome(str, enum.Enum):
+    """Why a runner is being stopped, which decides how its task is settled once it is gone."""
+
+    LOST = "lost"  # no sign of life for heartbeat_timeout: a failed attempt
+    TIMEOUT = "timeout"  # ran past its task's timeout: a failed attempt
+    CANCELLED = "cancelled"  # an operator cancelled the task: CANCELLED
+    SHUTDOWN = "shutdown"  # the dispatcher stops: back to READY, no attempt spent
+    REPORTED = "reported"  # reported completion but did not exit: settled by its report
+    ORPHAN = "orphan"  # someone else settled the task: nothing to write
+    BUDGET = "budget"  # crossed its token/cost/turn budget: FAILED without retry
+
+
+class LaunchResult(str, enum.Enum):
+    """What a launch worker did with one scheduled task."""
+
+    RUNNER = "runner"  # assigned and started
+    LAUNCH_ERROR = "launch_error"  # assigned, but the platform refused to start it
+    NO_SLOT = "no_slot"  # no free workspace slot: back to waiting, nothing written
+    SLOT_ERROR = "slot_error"  # its workspace could not be prepared
+    REFUSED = "refused"  # the READY -> RUNNING compare-and-set was refused (it moved on)
+    REGISTRY_ERROR = "registry_error"  # the registry failed; the task is still READY there
+    REGISTRY_UNKNOWN = "registry_unknown"  # the registry failed; the assignment may have committed
+
+
+@dataclass(frozen=True)
+class LaunchOutcome:
+    """The answer of a launch worker."""
+
+    result: LaunchResult
+    running: Task | None = None  # the RUNNING task, once assigned
+    slot: Slot | None = None
+    runner: Runner | None = None
+    error: BaseException | None = None
+
+
+# --- commands ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Wake:
+    """Poll the registry now (a write was made through this process)."""
+
+
+@dataclass(frozen=True)
+class RunnerExited:
+    """A launcher's watcher saw the runner's process or container end."""
+
+    runner_id: str
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A runner's heartbeat over the API, with optional progress text."""
+
+    runner_id: str
+    progress: str | None = None
+
+
+@dataclass(frozen=True)
+class CompletionReport:
+    """A runner reported its result over the API (it should exit soon)."""
+
+    runner_id: str
+    report: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SlotReleased:
+    """A workspace slot of ``key`` was released (cleaned) in a worker."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class LaunchFinished:
+    """A launch worker is done with ``key``."""
+
+    key: str
+    outcome: LaunchOutcome
+
+
+@dataclass(frozen=True)
+class StopConfirmed:
+    """A fence worker's stop is confirmed: the runner is known gone."""
+
+    runner_id: str
+    exit: RunnerExit | None = None
+
+
+@dataclass(frozen=True)
+class StopUnconfirmed:
+    """A fence worker's stop was not confirmed; it tries again at ``retry_at``."""
+
+    runner_id: str
+    reason: str
+    attempt: int
+    retry_at: float
+
+
+@dataclass(frozen=True)
+class PlatformHealth:
+    """The result of a platform check of a docker or kubernetes pool."""
+
+    pool: str
+    ok: bool
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class StopEngine:
+    """Drain: take no new tasks, wait ``timeout`` for running runners, then stop them."""
+
+    timeout: float
+    leave_running: bool = False
+
+
+@dataclass(frozen=True)
+class Control:
+    """An operator verb (pause, resume, priority, retry, cancel, pool)."""
+
+    verb: str
+    args: Mapping[str, Any]
+    reply: Future[str] | None = None
+
+
+@dataclass(frozen=True)
+class EngineCall:
+    """Run ``fn`` on the engine thread and answer its result (diagnostics, tests)."""
+
+    fn: Callable[[], Any]
+    reply: Future[Any] | None = None
+
+
+Command = (Wake | RunnerExited | Heartbeat | CompletionReport | SlotReleased | LaunchFinished
+           | StopConfirmed | StopUnconfirmed | PlatformHealth | StopEngine | Control | EngineCall)
