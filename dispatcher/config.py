@@ -2,7 +2,7 @@
 
 The YAML file has three sections, as in the seed: ``dispatcher:`` (scalars), ``agent_pools:``
 (a mapping of pool name to pool definition) and ``skill_mapping:``. An optional ``ui:`` section
-configures the console.
+configures the console, an optional ``work:`` section how work flows between tasks (R21).
 """
 
 from __future__ import annotations
@@ -25,6 +25,21 @@ class UIConfig:
 
     refresh_interval: float = 0.5  # seconds between dashboard refreshes
     keymap: dict[str, str] = field(default_factory=dict)  # binding id -> keys, e.g. {"pause": "P"}
+
+
+@dataclass
+class WorkConfig:
+    """How a task's work is recorded, passed to its dependents and landed (R21)."""
+
+    commit_author: str = "NecroCode Dispatcher <dispatcher@necrocode.invalid>"
+    commit_message: str = "{title} ({key})"  # the agent's summary follows as the body
+    on_no_changes: str = "done"  # done (with a warning) | fail
+    merge_dependencies: bool = True  # dependents start from their dependencies' work
+    integration_branch: str = "necrocode/{taskset}"
+    land_check: list[str] | None = None  # argv run on the merged tree before each landing
+    gate_timeout: float = 1800.0  # seconds the land check may run
+    on_gate_failure: str = "stop"  # stop | retry (the task runs again with the output)
+    push_task_branches: bool = False  # land --push also pushes the task branches
 
 
 @dataclass
@@ -62,6 +77,7 @@ class DispatcherConfig:
     deadlock_check_interval: float = 30.0
     snapshot_max_rate: float = 10.0  # snapshots published per second at most
     ui: UIConfig = field(default_factory=UIConfig)
+    work: WorkConfig = field(default_factory=WorkConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.scheduling_policy, str) and not isinstance(

@@ -1,12 +1,13 @@
 """Loading and validating the Dispatcher's YAML configuration.
 
-The file has the seed's three sections plus an optional ``ui:`` section::
+The file has the seed's three sections plus optional ``ui:`` and ``work:`` sections::
 
     dispatcher:      # every scalar setting of DispatcherConfig (poll_interval, ...)
     agent_pools:     # pool name -> {type, max_concurrency, cpu_quota, memory_quota, enabled,
                      #               config, agent_command}
     skill_mapping:   # skill -> [pool name, ...]; the ``default`` entry catches the rest
     ui:              # {refresh_interval, keymap}
+    work:            # how work flows between tasks (see work_config)
 
 Validation never stops at the first problem: :func:`load_config_file` collects every problem
 (unknown keys with a did-you-mean, wrong types, bad values, references to undefined pools, YAML
@@ -33,6 +34,7 @@ import yaml
 from .config import DispatcherConfig, UIConfig
 from .errors import ConfigError, Problem
 from .models import AgentPool, PoolType, SchedulingPolicy
+from .work_config import validate_work, work_from_section, work_to_dict
 from .yaml_source import (
     Locate,
     Path_,
@@ -45,14 +47,14 @@ from .yaml_source import (
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("dispatcher", "agent_pools", "skill_mapping", "ui")
+SECTIONS = ("dispatcher", "agent_pools", "skill_mapping", "ui", "work")
 POOL_KEYS = ("type", "max_concurrency", "cpu_quota", "memory_quota", "enabled", "config",
              "agent_command")
 UI_KEYS = ("refresh_interval", "keymap")
 #: Keys of a pool's ``config`` that name files, resolved against the config file's folder.
 PATH_KEYS = frozenset({"job_template", "kubeconfig"})
 #: Fields of DispatcherConfig that are not plain settings of the ``dispatcher:`` section.
-_NOT_SCALAR = frozenset({"agent_pools", "skill_mapping", "ui"})
+_NOT_SCALAR = frozenset({"agent_pools", "skill_mapping", "ui", "work"})
 
 
 def dispatcher_keys() -> list[str]:
@@ -164,6 +166,7 @@ def config_from_mapping(data: Any, source: str = "<dict>", *,
         else:
             ui_kwargs[str(key)] = value
     kwargs["ui"] = UIConfig(**ui_kwargs)
+    kwargs["work"] = work_from_section(_section(data, "work", locate, problems), locate, problems)
 
     config = DispatcherConfig(**kwargs)
     problems += validate_config(config, source=source, locate=locate)
@@ -377,6 +380,7 @@ def validate_config(config: DispatcherConfig, *, source: str = "DispatcherConfig
     pool_names = _validate_pools(config, add)
     _validate_skill_mapping(config, pool_names, add)
     _validate_ui(config.ui, add)
+    validate_work(config.work, add)
     return problems
 
 
@@ -508,4 +512,5 @@ def config_to_dict(config: DispatcherConfig) -> dict[str, Any]:
         "agent_pools": pools,
         "skill_mapping": {k: list(v) for k, v in config.skill_mapping.items()},
         "ui": {"refresh_interval": config.ui.refresh_interval, "keymap": dict(config.ui.keymap)},
+        "work": work_to_dict(config.work),
     }

@@ -12,7 +12,7 @@ from dataclasses import MISSING, dataclass, fields
 from enum import Enum
 from typing import Any
 
-from .config import DispatcherConfig, UIConfig
+from .config import DispatcherConfig, UIConfig, WorkConfig
 from .config_loader import POOL_KEYS
 from .models import AgentPool
 
@@ -74,6 +74,23 @@ MEANINGS: dict[str, str] = {
     "tasks without a skill or with an unmapped one.",
     "ui.refresh_interval": "Seconds between dashboard refreshes.",
     "ui.keymap": "Key rebinding: binding id -> keys, e.g. {pause: P}.",
+    "work.commit_author": "Author and committer of the commits the Dispatcher makes "
+    "('Name <email>').",
+    "work.commit_message": "Message of the commit of a run's leftover changes: {key}, {id}, "
+    "{taskset}, {title}, {description} filled in; the agent's final summary follows as the "
+    "body unless the template places {summary} itself.",
+    "work.on_no_changes": "A successful run that changed nothing: done (with a warning) or "
+    "fail.",
+    "work.merge_dependencies": "A dependent's branch starts from the base merged with its "
+    "DONE dependencies' work (false: from the default branch).",
+    "work.integration_branch": "Branch `necroui land` merges DONE work into; {taskset} is "
+    "filled in.",
+    "work.land_check": "argv run on the merged tree before each landing (a merge queue "
+    "gate); null: no check. `land --check` overrides it.",
+    "work.gate_timeout": "Seconds the land check may run before it counts as failed.",
+    "work.on_gate_failure": "A failed gate: stop (the task is marked gate failed) or retry "
+    "(it runs again with the check's output).",
+    "work.push_task_branches": "`land --push` also pushes the task branches.",
 }
 
 
@@ -113,7 +130,7 @@ def config_reference() -> list[KeyDoc]:
     """Every key of the config file, in file order."""
     out: list[KeyDoc] = []
     for f in fields(DispatcherConfig):
-        if f.name in ("agent_pools", "skill_mapping", "ui"):
+        if f.name in ("agent_pools", "skill_mapping", "ui", "work"):
             continue
         key = f"dispatcher.{f.name}"
         out.append(KeyDoc(key, str(f.type), _show(_default(f)), MEANINGS.get(key, "")))
@@ -126,6 +143,9 @@ def config_reference() -> list[KeyDoc]:
                       MEANINGS["skill_mapping.SKILL"]))
     for f in fields(UIConfig):
         key = f"ui.{f.name}"
+        out.append(KeyDoc(key, str(f.type), _show(_default(f)), MEANINGS.get(key, "")))
+    for f in fields(WorkConfig):
+        key = f"work.{f.name}"
         out.append(KeyDoc(key, str(f.type), _show(_default(f)), MEANINGS.get(key, "")))
     return out
 

@@ -95,6 +95,13 @@ class EventType(str, Enum):
     DISPATCHER_PAUSED = "DispatcherPaused"
     DISPATCHER_RESUMED = "DispatcherResumed"
     DISPATCHER_STOPPED = "DispatcherStopped"
+    # work flowing between tasks (R21)
+    WORK_RECORDED = "WorkRecorded"  # a run's work committed on its branch and recorded
+    START_CONFLICT = "StartConflict"  # its dependencies' branches do not merge
+    TASK_LANDED = "TaskLanded"  # merged into the integration branch
+    LAND_CONFLICT = "LandConflict"  # does not merge into the integration branch
+    GATE_FAILED = "GateFailed"  # the landing check failed on the merged tree
+    PATHS_OVERLAP = "PathsOverlap"  # tasks that ran at once changed the same files
 
 
 def task_key(taskset: str, task_id: str) -> str:
@@ -157,10 +164,23 @@ class Task:
     assigned_slot: str | None = None
     reserved_branch: str | None = None
     artifacts: list[str] = field(default_factory=list)
+    # --- its work (R21): globs it declares, then what its runs produced ----------------------
+    paths: tuple[str, ...] = ()  # globs of the files it touches (from the taskset)
+    branch: str | None = None  # branch holding its work, in the dispatcher's clone
+    base: str | None = None  # commit its work started from (base + dependencies merged)
+    head: str | None = None  # last commit of its work
+    commits: int = 0  # commits from base to head
+    files_changed: tuple[str, ...] = ()  # files that differ between base and head
+    landed: str | None = None  # integration branch its work was merged into
+    gate_failed: str | None = None  # output of the landing check that refused its work
 
     def __post_init__(self) -> None:
         if not isinstance(self.state, TaskState):
             self.state = TaskState(self.state)
+        if not isinstance(self.paths, tuple):
+            self.paths = tuple(self.paths or ())
+        if not isinstance(self.files_changed, tuple):
+            self.files_changed = tuple(self.files_changed or ())
         if isinstance(self.resources, dict):
             self.resources = Resources.from_dict(self.resources)
         if not self.tenant:
@@ -301,12 +321,18 @@ class RunnerState(str, Enum):
 
 @dataclass
 class Slot:
-    """A workspace reserved for one task: a git worktree or a scratch directory."""
+    """A workspace reserved for one task: a git worktree or a scratch directory.
+
+    ``base`` is the commit its branch started from (the default branch, or the merge of the
+    dependencies' work); ``merged`` the keys of the dependencies whose work it contains.
+    """
 
     slot_id: str
     slot_path: str
     repo: str | None = None
     branch: str | None = None
+    base: str | None = None
+    merged: tuple[str, ...] = ()
 
 
 @dataclass

@@ -43,6 +43,7 @@ DEFINITION_FIELDS = (
     "repo",
     "optional",
     "estimated_duration",
+    "paths",
 )
 
 #: Orders accepted by ``list_tasks(order_by=...)``.
@@ -153,6 +154,9 @@ def check_updates(key: str, updates: dict[str, Any]) -> dict[str, Any]:
     for name in ("dependencies", "artifacts"):
         if name in out:
             out[name] = list(out[name] or [])
+    for name in ("paths", "files_changed"):
+        if name in out:
+            out[name] = tuple(out[name] or ())
     if "metadata" in out:
         out["metadata"] = dict(out["metadata"] or {})
     if "command" in out and out["command"] is not None:

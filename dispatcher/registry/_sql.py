@@ -111,6 +111,14 @@ _JSON_DEFAULTS: dict[str, Any] = {
     "assigned_slot": None,
     "reserved_branch": None,
     "artifacts": [],
+    "paths": (),
+    "branch": None,
+    "base": None,
+    "head": None,
+    "commits": 0,
+    "files_changed": (),
+    "landed": None,
+    "gate_failed": None,
 }
 _JSON_ITEMS = tuple(_JSON_DEFAULTS.items())
 _dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode

@@ -44,6 +44,14 @@ UPDATABLE_FIELDS = frozenset(
         "reserved_branch",
         "artifacts",
         "dependencies",
+        "paths",
+        "branch",
+        "base",
+        "head",
+        "commits",
+        "files_changed",
+        "landed",
+        "gate_failed",
     }
 )
 

@@ -60,13 +60,18 @@ def _git_env() -> dict[str, str]:
 
 
 def run_git(
-    args: list[str], *, cwd: Path | str | None = None, check: bool = True, timeout: float = 600
+    args: list[str], *, cwd: Path | str | None = None, check: bool = True, timeout: float = 600,
+    input: str | None = None, env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``git ARGS``; raises RepoPoolError (stderr included, credentials hidden) on failure."""
+    """Run ``git ARGS``; raises RepoPoolError (stderr included, credentials hidden) on failure.
+
+    ``input`` is written to its stdin; ``env`` adds variables (an identity, for commits).
+    """
+    full = {**_git_env(), **env} if env else _git_env()
     try:
         proc = subprocess.run(
-            ["git", *args], cwd=cwd, env=_git_env(), stdin=subprocess.DEVNULL,
-            capture_output=True, text=True, timeout=timeout,
+            ["git", *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout,
+            **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}),
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise RepoPoolError(redact(f"git {' '.join(args)}: {exc}")) from exc
@@ -76,6 +81,67 @@ def run_git(
             f"{proc.stderr.strip() or proc.stdout.strip()}"
         ))
     return proc
+
+
+def workspaces_dir(state_dir: str | os.PathLike[str]) -> Path:
+    """Where the Repo Pool keeps clones and slots: ``<state_dir>/workspaces``."""
+    return Path(state_dir).absolute() / "workspaces"
+
+
+def mirror_path(state_dir: str | os.PathLike[str], repo: str) -> Path:
+    """The dispatcher's bare clone of ``repo`` (it exists once a task of it has run)."""
+    return workspaces_dir(state_dir) / repo_slug(repo) / "repo.git"
+
+
+def identity_env(author: str) -> dict[str, str]:
+    """GIT_AUTHOR_* and GIT_COMMITTER_* for ``"Name <email>"``."""
+    name, _, rest = author.partition("<")
+    name, email = name.strip() or "NecroCode Dispatcher", rest.rstrip(">").strip()
+    return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
+            "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+
+
+def rev_parse(git_dir: Path | str, ref: str) -> str | None:
+    """The commit ``ref`` names in ``git_dir``, or None."""
+    proc = run_git(["--git-dir", str(git_dir), "rev-parse", "-q", "--verify", f"{ref}^{{commit}}"],
+                   check=False)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def is_ancestor(git_dir: Path | str, ancestor: str, descendant: str) -> bool:
+    """True when ``ancestor`` is ``descendant`` or one of its ancestors."""
+    proc = run_git(["--git-dir", str(git_dir), "merge-base", "--is-ancestor", ancestor,
+                    descendant], check=False)
+    if proc.returncode not in (0, 1):
+        raise RepoPoolError(redact(f"git merge-base --is-ancestor {ancestor} {descendant}: "
+                                   f"{proc.stderr.strip()}"))
+    return proc.returncode == 0
+
+
+def changed_files(git_dir: Path | str, base: str, head: str) -> tuple[str, ...]:
+    """Paths that differ between ``base`` and ``head`` (a rename counts as both names)."""
+    out = run_git(["--git-dir", str(git_dir), "diff", "--name-only", "--no-renames", "-z",
+                   base, head]).stdout
+    return tuple(p for p in out.split("\0") if p)
+
+
+def merge_tree(git_dir: Path | str, ours: str, theirs: str) -> tuple[str | None, tuple[str, ...]]:
+    """Merge two commits without a worktree: (tree, ()) when clean, (None, files) on conflict."""
+    proc = run_git(["--git-dir", str(git_dir), "merge-tree", "--write-tree", "--name-only",
+                    "--no-messages", "-z", ours, theirs], check=False)
+    parts = proc.stdout.split("\0")
+    if not parts[0]:
+        raise RepoPoolError(redact(f"git merge-tree {ours} {theirs} failed: "
+                                   f"{proc.stderr.strip() or f'exit code {proc.returncode}'}"))
+    if proc.returncode == 0:
+        return parts[0], ()
+    files: list[str] = []
+    for name in parts[1:]:
+        if not name:
+            break
+        if name not in files:
+            files.append(name)
+    return None, tuple(files)
 
 
 _BAD_REF_CHARS = re.compile(r"[^A-Za-z0-9._-]+")

@@ -8,8 +8,12 @@ Layout under ``<state_dir>/workspaces/``::
     slots.json               which slot holds which task (a restarted dispatcher reads it)
 
 A task with a repository gets a worktree on branch ``feature/task-{taskset}-{id}``, started from
-the remote's default branch. Slots are cleaned (reset, clean -ffdx, new branch; scratch emptied)
-before each reuse, so one task never sees another's leftovers.
+the remote's default branch, or, given a :class:`~.start.StartPlan`, from the base merged with
+its dependencies' work (a conflict is answered as :class:`~.start.StartConflict`, the slot left
+free). The start is kept as ``refs/necrocode/base/<branch>``; a branch that is started again
+keeps its earlier head as ``refs/necrocode/previous/<branch>``. Slots are cleaned (reset,
+clean -ffdx, new branch; scratch emptied) before each reuse, so one task never sees another's
+leftovers; branches stay in the clone.
 """
 
 from __future__ import annotations
@@ -17,17 +21,27 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import stat
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..models import Slot, Task
-from .git import RepoPoolError, branch_name, normalize_repo, redact, repo_slug, run_git
+from .files import empty_dir, remove_tree, write_whole
+from .git import (
+    RepoPoolError,
+    branch_name,
+    is_ancestor,
+    normalize_repo,
+    redact,
+    repo_slug,
+    rev_parse,
+    run_git,
+    workspaces_dir,
+)
+from .start import StartConflict, StartPlan, StartPoint, resolve_start
+from .work import base_ref
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +59,16 @@ class _SlotRecord:
     repo: str | None  # normalized repository; None for scratch slots
     branch: str | None = None
     task: str | None = None  # key of the task holding it; None when free
+    base: str | None = None  # commit the branch started from
+    merged: tuple[str, ...] = ()  # dependencies whose work it started from
 
     @property
     def index(self) -> int:
         return int(self.slot_id.rsplit("/", 1)[1])
 
     def to_slot(self) -> Slot:
-        return Slot(slot_id=self.slot_id, slot_path=self.path, repo=self.repo, branch=self.branch)
+        return Slot(slot_id=self.slot_id, slot_path=self.path, repo=self.repo, branch=self.branch,
+                    base=self.base, merged=self.merged)
 
 
 class RepoPoolManager:
@@ -67,7 +84,7 @@ class RepoPoolManager:
     ) -> None:
         if slots_per_repo < 1:
             raise ValueError(f"slots_per_repo must be >= 1, got {slots_per_repo}")
-        self.root = Path(state_dir).absolute() / "workspaces"
+        self.root = workspaces_dir(state_dir)
         self.slots_per_repo = slots_per_repo
         self.scratch_slots = scratch_slots  # None: as many as needed
         self.fetch_interval = fetch_interval
@@ -79,9 +96,12 @@ class RepoPoolManager:
         self._load()
 
     # --- public API -----------------------------------------------------------------------------
-    def allocate_slot(self, task: Task) -> Slot | None:
+    def allocate_slot(self, task: Task,
+                      start: StartPlan | None = None) -> Slot | StartConflict | None:
         """Reserve and prepare a slot for ``task``; None when its repository has no free slot.
 
+        With ``start``, the branch starts from the base merged with the dependencies' work;
+        when they conflict the answer is a :class:`StartConflict` and no slot is taken.
         Raises RepoPoolError (a RunnerLaunchError) when git cannot prepare the workspace.
         """
         with self._lock:
@@ -91,7 +111,11 @@ class RepoPoolManager:
                 return held
             if not task.repo:
                 return self._allocate_scratch(task)
-            return self._allocate_worktree(task, task.repo)
+            return self._allocate_worktree(task, task.repo, start)
+
+    def mirror_of(self, repo: str) -> Path:
+        """The bare clone of ``repo`` (created on the first slot of one of its tasks)."""
+        return self.root / repo_slug(repo) / "repo.git"
 
     def release_slot(self, slot_id: str) -> bool:
         """Free a slot. A second release (or an unknown slot) is logged and ignored: False."""
@@ -169,31 +193,38 @@ class RepoPoolManager:
         rec = self._pick(None, SCRATCH, self.scratch_slots)
         if rec is None:
             return None
-        _empty_dir(rec.path)
+        empty_dir(rec.path)
         rec.branch = None
         rec.task = task.key
         self._save()
         return rec.to_slot()
 
     # --- worktrees ------------------------------------------------------------------------------
-    def _allocate_worktree(self, task: Task, repo: str) -> Slot | None:
+    def _allocate_worktree(self, task: Task, repo: str,
+                           plan: StartPlan | None) -> Slot | StartConflict | None:
         norm = normalize_repo(repo)
         slug = repo_slug(norm)
         rec = self._pick(norm, slug, self.slots_per_repo)
         if rec is None:
             return None
         mirror = self._ensure_mirror(norm, slug)
+        start = resolve_start(mirror, task.key, plan, _START)
+        if isinstance(start, StartConflict):
+            logger.warning("task %s cannot start: %s", task.key, start.reason)
+            return start
         branch = branch_name(task.taskset, task.id)
+        _keep_previous(mirror, branch, start.commit)
         try:
-            self._prepare_worktree(mirror, Path(rec.path), branch)
+            self._prepare_worktree(mirror, Path(rec.path), branch, start)
         except RepoPoolError:
             # a broken worktree (lock files, half-deleted dir): rebuild it once from scratch
             logger.warning("slot %s: rebuilding its worktree", rec.slot_id, exc_info=True)
-            _remove_tree(Path(rec.path))
+            remove_tree(Path(rec.path))
             run_git(["--git-dir", str(mirror), "worktree", "prune"], check=False)
-            self._prepare_worktree(mirror, Path(rec.path), branch)
+            self._prepare_worktree(mirror, Path(rec.path), branch, start)
         rec.branch = branch
         rec.task = task.key
+        rec.base, rec.merged = start.base, start.merged
         self._save()
         return rec.to_slot()
 
@@ -202,7 +233,7 @@ class RepoPoolManager:
         now = time.monotonic()
         if not mirror.is_dir():
             tmp = self.root / slug / "repo.git.tmp"
-            _remove_tree(tmp)
+            remove_tree(tmp)
             tmp.parent.mkdir(parents=True, exist_ok=True)
             run_git(["init", "-q", "--bare", str(tmp)])
             run_git(["--git-dir", str(tmp), "remote", "add", "origin", norm])
@@ -236,16 +267,17 @@ class RepoPoolManager:
         )
 
     @staticmethod
-    def _prepare_worktree(mirror: Path, path: Path, branch: str) -> None:
+    def _prepare_worktree(mirror: Path, path: Path, branch: str, start: StartPoint) -> None:
         if not (path / ".git").exists():
-            _remove_tree(path)
+            remove_tree(path)
             run_git(["--git-dir", str(mirror), "worktree", "add", "-q", "--detach", "-f",
-                     str(path), _START])
+                     str(path), start.commit])
         else:
             run_git(["reset", "-q", "--hard"], cwd=path)
             run_git(["clean", "-q", "-ffdx"], cwd=path)
-        run_git(["checkout", "-q", "-f", "--ignore-other-worktrees", "-B", branch, _START],
+        run_git(["checkout", "-q", "-f", "--ignore-other-worktrees", "-B", branch, start.commit],
                 cwd=path)
+        run_git(["--git-dir", str(mirror), "update-ref", base_ref(branch), start.base])
 
     # --- bookkeeping ----------------------------------------------------------------------------
     def _pick(self, repo: str | None, folder: str, limit: int | None) -> _SlotRecord | None:
@@ -288,7 +320,8 @@ class RepoPoolManager:
         for raw in (data.get("slots") or {}).values():
             try:
                 rec = _SlotRecord(str(raw["slot_id"]), str(raw["path"]), raw.get("repo"),
-                                  raw.get("branch"), raw.get("task"))
+                                  raw.get("branch"), raw.get("task"), raw.get("base"),
+                                  tuple(raw.get("merged") or ()))
                 rec.index  # noqa: B018 (validates the id)
             except (KeyError, ValueError, TypeError, IndexError):
                 logger.warning("ignoring a malformed slot entry in %s: %r", path, raw)
@@ -309,7 +342,7 @@ class RepoPoolManager:
         """
         body = _dumps({"version": 1, "slots": {
             sid: {"slot_id": r.slot_id, "path": r.path, "repo": r.repo, "branch": r.branch,
-                  "task": r.task}
+                  "task": r.task, "base": r.base, "merged": list(r.merged)}
             for sid, r in sorted(self._slots.items())
         }}).encode()
         size = len(body)
@@ -318,7 +351,7 @@ class RepoPoolManager:
             current = os.fstat(fd).st_size  # the file's own size: another writer may have grown it
             if size < current:
                 if current - size > _MAX_PADDING:  # rarely: shrink the file again (atomically)
-                    _write_whole(self._state_path, body)
+                    write_whole(self._state_path, body)
                     return
                 body += b" " * (current - size - 1) + b"\n"
             os.pwrite(fd, body, 0)
@@ -326,50 +359,12 @@ class RepoPoolManager:
             os.close(fd)
 
 
-def _empty_dir(path: str | Path) -> None:
-    """Make ``path`` an existing, empty directory (symlinks inside are removed, not followed).
-
-    Cheap when it already is one (the common case of a slot whose task left nothing): one
-    lstat and one directory read.
-    """
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        os.makedirs(path, exist_ok=True)
-        return
-    if not stat.S_ISDIR(st.st_mode):  # a symlink or a file where the slot should be
-        os.unlink(path)
-        os.makedirs(path, exist_ok=True)
-        return
-    with os.scandir(path) as entries:
-        children = list(entries)
-    for child in children:
-        if child.is_dir(follow_symlinks=False):
-            _remove_tree(Path(child.path))
-        else:
-            os.unlink(child.path)
-
-
-def _write_whole(path: Path, body: bytes) -> None:
-    """Replace ``path`` with ``body`` atomically (tmp file and rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(body)
-    os.replace(tmp, path)
-
-
-def _remove_tree(path: Path) -> None:
-    """rmtree that also removes read-only files and directories an agent left behind."""
-
-    def on_error(func: Any, name: str, _exc: Any) -> None:
-        try:
-            os.chmod(name, stat.S_IRWXU)
-            parent = os.path.dirname(name)
-            os.chmod(parent, stat.S_IRWXU)
-            func(name)
-        except OSError:
-            pass
-
-    if path.is_symlink():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path, onerror=on_error)
+def _keep_previous(mirror: Path, branch: str, start: str) -> None:
+    """A branch about to start again keeps its earlier head (work the new start does not
+    contain) as ``refs/necrocode/previous/<branch>``."""
+    old = rev_parse(mirror, f"refs/heads/{branch}")
+    if old is not None and old != start and not is_ancestor(mirror, old, start):
+        run_git(["--git-dir", str(mirror), "update-ref", f"refs/necrocode/previous/{branch}",
+                 old])
+        logger.info("branch %s starts again; its earlier head %s is kept as "
+                    "refs/necrocode/previous/%s", branch, old[:12], branch)

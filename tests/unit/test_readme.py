@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from necrocode.dispatcher.config import DispatcherConfig, UIConfig
+from necrocode.dispatcher.config import DispatcherConfig, UIConfig, WorkConfig
 from necrocode.dispatcher.models import AgentPool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def _as_readme(value: Any) -> str:
     return str(value)
 
 
-SECTIONS = {"agent_pools", "skill_mapping", "ui"}
+SECTIONS = {"agent_pools", "skill_mapping", "ui", "work"}
 
 
 @pytest.mark.parametrize(
@@ -53,6 +53,7 @@ SECTIONS = {"agent_pools", "skill_mapping", "ui"}
         ("", DispatcherConfig, SECTIONS),  # the dispatcher: section
         ("", AgentPool, {"name"}),  # a pool definition (name is the mapping key)
         ("ui.", UIConfig, set()),  # the ui: section
+        ("work.", WorkConfig, set()),  # the work: section
     ],
 )
 def test_every_config_key_is_documented_with_its_default(prefix: str, cls: type,

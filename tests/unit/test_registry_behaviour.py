@@ -645,3 +645,29 @@ def test_transition_many_with_a_bad_field_writes_nothing(
         ])
     assert registry.current_seq() == seq and states(registry, "t") == {
         "t/1": S.READY, "t/2": S.READY}
+
+
+# --- work of a task (R21) -----------------------------------------------------------------------
+def test_work_fields_are_stored_and_kept_by_a_resubmit(
+    registry: TaskRegistry, task_factory: Any
+) -> None:
+    submit(registry, "w", task_factory("1", paths=("src/api/**", "docs/*.md")))
+    assert registry.get_task("w/1").paths == ("src/api/**", "docs/*.md")
+    registry.transition("w/1", S.RUNNING, expected=S.READY)
+    work = {"branch": "feature/task-w-1", "base": "a" * 40, "head": "b" * 40, "commits": 2,
+            "files_changed": ["src/api/x.py", "docs/a.md"], "landed": None, "gate_failed": None}
+    got = registry.transition("w/1", S.DONE, expected=S.RUNNING, **work)
+    assert got.files_changed == ("src/api/x.py", "docs/a.md")  # stored as a tuple
+    registry.update_task("w/1", landed="necrocode/w", gate_failed=None)
+    # a resubmit changes the definition (paths) and keeps the recorded work
+    submit(registry, "w", task_factory("1", paths=["src/**"]))
+    stored = registry.get_task("w/1")
+    assert stored.paths == ("src/**",)
+    assert (stored.branch, stored.base, stored.head, stored.commits, stored.landed) == (
+        "feature/task-w-1", "a" * 40, "b" * 40, 2, "necrocode/w")
+    assert stored.files_changed == ("src/api/x.py", "docs/a.md")
+    as_json = stored.to_dict()
+    assert as_json["files_changed"] == ("src/api/x.py", "docs/a.md")
+    assert Task.from_dict({**as_json, "files_changed": list(as_json["files_changed"])}) == stored
+    fields = registry.get_events(task_key="w/1", event_types=[EventType.TASK_UPDATED])[-1]
+    assert fields.details["fields"] == ["paths"]
