@@ -21,7 +21,6 @@ import logging
 import queue as queue_mod
 import threading
 import time
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -44,6 +43,7 @@ from .engine.commands import (
     StopUnconfirmed,
     Wake,
 )
+from .engine.taskbook import TaskBook, ViewChanges
 from .engine_api import (
     read_dispatcher_info,
     remove_dispatcher_info,
@@ -53,7 +53,7 @@ from .engine_launch import LaunchMixin
 from .engine_lifecycle import LifecycleMixin
 from .engine_publish import PublishMixin
 from .engine_reconcile import ReconcileMixin
-from .engine_snapshot import THROUGHPUT_BUCKETS, SnapshotBuilder
+from .engine_snapshot import SnapshotBuilder
 from .engine_state import RunnerRecord
 from .errors import DispatcherError, DispatcherStateError
 from .events import EventRecorder
@@ -180,12 +180,8 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         self._launch_pool = None
         self._slot_releases = {}
         self._unsure = {}
-        self._known = {}
-        self._state_counts = {}
         self._no_slot = {}
         self._delayed = []
-        self._changed = set()
-        self._finished_keys = deque(maxlen=2000)
         self._flagged_exits = set()
         self._pending_events = []
         self._deferred = []
@@ -195,7 +191,6 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         self._reported_cycles: set[frozenset[str]] = set()
         self._paused = False
         self._state = "stopped"
-        self._dirty = True
         self._sched_dirty = True
         self._registry_dirty = True
         self._stopper = None
@@ -203,8 +198,8 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         self._engine_thread = None
         self._counters = {"assigned": 0, "retried": 0, "launch_errors": 0,
                           "heartbeat_timeouts": 0}
-        self._throughput = deque([0], maxlen=THROUGHPUT_BUCKETS)
-        self._throughput_started = time.time()
+        self._views = ViewChanges()
+        self._book = TaskBook(self._views, time.time())
         self._next_poll = 0.0
         self._next_platform_check = 0.0
         self._next_deadlock_check = 0.0
@@ -391,8 +386,8 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
                         if progress is not None:
                             rec.progress = progress
                         rec.rev += 1
-                        self._changed.add(rec.key)
-                        self._dirty = True
+                        self._views.touch(rec.key)
+                        self._views.mark()
                 case CompletionReport(runner_id=rid, report=report):
                     self._on_report(rid, dict(report))
                 case SlotReleased(key=key):
@@ -459,7 +454,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
             deadline = min(deadline, self._delayed[0][0])
         if self._runners:
             deadline = min(deadline, self._next_platform_check)
-        if self._dirty:
+        if self._views.dirty:
             deadline = min(deadline, self._next_snapshot_at)
         if self._drain_deadline is not None:
             deadline = min(deadline, self._drain_deadline)
@@ -467,11 +462,12 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
             deadline = min(deadline, now + 0.5)
         if self.events.has_fallback:
             deadline = min(deadline, self._next_replay or now + 1.0)
-        deadline = min(deadline, self._next_deadlock_check, self._next_throughput_roll())
+        deadline = min(deadline, self._next_deadlock_check, self._book.throughput.next_roll())
         return deadline
 
     def _iterate(self, now: float) -> None:
-        self._roll_throughput(now)
+        if self._book.throughput.roll(now):
+            self._views.mark()
         if self._deferred:
             self._run_deferred()
         if self._unsure:
@@ -482,7 +478,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
             elif now >= self._next_replay:
                 self.events.replay()
                 self._next_replay = now + 1.0 if self.events.has_fallback else 0.0
-                self._dirty = True
+                self._views.mark()
         else:
             self._next_replay = 0.0
         if self._registry_dirty or now >= self._next_poll:
@@ -514,7 +510,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
     def _apply_change(self, task: Task, now: float) -> None:
         """A task changed in the registry (our write's echo, or another process's)."""
         key = task.key
-        self._set_known(task)
+        self._note_task(task)
         rid = self._by_task.get(key)
         if rid is not None:
             pending = self._launching.get(key)

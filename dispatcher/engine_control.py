@@ -73,8 +73,8 @@ class ControlMixin(RunnerMixin):
             return "dispatching already paused" if pause else "dispatching already running"
         self._paused = pause
         self._sched_dirty = True
-        self._dirty = True
-        self._changed.update(self.queue_keys())
+        self._views.mark()
+        self._views.touch_all(self.queue_keys())
         self.events.record(TaskEvent(
             event_type=EventType.DISPATCHER_PAUSED if pause else EventType.DISPATCHER_RESUMED,
             message="dispatching paused" if pause else "dispatching resumed"))
@@ -192,8 +192,7 @@ class ControlMixin(RunnerMixin):
         return f"cancelled {key}{tail}"
 
     def _dependents_count(self, task: Task) -> int:
-        return sum(1 for t in self._known.values()
-                   if t.taskset == task.taskset and task.id in t.dependencies)
+        return self._book.dependents_count(task)
 
     def _ctl_pool(self, name: str, enabled: bool) -> str:
         if name not in self.pool_manager.pools:
@@ -203,13 +202,13 @@ class ControlMixin(RunnerMixin):
             return f"pool {name} already {'enabled' if enabled else 'disabled'}"
         self.pool_manager.set_pool_enabled(name, enabled)
         self._sched_dirty = True
-        self._dirty = True
-        self._changed.update(self.queue_keys())
+        self._views.mark()
+        self._views.touch_all(self.queue_keys())
         self.events.record(TaskEvent(
             event_type=EventType.POOL_ENABLED if enabled else EventType.POOL_DISABLED,
             pool=name, message=f"pool {name} {'enabled' if enabled else 'disabled'}"))
         return f"pool {name} {'enabled' if enabled else 'disabled (running tasks finish)'}"
 
     def _after_write(self, task: Task) -> None:
-        self._set_known(task)
+        self._note_task(task)
         self._registry_dirty = True

@@ -57,8 +57,8 @@ class LaunchMixin(RunnerMixin):
         self._launching[key] = pending
         self._launching_ids[pending.runner_id] = key
         self._by_task[key] = pending.runner_id
-        self._changed.add(key)  # leaves the queued views, shows as LAUNCHING
-        self._dirty = True
+        self._views.touch(key)  # leaves the queued views, shows as LAUNCHING
+        self._views.mark()
         workers = self._launch_pool
         if workers is None:
             self._launched(key, self._prepare_and_launch(pending))
@@ -138,8 +138,8 @@ class LaunchMixin(RunnerMixin):
             del self._by_task[key]
         task, pool = pending.task, pending.pool
         extra = log_extra(task=key, runner=pending.runner_id, pool=pool)
-        self._changed.add(key)
-        self._dirty = True
+        self._views.touch(key)
+        self._views.mark()
         if outcome.result is not LaunchResult.RUNNER \
                 and outcome.result is not LaunchResult.LAUNCH_ERROR:
             self.pool_manager.release(pool.name, task)
@@ -157,7 +157,7 @@ class LaunchMixin(RunnerMixin):
             elif outcome.result is LaunchResult.REFUSED:  # it moved on: place it as it is now
                 logger.info("not launching %s: %s", key, outcome.error, extra=extra)
                 self._registry_dirty = True
-                current = self._known.get(key)
+                current = self._book.get(key)
                 if current is not None and current.state is not TaskState.READY:
                     self._place(current, time.time())
             elif outcome.result is LaunchResult.REGISTRY_ERROR:  # still READY there: offer it again
@@ -170,7 +170,7 @@ class LaunchMixin(RunnerMixin):
             return
         running, slot = outcome.running, outcome.slot
         assert running is not None and slot is not None
-        self._set_known(running)
+        self._note_task(running)
         self._last_pool[key] = pool.name
         self._registry_dirty = True
         self._counters["assigned"] += 1
@@ -230,7 +230,7 @@ class LaunchMixin(RunnerMixin):
                     and key not in self._by_task:
                 self._requeue_unstarted(key)
             elif task.state is TaskState.READY:
-                self._set_known(task)
+                self._note_task(task)
                 self._enqueue(task)
 
     def _requeue_unstarted(self, key: str) -> None:
@@ -242,7 +242,7 @@ class LaunchMixin(RunnerMixin):
 
     def _cancel_unstarted(self, key: str, message: str) -> None:
         """Cancel a task that has no runner (a cancel that arrived while it was launching)."""
-        task = self._known.get(key)
+        task = self._book.get(key)
         if task is None or task.state.terminal or task.state is TaskState.RUNNING:
             return
         state = task.state

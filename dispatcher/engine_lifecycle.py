@@ -152,7 +152,7 @@ class LifecycleMixin(RunnerMixin):
             logger.warning("pool %s (%s) is unavailable: %s", pool_name, pool.type.value,
                            message, extra=log_extra(pool=pool_name))
         if changed:
-            self._dirty = True
+            self._views.mark()
             self._sched_dirty = True
 
     def _check_platforms(self, pools: list[tuple[AgentPool, RunnerLauncher]]) -> None:
@@ -198,7 +198,7 @@ class LifecycleMixin(RunnerMixin):
         self._leave_running = leave_running
         self._drain_deadline = time.time() + max(0.0, timeout)
         self._state = "draining"
-        self._dirty = True
+        self._views.mark()
         logger.info("dispatcher stopping: %d runner(s) running, waiting up to %.0fs",
                     len(self._runners), timeout)
 
@@ -212,7 +212,7 @@ class LifecycleMixin(RunnerMixin):
                     pending.stop_reason = "dispatcher stopping"
             if self._state != "stopping":
                 self._state = "stopping"
-                self._dirty = True
+                self._views.mark()
             for rec in list(self._runners.values()):
                 if not rec.stopping:
                     self._fence(rec, FenceOutcome.SHUTDOWN, "dispatcher stopping")

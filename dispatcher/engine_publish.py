@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from .engine_runners import RunnerMixin
-from .engine_snapshot import THROUGHPUT_BUCKETS, THROUGHPUT_INTERVAL, SnapshotBuilder
+from .engine_snapshot import SnapshotBuilder
 from .models import EventType, TaskEvent, TaskState
 from .snapshot import Counters, DeadlockView, Snapshot
 
@@ -30,11 +30,11 @@ class PublishMixin(RunnerMixin):
     _next_snapshot_at: float
 
     def _check_deadlocks(self) -> None:
-        if not self._known or not self._deadlock_dirty:
+        if not len(self._book) or not self._deadlock_dirty:
             return  # nothing it reports on changed since the last check (O(n) graph build)
         self._deadlock_dirty = False
         try:
-            report = self.deadlock_detector.detect(list(self._known.values()))
+            report = self.deadlock_detector.detect(list(self._book))
         except Exception:
             logger.debug("deadlock detection failed", exc_info=True)
             return
@@ -59,32 +59,19 @@ class PublishMixin(RunnerMixin):
                                       getattr(blk, "suggestion", "")))
         new = tuple(views)
         if new != self._deadlocks:
-            self._changed.update(self._deadlocked_keys | cycle_keys)
+            self._views.touch_all(self._deadlocked_keys | cycle_keys)
             # tasks that became (or stopped being) blocked by a failure: their pending reason
             # changes although they did not (big queues refresh only changed views)
             for view in (*new, *self._deadlocks):
                 if view.kind == "failed_dependency":
-                    self._changed.update(view.tasks)
+                    self._views.touch_all(view.tasks)
             self._deadlocks = new
             self._deadlocked_keys = cycle_keys
-            self._dirty = True
-
-    def _next_throughput_roll(self) -> float:
-        return self._throughput_started + THROUGHPUT_INTERVAL * len(self._throughput) \
-            if len(self._throughput) < THROUGHPUT_BUCKETS else \
-            self._throughput_started + THROUGHPUT_INTERVAL * THROUGHPUT_BUCKETS
-
-    def _roll_throughput(self, now: float) -> None:
-        while now >= self._throughput_started + THROUGHPUT_INTERVAL * len(self._throughput):
-            if len(self._throughput) == THROUGHPUT_BUCKETS:
-                self._throughput_started += THROUGHPUT_INTERVAL
-            self._throughput.append(0)
-            self._dirty = True
+            self._views.mark()
 
     def _publish(self, now: float, *, force: bool = False) -> None:
-        if not force and (not self._dirty or now < self._next_snapshot_at):
+        if not force and (not self._views.dirty or now < self._next_snapshot_at):
             return
-        self._dirty = False
         self._next_snapshot_at = now + 1.0 / max(0.1, float(self.config.snapshot_max_rate))
         state = self._state
         if state == "running" and self._paused:

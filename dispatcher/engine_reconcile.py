@@ -117,7 +117,7 @@ class ReconcileMixin(RunnerMixin):
         self._runners[runner.runner_id] = rec
         self._by_task[task.key] = runner.runner_id
         self.runner_monitor.add_runner(runner, last_seen=now)
-        self._set_known(task)
+        self._note_task(task)
         self.events.record(TaskEvent(
             event_type=EventType.RUNNER_ADOPTED, task_key=task.key,
             message=f"runner {runner.runner_id} ({runner.handle}) adopted after restart",

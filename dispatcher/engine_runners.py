@@ -94,32 +94,14 @@ class RunnerMixin(EngineBase):
     """Launching and finishing runners (mixed into DispatcherCore)."""
 
     # --- bookkeeping of known tasks --------------------------------------------------------
-    def _set_known(self, task: Task) -> None:
-        """Record the newest state of ``task`` (counters, finished list, throughput)."""
-        old = self._known.get(task.key)
-        if old is not None:
-            self._state_counts[old.state] = self._state_counts.get(old.state, 1) - 1
-        self._state_counts[task.state] = self._state_counts.get(task.state, 0) + 1
-        self._known[task.key] = task
-        self._changed.add(task.key)
-        self._dirty = True
-        if old is None or old.dependencies != task.dependencies or (
-                old.state is not task.state
-                and (old.state in _DEADLOCK_STATES or task.state in _DEADLOCK_STATES)):
-            # what the deadlock check reports may change: a new task or edge (cycles), a task
-            # failing, cancelled or retried (blocked by failure); otherwise skip the check
+    def _note_task(self, task: Task) -> None:
+        """Record the newest state of ``task`` in the TaskBook; a change the deadlock check
+        reports on schedules it (a failure soon: its dependents are stuck now)."""
+        change = self._book.apply(task)
+        if change.graph_changed:
             self._deadlock_dirty = True
-        if task.state.terminal and (old is None or not old.state.terminal):
-            self._finished_keys.appendleft(task.key)
-            if old is not None:
-                self._count_finished()
-            if task.state is not TaskState.DONE:  # dependents are stuck now: report it soon
-                self._next_deadlock_check = min(self._next_deadlock_check, time.time() + 1.0)
-
-    def _count_finished(self) -> None:
-        """Add one finished task to the current throughput bucket (engine_snapshot rolls them)."""
-        if self._throughput:
-            self._throughput[-1] += 1
+        if change.finished_now and task.state is not TaskState.DONE:
+            self._next_deadlock_check = min(self._next_deadlock_check, time.time() + 1.0)
 
     def _metric(self, name: str, *args: Any) -> None:
         """Call a metrics hook; metrics never break the engine."""
@@ -263,7 +245,7 @@ class RunnerMixin(EngineBase):
                          extra=log_extra(task=key))
             self._deferred.append((what, _KeyedWrite(write, key) if key else write))
             return None
-        self._set_known(task)
+        self._note_task(task)
         self._registry_dirty = True
         return task
 
@@ -313,7 +295,7 @@ class RunnerMixin(EngineBase):
             reported = rec.report.get("exit_code")
             code = int(reported) if isinstance(reported, int | float) else None
         self._release(rec)
-        task = self._known.get(rec.key, rec.task)
+        task = self._book.get(rec.key, rec.task)
         duration = max(0.0, (result.finished_at or now) - rec.started_at)
         common: dict[str, Any] = {"task_key": rec.key, "runner_id": rec.runner_id,
                                   "slot_id": rec.slot.slot_id if rec.slot else None,
@@ -366,8 +348,8 @@ class RunnerMixin(EngineBase):
         except Exception:
             logger.debug("record_usage failed", exc_info=True)
         self._sched_dirty = True
-        self._changed.add(rec.key)
-        self._dirty = True
+        self._views.touch(rec.key)
+        self._views.mark()
         self._requeue_no_slot()
 
     def _requeue_no_slot(self) -> None:
@@ -376,7 +358,7 @@ class RunnerMixin(EngineBase):
             return
         waiting, self._no_slot = self._no_slot, {}
         for key, task in waiting.items():
-            current = self._known.get(key, task)
+            current = self._book.get(key, task)
             if current.state is TaskState.READY and key not in self._by_task:
                 self._enqueue(current)
 
@@ -384,8 +366,8 @@ class RunnerMixin(EngineBase):
         if task.key not in self.queue:
             self.queue.enqueue(task)
         self._sched_dirty = True
-        self._changed.add(task.key)
-        self._dirty = True
+        self._views.touch(task.key)
+        self._views.mark()
 
     # --- liveness, timeouts, fencing -------------------------------------------------------
     def _check_liveness(self, now: float) -> None:
@@ -405,8 +387,8 @@ class RunnerMixin(EngineBase):
             if rec.heartbeats == 0 and liveness_mode(rec.pool) == "process":
                 rec.last_sign = now
                 rec.rev += 1
-                self._changed.add(rec.key)
-                self._dirty = True
+                self._views.touch(rec.key)
+                self._views.mark()
                 self.runner_monitor.touch(rec.runner_id, now)
             log_path = rec.runner.log_path
             if log_path:
@@ -419,13 +401,13 @@ class RunnerMixin(EngineBase):
                     rec.last_sign = now
                     rec.rev += 1
                     self.runner_monitor.touch(rec.runner_id, now)
-                    self._changed.add(rec.key)
-                    self._dirty = True
+                    self._views.touch(rec.key)
+                    self._views.mark()
             if rec.reported_at is not None:  # it reported its result: only let it exit
                 if now - rec.reported_at > grace:
                     self._fence(rec, FenceOutcome.REPORTED, "reported completion but did not exit")
                 continue
-            timeout = self._known.get(rec.key, rec.task).timeout
+            timeout = self._book.get(rec.key, rec.task).timeout
             if timeout and now - rec.started_at > timeout:
                 self._fence(rec, FenceOutcome.TIMEOUT,
                             f"ran longer than its timeout of {timeout:g}s",
@@ -456,8 +438,8 @@ class RunnerMixin(EngineBase):
                          FenceOutcome.BUDGET):
             rec.state = RunnerState.LOST
         rec.rev += 1
-        self._changed.add(rec.key)
-        self._dirty = True
+        self._views.touch(rec.key)
+        self._views.mark()
         if event_type is not None:
             self._flush_started()
             self.events.record(TaskEvent(
@@ -524,8 +506,8 @@ class RunnerMixin(EngineBase):
         rec.stop_problem = note.reason
         rec.progress = f"stopping: not confirmed: {note.reason}"
         rec.rev += 1
-        self._changed.add(rec.key)
-        self._dirty = True
+        self._views.touch(rec.key)
+        self._views.mark()
 
     def _fenced(self, runner_id: str, result: RunnerExit | None) -> None:
         """A fenced runner is gone: release it and settle its task by the fence's outcome."""
@@ -536,7 +518,7 @@ class RunnerMixin(EngineBase):
         self._flush_started()
         now = time.time()
         duration = max(0.0, now - rec.started_at)
-        task = self._known.get(rec.key, rec.task)
+        task = self._book.get(rec.key, rec.task)
         self._release(rec)
         if outcome == FenceOutcome.REPORTED:
             code = (rec.report or {}).get("exit_code")
@@ -567,7 +549,7 @@ class RunnerMixin(EngineBase):
             return
         # "orphan": the task was changed by someone else; nothing to write, but it may be READY
         # again (reset by another tool): offer it as it is now
-        current = self._known.get(rec.key)
+        current = self._book.get(rec.key)
         if current is not None:
             self._place(current, now)
 
@@ -601,13 +583,13 @@ class RunnerMixin(EngineBase):
 
     def _push_delayed(self, task: Task) -> None:
         heapq.heappush(self._delayed, (float(task.next_attempt_at or 0.0), task.key))
-        self._changed.add(task.key)
-        self._dirty = True
+        self._views.touch(task.key)
+        self._views.mark()
 
     def _release_delayed(self, now: float) -> None:
         while self._delayed and self._delayed[0][0] <= now:
             _, key = heapq.heappop(self._delayed)
-            task = self._known.get(key)
+            task = self._book.get(key)
             if task is None or task.state is not TaskState.READY or key in self._by_task:
                 continue
             if task.next_attempt_at and task.next_attempt_at > now:

@@ -100,7 +100,7 @@ class SnapshotBuilder:
         """Track which tasks are queued (READY/BLOCKED, not running) after changes."""
         core = self.core
         for key in keys:
-            task = core._known.get(key)
+            task = core._book.get(key)
             if task is not None and task.state in (TaskState.READY, TaskState.BLOCKED) \
                     and key not in core._by_task:
                 self._queued_keys.add(key)
@@ -149,8 +149,9 @@ class SnapshotBuilder:
                 if mod is not None:  # the whole task map: failures further up are found too;
                     # one memo per build: each chain is walked once (O(n) for n blocked tasks,
                     # not O(n * chain length))
-                    return mod.pending_for_blocked(task, core._known, memo=self._roots_memo)
-                deps = {f"{task.taskset}/{d}": core._known.get(f"{task.taskset}/{d}")
+                    return mod.pending_for_blocked(task, core._book.as_mapping(),
+                                                   memo=self._roots_memo)
+                deps = {f"{task.taskset}/{d}": core._book.get(f"{task.taskset}/{d}")
                         for d in task.dependencies}
                 known = {k: v for k, v in deps.items() if v is not None}
                 bad = [k for k, v in known.items() if v.state in (TaskState.FAILED,
@@ -223,7 +224,7 @@ class SnapshotBuilder:
     def _running_views(self) -> tuple[RunningTaskView, ...]:
         out = []
         for rec in self.core._runners.values():
-            task = self.core._known.get(rec.key, rec.task)
+            task = self.core._book.get(rec.key, rec.task)
             out.append(RunningTaskView(
                 key=rec.key, taskset=task.taskset, task_id=task.id, title=task.title,
                 skill=task.required_skill, tenant=task.tenant, priority=task.priority,
@@ -326,8 +327,7 @@ class SnapshotBuilder:
     def build(self, now: float, state: str) -> Snapshot:
         """Assemble the next snapshot from the cached views and the engine's state."""
         core = self.core
-        changed = core._changed
-        core._changed = set()
+        changed = core._views.take()
         self._roots_memo = {}  # failure roots, valid while the task map does not change
         self.note_changed(changed)
         self.poll_events()
@@ -356,13 +356,13 @@ class SnapshotBuilder:
             self._order_set = set(self._order)
             rebuild = set(self._queued_keys)
         elif pause_changed:
-            known_now = core._known
+            known_now = core._book
             rebuild = {k for k in self._queued_keys
                        if (t := known_now.get(k)) is not None and t.state is TaskState.READY}
             rebuild |= changed & self._queued_keys
         else:
             rebuild = changed & self._queued_keys
-        known = core._known
+        known = core._book
         for key in rebuild:
             task = known.get(key)
             if task is not None:
@@ -381,11 +381,11 @@ class SnapshotBuilder:
 
         finished: list[FinishedTaskView] = []
         seen: set[str] = set()
-        for key in core._finished_keys:
+        for key in core._book.finished_keys():
             if key in seen:
                 continue
             seen.add(key)
-            task = core._known.get(key)
+            task = core._book.get(key)
             if task is None or not task.state.terminal:
                 continue
             view = self._finished.get(key)
@@ -397,7 +397,7 @@ class SnapshotBuilder:
         if len(self._finished) > 4 * FINISHED_KEEP:
             self._finished = {v.key: v for v in finished}
 
-        counts = core._state_counts
+        counts = core._book.counts()
         c = core._counters
         counters = Counters(
             total=sum(counts.values()),
@@ -421,6 +421,7 @@ class SnapshotBuilder:
             registry_path=core.registry_label, api_url=core.api_url, pools=pools,
             queued=queued, running=self._running_views(), finished=tuple(finished),
             events=tuple(self._events), counters=counters,
-            throughput=tuple(core._throughput), throughput_interval=THROUGHPUT_INTERVAL,
+            throughput=core._book.throughput.values(),
+            throughput_interval=core._book.throughput.interval,
             deadlocks=core._deadlocks, heartbeat_timeout=core.config.heartbeat_timeout,
         )

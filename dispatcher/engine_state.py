@@ -6,7 +6,6 @@ Only the engine thread mutates these objects; other threads post :class:`Command
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,9 +14,10 @@ from typing import Any
 
 from .config import DispatcherConfig
 from .engine.commands import Command, FenceOutcome
+from .engine.taskbook import TaskBook, ViewChanges
 from .events import EventRecorder
 from .launchers.base import RunnerLauncher
-from .models import AgentPool, PoolType, Runner, RunnerState, Slot, Task, TaskState
+from .models import AgentPool, PoolType, Runner, RunnerState, Slot, Task
 from .registry.base import TaskRegistry
 from .snapshot import DeadlockView, Snapshot
 
@@ -109,12 +109,10 @@ class EngineBase:
     _launch_pool: ThreadPoolExecutor | None
     _slot_releases: dict[str, int]  # task key -> slot releases in flight
     _unsure: dict[str, str]  # task key -> runner id of an assignment not known to have committed
-    _known: dict[str, Task]  # every task seen, newest state
-    _state_counts: dict[TaskState, int]
+    _book: TaskBook
+    _views: ViewChanges
     _no_slot: dict[str, Task]  # READY tasks waiting for a workspace slot
     _delayed: list[tuple[float, str]]  # heap of (next_attempt_at, key) in retry backoff
-    _changed: set[str]  # task keys whose view must be rebuilt
-    _finished_keys: deque[str]
     _flagged_exits: set[str]
     _pending_events: list[Any]
     _deferred: list[tuple[str, Callable[[], Task]]]  # registry writes to try again
@@ -123,7 +121,6 @@ class EngineBase:
     _last_pool: dict[str, str]  # task key -> pool of its last runner
     _paused: bool
     _state: str
-    _dirty: bool
     _sched_dirty: bool
     _registry_dirty: bool
     _stopper: ThreadPoolExecutor | None
@@ -132,8 +129,6 @@ class EngineBase:
     _post: Callable[[Command], None]
     _snapshot: Snapshot | None
     _counters: dict[str, int]
-    _throughput: deque[int]
-    _throughput_started: float
     _next_deadlock_check: float
     _deadlock_dirty: bool  # a change the deadlock check may report on since its last run
 

@@ -459,7 +459,7 @@ class H:
                 out.append(f"{c._counters['launch_errors']} launch errors counted, "
                            f"{errors} happened")
         counts = {s: n for s, n in raw(self.registry).count_tasks().items() if n}
-        engine_counts = {s: n for s, n in c._state_counts.items() if n}
+        engine_counts = {s: n for s, n in c._book.counts().items() if n}
         if counts != engine_counts:
             out.append(f"engine counts {engine_counts} != registry {counts}")
         return out
