@@ -43,6 +43,8 @@ from .engine.commands import (
     StopUnconfirmed,
     Wake,
 )
+from .engine.event_log import EventLog
+from .engine.settler import Settler
 from .engine.taskbook import TaskBook, ViewChanges
 from .engine_api import (
     read_dispatcher_info,
@@ -58,6 +60,7 @@ from .engine_state import RunnerRecord
 from .errors import DispatcherError, DispatcherStateError
 from .events import EventRecorder
 from .launchers.base import RunnerLauncher
+from .metrics import MetricsCollector
 from .models import AgentPool, EventType, PoolType, Task, TaskEvent, Taskset, TaskState
 from .pool_manager import AgentPoolManager
 from .registry.base import SubmitResult, TaskRegistry
@@ -73,23 +76,6 @@ CONTROL_TIMEOUT = 5.0  # seconds a control call waits for the engine's answer
 PLATFORM_CHECK_INTERVAL = 1.0  # seconds between liveness checks of every runner
 MAX_CONSECUTIVE_ERRORS = 50  # failed iterations in a row that end the engine
 LAUNCH_WORKERS = 4  # threads that start runners in parallel (fork+exec, container create)
-
-
-class _NullMetrics:
-    """Stands in when no MetricsCollector can be built: every hook does nothing."""
-
-    def __getattr__(self, name: str) -> Any:
-        return lambda *args, **kwargs: None
-
-
-def _default_metrics(config: DispatcherConfig) -> Any:
-    try:
-        from .metrics import MetricsCollector
-
-        return MetricsCollector(config)
-    except Exception:  # metrics are optional for the engine
-        logger.warning("metrics disabled: MetricsCollector could not be built", exc_info=True)
-        return _NullMetrics()
 
 
 def _validated(config: DispatcherConfig) -> DispatcherConfig:
@@ -142,7 +128,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         *,
         registry: TaskRegistry | None = None,
         launchers: dict[Any, RunnerLauncher] | None = None,
-        metrics: Any = None,
+        metrics: MetricsCollector | None = None,
     ) -> None:
         self.config = _with_default_pools(_validated(config or DispatcherConfig()))
         self._owns_registry = registry is None
@@ -164,7 +150,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         self.runner_monitor = RunnerMonitor(self.config.heartbeat_timeout)
         self.deadlock_detector = DeadlockDetector(self.config)
         self._repo_pool: Any = None
-        self.metrics = metrics if metrics is not None else _default_metrics(self.config)
+        self.metrics = metrics if metrics is not None else MetricsCollector(self.config)
         self._given_launchers = dict(launchers or {})
         self._launchers = {}
         self.api_url: str | None = None
@@ -183,8 +169,6 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         self._no_slot = {}
         self._delayed = []
         self._flagged_exits = set()
-        self._pending_events = []
-        self._deferred = []
         self._deadlocks = ()
         self._deadlocked_keys = set()
         self._last_pool = {}
@@ -196,9 +180,13 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         self._stopper = None
         self._fence_abort = threading.Event()
         self._engine_thread = None
-        self._counters = {"assigned": 0, "retried": 0, "launch_errors": 0,
+        self._counters = {"assigned": 0, "launch_errors": 0,
                           "heartbeat_timeouts": 0}
         self._views = ViewChanges()
+        self._event_log = EventLog(self.events)
+        self._settler = Settler(self.config, self._event_log, self.retry_manager, self.metrics,
+                                on_written=self._after_write,
+                                on_refused=self._registry_changed)
         self._book = TaskBook(self._views, time.time())
         self._next_poll = 0.0
         self._next_platform_check = 0.0
@@ -273,18 +261,13 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         self._stopper = ThreadPoolExecutor(max_workers=8, thread_name_prefix="necrocode-fence")
         self._launch_pool = ThreadPoolExecutor(max_workers=LAUNCH_WORKERS,
                                                thread_name_prefix="necrocode-launch")
-        self.events.record(TaskEvent(
+        self._event_log.record(TaskEvent(
             event_type=EventType.DISPATCHER_STARTED,
             message=f"dispatcher started (pid {_pid()}, policy "
                     f"{getattr(self.config.scheduling_policy, 'value', '')}, "
                     f"api {self.api_url or 'off'})",
             details={"pid": _pid(), "api_url": self.api_url}))
-        bind = getattr(self.metrics, "bind", None)
-        if bind is not None:
-            try:
-                bind(snapshot_source=self.snapshot, pool_manager=self.pool_manager)
-            except Exception:
-                logger.debug("metrics bind failed", exc_info=True)
+        self.metrics.bind(snapshot_source=self.snapshot)  # scrapes read snapshots only
         self._state = "running"
         now = time.time()  # first look at the registry before the thread: a true first snapshot
         for task in self.task_monitor.poll_changes():
@@ -347,6 +330,10 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
     # --- commands --------------------------------------------------------------------------
     def _post(self, command: Command) -> None:
         self._commands.put(command)
+
+    def _registry_changed(self) -> None:
+        """Someone else moved a task: poll the registry at the next iteration."""
+        self._registry_dirty = True
 
     def _wake(self) -> None:
         self._post(Wake())
@@ -458,8 +445,11 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
             deadline = min(deadline, self._next_snapshot_at)
         if self._drain_deadline is not None:
             deadline = min(deadline, self._drain_deadline)
-        if self._deferred or self._unsure:  # registry writes to try again
+        if self._unsure:  # assignments to ask the registry about again
             deadline = min(deadline, now + 0.5)
+        retry_at = self._settler.next_deferred_at()
+        if retry_at is not None:  # settlement writes to try again
+            deadline = min(deadline, retry_at)
         if self.events.has_fallback:
             deadline = min(deadline, self._next_replay or now + 1.0)
         deadline = min(deadline, self._next_deadlock_check, self._book.throughput.next_roll())
@@ -468,8 +458,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
     def _iterate(self, now: float) -> None:
         if self._book.throughput.roll(now):
             self._views.mark()
-        if self._deferred:
-            self._run_deferred()
+        self._settler.retry_deferred(now)
         if self._unsure:
             self._resolve_unsure()
         if self.events.has_fallback:  # replayed a second after the registry refused, then
@@ -497,9 +486,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
             self._check_liveness(now)
         if self._state == "running" and not self._paused and self._sched_dirty:
             self._schedule_round(now)
-        if self._pending_events:
-            batch, self._pending_events = self._pending_events, []
-            self.events.record_many(batch)
+        self._event_log.flush()
         if now >= self._next_deadlock_check:
             self._next_deadlock_check = now + max(0.5, self.config.deadlock_check_interval)
             self._check_deadlocks()
@@ -537,7 +524,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         for task, pool in decisions:
             self._launch(task, pool, now)
         if decisions:
-            self._metric("observe_round", time.perf_counter() - started)
+            self.metrics.observe_round(time.perf_counter() - started)
             self._sched_dirty = True  # capacity may remain: try again next iteration
 
     # --- public control surface ------------------------------------------------------------

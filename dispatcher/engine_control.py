@@ -75,7 +75,7 @@ class ControlMixin(RunnerMixin):
         self._sched_dirty = True
         self._views.mark()
         self._views.touch_all(self.queue_keys())
-        self.events.record(TaskEvent(
+        self._event_log.record(TaskEvent(
             event_type=EventType.DISPATCHER_PAUSED if pause else EventType.DISPATCHER_RESUMED,
             message="dispatching paused" if pause else "dispatching resumed"))
         return "paused dispatching" if pause else "resumed dispatching"
@@ -104,7 +104,7 @@ class ControlMixin(RunnerMixin):
             return self._retry_one(task)
         if task.state is TaskState.READY:
             if task.next_attempt_at:
-                new = self.events.update(key, next_attempt_at=None, event=TaskEvent(
+                new = self._event_log.update(key, next_attempt_at=None, event=TaskEvent(
                     event_type=EventType.TASK_RETRIED, task_key=key,
                     message="retry now (backoff skipped by an operator)",
                     details={"manual": True}))
@@ -129,7 +129,7 @@ class ControlMixin(RunnerMixin):
         all_done = all(d.state is TaskState.DONE for d in deps.values()) and len(deps) == len(
             task.dependencies)
         target = TaskState.READY if all_done else TaskState.BLOCKED
-        new = self.events.transition(
+        new = self._event_log.transition(
             task.key, target, expected=task.state, attempts=0, next_attempt_at=None,
             last_error=None, finished_at=None, runner_id=None,
             event=TaskEvent(event_type=EventType.TASK_RETRIED, task_key=task.key,
@@ -178,7 +178,7 @@ class ControlMixin(RunnerMixin):
                 return f"{key} is already being stopped ({rec.fence_outcome})"
             self._fence(rec, FenceOutcome.CANCELLED, "cancelled by an operator")
             return f"cancelling {key}: stopping runner {rid}"
-        new = self.events.transition(
+        new = self._event_log.transition(
             key, TaskState.CANCELLED, expected=task.state, runner_id=None,
             event=TaskEvent(event_type=EventType.TASK_CANCELLED, task_key=key,
                             message=f"cancelled by an operator (was {task.state.value})",
@@ -204,7 +204,7 @@ class ControlMixin(RunnerMixin):
         self._sched_dirty = True
         self._views.mark()
         self._views.touch_all(self.queue_keys())
-        self.events.record(TaskEvent(
+        self._event_log.record(TaskEvent(
             event_type=EventType.POOL_ENABLED if enabled else EventType.POOL_DISABLED,
             pool=name, message=f"pool {name} {'enabled' if enabled else 'disabled'}"))
         return f"pool {name} {'enabled' if enabled else 'disabled (running tasks finish)'}"

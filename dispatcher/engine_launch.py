@@ -45,7 +45,7 @@ class LaunchMixin(RunnerMixin):
             self.pool_manager.release(pool.name, task)
             self._sched_dirty = True
             self.pool_manager.record_launch_error(pool.name, "no launcher")
-            self._attempt_failed(task, TaskState.READY, None, "launch_error",
+            self._settler.attempt_failed(task, TaskState.READY, None, "launch_error",
                                  f"no launcher for pool {pool.name!r} of type "
                                  f"{pool.type.value}; is its platform available (docker SDK, "
                                  "kubernetes client)?", retryable=True)
@@ -151,7 +151,7 @@ class LaunchMixin(RunnerMixin):
                 self._no_slot[key] = task
             elif outcome.result is LaunchResult.SLOT_ERROR:
                 logger.warning("no workspace for %s: %s", key, outcome.error, extra=extra)
-                self._attempt_failed(task, TaskState.READY, None, "launch_error",
+                self._settler.attempt_failed(task, TaskState.READY, None, "launch_error",
                                      f"workspace slot could not be prepared: {outcome.error}",
                                      retryable=bool(getattr(outcome.error, "retryable", True)))
             elif outcome.result is LaunchResult.REFUSED:  # it moved on: place it as it is now
@@ -174,7 +174,7 @@ class LaunchMixin(RunnerMixin):
         self._last_pool[key] = pool.name
         self._registry_dirty = True
         self._counters["assigned"] += 1
-        self._metric("record_assignment", running, pool)
+        self.metrics.record_assignment(running, pool)
         if outcome.result is LaunchResult.LAUNCH_ERROR or outcome.runner is None:
             err = outcome.error
             self._launch_error(running, pool, slot, err if isinstance(err, RunnerLaunchError)
@@ -186,7 +186,7 @@ class LaunchMixin(RunnerMixin):
         runner = outcome.runner
         if runner.runner_id != pending.runner_id:  # the launcher named it itself
             rid = runner.runner_id
-            named = self._registry_write(f"recording runner {rid} of {key}",
+            named = self._settler.write(f"recording runner {rid} of {key}",
                                          lambda: self.registry.update_task(key, runner_id=rid),
                                          key)
             if named is not None:
@@ -200,14 +200,14 @@ class LaunchMixin(RunnerMixin):
         self._by_task[key] = runner.runner_id
         self.runner_monitor.add_runner(runner)
         self.pool_manager.record_launch_success(pool.name)
-        self._pending_events.append(TaskEvent(
+        self._event_log.defer(TaskEvent(
             event_type=EventType.RUNNER_STARTED, task_key=key, timestamp=started,
             message=f"runner {runner.runner_id} started ({runner.handle or '?'})",
             runner_id=runner.runner_id, slot_id=slot.slot_id, pool=pool.name,
             details={"attempt": pending.attempt, "handle": runner.handle,
                      "log_path": runner.log_path},
         ))
-        self._metric("record_start", running, pool, max(0.0, started - pending.ready_at))
+        self.metrics.record_start(running, pool, max(0.0, started - pending.ready_at))
         self._flagged_exits.add(runner.runner_id)  # it may have ended before we knew it
         if pending.early_report is not None:
             self._on_report(runner.runner_id, pending.early_report)
@@ -234,24 +234,16 @@ class LaunchMixin(RunnerMixin):
                 self._enqueue(task)
 
     def _requeue_unstarted(self, key: str) -> None:
-        event = TaskEvent(event_type=EventType.TASK_REQUEUED, task_key=key,
-                          message="assignment committed but its runner was never started: "
-                                  "back to READY (no attempt spent)")
-        self._registry_write(f"requeueing {key}", lambda: self.events.transition(
-            key, TaskState.READY, expected=TaskState.RUNNING, runner_id=None, event=event), key)
+        self._settler.requeue_unstarted(key)
 
     def _cancel_unstarted(self, key: str, message: str) -> None:
         """Cancel a task that has no runner (a cancel that arrived while it was launching)."""
         task = self._book.get(key)
         if task is None or task.state.terminal or task.state is TaskState.RUNNING:
             return
-        state = task.state
         self.queue.remove(key)
         self._no_slot.pop(key, None)
-        self._registry_write(f"cancelling {key}", lambda: self.events.transition(
-            key, TaskState.CANCELLED, expected=state, runner_id=None,
-            event=TaskEvent(event_type=EventType.TASK_CANCELLED, task_key=key,
-                            message=message)), key)
+        self._settler.cancel_unstarted(key, task.state, message)
 
     def _launch_error(self, task: Task, pool: AgentPool, slot: Slot | None,
                       exc: RunnerLaunchError) -> None:
@@ -266,16 +258,12 @@ class LaunchMixin(RunnerMixin):
                            extra=extra)
         else:
             self.pool_manager.record_launch_error(pool.name, str(exc))
-            self._metric("record_launch_error", pool.name)
+            self.metrics.record_launch_error(pool.name)
             self._counters["launch_errors"] += 1
             logger.warning("launch of %s in pool %s failed: %s", task.key, pool.name, exc,
                            extra=extra)
-        self.events.record(TaskEvent(
-            event_type=EventType.RUNNER_LAUNCH_FAILED, task_key=task.key, message=str(exc),
-            slot_id=slot.slot_id if slot else None, pool=pool.name,
-        ))
-        self._attempt_failed(task, TaskState.RUNNING, None, "launch_error", str(exc),
-                             retryable=exc.retryable)
+        self._settler.launch_failed(task, pool, slot.slot_id if slot else None, str(exc),
+                                    retryable=exc.retryable)
         self._requeue_no_slot()
 
 

@@ -232,20 +232,18 @@ class LifecycleMixin(RunnerMixin):
                 return False
             logger.error("giving up on stopping %d runner(s): %s", len(self._runners),
                          ", ".join(sorted(self._runners)))
-        if self._deferred and not late:
+        waiting = self._settler.deferred()
+        if waiting and not late:
             return False
-        if self._deferred:
+        if waiting:
             logger.error("%d registry write(s) could not be done before stopping: %s",
-                         len(self._deferred), "; ".join(what for what, _ in self._deferred))
+                         len(waiting), "; ".join(waiting))
         return True
 
     def _finish_loop(self) -> None:
         left = len(self._runners)
         try:
-            if self._pending_events:
-                self.events.record_many(self._pending_events)
-                self._pending_events = []
-            self.events.record(TaskEvent(
+            self._event_log.record(TaskEvent(
                 event_type=EventType.DISPATCHER_STOPPED,
                 message="dispatcher stopped" + (
                     f"; {left} runner(s) left running for the next start to adopt"

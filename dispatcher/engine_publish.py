@@ -48,7 +48,7 @@ class PublishMixin(RunnerMixin):
             ident = frozenset(tasks)
             if ident not in self._reported_cycles:
                 self._reported_cycles.add(ident)
-                self.events.record(TaskEvent(
+                self._event_log.record(TaskEvent(
                     event_type=EventType.DEADLOCK_DETECTED, task_key=tasks[0] if tasks else None,
                     message="dependency cycle: " + " -> ".join([*tasks, tasks[0]] if tasks
                                                                 else []),
@@ -80,7 +80,7 @@ class PublishMixin(RunnerMixin):
         with self._snap_cond:
             self._snapshot = snap
             self._snap_cond.notify_all()
-        self._metric("update_from_snapshot", snap)
+        self.metrics.update_from_snapshot(snap)
 
     def _initial_snapshot(self) -> Snapshot:
         try:

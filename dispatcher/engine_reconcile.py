@@ -118,7 +118,7 @@ class ReconcileMixin(RunnerMixin):
         self._by_task[task.key] = runner.runner_id
         self.runner_monitor.add_runner(runner, last_seen=now)
         self._note_task(task)
-        self.events.record(TaskEvent(
+        self._event_log.record(TaskEvent(
             event_type=EventType.RUNNER_ADOPTED, task_key=task.key,
             message=f"runner {runner.runner_id} ({runner.handle}) adopted after restart",
             runner_id=runner.runner_id, slot_id=slot_id, pool=pool.name,
@@ -163,21 +163,22 @@ class ReconcileMixin(RunnerMixin):
             event = TaskEvent(event_type=EventType.RUNNER_COMPLETED,
                               message="runner finished while the dispatcher was down (exit 0)",
                               details={"exit_code": 0, "recovered": True}, **common)
-            self._settle(task.key, TaskState.DONE, event, finished_at=now, next_attempt_at=None)
+            self._settler.settle(task.key, TaskState.DONE, event, finished_at=now,
+                                 next_attempt_at=None)
             return
         if status is not None:
             code_i = int(code) if isinstance(code, int | float) else None
-            self.events.record(TaskEvent(
+            self._event_log.record(TaskEvent(
                 event_type=EventType.RUNNER_FAILED,
                 message=f"runner ended while the dispatcher was down (exit {code_i})",
                 details={"exit_code": code_i, "recovered": True}, **common))
-            self._attempt_failed(task, TaskState.RUNNING, code_i,
+            self._settler.attempt_failed(task, TaskState.RUNNING, code_i,
                                  "exit_code" if code_i else "killed", f"exit code {code_i}")
             return
         event = TaskEvent(event_type=EventType.TASK_REQUEUED,
                           message="runner gone after a dispatcher restart, no exit status: "
                                   "back to READY (no attempt spent)", **common)
-        self._settle(task.key, TaskState.READY, event, runner_id=None, next_attempt_at=None)
+        self._settler.settle(task.key, TaskState.READY, event, runner_id=None, next_attempt_at=None)
 
     def _read_exit_status(self, task: Task) -> dict[str, Any] | None:
         path = attempt_dir(self.runs_dir, task, run_number_of(task)) / EXIT_STATUS_FILE

@@ -14,13 +14,13 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from .engine.commands import FenceOutcome, SlotReleased, StopConfirmed, StopUnconfirmed
+from .engine.settler import RunFacts
 from .engine_state import EngineBase, RunnerRecord
-from .errors import InvalidTransitionError, TaskNotFoundError
 from .launchers.base import RunnerExit, RunnerLauncher, attempt_dir
 from .logging_setup import log_extra
 from .models import (
@@ -75,15 +75,11 @@ def run_number_of(task: Task) -> int:
     return int(match.group(1)) if match else task.attempts + 1
 
 
-class _KeyedWrite:
-    """A deferred registry write that remembers its task (for the log lines of its retries)."""
-
-    def __init__(self, write: Callable[[], Task], key: str) -> None:
-        self.write = write
-        self.key = key
-
-    def __call__(self) -> Task:
-        return self.write()
+def run_facts(rec: RunnerRecord) -> RunFacts:
+    """What the Settler needs of a runner record."""
+    return RunFacts(key=rec.key, runner_id=rec.runner_id, pool=rec.pool,
+                    slot_id=rec.slot.slot_id if rec.slot else None, started_at=rec.started_at,
+                    attempt=rec.attempt, report=rec.report)
 
 
 def _clock(ts: float) -> str:
@@ -102,16 +98,6 @@ class RunnerMixin(EngineBase):
             self._deadlock_dirty = True
         if change.finished_now and task.state is not TaskState.DONE:
             self._next_deadlock_check = min(self._next_deadlock_check, time.time() + 1.0)
-
-    def _metric(self, name: str, *args: Any) -> None:
-        """Call a metrics hook; metrics never break the engine."""
-        hook = getattr(self.metrics, name, None)
-        if hook is None:
-            return
-        try:
-            hook(*args)
-        except Exception:
-            logger.debug("metrics hook %s failed", name, exc_info=True)
 
     def _platform_failed(self, pool: AgentPool, exc: BaseException | str) -> None:
         raise NotImplementedError  # LifecycleMixin
@@ -165,102 +151,6 @@ class RunnerMixin(EngineBase):
         self.runner_monitor.touch(runner_id)
         self._flagged_exits.add(runner_id)
 
-    # --- failures and retries --------------------------------------------------------------
-    def _attempt_failed(
-        self,
-        task: Task,
-        current: TaskState,
-        exit_code: int | None,
-        reason: str,
-        message: str,
-        *,
-        retryable: bool = True,
-    ) -> Task | None:
-        """Count one failed attempt and decide: back to READY after a backoff, or FAILED."""
-        now = time.time()
-        key = task.key
-        attempts = task.attempts + 1
-        spent = task.copy(attempts=attempts)
-        try:
-            retry = retryable and bool(
-                self.retry_manager.should_retry(spent, exit_code=exit_code, reason=reason))
-        except Exception:
-            logger.exception("retry decision for %s failed; failing it", key,
-                             extra=log_extra(task=key))
-            retry = False
-        self._metric("record_failure", reason)
-        clear = {"runner_id": None} if current is TaskState.RUNNING else {}
-        write: Callable[[], Task]
-        if retry:
-            at = float(self.retry_manager.next_attempt_at(spent, now))
-            event = TaskEvent(
-                event_type=EventType.TASK_RETRIED, task_key=key, timestamp=now,
-                message=f"attempt {attempts} failed ({message}); retry at {_clock(at)}",
-                details={"attempt": attempts, "next_attempt_at": at,
-                         "exit_code": exit_code, "reason": reason},
-            )
-            if current is TaskState.READY:
-                def write() -> Task:
-                    return self.events.update(key, event=event, attempts=attempts,
-                                              next_attempt_at=at, last_error=message)
-            else:
-                def write() -> Task:
-                    return self.events.transition(
-                        key, TaskState.READY, expected=current, event=event,
-                        attempts=attempts, next_attempt_at=at, last_error=message,
-                        finished_at=now, **clear)
-            self._counters["retried"] += 1
-            self._metric("record_retry", spent)
-        else:
-            why = "not retryable" if not retryable or attempts < self._max_attempts(spent) \
-                else f"after {attempts} attempt(s)"
-            failed = TaskEvent(
-                event_type=EventType.TASK_FAILED, task_key=key, timestamp=now,
-                message=f"failed {why}: {message}",
-                details={"attempts": attempts, "exit_code": exit_code, "reason": reason},
-            )
-
-            def write() -> Task:
-                return self.events.transition(
-                    key, TaskState.FAILED, expected=current, event=failed, attempts=attempts,
-                    last_error=message, finished_at=now, next_attempt_at=None, **clear)
-        return self._registry_write(f"recording the failure of {key}", write, key)
-
-    def _registry_write(self, what: str, write: Callable[[], Task],
-                        key: str | None = None) -> Task | None:
-        """Run one registry write that settles a task and note its result.
-
-        A refusal (the task moved on, or is gone) is logged and dropped. Any other failure (a
-        locked or unreachable registry) is kept and tried again on the next iterations, so a
-        settlement is never lost and the task never stays RUNNING without a runner.
-        """
-        try:
-            task = write()
-        except (InvalidTransitionError, TaskNotFoundError) as exc:
-            logger.warning("%s refused: %s", what, exc, extra=log_extra(task=key))
-            self._registry_dirty = True
-            return None
-        except Exception as exc:
-            logger.error("%s failed (%s); will try again", what, exc,
-                         extra=log_extra(task=key))
-            self._deferred.append((what, _KeyedWrite(write, key) if key else write))
-            return None
-        self._note_task(task)
-        self._registry_dirty = True
-        return task
-
-    def _run_deferred(self) -> None:
-        """Try again the registry writes that failed earlier (oldest first)."""
-        pending, self._deferred = self._deferred, []
-        for what, write in pending:
-            self._registry_write(what, write, getattr(write, "key", None))
-
-    def _max_attempts(self, task: Task) -> int:
-        try:
-            return int(self.retry_manager.max_attempts_for(task))
-        except Exception:
-            return task.max_attempts or self.config.retry_max_attempts
-
     # --- exits -----------------------------------------------------------------------------
     def _check_exits(self, runner_ids: Iterable[str]) -> None:
         """Poll the platform for the given runners and finish those that ended."""
@@ -277,52 +167,11 @@ class RunnerMixin(EngineBase):
             if result is not None:
                 self._runner_ended(rec, result)
 
-    def _flush_started(self) -> None:
-        """Write the batched RunnerStarted events now, before any event that must follow them
-        (a runner that exits at once is seen ended in the same iteration that registered it:
-        its RunnerCompleted/RunnerFailed must not reach the registry before its RunnerStarted).
-        """
-        if self._pending_events:
-            batch, self._pending_events = self._pending_events, []
-            self.events.record_many(batch)
-
     def _runner_ended(self, rec: RunnerRecord, result: RunnerExit) -> None:
-        """The platform says the runner is gone: DONE, or a failed attempt."""
-        self._flush_started()
-        now = time.time()
-        code = result.exit_code
-        if code is None and rec.report is not None:
-            reported = rec.report.get("exit_code")
-            code = int(reported) if isinstance(reported, int | float) else None
-        self._release(rec)
+        """The platform says the runner is gone: release it, then the Settler decides."""
         task = self._book.get(rec.key, rec.task)
-        duration = max(0.0, (result.finished_at or now) - rec.started_at)
-        common: dict[str, Any] = {"task_key": rec.key, "runner_id": rec.runner_id,
-                                  "slot_id": rec.slot.slot_id if rec.slot else None,
-                                  "pool": rec.pool.name, "duration": duration}
-        if code == 0:
-            event = TaskEvent(event_type=EventType.RUNNER_COMPLETED,
-                              message=f"exited 0 after {duration:.1f}s",
-                              details={"exit_code": 0, "attempt": rec.attempt}, **common)
-            key = rec.key
-            self._registry_write(f"recording the completion of {key}", lambda: (
-                self.events.transition(key, TaskState.DONE, expected=TaskState.RUNNING,
-                                       event=event, finished_at=now, last_error=None,
-                                       next_attempt_at=None)), key)
-            self._metric("record_finish", task, rec.pool, "done", duration)
-            return
-        message = f"exit code {code}" if code is not None else (result.reason or "killed")
-        what = message if not result.reason or result.reason == "exited" \
-            else f"{message} ({result.reason})" if code is not None else message
-        if result.oom_killed:
-            message += " (out of memory)"
-        self.events.record(TaskEvent(
-            event_type=EventType.RUNNER_FAILED, message=f"runner failed: {what}",
-            details={"exit_code": code, "reason": what, "attempt": rec.attempt,
-                     "oom_killed": result.oom_killed}, **common))
-        self._metric("record_finish", task, rec.pool, "failed", duration)
-        reason = "exit_code" if code is not None and code > 0 else "killed"
-        self._attempt_failed(task, TaskState.RUNNING, code, reason, message)
+        self._release(rec)
+        self._settler.runner_ended(run_facts(rec), task, result)
 
     def _release(self, rec: RunnerRecord) -> None:
         """Give back the runner's slot and pool capacity, exactly once."""
@@ -343,10 +192,7 @@ class RunnerMixin(EngineBase):
             self._release_slot(rec.key, rec.slot.slot_id)
         self.pool_manager.release(rec.pool.name, rec.task)
         runtime = max(0.0, time.time() - rec.started_at)
-        try:
-            self.scheduler.record_usage(rec.task.tenant, runtime)
-        except Exception:
-            logger.debug("record_usage failed", exc_info=True)
+        self.scheduler.record_usage(rec.task.tenant, runtime)
         self._sched_dirty = True
         self._views.touch(rec.key)
         self._views.mark()
@@ -418,7 +264,7 @@ class RunnerMixin(EngineBase):
             if late is None or late.stopping or late.reported_at is not None:
                 continue
             self._counters["heartbeat_timeouts"] += 1
-            self._metric("record_heartbeat_timeout", late.pool.name)
+            self.metrics.record_heartbeat_timeout(late.pool.name)
             age = now - late.last_sign
             self._fence(late, FenceOutcome.LOST, f"no sign of life for {age:.1f}s "
                         f"(heartbeat_timeout {self.config.heartbeat_timeout:g}s)",
@@ -441,8 +287,7 @@ class RunnerMixin(EngineBase):
         self._views.touch(rec.key)
         self._views.mark()
         if event_type is not None:
-            self._flush_started()
-            self.events.record(TaskEvent(
+            self._event_log.record(TaskEvent(
                 event_type=event_type, task_key=rec.key, message=reason, runner_id=rec.runner_id,
                 slot_id=rec.slot.slot_id if rec.slot else None, pool=rec.pool.name,
                 duration=max(0.0, time.time() - rec.started_at),
@@ -510,52 +355,20 @@ class RunnerMixin(EngineBase):
         self._views.mark()
 
     def _fenced(self, runner_id: str, result: RunnerExit | None) -> None:
-        """A fenced runner is gone: release it and settle its task by the fence's outcome."""
+        """A fenced runner is known gone: release it and settle its task by the fence's
+        outcome."""
         rec = self._runners.get(runner_id)
         if rec is None:
             return
         outcome = rec.fence_outcome or FenceOutcome.LOST
-        self._flush_started()
-        now = time.time()
-        duration = max(0.0, now - rec.started_at)
         task = self._book.get(rec.key, rec.task)
         self._release(rec)
-        if outcome == FenceOutcome.REPORTED:
-            code = (rec.report or {}).get("exit_code")
-            # _release above already ran; _runner_ended's own release is then a no-op
-            self._runner_ended(rec, RunnerExit(
-                int(code) if isinstance(code, int | float) else None, "reported", now))
-            return
-        if outcome in (FenceOutcome.LOST, FenceOutcome.TIMEOUT):
-            self._metric("record_finish", task, rec.pool, outcome, duration)
-            self._attempt_failed(task, TaskState.RUNNING, None,
-                                 "heartbeat_timeout" if outcome is FenceOutcome.LOST else "timeout",
-                                 rec.fence_reason)
-            return
-        if outcome == FenceOutcome.CANCELLED:
-            self._metric("record_finish", task, rec.pool, "cancelled", duration)
-            event = TaskEvent(event_type=EventType.TASK_CANCELLED, task_key=rec.key,
-                              message=f"cancelled; runner {rec.runner_id} stopped",
-                              runner_id=rec.runner_id, pool=rec.pool.name, duration=duration,
-                              slot_id=rec.slot.slot_id if rec.slot else None)
-            self._settle(rec.key, TaskState.CANCELLED, event, finished_at=now, runner_id=None)
-            return
-        if outcome == FenceOutcome.SHUTDOWN:
-            event = TaskEvent(event_type=EventType.TASK_REQUEUED, task_key=rec.key,
-                              message="dispatcher stopping: runner stopped, task back to READY "
-                                      "(no attempt spent)",
-                              runner_id=rec.runner_id, pool=rec.pool.name, duration=duration)
-            self._settle(rec.key, TaskState.READY, event, runner_id=None, next_attempt_at=None)
-            return
-        # "orphan": the task was changed by someone else; nothing to write, but it may be READY
-        # again (reset by another tool): offer it as it is now
-        current = self._book.get(rec.key)
-        if current is not None:
-            self._place(current, now)
-
-    def _settle(self, key: str, state: TaskState, event: TaskEvent, **updates: Any) -> None:
-        self._registry_write(f"moving {key} to {state.value}", lambda: self.events.transition(
-            key, state, expected=TaskState.RUNNING, event=event, **updates), key)
+        if not self._settler.fenced(run_facts(rec), task, outcome, rec.fence_reason):
+            # an orphan: the task was changed by someone else; nothing to write, but it may
+            # be READY again (reset by another tool): offer it as it is now
+            current = self._book.get(rec.key)
+            if current is not None:
+                self._place(current, time.time())
 
     # --- queue placement and delayed (backoff) tasks ---------------------------------------
     def _place(self, task: Task, now: float) -> None:

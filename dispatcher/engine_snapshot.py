@@ -404,7 +404,8 @@ class SnapshotBuilder:
             blocked=counts.get(TaskState.BLOCKED, 0), ready=counts.get(TaskState.READY, 0),
             running=counts.get(TaskState.RUNNING, 0), done=counts.get(TaskState.DONE, 0),
             failed=counts.get(TaskState.FAILED, 0), cancelled=counts.get(TaskState.CANCELLED, 0),
-            assigned=c["assigned"], retried=c["retried"], launch_errors=c["launch_errors"],
+            assigned=c["assigned"], retried=core._settler.retried,
+            launch_errors=c["launch_errors"],
             heartbeat_timeouts=c["heartbeat_timeouts"],
         )
         try:

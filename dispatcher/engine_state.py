@@ -14,6 +14,8 @@ from typing import Any
 
 from .config import DispatcherConfig
 from .engine.commands import Command, FenceOutcome
+from .engine.event_log import EventLog
+from .engine.settler import Settler
 from .engine.taskbook import TaskBook, ViewChanges
 from .events import EventRecorder
 from .launchers.base import RunnerLauncher
@@ -114,8 +116,8 @@ class EngineBase:
     _no_slot: dict[str, Task]  # READY tasks waiting for a workspace slot
     _delayed: list[tuple[float, str]]  # heap of (next_attempt_at, key) in retry backoff
     _flagged_exits: set[str]
-    _pending_events: list[Any]
-    _deferred: list[tuple[str, Callable[[], Task]]]  # registry writes to try again
+    _event_log: EventLog
+    _settler: Settler
     _deadlocks: tuple[DeadlockView, ...]
     _deadlocked_keys: set[str]
     _last_pool: dict[str, str]  # task key -> pool of its last runner

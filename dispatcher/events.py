@@ -52,6 +52,8 @@ class EventRecorder:
         )
         self.recent: deque[TaskEvent] = deque(maxlen=keep)
         self.listeners: list[Callable[[TaskEvent], None]] = []
+        self._last_problem = ""
+        self.repeated_problems = 0  # registry failures not logged again (same problem)
         self._lock = threading.RLock()
         self._pending_fallback = bool(
             self.fallback_path is not None and self.fallback_path.exists()
@@ -115,8 +117,7 @@ class EventRecorder:
         except Exception as exc:
             if event is None:
                 raise
-            logger.warning("transition of %s with its event failed (%s); retrying without", key,
-                           exc, extra=log_extra(task=key))
+            self._warn_once(f"transition with its event failed ({exc}); retrying without", key)
             task = self.registry.transition(key, to_state, expected=expected, **updates)
             with self._lock:
                 self._to_fallback(event, exc)
@@ -207,6 +208,17 @@ class EventRecorder:
                        self.fallback_path, extra=log_extra(task=event.task_key,
                                                            runner=event.runner_id,
                                                            pool=event.pool))
+
+    def _warn_once(self, problem: str, key: str | None) -> None:
+        """A warning per distinct problem (a registry that keeps failing the same way, e.g. a
+        full disk, is reported once, not once per try)."""
+        with self._lock:
+            text = " ".join(problem.split())
+            if text == self._last_problem:
+                self.repeated_problems += 1
+                return
+            self._last_problem = text
+        logger.warning("%s: %s", key or "events", problem, extra=log_extra(task=key))
 
     def _remember(self, event: TaskEvent) -> None:
         self.recent.append(event)

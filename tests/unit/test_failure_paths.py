@@ -390,9 +390,9 @@ class H:
         c = self.core
         return {k: v for k, v in {
             "launching": list(c._launching), "slot_releases": dict(c._slot_releases),
-            "deferred": [w for w, _ in c._deferred], "flagged": list(c._flagged_exits),
+            "deferred": c._settler.deferred(), "flagged": list(c._flagged_exits),
             "unsure": dict(getattr(c, "_unsure", {}) or {}),
-            "registry_dirty": c._registry_dirty, "pending_events": len(c._pending_events),
+            "registry_dirty": c._registry_dirty, "pending_events": c._event_log.pending,
             "stopping": [r.runner_id for r in c._runners.values() if r.stopping],
             "unseen": c.registry.current_seq() - c.task_monitor.seq,
         }.items() if v}
