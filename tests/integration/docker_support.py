@@ -22,6 +22,7 @@ from typing import Any
 
 TEST_IMAGE = "necrocode-test:empty"
 MANAGED = "necrocode.managed=true"
+LABEL_ATTEMPT_DIR = "necrocode.attempt-dir"
 
 
 def in_ci() -> bool:
@@ -97,14 +98,21 @@ def docker_pool_config(**overrides: Any) -> dict[str, Any]:
     return cfg
 
 
-def managed_containers(client: Any) -> list[Any]:
-    return list(client.containers.list(all=True, filters={"label": MANAGED}))
+def managed_containers(client: Any, under: str | None = None) -> list[Any]:
+    """Managed containers; with ``under``, only those whose attempt directory lies there (the
+    containers of one test session: several sessions may share an engine)."""
+    found = client.containers.list(all=True, filters={"label": MANAGED})
+    if under is None:
+        return list(found)
+    return [c for c in found
+            if str((c.labels or {}).get(LABEL_ATTEMPT_DIR, "")).startswith(under)]
 
 
-def remove_managed(client: Any) -> list[str]:
-    """Force-remove every managed container; the names of those that were left."""
+def remove_managed(client: Any, under: str | None = None) -> list[str]:
+    """Force-remove managed containers (of this session when ``under`` is given); the names
+    of those that were left."""
     left = []
-    for container in managed_containers(client):
+    for container in managed_containers(client, under):
         left.append(container.name)
         try:
             container.remove(force=True, v=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from docker_support import docker_pool_config, wait_for
+from docker_support import docker_pool_config, managed_containers, wait_for
 from necrocode.dispatcher.launchers.base import LaunchEnvironment, RunnerExit
 from necrocode.dispatcher.launchers.docker import DockerLauncher
 from necrocode.dispatcher.models import AgentPool, PoolType, Resources, Runner, Slot, Task
@@ -145,7 +145,8 @@ def test_memory_limit_is_enforced_and_reported_as_oom(
 
 
 def test_stop_terminates_then_kills_and_removes(
-    launcher: DockerLauncher, slot: Slot, task_factory: Callable[..., Task], docker_clean: Any
+    launcher: DockerLauncher, slot: Slot, task_factory: Callable[..., Task], docker_clean: Any,
+    session_dir: str,
 ) -> None:
     # ignores SIGTERM, so stop must escalate to SIGKILL after the grace period
     code = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
@@ -158,7 +159,7 @@ def test_stop_terminates_then_kills_and_removes(
     result = stopped.exit
     assert result is not None and result.exit_code == 137
     assert result.reason.startswith("stopped: ")
-    assert not docker_clean.containers.list(all=True, filters={"label": "necrocode.managed=true"})
+    assert not managed_containers(docker_clean, session_dir)
     assert launcher.poll(runner) == result
 
 
