@@ -27,6 +27,7 @@ from typing import Any
 
 from .config import DispatcherConfig
 from .deadlock import DeadlockDetector
+from .engine.admission import Admission
 from .engine.commands import (
     Command,
     CompletionReport,
@@ -44,6 +45,8 @@ from .engine.commands import (
     Wake,
 )
 from .engine.event_log import EventLog
+from .engine.fencer import Fencer
+from .engine.runner_table import RunnerDirectory, RunnerRecord, RunnerTable
 from .engine.settler import Settler
 from .engine.taskbook import TaskBook, ViewChanges
 from .engine_api import (
@@ -56,7 +59,6 @@ from .engine_lifecycle import LifecycleMixin
 from .engine_publish import PublishMixin
 from .engine_reconcile import ReconcileMixin
 from .engine_snapshot import SnapshotBuilder
-from .engine_state import RunnerRecord
 from .errors import DispatcherError, DispatcherStateError
 from .events import EventRecorder
 from .launchers.base import RunnerLauncher
@@ -159,35 +161,31 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         self.admin_token: str | None = None
 
         self._commands: queue_mod.SimpleQueue[Command] = queue_mod.SimpleQueue()
-        self._runners = {}
-        self._by_task = {}
+        self._directory = RunnerDirectory()
+        self._runners = RunnerTable(self.runner_monitor, self._directory)
+        self._fencer = Fencer(self.config.runner_stop_grace, self._post)
+        self._slot_workers: ThreadPoolExecutor | None = None
         self._launching = {}
         self._launching_ids = {}
         self._launch_pool = None
         self._slot_releases = {}
         self._unsure = {}
-        self._no_slot = {}
-        self._delayed = []
-        self._flagged_exits = set()
         self._deadlocks = ()
         self._deadlocked_keys = set()
         self._last_pool = {}
         self._reported_cycles: set[frozenset[str]] = set()
-        self._paused = False
         self._state = "stopped"
-        self._sched_dirty = True
         self._registry_dirty = True
-        self._stopper = None
-        self._fence_abort = threading.Event()
         self._engine_thread = None
-        self._counters = {"assigned": 0, "launch_errors": 0,
-                          "heartbeat_timeouts": 0}
+        self._counters = {"assigned": 0, "launch_errors": 0}
         self._views = ViewChanges()
         self._event_log = EventLog(self.events)
         self._settler = Settler(self.config, self._event_log, self.retry_manager, self.metrics,
                                 on_written=self._after_write,
                                 on_refused=self._registry_changed)
         self._book = TaskBook(self._views, time.time())
+        self._admission = Admission(self.queue, self.scheduler, self.pool_manager, self._book,
+                                    self._views, self._has_runner)
         self._next_poll = 0.0
         self._next_platform_check = 0.0
         self._next_deadlock_check = 0.0
@@ -225,7 +223,12 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
 
     @property
     def paused(self) -> bool:
-        return self._paused
+        return self._admission.paused
+
+    @property
+    def runner_directory(self) -> RunnerDirectory:
+        """Which runner ids are launching, running or being stopped (thread-safe)."""
+        return self._directory
 
     @property
     def launchers(self) -> dict[Any, RunnerLauncher]:
@@ -254,11 +257,11 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
             self._start_api()
         self._setup_launchers()
         self._builder.start_events_at(self.registry.current_seq())
-        self._stopper = None
+        self._fencer.start()
+        self._slot_workers = ThreadPoolExecutor(max_workers=4,
+                                                thread_name_prefix="necrocode-slots")
         self._reconcile()
         self._start_health_checks()
-        self._fence_abort = threading.Event()
-        self._stopper = ThreadPoolExecutor(max_workers=8, thread_name_prefix="necrocode-fence")
         self._launch_pool = ThreadPoolExecutor(max_workers=LAUNCH_WORKERS,
                                                thread_name_prefix="necrocode-launch")
         self._event_log.record(TaskEvent(
@@ -302,10 +305,10 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         if self._launch_pool is not None:
             self._launch_pool.shutdown(wait=True)
             self._launch_pool = None
-        if self._stopper is not None:
-            self._fence_abort.set()
-            self._stopper.shutdown(wait=True)
-            self._stopper = None
+        self._fencer.shutdown()
+        if self._slot_workers is not None:
+            self._slot_workers.shutdown(wait=True)
+            self._slot_workers = None
         if self._api_server is not None:
             try:
                 self._api_server.stop()
@@ -363,26 +366,20 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
                 case Wake():
                     self._registry_dirty = True
                 case RunnerExited(runner_id=rid):
-                    self._flagged_exits.add(rid)
+                    self._runners.flag_exit(rid)
                 case Heartbeat(runner_id=rid, progress=progress):
                     rec = self._runners.get(rid)
-                    if rec is not None and not rec.stopping:
-                        self.runner_monitor.update_heartbeat(rid, progress)
-                        rec.heartbeats += 1
-                        rec.last_sign = time.time()
-                        if progress is not None:
-                            rec.progress = progress
-                        rec.rev += 1
+                    if rec is not None and rid not in self._fencer \
+                            and self._runners.heartbeat(rid, progress, time.time()):
                         self._views.touch(rec.key)
-                        self._views.mark()
                 case CompletionReport(runner_id=rid, report=report):
                     self._on_report(rid, dict(report))
                 case SlotReleased(key=key):
                     self._slot_released(key)
                 case LaunchFinished(key=key, outcome=outcome):
                     self._launched(key, outcome)
-                case StopConfirmed(runner_id=rid, exit=exit_):
-                    self._fenced(rid, exit_)
+                case StopConfirmed():
+                    self._fenced(cmd)
                 case StopUnconfirmed():
                     self._stop_unconfirmed(cmd)
                 case PlatformHealth(pool=pool, ok=ok, message=message):
@@ -432,13 +429,13 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
             self._finish_loop()
 
     def _next_deadline(self, now: float) -> float:
-        if self._registry_dirty or self._flagged_exits or (
-                self._sched_dirty and not self._paused and self._state == "running"
-                and len(self.queue)):
+        if self._registry_dirty or self._runners.has_flagged or (
+                self._admission.wants_round and self._state == "running"):
             return now
         deadline = self._next_poll
-        if self._delayed:
-            deadline = min(deadline, self._delayed[0][0])
+        backoff = self._admission.next_backoff_end()
+        if backoff is not None:
+            deadline = min(deadline, backoff)
         if self._runners:
             deadline = min(deadline, self._next_platform_check)
         if self._views.dirty:
@@ -475,16 +472,15 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
             self._next_poll = now + max(0.05, float(self.config.poll_interval))
             for task in self.task_monitor.poll_changes():
                 self._apply_change(task, now)
-        self._release_delayed(now)
-        if self._flagged_exits:
-            flagged, self._flagged_exits = self._flagged_exits, set()
-            self._check_exits(flagged)
+        self._admission.release_due(now)
+        if self._runners.has_flagged:
+            self._check_exits(self._runners.take_flagged())
         if self._runners and now >= self._next_platform_check:
             self._next_platform_check = now + min(
                 PLATFORM_CHECK_INTERVAL, max(0.05, self.config.heartbeat_timeout / 4))
-            self._check_exits(list(self._runners))
+            self._check_exits(self._runners.ids())
             self._check_liveness(now)
-        if self._state == "running" and not self._paused and self._sched_dirty:
+        if self._state == "running" and self._admission.wants_round:
             self._schedule_round(now)
         self._event_log.flush()
         if now >= self._next_deadlock_check:
@@ -498,34 +494,31 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         """A task changed in the registry (our write's echo, or another process's)."""
         key = task.key
         self._note_task(task)
-        rid = self._by_task.get(key)
-        if rid is not None:
-            pending = self._launching.get(key)
+        pending = self._launching.get(key)
+        if pending is not None:
             # READY: its compare-and-set has not landed yet (a refusal comes back from the
             # worker); RUNNING: ours. Anything else: someone settled it while it launches.
-            if pending is not None and task.state not in (TaskState.READY, TaskState.RUNNING) \
+            if task.state not in (TaskState.READY, TaskState.RUNNING) \
                     and pending.stop_outcome is None:
                 pending.stop_outcome = FenceOutcome.ORPHAN
                 pending.stop_reason = f"task moved to {task.state.value} outside the dispatcher"
-            rec = self._runners.get(rid)
-            if rec is not None and task.state is not TaskState.RUNNING and not rec.stopping:
+            return
+        rec = self._runners.for_task(key)
+        if rec is not None:
+            if task.state is not TaskState.RUNNING and rec.runner_id not in self._fencer:
                 # someone else settled the task while its runner runs: stop the runner
                 self._fence(rec, FenceOutcome.ORPHAN,
                             f"task moved to {task.state.value} outside the dispatcher")
             return
-        self._place(task, now)
+        self._admission.place(task, now)
 
     def _schedule_round(self, now: float) -> None:
-        self._sched_dirty = False
-        if not len(self.queue):
-            return
         started = time.perf_counter()
-        decisions = self.scheduler.schedule(self.queue, self.pool_manager, now=now)
+        decisions = self._admission.round(now)
         for task, pool in decisions:
             self._launch(task, pool, now)
         if decisions:
             self.metrics.observe_round(time.perf_counter() - started)
-            self._sched_dirty = True  # capacity may remain: try again next iteration
 
     # --- public control surface ------------------------------------------------------------
     def control(self, verb: str, payload: dict[str, Any] | None = None) -> str:
@@ -596,7 +589,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
 
     def runner_records(self) -> list[RunnerRecord]:
         """The live runner records (read-only use; for tests and diagnostics)."""
-        return list(self._runners.values())
+        return list(self._runners)
 
     def close(self) -> None:
         """Stop if running, and close the registry this object opened itself."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .api.tokens import new_secret, read_admin_token, write_admin_token
+from .engine.runner_table import DirectoryState
 from .launchers.base import write_json_atomic
 
 if TYPE_CHECKING:
@@ -38,10 +39,10 @@ class EngineApiHandler:
         self.core = core
 
     def on_heartbeat(self, runner_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-        rec = self.core._runners.get(runner_id)
-        if runner_id in self.core._launching_ids:
+        state = self.core.runner_directory.state(runner_id)
+        if state is DirectoryState.LAUNCHING:
             return {"ok": True}  # its launch is being registered
-        if rec is None or rec.stopping:
+        if state is not DirectoryState.RUNNING:
             return {"ok": False, "action": "stop",
                     "reason": f"runner {runner_id} is not running for this dispatcher"}
         progress = payload.get("progress")
@@ -49,7 +50,7 @@ class EngineApiHandler:
         return {"ok": True}
 
     def on_complete(self, runner_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-        if runner_id not in self.core._runners and runner_id not in self.core._launching_ids:
+        if self.core.runner_directory.state(runner_id) is None:
             return {"ok": False, "reason": f"runner {runner_id} is not known (already settled?)"}
         self.core.report_completion(runner_id, dict(payload))
         return {"ok": True}

@@ -69,20 +69,12 @@ class ControlMixin(RunnerMixin):
 
     # --- verbs -----------------------------------------------------------------------------
     def _ctl_pause(self, pause: bool) -> str:
-        if self._paused == pause:
+        if not self._admission.pause(pause):
             return "dispatching already paused" if pause else "dispatching already running"
-        self._paused = pause
-        self._sched_dirty = True
-        self._views.mark()
-        self._views.touch_all(self.queue_keys())
         self._event_log.record(TaskEvent(
             event_type=EventType.DISPATCHER_PAUSED if pause else EventType.DISPATCHER_RESUMED,
             message="dispatching paused" if pause else "dispatching resumed"))
         return "paused dispatching" if pause else "resumed dispatching"
-
-    def queue_keys(self) -> list[str]:
-        """Keys of the tasks in the queue (for refreshing their pending reasons)."""
-        return [t.key for t in self.queue.tasks()] if len(self.queue) else []
 
     def _ctl_priority(self, key: str, priority: int) -> str:
         task = self.registry.get_task(key)
@@ -91,11 +83,7 @@ class ControlMixin(RunnerMixin):
             return f"priority of {key} already {priority}"
         new = self.registry.set_priority(key, priority)
         self._after_write(new)
-        if key in self.queue:
-            self.queue.update_priority(key, priority)
-            self._sched_dirty = True
-        elif key in self._no_slot:
-            self._no_slot[key] = new
+        self._admission.set_priority(new)
         return f"priority of {key}: {old} -> {priority}"
 
     def _ctl_retry(self, key: str) -> str:
@@ -165,17 +153,18 @@ class ControlMixin(RunnerMixin):
             pending.stop_outcome = FenceOutcome.CANCELLED
             pending.stop_reason = "cancelled by an operator"
             return f"cancelling {key}: stopping runner {pending.runner_id} once it has started"
-        rid = self._by_task.get(key)
-        if rid is not None and rid in self._runners:
-            rec = self._runners[rid]
-            if rec.stopping:
-                if rec.fence_outcome in (FenceOutcome.LOST, FenceOutcome.TIMEOUT,
-                                         FenceOutcome.SHUTDOWN, FenceOutcome.REPORTED):
+        rec = self._runners.for_task(key)
+        if rec is not None:
+            rid = rec.runner_id
+            fence = self._fencer.state(rid)
+            if fence is not None:
+                if fence.outcome in (FenceOutcome.LOST, FenceOutcome.TIMEOUT,
+                                     FenceOutcome.SHUTDOWN, FenceOutcome.REPORTED,
+                                     FenceOutcome.BUDGET):
                     # the operator's cancel wins: once the runner is gone, the task is CANCELLED
-                    rec.fence_outcome = FenceOutcome.CANCELLED
-                    rec.fence_reason = "cancelled by an operator"
+                    self._fencer.override(rid, FenceOutcome.CANCELLED, "cancelled by an operator")
                     return f"cancelling {key}: its runner {rid} is being stopped"
-                return f"{key} is already being stopped ({rec.fence_outcome})"
+                return f"{key} is already being stopped ({fence.outcome.value})"
             self._fence(rec, FenceOutcome.CANCELLED, "cancelled by an operator")
             return f"cancelling {key}: stopping runner {rid}"
         new = self._event_log.transition(
@@ -184,9 +173,7 @@ class ControlMixin(RunnerMixin):
                             message=f"cancelled by an operator (was {task.state.value})",
                             runner_id=task.runner_id))
         self._after_write(new)
-        if key in self.queue:
-            self.queue.remove(key)
-        self._no_slot.pop(key, None)
+        self._admission.remove(key)
         blocked = self._dependents_count(new)
         tail = f"; {blocked} dependent task(s) now blocked" if blocked else ""
         return f"cancelled {key}{tail}"
@@ -200,10 +187,7 @@ class ControlMixin(RunnerMixin):
         pool = self.pool_manager.pools[name]
         if pool.enabled == enabled:
             return f"pool {name} already {'enabled' if enabled else 'disabled'}"
-        self.pool_manager.set_pool_enabled(name, enabled)
-        self._sched_dirty = True
-        self._views.mark()
-        self._views.touch_all(self.queue_keys())
+        self._admission.set_pool_enabled(name, enabled)
         self._event_log.record(TaskEvent(
             event_type=EventType.POOL_ENABLED if enabled else EventType.POOL_DISABLED,
             pool=name, message=f"pool {name} {'enabled' if enabled else 'disabled'}"))

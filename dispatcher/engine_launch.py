@@ -14,8 +14,9 @@ import logging
 import time
 
 from .engine.commands import FenceOutcome, LaunchFinished, LaunchOutcome, LaunchResult
+from .engine.runner_table import DirectoryState, RunnerRecord
 from .engine_runners import RunnerMixin, next_run_number
-from .engine_state import PendingLaunch, RunnerRecord
+from .engine_state import PendingLaunch
 from .errors import InvalidTransitionError, RunnerLaunchError, TaskNotFoundError
 from .launchers.base import new_runner_id
 from .logging_setup import log_extra
@@ -37,14 +38,13 @@ class LaunchMixin(RunnerMixin):
         """
         key = task.key
         if key in self._slot_releases:  # its previous slot is still being cleaned: wait for it
-            self.pool_manager.release(pool.name, task)
-            self._no_slot[key] = task
+            self._admission.give_back(pool.name, task)
+            self._admission.wait_for_slot(task)
             return False
         launcher = self._launcher_for(pool)
         if launcher is None:
-            self.pool_manager.release(pool.name, task)
-            self._sched_dirty = True
-            self.pool_manager.record_launch_error(pool.name, "no launcher")
+            self._admission.give_back(pool.name, task)
+            self._admission.launch_failed(pool.name, "no launcher")
             self._settler.attempt_failed(task, TaskState.READY, None, "launch_error",
                                  f"no launcher for pool {pool.name!r} of type "
                                  f"{pool.type.value}; is its platform available (docker SDK, "
@@ -56,7 +56,7 @@ class LaunchMixin(RunnerMixin):
                                 assigned_at=now, ready_at=task.ready_at or task.created_at)
         self._launching[key] = pending
         self._launching_ids[pending.runner_id] = key
-        self._by_task[key] = pending.runner_id
+        self._directory.set(pending.runner_id, DirectoryState.LAUNCHING)
         self._views.touch(key)  # leaves the queued views, shows as LAUNCHING
         self._views.mark()
         workers = self._launch_pool
@@ -134,21 +134,19 @@ class LaunchMixin(RunnerMixin):
         if pending is None:
             return
         self._launching_ids.pop(pending.runner_id, None)
-        if self._by_task.get(key) == pending.runner_id:
-            del self._by_task[key]
+        self._directory.drop(pending.runner_id)
         task, pool = pending.task, pending.pool
         extra = log_extra(task=key, runner=pending.runner_id, pool=pool)
         self._views.touch(key)
         self._views.mark()
         if outcome.result is not LaunchResult.RUNNER \
                 and outcome.result is not LaunchResult.LAUNCH_ERROR:
-            self.pool_manager.release(pool.name, task)
-            self._sched_dirty = True
+            self._admission.give_back(pool.name, task)
             if pending.stop_outcome is FenceOutcome.CANCELLED \
                     and outcome.result is not LaunchResult.REFUSED:
                 self._cancel_unstarted(key, "cancelled by an operator before it started")
             elif outcome.result is LaunchResult.NO_SLOT:
-                self._no_slot[key] = task
+                self._admission.wait_for_slot(task)
             elif outcome.result is LaunchResult.SLOT_ERROR:
                 logger.warning("no workspace for %s: %s", key, outcome.error, extra=extra)
                 self._settler.attempt_failed(task, TaskState.READY, None, "launch_error",
@@ -159,10 +157,10 @@ class LaunchMixin(RunnerMixin):
                 self._registry_dirty = True
                 current = self._book.get(key)
                 if current is not None and current.state is not TaskState.READY:
-                    self._place(current, time.time())
+                    self._admission.place(current, time.time())
             elif outcome.result is LaunchResult.REGISTRY_ERROR:  # still READY there: offer it again
                 logger.error("not launching %s: %s", key, outcome.error, extra=extra)
-                self._enqueue(task)
+                self._admission.enqueue(task)
             else:  # unknown whether the assignment committed: find out when the registry answers
                 logger.error("not launching %s: %s (its assignment may have committed)", key,
                              outcome.error, extra=extra)
@@ -196,10 +194,8 @@ class LaunchMixin(RunnerMixin):
                            slot=slot, started_at=started, last_sign=time.time(),
                            attempt=pending.attempt)
         runner.state = RunnerState.RUNNING
-        self._runners[runner.runner_id] = rec
-        self._by_task[key] = runner.runner_id
-        self.runner_monitor.add_runner(runner)
-        self.pool_manager.record_launch_success(pool.name)
+        self._runners.add(rec)
+        self._admission.launch_succeeded(pool.name)
         self._event_log.defer(TaskEvent(
             event_type=EventType.RUNNER_STARTED, task_key=key, timestamp=started,
             message=f"runner {runner.runner_id} started ({runner.handle or '?'})",
@@ -208,7 +204,7 @@ class LaunchMixin(RunnerMixin):
                      "log_path": runner.log_path},
         ))
         self.metrics.record_start(running, pool, max(0.0, started - pending.ready_at))
-        self._flagged_exits.add(runner.runner_id)  # it may have ended before we knew it
+        self._runners.flag_exit(runner.runner_id)  # it may have ended before we knew it
         if pending.early_report is not None:
             self._on_report(runner.runner_id, pending.early_report)
         if pending.stop_outcome is not None:
@@ -227,11 +223,11 @@ class LaunchMixin(RunnerMixin):
                 continue  # still no answer: try again later
             del self._unsure[key]
             if task.state is TaskState.RUNNING and task.runner_id == runner_id \
-                    and key not in self._by_task:
+                    and not self._has_runner(key):
                 self._requeue_unstarted(key)
             elif task.state is TaskState.READY:
                 self._note_task(task)
-                self._enqueue(task)
+                self._admission.enqueue(task)
 
     def _requeue_unstarted(self, key: str) -> None:
         self._settler.requeue_unstarted(key)
@@ -241,8 +237,7 @@ class LaunchMixin(RunnerMixin):
         task = self._book.get(key)
         if task is None or task.state.terminal or task.state is TaskState.RUNNING:
             return
-        self.queue.remove(key)
-        self._no_slot.pop(key, None)
+        self._admission.remove(key)
         self._settler.cancel_unstarted(key, task.state, message)
 
     def _launch_error(self, task: Task, pool: AgentPool, slot: Slot | None,
@@ -250,21 +245,20 @@ class LaunchMixin(RunnerMixin):
         """A runner could not start: release everything, then retry with backoff or fail."""
         if slot is not None:
             self._release_slot(task.key, slot.slot_id)
-        self.pool_manager.release(pool.name, task)
-        self._sched_dirty = True
+        self._admission.give_back(pool.name, task)
         extra = log_extra(task=task.key, pool=pool.name)
         if _task_fault(task, pool, exc):  # the task's mistake: the pool stays healthy
             logger.warning("task %s cannot run in pool %s: %s", task.key, pool.name, exc,
                            extra=extra)
         else:
-            self.pool_manager.record_launch_error(pool.name, str(exc))
+            self._admission.launch_failed(pool.name, str(exc))
             self.metrics.record_launch_error(pool.name)
             self._counters["launch_errors"] += 1
             logger.warning("launch of %s in pool %s failed: %s", task.key, pool.name, exc,
                            extra=extra)
         self._settler.launch_failed(task, pool, slot.slot_id if slot else None, str(exc),
                                     retryable=exc.retryable)
-        self._requeue_no_slot()
+        self._admission.slot_may_have_freed()
 
 
 def _task_fault(task: Task, pool: AgentPool, exc: RunnerLaunchError) -> bool:

@@ -141,7 +141,7 @@ class LifecycleMixin(RunnerMixin):
         pool = self.pool_manager.pools.get(pool_name)
         if pool is None:
             return
-        changed = self.pool_manager.set_platform_health(pool_name, ok, message)
+        self._admission.set_platform_health(pool_name, ok, message)
         down: set[str] = self.__dict__.setdefault("_platform_down", set())
         if ok and pool_name in down:
             down.discard(pool_name)
@@ -151,9 +151,6 @@ class LifecycleMixin(RunnerMixin):
             down.add(pool_name)
             logger.warning("pool %s (%s) is unavailable: %s", pool_name, pool.type.value,
                            message, extra=log_extra(pool=pool_name))
-        if changed:
-            self._views.mark()
-            self._sched_dirty = True
 
     def _check_platforms(self, pools: list[tuple[AgentPool, RunnerLauncher]]) -> None:
         """One platform check of each pool (in the health thread: it may block)."""
@@ -213,8 +210,8 @@ class LifecycleMixin(RunnerMixin):
             if self._state != "stopping":
                 self._state = "stopping"
                 self._views.mark()
-            for rec in list(self._runners.values()):
-                if not rec.stopping:
+            for rec in self._runners:
+                if rec.runner_id not in self._fencer:
                     self._fence(rec, FenceOutcome.SHUTDOWN, "dispatcher stopping")
 
     def _drain_finished(self) -> bool:
@@ -228,10 +225,10 @@ class LifecycleMixin(RunnerMixin):
         if self._launching:
             return False
         if self._runners and not self._leave_running:
-            if not (late and all(rec.stopping for rec in self._runners.values())):
+            if not (late and all(rid in self._fencer for rid in self._runners.ids())):
                 return False
             logger.error("giving up on stopping %d runner(s): %s", len(self._runners),
-                         ", ".join(sorted(self._runners)))
+                         ", ".join(sorted(self._runners.ids())))
         waiting = self._settler.deferred()
         if waiting and not late:
             return False

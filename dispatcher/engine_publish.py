@@ -74,7 +74,7 @@ class PublishMixin(RunnerMixin):
             return
         self._next_snapshot_at = now + 1.0 / max(0.1, float(self.config.snapshot_max_rate))
         state = self._state
-        if state == "running" and self._paused:
+        if state == "running" and self._admission.paused:
             state = "paused"
         snap = self._builder.build(now, state)
         with self._snap_cond:

@@ -17,8 +17,8 @@ import os
 import time
 from typing import Any
 
+from .engine.runner_table import RunnerRecord
 from .engine_runners import RunnerMixin, run_number_of
-from .engine_state import RunnerRecord
 from .launchers.base import RunnerLauncher, attempt_dir
 from .launchers.procfs import kill_group
 from .logging_setup import log_extra
@@ -91,7 +91,7 @@ class ReconcileMixin(RunnerMixin):
             logger.debug("slot assignments unavailable", exc_info=True)
             return
         for slot_id, key in held.items():
-            if key not in self._by_task:
+            if not self._has_runner(key):
                 logger.info("releasing slot %s held by %s from an earlier run", slot_id, key,
                             extra=log_extra(task=key))
                 self.repo_pool.release_slot(slot_id)
@@ -109,14 +109,12 @@ class ReconcileMixin(RunnerMixin):
                 logger.exception("slot %s of %s could not be marked in use", slot_id, task.key,
                                  extra=log_extra(task=task.key, runner=runner.runner_id,
                                                  pool=pool))
-        self.pool_manager.acquire(pool.name, task)
+        self._admission.take(pool.name, task)
         runner.state = RunnerState.RUNNING
         rec = RunnerRecord(runner=runner, task=task, pool=pool, launcher=launcher, slot=slot,
                            started_at=runner.started_at or now, last_sign=now,
                            attempt=run_number_of(task), adopted=True)
-        self._runners[runner.runner_id] = rec
-        self._by_task[task.key] = runner.runner_id
-        self.runner_monitor.add_runner(runner, last_seen=now)
+        self._runners.add(rec, last_seen=now)
         self._note_task(task)
         self._event_log.record(TaskEvent(
             event_type=EventType.RUNNER_ADOPTED, task_key=task.key,

@@ -76,7 +76,7 @@ class SnapshotBuilder:
         self._finished: dict[str, FinishedTaskView] = {}
         self._queued_keys: set[str] = set()
         self._order: list[str] = []  # READY keys in dispatch order (last full refresh)
-        self._reason_stamp: tuple[Any, ...] | None = None
+        self._reason_stamp: object = None
         # READY views whose reason is the scheduler's capacity answer for their shape: when the
         # pools change, only the shapes whose answer changed are updated (no re-explaining)
         self._shape_of: dict[str, tuple[Any, ...]] = {}
@@ -102,7 +102,7 @@ class SnapshotBuilder:
         for key in keys:
             task = core._book.get(key)
             if task is not None and task.state in (TaskState.READY, TaskState.BLOCKED) \
-                    and key not in core._by_task:
+                    and not core._has_runner(key):
                 self._queued_keys.add(key)
             else:
                 self._queued_keys.discard(key)
@@ -168,15 +168,15 @@ class SnapshotBuilder:
                     return mod.pending_retry(task)
                 at = time.strftime("%H:%M:%S", time.localtime(task.next_attempt_at))
                 return _fallback_pending(PendingReason.RETRY_BACKOFF, f"retry at {at}")
-            if core._paused:
+            if core._admission.paused:
                 if mod is not None:
                     return mod.pending_paused()
                 return _fallback_pending(PendingReason.PAUSED, "dispatcher paused")
-            if key in core._no_slot:
+            if core._admission.waits_for_slot(key):
                 if mod is not None:
                     return mod.no_slot(task, task.repo)
                 return _fallback_pending(PendingReason.NO_SLOT, "no free workspace slot")
-            found: Pending = core.scheduler.explain(task, core.pool_manager)
+            found: Pending = core._admission.explain(task)
             shape = _shape(task)
             self._shape_of[key] = shape
             self._shape_pending[shape] = found
@@ -223,7 +223,7 @@ class SnapshotBuilder:
 
     def _running_views(self) -> tuple[RunningTaskView, ...]:
         out = []
-        for rec in self.core._runners.values():
+        for rec in self.core._runners:
             task = self.core._book.get(rec.key, rec.task)
             out.append(RunningTaskView(
                 key=rec.key, taskset=task.taskset, task_id=task.id, title=task.title,
@@ -273,7 +273,7 @@ class SnapshotBuilder:
         fresh: dict[tuple[Any, ...], Pending] = {}
         for shape, old in list(self._shape_pending.items()):
             try:
-                new = core.scheduler.explain(self._shape_task[shape], core.pool_manager)
+                new = core._admission.explain(self._shape_task[shape])
             except Exception:
                 logger.debug("pending reason of shape %s failed", shape, exc_info=True)
                 continue
@@ -284,14 +284,14 @@ class SnapshotBuilder:
             return False
         views, sigs = self._queued, self._sigs
         for key, shape in self._shape_of.items():
-            new = fresh.get(shape)
+            answer = fresh.get(shape)
             view = views.get(key)
-            if new is None or view is None or view.pending == new:
+            if answer is None or view is None or view.pending == answer:
                 continue
-            views[key] = _view_with(view, pending=new)
+            views[key] = _view_with(view, pending=answer)
             sig = sigs.get(key)
             if sig is not None:
-                sigs[key] = sig[:8] + (new,) + sig[9:]
+                sigs[key] = sig[:8] + (answer,) + sig[9:]
         return True
 
     def _renumber(self, ordered: list[str], rest: list[str]) -> tuple[QueuedTaskView, ...]:
@@ -336,19 +336,19 @@ class SnapshotBuilder:
         # pending reasons of READY tasks depend on the pools (capacity), pause and slots: when
         # those changed, explain them again (cheap: the scheduler caches per task shape), so a
         # reason never says "8/8" while the same snapshot shows fewer running
-        pm = core.pool_manager
-        stamp = (id(pm), getattr(pm, "version", None))
+        stamp = core._admission.pools_version
         reasons_stale = stamp != self._reason_stamp and not full
         self._reason_stamp = stamp
-        pause_changed = core._paused != self._was_paused
-        self._was_paused = core._paused
+        paused = core._admission.paused
+        pause_changed = paused != self._was_paused
+        self._was_paused = paused
         moved = self._refresh_capacity_reasons() if reasons_stale else False
         structure = full or bool(changed) or moved or pause_changed
         if full:
             began = time.perf_counter()
             self._last_full = now
             try:
-                ordered = core.scheduler.order(core.queue, core.pool_manager, now=now)
+                ordered = core._admission.order(now)
                 self._order = [t.key for t in ordered]
             except Exception:
                 logger.debug("scheduler order failed", exc_info=True)
@@ -406,10 +406,10 @@ class SnapshotBuilder:
             failed=counts.get(TaskState.FAILED, 0), cancelled=counts.get(TaskState.CANCELLED, 0),
             assigned=c["assigned"], retried=core._settler.retried,
             launch_errors=c["launch_errors"],
-            heartbeat_timeouts=c["heartbeat_timeouts"],
+            heartbeat_timeouts=core._runners.heartbeat_timeouts,
         )
         try:
-            pools = tuple(core.pool_manager.get_all_pool_status())
+            pools = tuple(core._admission.pool_status())
         except Exception:
             logger.debug("pool status failed", exc_info=True)
             pools = ()

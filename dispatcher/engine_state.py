@@ -13,50 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from .config import DispatcherConfig
+from .engine.admission import Admission
 from .engine.commands import Command, FenceOutcome
 from .engine.event_log import EventLog
+from .engine.fencer import Fencer
+from .engine.runner_table import RunnerDirectory, RunnerTable
 from .engine.settler import Settler
 from .engine.taskbook import TaskBook, ViewChanges
 from .events import EventRecorder
 from .launchers.base import RunnerLauncher
-from .models import AgentPool, PoolType, Runner, RunnerState, Slot, Task
+from .models import AgentPool, PoolType, Slot, Task
 from .registry.base import TaskRegistry
 from .snapshot import DeadlockView, Snapshot
-
-
-@dataclass
-class RunnerRecord:
-    """The engine's book of one live runner (one attempt of one task)."""
-
-    runner: Runner
-    task: Task
-    pool: AgentPool
-    launcher: RunnerLauncher
-    slot: Slot | None
-    started_at: float
-    last_sign: float
-    attempt: int
-    state: RunnerState = RunnerState.RUNNING
-    progress: str | None = None
-    log_size: int = -1
-    stopping: bool = False  # a fence (stop) is in progress in a worker thread
-    fence_outcome: FenceOutcome | None = None
-    fence_reason: str = ""
-    stop_problem: str = ""  # why the last stop was not confirmed ("" when none failed)
-    report: dict[str, Any] | None = None  # completion report received over the API
-    reported_at: float | None = None
-    released: bool = False  # slot and pool capacity given back
-    adopted: bool = False
-    heartbeats: int = 0  # heartbeats received: a heartbeating runner is judged by them
-    rev: int = 0
-
-    @property
-    def runner_id(self) -> str:
-        return self.runner.runner_id
-
-    @property
-    def key(self) -> str:
-        return self.task.key
 
 
 @dataclass
@@ -104,29 +72,25 @@ class EngineBase:
     _drain_deadline: float | None
     _crash: BaseException | None
     _launchers: dict[PoolType | str, RunnerLauncher]
-    _runners: dict[str, RunnerRecord]  # runner id -> record
-    _by_task: dict[str, str]  # task key -> runner id
+    _runners: RunnerTable
+    _fencer: Fencer
+    _directory: RunnerDirectory
+    _slot_workers: ThreadPoolExecutor | None
     _launching: dict[str, PendingLaunch]  # task key -> launch in progress
     _launching_ids: dict[str, str]  # runner id -> task key, launches in progress
     _launch_pool: ThreadPoolExecutor | None
     _slot_releases: dict[str, int]  # task key -> slot releases in flight
     _unsure: dict[str, str]  # task key -> runner id of an assignment not known to have committed
     _book: TaskBook
+    _admission: Admission
     _views: ViewChanges
-    _no_slot: dict[str, Task]  # READY tasks waiting for a workspace slot
-    _delayed: list[tuple[float, str]]  # heap of (next_attempt_at, key) in retry backoff
-    _flagged_exits: set[str]
     _event_log: EventLog
     _settler: Settler
     _deadlocks: tuple[DeadlockView, ...]
     _deadlocked_keys: set[str]
     _last_pool: dict[str, str]  # task key -> pool of its last runner
-    _paused: bool
     _state: str
-    _sched_dirty: bool
     _registry_dirty: bool
-    _stopper: ThreadPoolExecutor | None
-    _fence_abort: threading.Event  # set at teardown: fence workers stop retrying
     _engine_thread: threading.Thread | None
     _post: Callable[[Command], None]
     _snapshot: Snapshot | None
@@ -139,4 +103,7 @@ class EngineBase:
         raise NotImplementedError
 
     def _publish(self, now: float, *, force: bool = False) -> None:
+        raise NotImplementedError
+
+    def _has_runner(self, key: str) -> bool:
         raise NotImplementedError

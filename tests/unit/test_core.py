@@ -356,7 +356,7 @@ def test_heartbeating_local_runner_is_judged_by_its_heartbeats(tmp_path: Path) -
 
 
 def test_liveness_mode_defaults_by_pool_type() -> None:
-    from necrocode.dispatcher.engine_runners import liveness_mode
+    from necrocode.dispatcher.engine.runner_table import liveness_mode
 
     assert liveness_mode(AgentPool(name="l", type=PoolType.LOCAL_PROCESS)) == "process"
     assert liveness_mode(AgentPool(name="l", type=PoolType.LOCAL_PROCESS,

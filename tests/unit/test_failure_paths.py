@@ -390,10 +390,10 @@ class H:
         c = self.core
         return {k: v for k, v in {
             "launching": list(c._launching), "slot_releases": dict(c._slot_releases),
-            "deferred": c._settler.deferred(), "flagged": list(c._flagged_exits),
+            "deferred": c._settler.deferred(), "flagged": c._runners.has_flagged,
             "unsure": dict(getattr(c, "_unsure", {}) or {}),
             "registry_dirty": c._registry_dirty, "pending_events": c._event_log.pending,
-            "stopping": [r.runner_id for r in c._runners.values() if r.stopping],
+            "stopping": c._fencer.stopping(),
             "unseen": c.registry.current_seq() - c.task_monitor.seq,
         }.items() if v}
 
@@ -402,7 +402,7 @@ class H:
             return None
         c = self.core
         return (c.registry.current_seq(), len(self.launcher.launches), len(self.launcher.stops),
-                tuple(sorted(c._runners)), len(c.queue), len(c._no_slot))
+                tuple(sorted(c._runners.ids())), len(c.queue), c._admission.slot_waiters)
 
     # --- invariants ------------------------------------------------------------------------
     def problems(self) -> list[str]:
@@ -414,13 +414,14 @@ class H:
         out = list(lau.violations)
         live = lau.live()
         alive = {lch.runner.runner_id for lch in live}
-        if alive != set(c._runners):
-            out.append(f"live fake runners {sorted(alive)} != engine runners {sorted(c._runners)}")
+        if alive != set(c._runners.ids()):
+            out.append(f"live fake runners {sorted(alive)} != engine runners "
+                       f"{sorted(c._runners.ids())}")
         per_task = Counter(lch.task.key for lch in live)
         out += [f"{k} has {n} live runners" for k, n in per_task.items() if n > 1]
         total = 0
         for st in c.pool_manager.get_all_pool_status():
-            mine = sum(1 for r in c._runners.values() if r.pool.name == st.pool_name)
+            mine = sum(1 for r in c._runners if r.pool.name == st.pool_name)
             total += st.running
             if st.running != mine:
                 holders = c.pool_manager.holders(st.pool_name)
@@ -1007,7 +1008,8 @@ def test_cancel_while_launching_a_no_slot_launch(make: Callable[..., H], tmp_pat
         a, b = h.submit(Task(id="a", title="A", repo=repo, priority=9),
                         Task(id="b", title="B", repo=repo))
         assert launcher.entered.wait(10)  # a holds the only slot, its launch waits on the gate
-        wait_until(lambda: h.on_engine(lambda: b in h.core._no_slot), 10, "b without slot")
+        wait_until(lambda: h.on_engine(lambda: h.core._admission.waits_for_slot(b)), 10,
+                   "b without slot")
         h.core.cancel(b)
         launcher.gate.set()
         h.wait_state(b, TaskState.CANCELLED)
@@ -1484,7 +1486,7 @@ def test_self_named_runner_is_recorded_even_if_that_write_fails(make: Callable[.
     rid = h.runner_of(key)
     h.settle()
     assert h.problems() == []
-    assert h.on_engine(lambda: list(h.core._runners)) == [rid]
+    assert h.on_engine(lambda: h.core._runners.ids()) == [rid]
     assert h.task(key).runner_id == rid
     assert h.pool().running == 1
     launcher.finish(rid, 0)
