@@ -39,7 +39,8 @@ ALLOWED_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
                                 TaskState.FAILED}),
     TaskState.RUNNING: frozenset({TaskState.DONE, TaskState.FAILED, TaskState.READY,
                                   TaskState.CANCELLED}),
-    TaskState.DONE: frozenset(),
+    # a DONE task goes back to READY only when landing sends it back (its gate failed)
+    TaskState.DONE: frozenset({TaskState.READY}),
     TaskState.FAILED: frozenset({TaskState.READY, TaskState.BLOCKED, TaskState.CANCELLED}),
     TaskState.CANCELLED: frozenset({TaskState.READY, TaskState.BLOCKED}),
 }

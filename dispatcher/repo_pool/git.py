@@ -59,6 +59,11 @@ def _git_env() -> dict[str, str]:
     return env
 
 
+def git_env() -> dict[str, str]:
+    """The environment git runs with here (no variables pointing at other repositories)."""
+    return dict(_git_env())
+
+
 def run_git(
     args: list[str], *, cwd: Path | str | None = None, check: bool = True, timeout: float = 600,
     input: str | None = None, env: dict[str, str] | None = None,
