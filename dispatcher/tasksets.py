@@ -21,6 +21,8 @@ The format::
         estimate: 10m            # -> Task.estimated_duration (seconds, or "90s", "10m", "2h")
         optional: false
         repo: ./other            # overrides the taskset's repo
+        paths: ["src/api/**"]    # globs of the files it touches: overlapping tasks never run
+                                 # at once (relative to the repository; ** spans folders)
         metadata: {any: thing}
 
 Ids and dependencies are kept as written (``1.10`` stays ``"1.10"`` even unquoted). A relative
@@ -51,6 +53,7 @@ from .config import DispatcherConfig
 from .errors import Problem, TasksetError
 from .graph import build_graph, cycle_text, find_cycles, parse_duration
 from .models import Resources, Task, Taskset, TaskState
+from .path_claims import parse_paths
 from .registry.base import SubmitResult, TaskRegistry
 from .taskset_warnings import command_warnings, quota_warnings
 from .yaml_source import (
@@ -69,7 +72,7 @@ Path_ = tuple[str | int, ...]
 TOP_KEYS = ("taskset", "repo", "tenant", "description", "tasks")
 TASK_KEYS = ("id", "title", "description", "skill", "priority", "depends_on", "resources",
              "command", "timeout", "max_attempts", "tenant", "metadata", "estimate", "optional",
-             "repo")
+             "repo", "paths")
 RESOURCE_KEYS = ("cpu", "memory_mb")
 _NAME_RE = re.compile(r"^[^/\s][^/]*$")
 
@@ -354,6 +357,10 @@ def _parse_task(item: Any, path: Path_, doc: YamlDocument, out: _Collector, task
     optional = item.get("optional", False)
     if not isinstance(optional, bool):
         bad("optional", f"expected true or false, got {type_name(optional)}")
+    paths, path_problems = parse_paths(item.get("paths"))
+    for index, why in path_problems:
+        out.add((*path, "paths") if index is None else (*path, "paths", index),
+                f"{label}.paths", why, 'e.g. "src/api/**" or "docs/*.md"')
     if tid is None:
         return None
     if len(out.problems) > before:
@@ -379,6 +386,7 @@ def _parse_task(item: Any, path: Path_, doc: YamlDocument, out: _Collector, task
         repo=repo,
         optional=optional,
         estimated_duration=estimate,
+        paths=paths,
     )
 
 
