@@ -10,9 +10,8 @@ one generation of the client's model classes.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
+import math
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -31,26 +30,25 @@ from .base import (
     short_error,
     write_json_atomic,
 )
+from .kubernetes_api import JobCalls, body_json, describe_refusal, load_api_client, status_of
 from .kubernetes_spec import (
-    ANN_ATTEMPT,
-    ANN_ATTEMPT_DIR,
-    ANN_RUNNER,
-    ANN_SLOT,
-    ANN_SLOT_PATH,
-    ANN_TASK,
+    ANN_POOL,
     LABEL_MANAGED,
     LABEL_POOL,
-    LABEL_RUNNER,
+    LOG_FILE,
     KubernetesPoolSettings,
+    adopted_runner,
     build_job,
+    build_token_secret,
+    cpu_cores,
     job_exit,
+    job_uses_token_secret,
     label_value,
     load_job_template,
+    memory_mb,
 )
 
 log = logging.getLogger(__name__)
-
-LOG_FILE = "output.log"
 
 
 @dataclass
@@ -65,11 +63,11 @@ class _Tracked:
     exit: RunnerExit | None = None
     missing_since: float | None = None
     checked: bool = False  # settled at least once (unchanged lists can then be skipped)
+    # stop() owns the outcome: the watcher must not read the pods it deletes as "pod lost"
+    stopping: bool = False
 
 
-def _status(exc: BaseException) -> int | None:
-    value = getattr(exc, "status", None)
-    return int(value) if isinstance(value, int) else None
+_status = status_of
 
 
 class KubernetesLauncher(RunnerLauncher):
@@ -101,6 +99,7 @@ class KubernetesLauncher(RunnerLauncher):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._calls = JobCalls(self.api_client)
 
     # --- client -----------------------------------------------------------------------------
     def api_client(self) -> Any:
@@ -108,49 +107,16 @@ class KubernetesLauncher(RunnerLauncher):
         with self._lock:
             if self._api_client is not None:
                 return self._api_client
-            try:
-                from kubernetes import client, config
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                raise RunnerLaunchError(
-                    "the kubernetes pool needs the `kubernetes` package: pip install "
-                    "'kubernetes>=27.2.0' (or 'necrocode-dispatcher[kubernetes]')",
-                    retryable=False,
-                ) from exc
-            cfg = self._configuration
-            if cfg is None:
-                cfg = client.Configuration()
-                try:
-                    config.load_incluster_config(client_configuration=cfg)
-                except Exception as in_cluster_exc:
-                    try:
-                        # read KUBECONFIG now: the client only looks at it when imported
-                        config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
-                                                client_configuration=cfg)
-                    except Exception as exc:
-                        raise RunnerLaunchError(
-                            "cannot load a Kubernetes configuration: not running in a cluster "
-                            f"({in_cluster_exc}) and no usable kubeconfig ({exc}); set KUBECONFIG "
-                            "and check `kubectl cluster-info`"
-                        ) from exc
-            self._api_client = client.ApiClient(cfg)
+            self._api_client = load_api_client(self._configuration)
             return self._api_client
 
     def _batch(self) -> Any:
-        from kubernetes import client
-
-        return client.BatchV1Api(self.api_client())
+        return self._calls.batch()
 
     def _core(self) -> Any:
-        from kubernetes import client
+        return self._calls.core()
 
-        return client.CoreV1Api(self.api_client())
-
-    @staticmethod
-    def _json(response: Any) -> Any:
-        data = response.data if hasattr(response, "data") else response
-        if isinstance(data, bytes | bytearray):
-            data = data.decode()
-        return json.loads(data) if isinstance(data, str) and data else data
+    _json = staticmethod(body_json)
 
     def _template(self, settings: KubernetesPoolSettings, pool: AgentPool) -> dict[str, Any]:
         key = settings.job_template or ""
@@ -169,11 +135,14 @@ class KubernetesLauncher(RunnerLauncher):
         body = build_job(template, task, slot, pool, runner_id, attempt, self.env, adir, settings)
         name = body["metadata"]["name"]
         try:
-            self._batch().create_namespaced_job(settings.namespace, body, _preload_content=False)
+            created = self._json(self._batch().create_namespaced_job(
+                settings.namespace, body, _preload_content=False))
         except RunnerLaunchError:
             raise
         except Exception as exc:
-            raise self._launch_error(exc, pool, settings, task) from exc
+            raise self._launch_error(exc, pool, settings, task, "create", "jobs") from exc
+        if job_uses_token_secret(body):
+            self._create_token_secret(created, runner_id, pool, settings, task)
         containers = body["spec"]["template"]["spec"]["containers"]
         container = next((c for c in containers if c.get("name") == settings.container),
                          containers[0])
@@ -187,7 +156,7 @@ class KubernetesLauncher(RunnerLauncher):
             runner_id=runner_id, task_key=task.key, pool_name=pool.name, slot_id=slot.slot_id,
             slot_path=slot.slot_path, handle=name, state=RunnerState.RUNNING, attempt=attempt,
             log_path=str(adir / LOG_FILE), attempt_dir=str(adir),
-            cpu=_cpu(limits.get("cpu")), memory_mb=_mem(limits.get("memory")),
+            cpu=cpu_cores(limits.get("cpu")), memory_mb=memory_mb(limits.get("memory")),
             details={"platform": "kubernetes", "job": name, "namespace": settings.namespace},
         )
         write_json_atomic(adir / "runner.json", {
@@ -199,27 +168,30 @@ class KubernetesLauncher(RunnerLauncher):
                  pool.name)
         return runner
 
-    @staticmethod
-    def _launch_error(
-        exc: Exception, pool: AgentPool, settings: KubernetesPoolSettings, task: Task
-    ) -> RunnerLaunchError:
-        code = _status(exc)
-        if code is None:
-            return RunnerLaunchError(
-                f"pool {pool.name!r}: cannot reach the Kubernetes API ({exc}); check KUBECONFIG "
-                "and `kubectl cluster-info`", pool=pool.name)
-        body = getattr(exc, "body", "") or ""
+    def _create_token_secret(self, job: dict[str, Any], runner_id: str, pool: AgentPool,
+                             settings: KubernetesPoolSettings, task: Task) -> None:
+        """The runner's API token as a Secret owned by its Job; the Job goes if this fails."""
+        secret = build_token_secret(job, self.env.token_for(runner_id))
         try:
-            message = json.loads(body).get("message") or body
-        except (ValueError, AttributeError):
-            message = body or str(exc)
-        hint = {403: "; the Dispatcher's ServiceAccount needs create on jobs "
-                     "(config/manifests/dispatcher-rbac.yaml)",
-                404: f"; does namespace {settings.namespace!r} exist?",
-                422: "; check the job_template"}.get(code, "")
-        return RunnerLaunchError(
-            f"pool {pool.name!r}: the Kubernetes API refused the Job for task {task.key!r} "
-            f"(HTTP {code}: {message}){hint}", pool=pool.name, retryable=code not in (403, 422))
+            self._core().create_namespaced_secret(settings.namespace, secret,
+                                                  _preload_content=False)
+        except Exception as exc:
+            name = job["metadata"]["name"]
+            gone = _Tracked(runner_id, name, settings.namespace, pool.name, "", None)
+            problem = self._delete(gone, "Background")
+            if problem:
+                log.warning("Job %s/%s left behind: %s", settings.namespace, name, problem)
+            raise self._launch_error(exc, pool, settings, task, "create", "secrets") from exc
+
+    @staticmethod
+    def _launch_error(exc: Exception, pool: AgentPool, settings: KubernetesPoolSettings,
+                      task: Task, verb: str, resource: str) -> RunnerLaunchError:
+        code = _status(exc)
+        text = describe_refusal(exc, verb, resource, settings.namespace)
+        hint = {404: f"; does namespace {settings.namespace!r} exist?",
+                422: "; check the job_template"}.get(code or 0, "")
+        return RunnerLaunchError(f"pool {pool.name!r}, task {task.key!r}: {text}{hint}",
+                                 pool=pool.name, retryable=code not in (401, 403, 422))
 
     # --- watching ---------------------------------------------------------------------------
     def _ensure_thread(self) -> None:
@@ -231,24 +203,29 @@ class KubernetesLauncher(RunnerLauncher):
             self._thread.start()
 
     def _watch(self) -> None:
+        trouble = ""  # the last problem warned about: one warning per new problem
         while not self._stop.is_set():
             try:
                 self.sync()
+                if trouble:
+                    log.info("watching Kubernetes Jobs works again")
+                trouble = ""
             except Exception as exc:
-                log.warning("watching Kubernetes Jobs failed: %s", exc)
+                text = str(exc) if isinstance(exc, RunnerLaunchError) else short_error(exc)
+                if text != trouble:
+                    log.warning("watching Kubernetes Jobs failed: %s", text)
+                trouble = text
             self._wake.wait(self.poll_interval)
             self._wake.clear()
 
     def sync(self) -> None:
         """One pass: list managed Jobs and Pods per namespace and settle the runners that ended."""
         with self._lock:
-            pending = [t for t in self._tracked.values() if t.exit is None]
+            pending = [t for t in self._tracked.values() if t.exit is None and not t.stopping]
         namespaces = sorted({t.namespace for t in pending})
         for ns in namespaces:
-            jobs_resp = self._json(self._batch().list_namespaced_job(
-                ns, label_selector=f"{LABEL_MANAGED}=true", _preload_content=False))
-            pods_resp = self._json(self._core().list_namespaced_pod(
-                ns, label_selector=f"{LABEL_MANAGED}=true", _preload_content=False))
+            jobs_resp = self._calls.list_managed(ns, "jobs", f"{LABEL_MANAGED}=true")
+            pods_resp = self._calls.list_managed(ns, "pods", f"{LABEL_MANAGED}=true")
             versions = ((jobs_resp.get("metadata") or {}).get("resourceVersion") or "",
                         (pods_resp.get("metadata") or {}).get("resourceVersion") or "")
             jobs = {j["metadata"]["name"]: j for j in jobs_resp.get("items") or []
@@ -281,22 +258,30 @@ class KubernetesLauncher(RunnerLauncher):
         else:
             tracked.missing_since = None
         result = job_exit(job, pods, tracked.container)
-        if result is None:
+        if result is None or tracked.stopping:
             return
         self._save_logs(tracked, pods)
         result = replace(result, finished_at=result.finished_at or now())
-        if tracked.attempt_dir is not None:
-            status_file = tracked.attempt_dir / "exit_status.json"
-            if not status_file.exists():
-                write_json_atomic(status_file, {"exit_code": result.exit_code,
-                                                "reason": result.reason,
-                                                "finished_at": result.finished_at,
-                                                "source": "kubernetes"})
         with self._lock:
+            # stop() may have begun meanwhile: then its deletes are what the lists show
+            if tracked.stopping or tracked.exit is not None:
+                return
             tracked.exit = result
+        self._write_status(tracked, result)
         log.info("Job %s/%s ended: %s (exit %s)", tracked.namespace, tracked.name,
                  result.reason, result.exit_code)
         self.env.on_exit(tracked.runner_id)
+
+    @staticmethod
+    def _write_status(tracked: _Tracked, result: RunnerExit) -> None:
+        if tracked.attempt_dir is None:
+            return
+        status_file = tracked.attempt_dir / "exit_status.json"
+        if not status_file.exists():
+            write_json_atomic(status_file, {"exit_code": result.exit_code,
+                                            "reason": result.reason,
+                                            "finished_at": result.finished_at,
+                                            "source": "kubernetes"})
 
     def _job_exists(self, tracked: _Tracked) -> bool:
         try:
@@ -305,15 +290,10 @@ class KubernetesLauncher(RunnerLauncher):
             return True  # not known gone
 
     def _job_present(self, tracked: _Tracked) -> bool:
-        """True while the server has the Job; raises when the server cannot be asked."""
-        try:
-            self._batch().read_namespaced_job(tracked.name, tracked.namespace,
-                                              _preload_content=False)
-            return True
-        except Exception as exc:
-            if _status(exc) == 404:
-                return False
-            raise
+        return self._calls.job_present(tracked.name, tracked.namespace)
+
+    def _pods_of(self, tracked: _Tracked) -> list[dict[str, Any]]:
+        return self._calls.pods_of(tracked.name, tracked.namespace)
 
     def _save_logs(self, tracked: _Tracked, pods: list[dict[str, Any]]) -> None:
         """Copy the pod's log into the attempt's output.log (before the Job can be deleted)."""
@@ -321,10 +301,7 @@ class KubernetesLauncher(RunnerLauncher):
             return
         pod = pods[-1]["metadata"]["name"]
         try:
-            resp = self._core().read_namespaced_pod_log(
-                pod, tracked.namespace, container=tracked.container, _preload_content=False)
-            data = resp.data if hasattr(resp, "data") else resp
-            text = data if isinstance(data, bytes) else str(data).encode()
+            text = self._calls.pod_log(pod, tracked.namespace, tracked.container)
             (tracked.attempt_dir / LOG_FILE).write_bytes(text)
         except Exception as exc:
             log.warning("could not read the log of pod %s/%s: %s", tracked.namespace, pod, exc)
@@ -351,61 +328,70 @@ class KubernetesLauncher(RunnerLauncher):
 
     # --- stopping ---------------------------------------------------------------------------
     def stop(self, runner: Runner, grace: float | None = None) -> StopResult:
-        """Save the log, delete the Job (propagating to its pods); confirmed once the server
-        says the Job is gone. A delete the server refuses or cannot be asked about, or a Job
-        still there after the wait, is an unconfirmed stop."""
+        """Save the log, delete the Job and its pods with ``grace`` (TERM, then KILL at its end);
+        confirmed once the server says the Job and its pods are gone. A delete the server
+        refuses or cannot be asked about, or a Job or pod still there after the wait, is an
+        unconfirmed stop with the reason."""
         grace = self.env.stop_grace if grace is None else grace
         with self._lock:
             tracked = self._tracked.get(runner.runner_id) or self._track_from_runner(runner)
-        if tracked.exit is not None:
+            ended = tracked.exit
+            tracked.stopping = ended is None
+        if ended is not None:
             self._delete(tracked, "Background")
-            return StopResult.gone(tracked.exit)
-        policy = tracked.policy
+            return StopResult.gone(ended)
         try:
-            pods = self._json(self._core().list_namespaced_pod(
-                tracked.namespace, label_selector=f"job-name={tracked.name}",
-                _preload_content=False)).get("items") or []
-            self._save_logs(tracked, pods)
+            self._save_logs(tracked, self._pods_of(tracked))
         except Exception as exc:
-            log.info("no pod log before stopping %s: %s", tracked.name, exc)
-        problem = self._delete(tracked, policy, grace)
+            log.info("no pod log before stopping %s: %s", tracked.name, short_error(exc))
+        problem = self._delete(tracked, tracked.policy, grace)
         if problem:
+            with self._lock:
+                tracked.stopping = False  # nothing was deleted: the watcher may read it again
             return StopResult.unconfirmed(problem)
+        where = f"{tracked.namespace}/{tracked.name}"
+        pod_grace = max(1, int(math.ceil(grace)))  # 0 would drop pods the node still runs
+        deleted: set[str] = set()
         deadline = time.monotonic() + grace + 60.0
         while True:
             try:
                 exists = self._job_present(tracked)
+                pods = self._pods_of(tracked)
             except Exception as exc:
-                return StopResult.unconfirmed(
-                    f"could not confirm that Job {tracked.namespace}/{tracked.name} is gone: "
-                    f"{short_error(exc)}")
-            if not exists:
+                return StopResult.unconfirmed(f"could not confirm that Job {where} and its pods "
+                                              f"are gone: {short_error(exc)}")
+            if not exists and not pods:
                 break
+            for pod in pods:  # the garbage collector would use the pod's own grace period
+                name = pod["metadata"]["name"]
+                if name not in deleted:
+                    self._delete_pod(tracked, name, pod_grace)
+                    deleted.add(name)
             if time.monotonic() >= deadline:
+                left = ", ".join(p["metadata"]["name"] for p in pods) or "none"
                 return StopResult.unconfirmed(
-                    f"Job {tracked.namespace}/{tracked.name} still exists {grace + 60.0:g}s "
-                    "after its delete")
+                    f"Job {where} {'still exists' if exists else 'is gone'} "
+                    f"{grace + 60.0:g}s after its delete (pods left: {left})")
             time.sleep(0.1)
         result = RunnerExit(None, "stopped: Job deleted", finished_at=now())
         with self._lock:
             if tracked.exit is None:
                 tracked.exit = result
-        return StopResult.gone(tracked.exit)
+            final = tracked.exit
+        return StopResult.gone(final)
+
+    def _delete_pod(self, tracked: _Tracked, pod: str, grace: int) -> None:
+        problem = self._calls.delete_pod(pod, tracked.namespace, grace)
+        if problem:
+            log.warning("pod %s/%s keeps its own grace period: %s", tracked.namespace, pod,
+                        problem)
 
     def _delete(self, tracked: _Tracked, policy: str, grace: float | None = None) -> str:
         """Delete the Job; returns what went wrong ("" when deleted or already gone)."""
-        kwargs: dict[str, Any] = {"propagation_policy": policy}
-        if grace is not None:
-            kwargs["grace_period_seconds"] = max(0, int(round(grace)))
-        try:
-            self._batch().delete_namespaced_job(tracked.name, tracked.namespace,
-                                                _preload_content=False, **kwargs)
-        except Exception as exc:
-            if _status(exc) != 404:
-                log.warning("deleting Job %s/%s failed: %s", tracked.namespace, tracked.name, exc)
-                return (f"deleting Job {tracked.namespace}/{tracked.name} failed: "
-                        f"{short_error(exc)}")
-        return ""
+        problem = self._calls.delete_job(tracked.name, tracked.namespace, policy, grace)
+        if problem:
+            log.warning("%s", problem)
+        return problem
 
     def release(self, runner: Runner) -> None:
         """Delete the finished runner's Job (its pods go with it) and forget it."""
@@ -429,38 +415,27 @@ class KubernetesLauncher(RunnerLauncher):
         except RunnerLaunchError:
             raise
         except Exception as exc:
-            raise RunnerLaunchError(f"pool {pool.name!r}: cannot list Jobs: {exc}",
-                                    pool=pool.name) from exc
+            raise RunnerLaunchError(
+                f"pool {pool.name!r}: "
+                f"{describe_refusal(exc, 'list', 'jobs', settings.namespace)}",
+                pool=pool.name) from exc
         out: list[Runner] = []
         for job in items:
             meta = job.get("metadata") or {}
-            labels = meta.get("labels") or {}
-            ann = meta.get("annotations") or {}
             # filter here too: some API emulators ignore label selectors
-            if labels.get(LABEL_MANAGED) != "true" or ann.get("necrocode/pool") != pool.name:
+            if ((meta.get("labels") or {}).get(LABEL_MANAGED) != "true"
+                    or (meta.get("annotations") or {}).get(ANN_POOL) != pool.name):
                 continue
-            runner_id = ann.get(ANN_RUNNER) or labels.get(LABEL_RUNNER)
-            if not runner_id:
+            runner = adopted_runner(job, pool, settings)
+            if runner is None:
                 continue
-            containers = job["spec"]["template"]["spec"]["containers"]
-            container = next((c for c in containers if c.get("name") == settings.container),
-                             containers[0])
-            adir = ann.get(ANN_ATTEMPT_DIR)
-            tracked = _Tracked(runner_id, meta["name"], settings.namespace, pool.name,
-                               str(container.get("name")), Path(adir) if adir else None,
+            tracked = _Tracked(runner.runner_id, str(runner.handle), settings.namespace,
+                               pool.name, str(runner.details["container"]),
+                               Path(runner.attempt_dir) if runner.attempt_dir else None,
                                settings.propagation_policy)
             with self._lock:
-                self._tracked[runner_id] = tracked
-            limits = (container.get("resources") or {}).get("limits") or {}
-            out.append(Runner(
-                runner_id=runner_id, task_key=ann.get(ANN_TASK, ""), pool_name=pool.name,
-                slot_id=ann.get(ANN_SLOT), slot_path=ann.get(ANN_SLOT_PATH), handle=meta["name"],
-                state=RunnerState.RUNNING, attempt=int(ann.get(ANN_ATTEMPT) or 1),
-                log_path=str(Path(adir) / LOG_FILE) if adir else None, attempt_dir=adir,
-                cpu=_cpu(limits.get("cpu")), memory_mb=_mem(limits.get("memory")),
-                details={"platform": "kubernetes", "job": meta["name"],
-                         "namespace": settings.namespace, "adopted": True},
-            ))
+                self._tracked[runner.runner_id] = tracked
+            out.append(runner)
         if out:
             self.sync()  # finished ones get their outcome now, so poll() answers at once
             self._ensure_thread()
@@ -479,8 +454,11 @@ class KubernetesLauncher(RunnerLauncher):
             result = (False, str(exc))
         except Exception as exc:
             code = _status(exc)
-            where = f"HTTP {code}" if code else str(exc)
-            result = (False, f"the Kubernetes API does not answer for pool {pool.name!r}: {where}")
+            if code in (401, 403):
+                why = describe_refusal(exc, "list", "jobs", settings.namespace)
+            else:
+                why = f"the Kubernetes API does not answer: {f'HTTP {code}' if code else exc}"
+            result = (False, f"pool {pool.name!r}: {why}")
         return result
 
     def close(self) -> None:
@@ -494,21 +472,4 @@ class KubernetesLauncher(RunnerLauncher):
                 self._api_client.close()
             except Exception:
                 pass
-
-
-def _cpu(value: Any) -> float:
-    if not value:
-        return 0.0
-    text = str(value)
-    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
-
-
-def _mem(value: Any) -> int:
-    if not value:
-        return 0
-    text = str(value)
-    for suffix, factor in (("Gi", 1024), ("Mi", 1), ("Ki", 1 / 1024)):
-        if text.endswith(suffix):
-            return int(float(text[: -len(suffix)]) * factor)
-    return int(float(text) / (1024 * 1024))
 

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from ..errors import RunnerLaunchError
-from ..models import AgentPool, Slot, Task
+from ..models import AgentPool, Runner, RunnerState, Slot, Task
 from .base import LaunchEnvironment, RunnerExit, agent_argv, runner_env
 from .docker_spec import WRAPPER_MODULE, limits_for
 
@@ -32,6 +32,10 @@ ANN_ATTEMPT = "necrocode/attempt"
 ANN_SLOT = "necrocode/slot-id"
 ANN_SLOT_PATH = "necrocode/slot-path"
 ANN_ATTEMPT_DIR = "necrocode/attempt-dir"
+#: The runner's API token lives in a Secret of the Job's name under this key, never in the Job.
+TOKEN_ENV = "NECROCODE_RUNNER_TOKEN"
+TOKEN_KEY = "token"
+LOG_FILE = "output.log"  # the attempt's copy of the runner's pod log
 
 DEFAULT_TEMPLATE: dict[str, Any] = {
     "apiVersion": "batch/v1",
@@ -231,6 +235,9 @@ def build_job(
                                ANN_RUNNER: runner_id, ANN_TASK: task.key}
     pod_spec = pod.setdefault("spec", {})
     pod_spec["restartPolicy"] = "Never"
+    # what the garbage collector and the Job controller give a pod they delete; stop() deletes the
+    # pods itself with its own grace, which may be shorter but not longer than this
+    pod_spec.setdefault("terminationGracePeriodSeconds", max(0, int(math.ceil(env.stop_grace))))
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account
     containers = pod_spec.get("containers") or []
@@ -254,8 +261,14 @@ def build_job(
     if settings.api_url and env.api_url:
         contract["NECROCODE_API_URL"] = settings.api_url
     wanted = {**settings.env, **contract, "PYTHONUNBUFFERED": "1"}
-    kept = [e for e in (container.get("env") or []) if e.get("name") not in wanted]
-    container["env"] = kept + [{"name": k, "value": v} for k, v in wanted.items()]
+    token = wanted.pop(TOKEN_ENV, None)
+    kept = [e for e in (container.get("env") or []) if e.get("name") not in wanted
+            and e.get("name") != TOKEN_ENV]
+    env_list: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in wanted.items()]
+    if token is not None:
+        env_list.append({"name": TOKEN_ENV, "valueFrom": {
+            "secretKeyRef": {"name": name, "key": TOKEN_KEY}}})
+    container["env"] = kept + env_list
 
     cpu, mem = limits_for(task, pool)
     resources = container.setdefault("resources", {}) or {}
@@ -269,6 +282,32 @@ def build_job(
     resources["requests"] = requests
     resources["limits"] = limits
     return job
+
+
+def build_token_secret(job: dict[str, Any], token: str) -> dict[str, Any]:
+    """The Secret holding a runner's API token, named like its Job and owned by it (the garbage
+    collector deletes it with the Job). ``job`` is the Job as the server returned it (its uid)."""
+    meta = job["metadata"]
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {
+            "name": meta["name"], "namespace": meta["namespace"],
+            "labels": {k: v for k, v in (meta.get("labels") or {}).items()
+                       if k.startswith("necrocode.")},
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"],
+                                 "uid": meta["uid"]}],
+        },
+        "stringData": {TOKEN_KEY: token},
+    }
+
+
+def job_uses_token_secret(job: dict[str, Any]) -> bool:
+    """True when a Job body reads the runner token from its Secret."""
+    for container in job["spec"]["template"]["spec"].get("containers") or []:
+        for item in container.get("env") or []:
+            if item.get("name") == TOKEN_ENV and "valueFrom" in item:
+                return True
+    return False
 
 
 def _true(cond: dict[str, Any]) -> bool:
@@ -344,3 +383,47 @@ def _lost_reason(pods: list[dict[str, Any]]) -> str:
                 "Pending", "Running"):
             return "pod deleted"
     return ""
+
+
+def adopted_runner(job: dict[str, Any], pool: AgentPool,
+                   settings: KubernetesPoolSettings) -> Runner | None:
+    """The Runner a managed Job found after a restart stands for (None: not one of ours)."""
+    meta = job.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    ann = meta.get("annotations") or {}
+    runner_id = ann.get(ANN_RUNNER) or labels.get(LABEL_RUNNER)
+    if not runner_id:
+        return None
+    containers = job["spec"]["template"]["spec"]["containers"]
+    container = next((c for c in containers if c.get("name") == settings.container),
+                     containers[0])
+    adir = ann.get(ANN_ATTEMPT_DIR)
+    limits = (container.get("resources") or {}).get("limits") or {}
+    return Runner(
+        runner_id=runner_id, task_key=ann.get(ANN_TASK, ""), pool_name=pool.name,
+        slot_id=ann.get(ANN_SLOT), slot_path=ann.get(ANN_SLOT_PATH), handle=meta["name"],
+        state=RunnerState.RUNNING, attempt=int(ann.get(ANN_ATTEMPT) or 1),
+        log_path=str(Path(adir) / LOG_FILE) if adir else None, attempt_dir=adir,
+        cpu=cpu_cores(limits.get("cpu")), memory_mb=memory_mb(limits.get("memory")),
+        details={"platform": "kubernetes", "job": meta["name"], "namespace": settings.namespace,
+                 "container": str(container.get("name")), "adopted": True},
+    )
+
+
+def cpu_cores(value: Any) -> float:
+    """Cores of a Kubernetes CPU quantity ("500m", "2")."""
+    if not value:
+        return 0.0
+    text = str(value)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def memory_mb(value: Any) -> int:
+    """MiB of a Kubernetes memory quantity ("256Mi", "4Gi", bytes)."""
+    if not value:
+        return 0
+    text = str(value)
+    for suffix, factor in (("Gi", 1024), ("Mi", 1), ("Ki", 1 / 1024)):
+        if text.endswith(suffix):
+            return int(float(text[: -len(suffix)]) * factor)
+    return int(float(text) / (1024 * 1024))

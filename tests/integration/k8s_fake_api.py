@@ -1,9 +1,10 @@
 """A small loopback Kubernetes API server for the KubernetesLauncher tests.
 
-It speaks the batch/v1 Job and core/v1 Pod paths the launcher calls (create, get, list with
-equality label selectors, delete with propagation, pod logs) and lets a test drive what a cluster
-would do: a Job's pod succeeds, fails, is OOM-killed, is evicted (pod lost), or passes its deadline.
-Every request is recorded so tests can check what the launcher sent, field by field.
+It speaks the batch/v1 Job, core/v1 Pod and Secret paths the launcher calls (create, get, list
+with equality label selectors, delete with propagation, pod logs, the runner token's Secret) and
+lets a test drive what a cluster would do: a Job's pod succeeds, fails, is OOM-killed, is evicted
+(pod lost), or passes its deadline. Every request is recorded so tests can check what the launcher
+sent, field by field.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class FakeCluster:
     jobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     logs: dict[tuple[str, str], str] = field(default_factory=dict)
+    secrets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     deletes: list[dict[str, Any]] = field(default_factory=list)
     foreground_delay: float = 0.3  # a Foreground delete keeps the Job this long
@@ -161,11 +163,21 @@ class FakeKubernetesAPI:
                 if method == "GET" and len(parts) == 5:
                     return 200, self._list("v1", "PodList", self.cluster.pods, ns,
                                            query.get("labelSelector")), json_type
+                if method == "DELETE" and len(parts) == 6:
+                    if self.cluster.pods.pop((ns, parts[5]), None) is None:
+                        return self._not_found("pods", parts[5])
+                    return 200, {"kind": "Status", "status": "Success"}, json_type
                 if method == "GET" and len(parts) == 7 and parts[6] == "log":
                     if (ns, parts[5]) not in self.cluster.pods:
                         return self._not_found("pods", parts[5])
                     text = self.cluster.logs.get((ns, parts[5]), "")
                     return 200, text.encode(), "text/plain"
+            if parts[:2] == ["api", "v1"] and len(parts) == 5 and parts[4] == "secrets" \
+                    and method == "POST":
+                secret = copy.deepcopy(body)
+                secret["metadata"].update(namespace=parts[3], uid=secrets.token_hex(8))
+                self.cluster.secrets[(parts[3], secret["metadata"]["name"])] = secret
+                return 201, secret, json_type
             if path == "/version":
                 return 200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0-fake"}, json_type
             return self._not_found("route", path)

@@ -1,8 +1,9 @@
 """KubernetesLauncher through the official client against a loopback Kubernetes API emulator.
 
-No API server can run here: k8s_fake_api.FakeKubernetesAPI speaks the batch/v1 Job and core/v1
-Pod paths the launcher uses, and the tests drive what a cluster would do (pod succeeds, fails, is
-OOM-killed, evicted, passes its deadline, the Job is deleted by someone else).
+Fast checks of request shapes: k8s_fake_api.FakeKubernetesAPI speaks the batch/v1 Job, core/v1 Pod
+and Secret paths the launcher uses, and the tests drive what a cluster would do (pod succeeds,
+fails, is OOM-killed, evicted, passes its deadline, the Job is deleted by someone else). The same
+behaviour against a real kube-apiserver and kube-controller-manager: tests/k8s.
 """
 
 from __future__ import annotations
@@ -118,17 +119,24 @@ def test_job_is_created_field_by_field(
     assert "args" not in container
     assert container["resources"] == {"requests": {"cpu": "500m", "memory": "256Mi"},
                                       "limits": {"cpu": "500m", "memory": "256Mi"}}
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env["NECROCODE_RUNNER_ID"] == env["RUNNER_ID"] == runner.runner_id
     assert env["NECROCODE_API_URL"] == "http://necrocode-dispatcher.necrocode.svc:8080"
-    assert env["NECROCODE_RUNNER_TOKEN"] == f"tok-{runner.runner_id}"
+    # the token is not in the Job: its env names the runner's Secret, owned by the Job
+    assert env["NECROCODE_RUNNER_TOKEN"] == {"secretKeyRef": {"name": meta["name"],
+                                                              "key": "token"}}
+    assert f"tok-{runner.runner_id}" not in json.dumps(job)
+    secret = api.cluster.secrets[(NS, meta["name"])]
+    assert secret["stringData"] == {"token": f"tok-{runner.runner_id}"}
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == meta["uid"]
     assert env["POOL_NAME"] == "k8s" and env["RUNNER_NAMESPACE"] == NS
     ctx = json.loads(env["NECROCODE_TASK_CONTEXT"])
     assert ctx["task"] == "Chat App/1.2" and ctx["slot_path"] == "/workspace"
     assert ctx["attempt"] == 2 and ctx["branch"] == "nc/1.2"
     assert runner.cpu == 0.5 and runner.memory_mb == 256
     posts = [r for r in api.cluster.requests if r.method == "POST"]
-    assert [r.path for r in posts] == [f"/apis/batch/v1/namespaces/{NS}/jobs"]
+    assert [r.path for r in posts] == [f"/apis/batch/v1/namespaces/{NS}/jobs",
+                                       f"/api/v1/namespaces/{NS}/secrets"]
     assert launcher.poll(runner) is None
 
 
@@ -290,7 +298,8 @@ def test_api_refusal_names_the_fix(
         return original(method, path, query, body)
 
     monkeypatch.setattr(api, "route", forbid)
-    with pytest.raises(RunnerLaunchError, match=r"HTTP 403.*needs create on jobs") as err:
+    with pytest.raises(RunnerLaunchError,
+                       match=r"HTTP 403.*needs the verb 'create' on 'jobs'") as err:
         launcher.launch(task_factory(command=["a"]), SLOT, k8s_pool())
     assert not err.value.retryable
 

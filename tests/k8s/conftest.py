@@ -10,15 +10,15 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from controlplane import BUILD_COMMAND, BIN, ControlPlane, Endpoints, binaries_missing
+from controlplane import BIN, BUILD_COMMAND, ControlPlane, Endpoints, binaries_missing
 from kubelet import FakeKubelet
+from support import wait_until
 
 kubernetes = pytest.importorskip("kubernetes")
 from kubernetes import client  # noqa: E402
@@ -90,17 +90,6 @@ def apply(api: Any, path: Path) -> list[dict[str, Any]]:
     return docs
 
 
-def wait(what: str, check: Any, timeout: float = 60.0, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
 def service_account_token(admin_api: Any, namespace: str, name: str) -> str:
     """The token the token controller made for a ServiceAccount (v1.20: a Secret)."""
     core = client.CoreV1Api(admin_api)
@@ -116,7 +105,7 @@ def service_account_token(admin_api: Any, namespace: str, name: str) -> str:
                 return base64.b64decode(data["token"]).decode()
         return ""
 
-    return str(wait(f"the token of ServiceAccount {namespace}/{name}", token))
+    return str(wait_until(token, 60, f"the token of ServiceAccount {namespace}/{name}", 0.1))
 
 
 @pytest.fixture(scope="session")
@@ -134,7 +123,7 @@ def cluster(admin: Any) -> Any:
             return False
         return bool(sa.get("secrets"))
 
-    wait("the default ServiceAccount of necrocode-agents", default_sa_ready)
+    wait_until(default_sa_ready, 60, "the default ServiceAccount of necrocode-agents", 0.1)
     return admin
 
 

@@ -140,7 +140,7 @@ class ControlPlane:
         self._spawn("kube-apiserver", [
             f"--etcd-servers=http://127.0.0.1:{etcd_client}",
             "--bind-address=127.0.0.1", f"--secure-port={secure}", "--insecure-port=0",
-            f"--advertise-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
             f"--tls-cert-file={pki / 'server.crt'}", f"--tls-private-key-file={pki / 'server.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
             f"--token-auth-file={self.folder / 'tokens.csv'}",

@@ -40,6 +40,7 @@ class Plan:
     reason: str = ""  # container termination reason; "" -> Completed / Error
     evict: bool = False  # end as an evicted pod (phase Failed, reason Evicted) instead
     ignore_term: bool = False  # on delete, die only at the end of the grace period
+    term_delay: float = 0.2  # seconds a TERM-honouring container takes to exit
     log: str = ""  # the container's log
 
 
@@ -53,12 +54,12 @@ class _Run:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse(ts: str) -> float:
     return dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(
-        tzinfo=dt.timezone.utc).timestamp()
+        tzinfo=dt.UTC).timestamp()
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Timeline:
     running: float | None = None
     ended: float | None = None
     removed: float | None = None
+    grace: int | None = None  # deletionGracePeriodSeconds as last seen (a delete may shorten it)
 
 
 class FakeKubelet:
@@ -81,6 +83,7 @@ class FakeKubelet:
         self.interval = interval
         self.default = Plan()
         self._plans: list[tuple[Callable[[dict[str, Any]], bool], Plan]] = []
+        self._endings: dict[str, tuple[int, str]] = {}  # task key -> (exit code, reason)
         self._runs: dict[str, _Run] = {}  # pod uid -> run
         self._logs: dict[tuple[str, str], str] = {}  # (namespace, pod) -> log
         self.timelines: dict[tuple[str, str], Timeline] = {}
@@ -99,6 +102,11 @@ class FakeKubelet:
     def when(self, match: Callable[[dict[str, Any]], bool], plan: Plan) -> None:
         with self._lock:
             self._plans.insert(0, (match, plan))
+
+    def end(self, task_key: str, exit_code: int = 0, reason: str = "") -> None:
+        """The running pods of ``task_key``'s Jobs exit now with ``exit_code``."""
+        with self._lock:
+            self._endings[task_key] = (exit_code, reason)
 
     def _plan_for(self, pod: dict[str, Any]) -> Plan:
         with self._lock:
@@ -214,6 +222,7 @@ class FakeKubelet:
         if meta.get("deletionTimestamp"):
             if run.deleted_at is None:
                 run.deleted_at = now
+            self._timeline(pod).grace = meta.get("deletionGracePeriodSeconds")
             if phase in ("Succeeded", "Failed") or run.ended or run.started is None:
                 self._remove(pod)
                 return
@@ -222,12 +231,18 @@ class FakeKubelet:
                 if time.time() < due:
                     return
                 self._end(pod, run, 137, "Error")
-            elif now - run.deleted_at >= 0.2:
+            elif now - run.deleted_at >= run.plan.term_delay:
                 self._end(pod, run, 143, "Error")
             return
         if run.started is None:
             run.started = now
             self._running(pod, run)
+            return
+        with self._lock:
+            ending = self._endings.get(_annotations(pod).get(ANN_TASK, ""))
+        if ending is not None and not run.ended:
+            self._end(pod, run, ending[0], ending[1] or ("Completed" if ending[0] == 0
+                                                          else "Error"))
             return
         if run.ended or run.plan.run_for is None or now - run.started < run.plan.run_for:
             return
@@ -281,7 +296,8 @@ class FakeKubelet:
         try:
             self.core.delete_namespaced_pod(
                 meta["name"], meta["namespace"], grace_period_seconds=0,
-                body={"preconditions": {"uid": meta["uid"]}}, _preload_content=False)
+                body={"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
+                _preload_content=False)
             self._timeline(pod).removed = time.time()
         except client.ApiException as exc:
             if exc.status not in (404, 409):

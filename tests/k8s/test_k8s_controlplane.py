@@ -7,9 +7,10 @@ import secrets
 from typing import Any
 
 import pytest
-from conftest import AGENTS_NS, wait
+from conftest import AGENTS_NS
 from kubelet import FakeKubelet, Plan
 from kubernetes import client
+from support import wait_until
 
 pytestmark = pytest.mark.kubernetes
 
@@ -50,7 +51,7 @@ def test_stand_in_runs_a_job_to_completion_and_serves_its_log(
             conds = (job.get("status") or {}).get("conditions") or []
             return any(c["type"] == "Complete" and c["status"] == "True" for c in conds)
 
-        wait("the Job controller to mark the Job Complete", complete, 30)
+        wait_until(complete, 30, "the Job controller to mark the Job Complete", 0.1)
         (pod,) = core.list_namespaced_pod(AGENTS_NS, label_selector=f"job-name={name}").items
         assert pod.spec.node_name == kubelet.node and pod.status.phase == "Succeeded"
         text = core.read_namespaced_pod_log(pod.metadata.name, AGENTS_NS, container="main")

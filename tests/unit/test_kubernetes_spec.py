@@ -174,7 +174,12 @@ def test_rbac_grants_exactly_what_the_launcher_uses() -> None:
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): sorted(r["verbs"])
              for r in role["rules"]}
     assert rules == {(("batch",), ("jobs",)): ["create", "delete", "get", "list"],
-                     (("",), ("pods",)): ["list"], (("",), ("pods/log",)): ["get"]}
+                     (("",), ("secrets",)): ["create"],
+                     (("",), ("pods",)): ["delete", "list"], (("",), ("pods/log",)): ["get"]}
+    leases = docs["dispatcher-rbac.yaml:Role/necrocode-leader-election"]
+    assert leases["metadata"]["namespace"] == "necrocode"
+    assert [(r["apiGroups"], r["resources"], sorted(r["verbs"])) for r in leases["rules"]] == \
+        [(["coordination.k8s.io"], ["leases"], ["create", "get", "update"])]
     binding = docs["dispatcher-rbac.yaml:RoleBinding/necrocode-dispatcher-launches-runners"]
     assert binding["subjects"][0]["name"] == "necrocode-dispatcher"
     assert binding["metadata"]["namespace"] == role["metadata"]["namespace"] == "necrocode-agents"
