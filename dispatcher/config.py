@@ -2,7 +2,8 @@
 
 The YAML file has three sections, as in the seed: ``dispatcher:`` (scalars), ``agent_pools:``
 (a mapping of pool name to pool definition) and ``skill_mapping:``. An optional ``ui:`` section
-configures the console, an optional ``work:`` section how work flows between tasks (R21).
+configures the console, an optional ``work:`` section how work flows between tasks (R21),
+an optional ``ha:`` section leader election between replicas.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .ha_config import HAConfig
 from .models import AgentPool, SchedulingPolicy
 
 DEFAULT_STATE_DIR = ".necrocode"
@@ -78,6 +80,7 @@ class DispatcherConfig:
     snapshot_max_rate: float = 10.0  # snapshots published per second at most
     ui: UIConfig = field(default_factory=UIConfig)
     work: WorkConfig = field(default_factory=WorkConfig)
+    ha: HAConfig | None = None  # the ``ha:`` section: leader election through a Lease
 
     def __post_init__(self) -> None:
         if isinstance(self.scheduling_policy, str) and not isinstance(

@@ -8,6 +8,7 @@ The file has the seed's three sections plus optional ``ui:`` and ``work:`` secti
     skill_mapping:   # skill -> [pool name, ...]; the ``default`` entry catches the rest
     ui:              # {refresh_interval, keymap}
     work:            # how work flows between tasks (see work_config)
+    ha:              # {lease, namespace, duration, renew_deadline, retry_period, identity}
 
 Validation never stops at the first problem: :func:`load_config_file` collects every problem
 (unknown keys with a did-you-mean, wrong types, bad values, references to undefined pools, YAML
@@ -33,6 +34,7 @@ import yaml
 
 from .config import DispatcherConfig, UIConfig
 from .errors import ConfigError, Problem
+from .ha_config import ha_from_yaml, ha_to_dict
 from .models import AgentPool, PoolType, SchedulingPolicy
 from .work_config import validate_work, work_from_section, work_to_dict
 from .yaml_source import (
@@ -47,14 +49,14 @@ from .yaml_source import (
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("dispatcher", "agent_pools", "skill_mapping", "ui", "work")
+SECTIONS = ("dispatcher", "agent_pools", "skill_mapping", "ui", "work", "ha")
 POOL_KEYS = ("type", "max_concurrency", "cpu_quota", "memory_quota", "enabled", "config",
              "agent_command")
 UI_KEYS = ("refresh_interval", "keymap")
 #: Keys of a pool's ``config`` that name files, resolved against the config file's folder.
 PATH_KEYS = frozenset({"job_template", "kubeconfig"})
 #: Fields of DispatcherConfig that are not plain settings of the ``dispatcher:`` section.
-_NOT_SCALAR = frozenset({"agent_pools", "skill_mapping", "ui", "work"})
+_NOT_SCALAR = frozenset({"agent_pools", "skill_mapping", "ui", "work", "ha"})
 
 
 def dispatcher_keys() -> list[str]:
@@ -167,6 +169,8 @@ def config_from_mapping(data: Any, source: str = "<dict>", *,
             ui_kwargs[str(key)] = value
     kwargs["ui"] = UIConfig(**ui_kwargs)
     kwargs["work"] = work_from_section(_section(data, "work", locate, problems), locate, problems)
+    if data.get("ha") is not None:
+        kwargs["ha"] = ha_from_yaml(_section(data, "ha", locate, problems), locate, problems)
 
     config = DispatcherConfig(**kwargs)
     problems += validate_config(config, source=source, locate=locate)
@@ -507,10 +511,13 @@ def config_to_dict(config: DispatcherConfig) -> dict[str, Any]:
         if pool.agent_command is not None:
             body["agent_command"] = list(pool.agent_command)
         pools[pool.name] = body
-    return {
+    out: dict[str, Any] = {
         "dispatcher": section,
         "agent_pools": pools,
         "skill_mapping": {k: list(v) for k, v in config.skill_mapping.items()},
         "ui": {"refresh_interval": config.ui.refresh_interval, "keymap": dict(config.ui.keymap)},
         "work": work_to_dict(config.work),
     }
+    if config.ha is not None:
+        out["ha"] = ha_to_dict(config.ha)
+    return out

@@ -14,6 +14,7 @@ from typing import Any
 
 from .config import DispatcherConfig, UIConfig, WorkConfig
 from .config_loader import POOL_KEYS
+from .ha_config import HAConfig
 from .models import AgentPool
 
 #: What each key means, by ``section.key``.
@@ -91,6 +92,14 @@ MEANINGS: dict[str, str] = {
     "work.on_gate_failure": "A failed gate: stop (the task is marked gate failed) or retry "
     "(it runs again with the check's output).",
     "work.push_task_branches": "`land --push` also pushes the task branches.",
+    "ha.lease": "Name of the coordination.k8s.io/v1 Lease the replicas elect a leader with "
+    "(the section is optional: without it one Dispatcher runs alone).",
+    "ha.namespace": "Namespace of the Lease (the Dispatcher's own).",
+    "ha.duration": "Seconds a standby waits after the last renewal it saw before taking over.",
+    "ha.renew_deadline": "A leader that could not renew for this long stops dispatching "
+    "(shorter than duration).",
+    "ha.retry_period": "Seconds between renewals and between a standby's attempts.",
+    "ha.identity": "This replica's name in the Lease; null: <hostname>-<pid>.",
 }
 
 
@@ -130,7 +139,7 @@ def config_reference() -> list[KeyDoc]:
     """Every key of the config file, in file order."""
     out: list[KeyDoc] = []
     for f in fields(DispatcherConfig):
-        if f.name in ("agent_pools", "skill_mapping", "ui", "work"):
+        if f.name in ("agent_pools", "skill_mapping", "ui", "work", "ha"):
             continue
         key = f"dispatcher.{f.name}"
         out.append(KeyDoc(key, str(f.type), _show(_default(f)), MEANINGS.get(key, "")))
@@ -147,6 +156,10 @@ def config_reference() -> list[KeyDoc]:
     for f in fields(WorkConfig):
         key = f"work.{f.name}"
         out.append(KeyDoc(key, str(f.type), _show(_default(f)), MEANINGS.get(key, "")))
+    for f in fields(HAConfig):
+        key = f"ha.{f.name}"
+        default = "required" if f.name == "lease" else _show(_default(f))
+        out.append(KeyDoc(key, str(f.type), default, MEANINGS.get(key, "")))
     return out
 
 

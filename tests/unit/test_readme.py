@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from necrocode.dispatcher.config import DispatcherConfig, UIConfig, WorkConfig
+from necrocode.dispatcher.ha_config import HAConfig
 from necrocode.dispatcher.models import AgentPool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +45,7 @@ def _as_readme(value: Any) -> str:
     return str(value)
 
 
-SECTIONS = {"agent_pools", "skill_mapping", "ui", "work"}
+SECTIONS = {"agent_pools", "skill_mapping", "ui", "work", "ha"}
 
 
 @pytest.mark.parametrize(
@@ -54,6 +55,7 @@ SECTIONS = {"agent_pools", "skill_mapping", "ui", "work"}
         ("", AgentPool, {"name"}),  # a pool definition (name is the mapping key)
         ("ui.", UIConfig, set()),  # the ui: section
         ("work.", WorkConfig, set()),  # the work: section
+        ("ha.", HAConfig, set()),  # the ha: section (lease is required: no default)
     ],
 )
 def test_every_config_key_is_documented_with_its_default(prefix: str, cls: type,
