@@ -95,8 +95,13 @@ def service_account_token(admin_api: Any, namespace: str, name: str) -> str:
     core = client.CoreV1Api(admin_api)
 
     def token() -> str:
-        sa = json.loads(core.read_namespaced_service_account(
-            name, namespace, _preload_content=False).data)
+        try:
+            sa = json.loads(core.read_namespaced_service_account(
+                name, namespace, _preload_content=False).data)
+        except client.ApiException as exc:
+            if exc.status == 404:  # the ServiceAccount controller has not made it yet
+                return ""
+            raise
         for ref in sa.get("secrets") or []:
             secret = json.loads(core.read_namespaced_secret(
                 ref["name"], namespace, _preload_content=False).data)

@@ -17,9 +17,9 @@ from kubernetes import client
 from necrocode.dispatcher.leader import KubernetesLeaseStore, LeaderElector
 
 
-def say(event: str, identity: str, **extra: object) -> None:
-    sys.stdout.write(json.dumps({"event": event, "t": time.time(), "id": identity, **extra})
-                     + "\n")
+def say(event: str, identity: str, t: float | None = None, **extra: object) -> None:
+    stamp = time.time() if t is None else t
+    sys.stdout.write(json.dumps({"event": event, "t": stamp, "id": identity, **extra}) + "\n")
     sys.stdout.flush()
 
 
@@ -41,8 +41,9 @@ def main(argv: list[str]) -> int:
     elector.start()
     try:
         while True:
+            decided = time.time()  # taken before the check: a pause after it cannot hide
             if elector.is_leader:
-                say("dispatch", identity)
+                say("dispatch", identity, t=decided)
             time.sleep(0.1)
     except KeyboardInterrupt:
         elector.stop(release=True)
