@@ -21,7 +21,7 @@ import logging
 import queue as queue_mod
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
@@ -36,6 +36,7 @@ from .engine.commands import (
     FenceOutcome,
     Heartbeat,
     LaunchFinished,
+    PlatformAnswer,
     PlatformHealth,
     RunnerExited,
     SlotReleased,
@@ -46,15 +47,17 @@ from .engine.commands import (
 )
 from .engine.event_log import EventLog
 from .engine.fencer import Fencer
+from .engine.launch_plane import LaunchParts, LaunchPlane
+from .engine.reconciler import Reconciler
 from .engine.runner_table import RunnerDirectory, RunnerRecord, RunnerTable
 from .engine.settler import Settler
 from .engine.taskbook import TaskBook, ViewChanges
+from .engine.workspaces import Workspaces
 from .engine_api import (
     read_dispatcher_info,
     remove_dispatcher_info,
 )
 from .engine_control import ControlMixin
-from .engine_launch import LaunchMixin
 from .engine_lifecycle import LifecycleMixin
 from .engine_publish import PublishMixin
 from .engine_reconcile import ReconcileMixin
@@ -77,7 +80,6 @@ logger = logging.getLogger(__name__)
 CONTROL_TIMEOUT = 5.0  # seconds a control call waits for the engine's answer
 PLATFORM_CHECK_INTERVAL = 1.0  # seconds between liveness checks of every runner
 MAX_CONSECUTIVE_ERRORS = 50  # failed iterations in a row that end the engine
-LAUNCH_WORKERS = 4  # threads that start runners in parallel (fork+exec, container create)
 
 
 def _validated(config: DispatcherConfig) -> DispatcherConfig:
@@ -115,7 +117,7 @@ def _with_default_pools(config: DispatcherConfig) -> DispatcherConfig:
                    skill_mapping=config.skill_mapping or {"default": ["local"]})
 
 
-class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin, LaunchMixin):
+class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin):
     """The Dispatcher's main controller (seed API: ``start()``, ``stop(timeout)``,
     ``get_status()``), with thread-safe control methods and frozen snapshots.
 
@@ -164,20 +166,12 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         self._directory = RunnerDirectory()
         self._runners = RunnerTable(self.runner_monitor, self._directory)
         self._fencer = Fencer(self.config.runner_stop_grace, self._post)
-        self._slot_workers: ThreadPoolExecutor | None = None
-        self._launching = {}
-        self._launching_ids = {}
-        self._launch_pool = None
-        self._slot_releases = {}
-        self._unsure = {}
         self._deadlocks = ()
         self._deadlocked_keys = set()
-        self._last_pool = {}
         self._reported_cycles: set[frozenset[str]] = set()
         self._state = "stopped"
         self._registry_dirty = True
         self._engine_thread = None
-        self._counters = {"assigned": 0, "launch_errors": 0}
         self._views = ViewChanges()
         self._event_log = EventLog(self.events)
         self._settler = Settler(self.config, self._event_log, self.retry_manager, self.metrics,
@@ -186,6 +180,16 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         self._book = TaskBook(self._views, time.time())
         self._admission = Admission(self.queue, self.scheduler, self.pool_manager, self._book,
                                     self._views, self._has_runner)
+        self._workspaces = Workspaces(lambda: self.repo_pool, self._post)
+        self._reconciler = Reconciler()
+        self._launches = LaunchPlane(
+            LaunchParts(registry=registry, recorder=self.events, events=self._event_log,
+                        admission=self._admission, settler=self._settler, runners=self._runners,
+                        directory=self._directory, workspaces=self._workspaces,
+                        book=self._book, views=self._views, metrics=self.metrics,
+                        runs_dir=self.runs_dir),
+            self._post, self._launcher_for, note=self._after_write,
+            registry_changed=self._registry_changed, fence=self._fence)
         self._next_poll = 0.0
         self._next_platform_check = 0.0
         self._next_deadlock_check = 0.0
@@ -258,12 +262,10 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         self._setup_launchers()
         self._builder.start_events_at(self.registry.current_seq())
         self._fencer.start()
-        self._slot_workers = ThreadPoolExecutor(max_workers=4,
-                                                thread_name_prefix="necrocode-slots")
+        self._workspaces.start()
         self._reconcile()
         self._start_health_checks()
-        self._launch_pool = ThreadPoolExecutor(max_workers=LAUNCH_WORKERS,
-                                               thread_name_prefix="necrocode-launch")
+        self._launches.start()
         self._event_log.record(TaskEvent(
             event_type=EventType.DISPATCHER_STARTED,
             message=f"dispatcher started (pid {_pid()}, policy "
@@ -302,13 +304,9 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
 
     def _teardown(self) -> None:
         self._stop_health_checks()
-        if self._launch_pool is not None:
-            self._launch_pool.shutdown(wait=True)
-            self._launch_pool = None
+        self._launches.shutdown()
         self._fencer.shutdown()
-        if self._slot_workers is not None:
-            self._slot_workers.shutdown(wait=True)
-            self._slot_workers = None
+        self._workspaces.shutdown()
         if self._api_server is not None:
             try:
                 self._api_server.stop()
@@ -375,13 +373,16 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
                 case CompletionReport(runner_id=rid, report=report):
                     self._on_report(rid, dict(report))
                 case SlotReleased(key=key):
-                    self._slot_released(key)
+                    self._workspaces.released(key)
+                    self._admission.slot_may_have_freed()
                 case LaunchFinished(key=key, outcome=outcome):
-                    self._launched(key, outcome)
+                    self._launches.finished(key, outcome)
                 case StopConfirmed():
                     self._fenced(cmd)
                 case StopUnconfirmed():
                     self._stop_unconfirmed(cmd)
+                case PlatformAnswer():
+                    self._platform_answered(cmd)
                 case PlatformHealth(pool=pool, ok=ok, message=message):
                     self._set_platform_health(pool, ok, message)
                 case StopEngine(timeout=timeout, leave_running=leave):
@@ -442,7 +443,10 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
             deadline = min(deadline, self._next_snapshot_at)
         if self._drain_deadline is not None:
             deadline = min(deadline, self._drain_deadline)
-        if self._unsure:  # assignments to ask the registry about again
+        ask = self._reconciler.next_ask()
+        if ask is not None:  # platforms of unknown tasks to ask again
+            deadline = min(deadline, ask)
+        if self._launches.has_unsure:  # assignments to ask the registry about again
             deadline = min(deadline, now + 0.5)
         retry_at = self._settler.next_deferred_at()
         if retry_at is not None:  # settlement writes to try again
@@ -456,8 +460,10 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         if self._book.throughput.roll(now):
             self._views.mark()
         self._settler.retry_deferred(now)
-        if self._unsure:
-            self._resolve_unsure()
+        if self._launches.has_unsure:
+            self._launches.resolve_unsure(self._has_runner)
+        if len(self._reconciler):
+            self._ask_again(now)
         if self.events.has_fallback:  # replayed a second after the registry refused, then
             if not self._next_replay:  # every second until it takes them
                 self._next_replay = now + 1.0
@@ -494,14 +500,16 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         """A task changed in the registry (our write's echo, or another process's)."""
         key = task.key
         self._note_task(task)
-        pending = self._launching.get(key)
-        if pending is not None:
+        if key in self._reconciler:  # its runner may still run: only a platform answer settles
+            return
+        if key in self._launches:
             # READY: its compare-and-set has not landed yet (a refusal comes back from the
             # worker); RUNNING: ours. Anything else: someone settled it while it launches.
-            if task.state not in (TaskState.READY, TaskState.RUNNING) \
-                    and pending.stop_outcome is None:
-                pending.stop_outcome = FenceOutcome.ORPHAN
-                pending.stop_reason = f"task moved to {task.state.value} outside the dispatcher"
+            if task.state not in (TaskState.READY, TaskState.RUNNING):
+                self._launches.request_stop(
+                    key, FenceOutcome.ORPHAN,
+                    f"task moved to {task.state.value} outside the dispatcher",
+                    only_if_unset=True)
             return
         rec = self._runners.for_task(key)
         if rec is not None:
@@ -516,7 +524,7 @@ class DispatcherCore(ControlMixin, PublishMixin, LifecycleMixin, ReconcileMixin,
         started = time.perf_counter()
         decisions = self._admission.round(now)
         for task, pool in decisions:
-            self._launch(task, pool, now)
+            self._launches.launch(task, pool, now)
         if decisions:
             self.metrics.observe_round(time.perf_counter() - started)
 

@@ -148,10 +148,9 @@ class ControlMixin(RunnerMixin):
         if task.state.terminal:
             raise InvalidTransitionError(key, task.state.value, TaskState.CANCELLED.value,
                                          "the task has already finished")
-        pending = self._launching.get(key)
+        pending = self._launches.request_stop(key, FenceOutcome.CANCELLED,
+                                              "cancelled by an operator")
         if pending is not None:
-            pending.stop_outcome = FenceOutcome.CANCELLED
-            pending.stop_reason = "cancelled by an operator"
             return f"cancelling {key}: stopping runner {pending.runner_id} once it has started"
         rec = self._runners.for_task(key)
         if rec is not None:

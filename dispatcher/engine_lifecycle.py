@@ -200,13 +200,12 @@ class LifecycleMixin(RunnerMixin):
                     len(self._runners), timeout)
 
     def _drain_step(self, now: float) -> None:
-        if self._leave_running or not (self._runners or self._launching):
+        if self._leave_running or not (len(self._runners) or len(self._launches)):
             return
         if self._drain_deadline is not None and now >= self._drain_deadline:
-            for pending in self._launching.values():
-                if pending.stop_outcome is None:
-                    pending.stop_outcome = FenceOutcome.SHUTDOWN
-                    pending.stop_reason = "dispatcher stopping"
+            for key in self._launches.launching_keys():
+                self._launches.request_stop(key, FenceOutcome.SHUTDOWN, "dispatcher stopping",
+                                            only_if_unset=True)
             if self._state != "stopping":
                 self._state = "stopping"
                 self._views.mark()
@@ -222,7 +221,7 @@ class LifecycleMixin(RunnerMixin):
             return False
         late = self._drain_deadline is not None \
             and time.time() > self._drain_deadline + DRAIN_GIVE_UP
-        if self._launching:
+        if len(self._launches):
             return False
         if self._runners and not self._leave_running:
             if not (late and all(rid in self._fencer for rid in self._runners.ids())):

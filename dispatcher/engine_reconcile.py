@@ -1,101 +1,173 @@
-"""Restart: RUNNING tasks of the registry are matched to live runners or settled.
+"""Restart: carrying out the Reconciler's plan for the tasks the registry says are RUNNING.
 
-On start (before the engine thread runs) every RUNNING task is matched by runner id to the runners
-its pool's launcher still finds alive on the platform (local: pid plus start time; containers and
-Jobs: labels). A match is adopted: slot marked in use, pool capacity acquired, RunnerAdopted
-event. A task whose runner is gone is judged from the attempt's ``exit_status.json`` (exit 0 ->
-DONE; otherwise a failed attempt) or, without one, put back to READY without spending an attempt.
-Live runners that no RUNNING task claims are stopped, and slots held by nobody are released, so
-a task never runs twice at the same time and no slot leaks across restarts.
+On start (before the engine thread runs) every pool's launcher is asked which runners it still
+finds; :func:`~.engine.reconciler.plan_reconcile` decides per task, and this module acts: adopt
+(slot marked in use, capacity held, RunnerAdopted), settle from the recorded exit status, stop
+stray local processes then requeue, requeue, or keep the task RUNNING as *unknown* while its
+platform cannot be asked (asked again with backoff, in a worker; settled only by an answer).
+Runners that no RUNNING task claims are fenced before their task may run again, and slots held
+by nobody are released, so a task never runs twice at the same time.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import threading
 import time
 from typing import Any
 
+from .engine.commands import FenceOutcome, PlatformAnswer
+from .engine.reconciler import Action, Plan, PlatformView, Step, plan_reconcile, read_exit_status
 from .engine.runner_table import RunnerRecord
-from .engine_runners import RunnerMixin, run_number_of
-from .launchers.base import RunnerLauncher, attempt_dir
+from .engine.runs import run_number_of
+from .engine_runners import RunnerMixin
+from .launchers.base import RunnerLauncher, short_error
 from .launchers.procfs import kill_group
 from .logging_setup import log_extra
-from .models import AgentPool, EventType, Runner, RunnerState, Slot, Task, TaskEvent, TaskState
+from .models import (
+    AgentPool,
+    EventType,
+    PoolType,
+    Runner,
+    RunnerState,
+    Slot,
+    Task,
+    TaskEvent,
+    TaskState,
+)
 
 logger = logging.getLogger(__name__)
-
-EXIT_STATUS_FILE = "exit_status.json"
 
 
 class ReconcileMixin(RunnerMixin):
     """Adoption after a restart (mixed into DispatcherCore)."""
 
     def _reconcile(self) -> None:
-        """Match RUNNING tasks to live runners (adopt) or settle them from their exit status."""
+        """Match RUNNING tasks to live runners (adopt) or settle them."""
         running = self.registry.list_tasks(state=TaskState.RUNNING)
-        alive: dict[str, tuple[Runner, RunnerLauncher, AgentPool]] = {}
-        pools = {p.name: p for p in self.pool_manager.pools.values()}
-        for pool in pools.values():
-            launcher = self._launcher_for(pool)
-            if launcher is None:
-                continue
-            try:
-                found = launcher.reconcile(pool)
-            except Exception as exc:  # an unreachable platform: one line, pool unhealthy
-                self._platform_failed(pool, exc)
-                continue
-            for runner in found:
-                owner = pools.get(runner.pool_name, pool)
-                alive.setdefault(runner.runner_id, (runner, launcher, owner))
-        unmatched = []
-        for task in running:
-            match = alive.pop(task.runner_id, None) if task.runner_id else None
-            if match is not None:
-                self._adopt(task, *match)
-            else:
-                unmatched.append(task)
-        stopped: set[str] = set()
-        if unmatched:
-            stopped = self._fence_untracked({t.runner_id for t in unmatched
-                                             if t.runner_id and self._read_exit_status(t) is None})
-        for task in unmatched:
-            self._settle_orphaned_task(task, stopped=task.runner_id in stopped)
-        for runner, launcher, _pool in alive.values():
-            logger.warning("runner %s (%s) has no RUNNING task; stopping it", runner.runner_id,
-                           runner.task_key, extra=log_extra(task=runner.task_key,
-                                                            runner=runner.runner_id,
-                                                            pool=runner.pool_name))
-            try:
-                answer = launcher.stop(runner, self.config.runner_stop_grace)
-                if answer.confirmed:
-                    launcher.release(runner)
-                else:
-                    logger.warning("stop of orphan runner %s not confirmed: %s",
-                                   runner.runner_id, answer.reason,
-                                   extra=log_extra(task=runner.task_key,
-                                                   runner=runner.runner_id))
-            except Exception:
-                logger.exception("could not stop orphan runner %s", runner.runner_id,
-                                 extra=log_extra(task=runner.task_key,
-                                                 runner=runner.runner_id))
-        self._release_leaked_slots()
+        views = {pool.name: self._ask_platform(pool)
+                 for pool in self.pool_manager.pools.values()}
+        for view in views.values():
+            if not view.known:
+                self._reconciler.blind[view.pool.name] = view.error
+        plan = plan_reconcile(running, views, self._candidates,
+                              lambda t: read_exit_status(self.runs_dir, t))
+        self._carry_out(plan, time.time())
+        self._workspaces.release_leaked(self._has_runner)
 
-    def _release_leaked_slots(self) -> None:
-        """Slots recorded in use by tasks that no live runner of ours serves (a crash between
-        slot allocation and launch, or a runner that ended while we were down)."""
+    def _candidates(self, task: Task) -> list[str]:
+        """The pools a task may run on (its skill's mapping)."""
+        return [p.name for p in self.pool_manager.pools_for_skill(task.required_skill)]
+
+    def _ask_platform(self, pool: AgentPool) -> PlatformView:
+        """What the pool's platform shows now (blocking: at start, or in a worker)."""
+        launcher = self._launcher_for(pool)
+        if launcher is None:
+            return PlatformView(pool, None, f"no launcher for pool {pool.name} of type "
+                                            f"{pool.type.value}")
         try:
-            held = dict(self.repo_pool.assignments())
-        except Exception:
-            logger.debug("slot assignments unavailable", exc_info=True)
-            return
-        for slot_id, key in held.items():
-            if not self._has_runner(key):
-                logger.info("releasing slot %s held by %s from an earlier run", slot_id, key,
-                            extra=log_extra(task=key))
-                self.repo_pool.release_slot(slot_id)
+            return PlatformView(pool, tuple(launcher.reconcile(pool)))
+        except Exception as exc:  # an unreachable platform: one line, pool unhealthy
+            self._platform_failed(pool, exc)
+            return PlatformView(pool, None, short_error(exc))
 
+    def _carry_out(self, plan: Plan, now: float) -> None:
+        for step in plan.by_action(Action.ADOPT):
+            assert step.runner is not None and step.pool is not None
+            launcher = self._launcher_for(step.pool)
+            assert launcher is not None
+            self._forget_unknown(step.task.key)
+            self._adopt(step.task, step.runner, launcher, step.pool)
+        for step in plan.by_action(Action.SETTLE):
+            self._forget_unknown(step.task.key)
+            self._settle_from_status(step.task, dict(step.status or {}))
+        local = plan.by_action(Action.FENCE_LOCAL)
+        stuck = self._fence_untracked({s.task.runner_id for s in local if s.task.runner_id})
+        for step in local:
+            reason = stuck.get(step.task.runner_id or "")
+            if reason:
+                self._hold_unknown(Step(Action.UNKNOWN, step.task, pool=self._local_pool(
+                    step.task), reason=reason), now)
+            else:
+                self._forget_unknown(step.task.key)
+                self._requeue_after_restart(step.task)
+        for step in plan.by_action(Action.REQUEUE):
+            self._forget_unknown(step.task.key)
+            self._requeue_after_restart(step.task)
+        for step in plan.by_action(Action.UNKNOWN):
+            self._hold_unknown(step, now)
+        for runner, pool in plan.orphans:
+            self._fence_orphan(runner, pool)
+
+    def _local_pool(self, task: Task) -> AgentPool:
+        pools = [p for p in self.pool_manager.pools_for_skill(task.required_skill)
+                 if p.type is PoolType.LOCAL_PROCESS]
+        return pools[0] if pools else next(iter(self.pool_manager.pools.values()))
+
+    # --- unknown tasks ---------------------------------------------------------------------
+    def _hold_unknown(self, step: Step, now: float) -> None:
+        first = step.task.key not in self._reconciler
+        run = self._reconciler.hold(step, now)
+        if first:
+            self._admission.take(run.pool.name, run.task)
+            run.holds_capacity = True
+            self._note_task(step.task)
+            logger.warning("%s stays RUNNING until pool %s answers: %s", step.task.key,
+                           run.pool.name, step.reason,
+                           extra=log_extra(task=step.task.key, pool=run.pool.name))
+            self._event_log.record(TaskEvent(
+                event_type=EventType.RUNNER_UNKNOWN, task_key=step.task.key,
+                runner_id=step.task.runner_id, pool=run.pool.name,
+                message=f"runner state unknown after restart: {step.reason}"))
+        self._views.touch(step.task.key)
+
+    def _forget_unknown(self, key: str) -> None:
+        run = self._reconciler.resolve(key)
+        if run is not None and run.holds_capacity:
+            self._admission.give_back(run.pool.name, run.task)
+            self._views.touch(key)
+
+    def _ask_again(self, now: float) -> None:
+        """Ask the platforms of unknown tasks again, in a worker (it may block)."""
+        for pool in self._reconciler.due(now):
+            self._reconciler.asking.add(pool.name)
+
+            def work(pool: AgentPool = pool) -> None:
+                view = self._ask_platform(pool)
+                self._post(PlatformAnswer(pool.name, view.runners, view.error))
+
+            threading.Thread(target=work, name="necrocode-reconcile", daemon=True).start()
+
+    def _platform_answered(self, answer: PlatformAnswer) -> None:
+        """A platform answered about unknown tasks: settle those it can, keep the rest."""
+        self._reconciler.asking.discard(answer.pool)
+        pool = self.pool_manager.pools.get(answer.pool)
+        if pool is None:
+            return
+        if answer.runners is None:
+            self._reconciler.blind[answer.pool] = answer.error
+        else:
+            self._reconciler.blind.pop(answer.pool, None)
+            self._set_platform_health(answer.pool, True)  # it answered: reachable again
+        views = {name: PlatformView(p, ()) for name, p in self.pool_manager.pools.items()}
+        for name, error in self._reconciler.blind.items():
+            views[name] = PlatformView(views[name].pool, None, error)
+        if answer.runners is not None:
+            mine = tuple(r for r in answer.runners if r.runner_id not in self._runners)
+            views[answer.pool] = PlatformView(pool, mine)
+        still: list[Task] = []
+        gone: list[Task] = []
+        for task in self._reconciler.tasks_of(answer.pool):
+            current = self._book.get(task.key, task)
+            (still if current.state is TaskState.RUNNING else gone).append(current)
+        for task in gone:  # settled by someone else meanwhile: its runner, if alive, is fenced
+            self._forget_unknown(task.key)
+        plan = plan_reconcile(still, views, self._candidates,
+                              lambda t: read_exit_status(self.runs_dir, t))
+        self._carry_out(plan, time.time())
+
+    # --- acting ----------------------------------------------------------------------------
     def _adopt(self, task: Task, runner: Runner, launcher: RunnerLauncher,
                pool: AgentPool) -> None:
         now = time.time()
@@ -103,18 +175,14 @@ class ReconcileMixin(RunnerMixin):
         slot = Slot(slot_id=slot_id or "", slot_path=runner.slot_path or "",
                     branch=task.reserved_branch) if slot_id else None
         if slot_id:
-            try:
-                self.repo_pool.mark_in_use(slot_id, task.key)
-            except Exception:
-                logger.exception("slot %s of %s could not be marked in use", slot_id, task.key,
-                                 extra=log_extra(task=task.key, runner=runner.runner_id,
-                                                 pool=pool))
+            self._workspaces.mark_in_use(slot_id, task.key)
         self._admission.take(pool.name, task)
         runner.state = RunnerState.RUNNING
         rec = RunnerRecord(runner=runner, task=task, pool=pool, launcher=launcher, slot=slot,
                            started_at=runner.started_at or now, last_sign=now,
                            attempt=run_number_of(task), adopted=True)
         self._runners.add(rec, last_seen=now)
+        self._runners.flag_exit(runner.runner_id)  # it may have ended: poll it at once
         self._note_task(task)
         self._event_log.record(TaskEvent(
             event_type=EventType.RUNNER_ADOPTED, task_key=task.key,
@@ -122,12 +190,35 @@ class ReconcileMixin(RunnerMixin):
             runner_id=runner.runner_id, slot_id=slot_id, pool=pool.name,
         ))
 
-    def _fence_untracked(self, runner_ids: set[str]) -> set[str]:
+    def _fence_orphan(self, runner: Runner, pool: AgentPool) -> None:
+        """A live runner no RUNNING task claims: watch it and stop it; its task cannot start
+        again before the stop is confirmed."""
+        launcher = self._launcher_for(pool)
+        if launcher is None or runner.runner_id in self._runners:
+            return
+        logger.warning("runner %s (%s) has no RUNNING task; stopping it", runner.runner_id,
+                       runner.task_key, extra=log_extra(task=runner.task_key,
+                                                        runner=runner.runner_id, pool=pool))
+        known = self._book.get(runner.task_key)
+        taskset, _, task_id = runner.task_key.partition("/")
+        task = known or Task(id=task_id or runner.task_key, taskset=taskset, title="")
+        now = time.time()
+        rec = RunnerRecord(runner=runner, task=task, pool=pool, launcher=launcher, slot=None,
+                           started_at=runner.started_at or now, last_sign=now,
+                           attempt=runner.attempt or 1, adopted=True)
+        self._admission.take(pool.name, task)
+        self._runners.add(rec, last_seen=now)
+        self._fence(rec, FenceOutcome.ORPHAN, "a runner of an earlier dispatcher that no "
+                                              "RUNNING task claims")
+
+    def _fence_untracked(self, runner_ids: set[str]) -> dict[str, str]:
         """Stop local processes of runners that cannot be adopted (the dispatcher died after
         starting them but before their runner record was written): found by their
-        ``NECROCODE_RUNNER_ID``, their process group is stopped before the task is requeued."""
+        ``NECROCODE_RUNNER_ID``, their process group is stopped before the task is requeued.
+        Returns the runner ids whose processes could not be stopped, with why."""
+        stuck: dict[str, str] = {}
         if not runner_ids:
-            return set()
+            return stuck
         groups: dict[int, str] = {}
         for pid, rid in _processes_of(runner_ids).items():
             try:
@@ -140,57 +231,43 @@ class ReconcileMixin(RunnerMixin):
             logger.warning("runner %s (process group %d) runs without a runner record; "
                            "stopping it before its task is requeued", rid, pgid,
                            extra=log_extra(runner=rid))
-            kill_group(pgid, self.config.runner_stop_grace)
-        return set(groups.values())
+            if kill_group(pgid, self.config.runner_stop_grace) == "stuck":
+                stuck[rid] = f"process group {pgid} of runner {rid} survived SIGKILL"
+        return stuck
 
-    def _settle_orphaned_task(self, task: Task, *, stopped: bool = False) -> None:
-        """A RUNNING task whose runner is gone: its exit status decides, else requeue
-        (``stopped``: we just stopped its unrecorded runner, so the status is ours, not its)."""
+    def _settle_from_status(self, task: Task, status: dict[str, Any]) -> None:
+        """A RUNNING task whose run ended while the dispatcher was down and recorded how."""
         now = time.time()
-        status = None if stopped else self._read_exit_status(task)
         if task.assigned_slot:
-            try:
-                self.repo_pool.release_slot(task.assigned_slot)
-            except Exception:
-                logger.debug("slot %s release at reconcile", task.assigned_slot, exc_info=True,
-                             extra=log_extra(task=task.key))
-        code = status.get("exit_code") if status else None
+            self._workspaces.release_now(task.assigned_slot, task.key)
+        code = status.get("exit_code")
         common: dict[str, Any] = {"task_key": task.key, "runner_id": task.runner_id,
                                   "slot_id": task.assigned_slot}
-        if status is not None and code == 0:
+        if code == 0:
             event = TaskEvent(event_type=EventType.RUNNER_COMPLETED,
                               message="runner finished while the dispatcher was down (exit 0)",
                               details={"exit_code": 0, "recovered": True}, **common)
             self._settler.settle(task.key, TaskState.DONE, event, finished_at=now,
                                  next_attempt_at=None)
             return
-        if status is not None:
-            code_i = int(code) if isinstance(code, int | float) else None
-            self._event_log.record(TaskEvent(
-                event_type=EventType.RUNNER_FAILED,
-                message=f"runner ended while the dispatcher was down (exit {code_i})",
-                details={"exit_code": code_i, "recovered": True}, **common))
-            self._settler.attempt_failed(task, TaskState.RUNNING, code_i,
-                                 "exit_code" if code_i else "killed", f"exit code {code_i}")
-            return
-        event = TaskEvent(event_type=EventType.TASK_REQUEUED,
-                          message="runner gone after a dispatcher restart, no exit status: "
-                                  "back to READY (no attempt spent)", **common)
-        self._settler.settle(task.key, TaskState.READY, event, runner_id=None, next_attempt_at=None)
+        code_i = int(code) if isinstance(code, int | float) else None
+        self._event_log.record(TaskEvent(
+            event_type=EventType.RUNNER_FAILED,
+            message=f"runner ended while the dispatcher was down (exit {code_i})",
+            details={"exit_code": code_i, "recovered": True}, **common))
+        self._settler.attempt_failed(task, TaskState.RUNNING, code_i,
+                                     "exit_code" if code_i else "killed", f"exit code {code_i}")
 
-    def _read_exit_status(self, task: Task) -> dict[str, Any] | None:
-        path = attempt_dir(self.runs_dir, task, run_number_of(task)) / EXIT_STATUS_FILE
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if not isinstance(data, dict):
-            return None
-        if "exit_code" not in data and "returncode" in data:
-            data["exit_code"] = data["returncode"]
-        if data.get("runner_id") and task.runner_id and data["runner_id"] != task.runner_id:
-            return None  # a different run of the same attempt number
-        return data
+    def _requeue_after_restart(self, task: Task) -> None:
+        """A RUNNING task whose runner is gone without a trace: back to READY."""
+        if task.assigned_slot:
+            self._workspaces.release_now(task.assigned_slot, task.key)
+        event = TaskEvent(event_type=EventType.TASK_REQUEUED, task_key=task.key,
+                          runner_id=task.runner_id, slot_id=task.assigned_slot,
+                          message="runner gone after a dispatcher restart, no exit status: "
+                                  "back to READY (no attempt spent)")
+        self._settler.settle(task.key, TaskState.READY, event, runner_id=None,
+                             next_attempt_at=None)
 
 
 def _processes_of(runner_ids: set[str]) -> dict[int, str]:

@@ -10,17 +10,14 @@ again, so a task never runs twice at the same time.
 from __future__ import annotations
 
 import logging
-import os
-import re
 import time
-from pathlib import Path
 from typing import Any
 
-from .engine.commands import FenceOutcome, SlotReleased, StopConfirmed, StopUnconfirmed
+from .engine.commands import FenceOutcome, StopConfirmed, StopUnconfirmed
 from .engine.runner_table import RunnerRecord, VerdictKind
 from .engine.settler import RunFacts
 from .engine_state import EngineBase
-from .launchers.base import RunnerExit, RunnerLauncher, attempt_dir
+from .launchers.base import RunnerExit, RunnerLauncher
 from .logging_setup import log_extra
 from .models import (
     AgentPool,
@@ -37,32 +34,6 @@ EXIT_STATUS_FILE = "exit_status.json"
 
 
 _DEADLOCK_STATES = (TaskState.FAILED, TaskState.CANCELLED)
-_RUN_IN_ID = re.compile(r"-a(\d+)-[0-9a-f]+$")
-
-
-def next_run_number(runs_dir: Path, task: Task) -> int:
-    """The number of the task's next run: one more than any run it already had, so a task
-    retried by an operator (attempts reset to 0) never reuses, and overwrites, the attempt
-    directory (log, exit status) of an earlier run. Equal to ``attempts + 1`` for a task that
-    was never reset: the runner contract's NECROCODE_ATTEMPT counts the task's runs."""
-    number = task.attempts + 1
-    try:
-        names = os.listdir(attempt_dir(runs_dir, task, 1).parent)
-    except OSError:
-        return number
-    for name in names:
-        if name.startswith("attempt-") and name[8:].isdigit():
-            number = max(number, int(name[8:]) + 1)
-    return number
-
-
-def run_number_of(task: Task) -> int:
-    """The run number of a RUNNING task's current runner (from its runner id), else
-    ``attempts + 1``."""
-    match = _RUN_IN_ID.search(task.runner_id or "")
-    return int(match.group(1)) if match else task.attempts + 1
-
-
 def run_facts(rec: RunnerRecord) -> RunFacts:
     """What the Settler needs of a runner record."""
     return RunFacts(key=rec.key, runner_id=rec.runner_id, pool=rec.pool,
@@ -93,49 +64,15 @@ class RunnerMixin(EngineBase):
     def _launcher_for(self, pool: AgentPool) -> RunnerLauncher | None:
         return self._launchers.get(pool.name) or self._launchers.get(pool.type)
 
-    # --- slots -----------------------------------------------------------------------------
-    def _release_slot_now(self, slot_id: str, key: str | None = None) -> None:
-        try:
-            self.repo_pool.release_slot(slot_id)
-        except Exception:
-            logger.exception("slot %s could not be released", slot_id,
-                             extra=log_extra(task=key))
-
-    def _release_slot(self, key: str, slot_id: str) -> None:
-        """Release a slot after its runner is gone: in a worker (git cleanup can be slow);
-        the task cannot start again before its old slot is released."""
-        workers = self._slot_workers
-        if workers is None:
-            self._release_slot_now(slot_id, key)
-            return
-        self._slot_releases[key] = self._slot_releases.get(key, 0) + 1
-
-        def work() -> None:
-            self._release_slot_now(slot_id, key)
-            self._post(SlotReleased(key))
-
-        workers.submit(work)
-
-    def _slot_released(self, key: str) -> None:
-        left = self._slot_releases.get(key, 1) - 1
-        if left > 0:
-            self._slot_releases[key] = left
-        else:
-            self._slot_releases.pop(key, None)
-        self._admission.slot_may_have_freed()
-
     def _on_report(self, runner_id: str, report: dict[str, Any]) -> None:
         """A completion report over the API: poll the platform now (and fence it later if it
         does not exit)."""
-        if self._runners.report(runner_id, report, time.time()):
-            return
-        key = self._launching_ids.get(runner_id)
-        if key is not None:  # reported before its launch was registered: keep it
-            self._launching[key].early_report = report
+        if not self._runners.report(runner_id, report, time.time()):
+            self._launches.early_report(runner_id, report)
 
     def _has_runner(self, key: str) -> bool:
         """The task has a live runner, or one being launched."""
-        return self._runners.has_task(key) or key in self._launching
+        return self._runners.has_task(key) or key in self._launches or key in self._reconciler
 
     # --- exits -----------------------------------------------------------------------------
     def _check_exits(self, runner_ids: list[str]) -> None:
@@ -160,7 +97,7 @@ class RunnerMixin(EngineBase):
                            exc_info=True, extra=log_extra(task=rec.key, runner=rec.runner_id,
                                                           pool=rec.pool))
         if rec.slot is not None and rec.slot.slot_id:
-            self._release_slot(rec.key, rec.slot.slot_id)
+            self._workspaces.release(rec.key, rec.slot.slot_id)
         self._admission.runner_ended(rec.pool.name, rec.task,
                                      max(0.0, time.time() - rec.started_at))
         self._views.touch(rec.key)

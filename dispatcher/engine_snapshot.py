@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from .engine.runs import run_number_of
 from .models import RunnerState, Task, TaskEvent, TaskState
 from .snapshot import (
     Counters,
@@ -208,7 +209,7 @@ class SnapshotBuilder:
         return view
 
     def _finished_view(self, task: Task) -> FinishedTaskView:
-        pool = self.core._last_pool.get(task.key)
+        pool = self.core._launches.last_pool(task.key)
         view = FinishedTaskView(
             key=task.key, taskset=task.taskset, task_id=task.id, title=task.title,
             state=task.state, attempts=task.attempts, started_at=task.started_at,
@@ -234,15 +235,26 @@ class SnapshotBuilder:
                 runner_state=rec.state, handle=rec.runner.handle, progress=rec.progress,
                 log_path=rec.runner.log_path, rev=rec.rev,
             ))
-        for key, pending in self.core._launching.items():
+        for pending in self.core._launches.pending():
             task = pending.task
+            key = task.key
             out.append(RunningTaskView(
                 key=key, taskset=task.taskset, task_id=task.id, title=task.title,
                 skill=task.required_skill, tenant=task.tenant, priority=task.priority,
                 runner_id=pending.runner_id, pool=pending.pool.name,
-                slot_id=pending.slot.slot_id if pending.slot else None, attempt=pending.attempt,
+                slot_id=None, attempt=pending.attempt,
                 started_at=pending.assigned_at, last_sign_of_life=pending.assigned_at,
                 runner_state=RunnerState.LAUNCHING,
+            ))
+        for run in self.core._reconciler.unknown.values():
+            task = self.core._book.get(run.task.key, run.task)
+            out.append(RunningTaskView(
+                key=task.key, taskset=task.taskset, task_id=task.id, title=task.title,
+                skill=task.required_skill, tenant=task.tenant, priority=task.priority,
+                runner_id=task.runner_id or "", pool=run.pool.name, slot_id=task.assigned_slot,
+                attempt=run_number_of(task), started_at=task.started_at or run.since,
+                last_sign_of_life=run.since, runner_state=RunnerState.UNKNOWN,
+                progress=run.display, rev=run.tries,
             ))
         out.sort(key=lambda v: v.started_at)
         return tuple(out)
@@ -398,14 +410,13 @@ class SnapshotBuilder:
             self._finished = {v.key: v for v in finished}
 
         counts = core._book.counts()
-        c = core._counters
         counters = Counters(
             total=sum(counts.values()),
             blocked=counts.get(TaskState.BLOCKED, 0), ready=counts.get(TaskState.READY, 0),
             running=counts.get(TaskState.RUNNING, 0), done=counts.get(TaskState.DONE, 0),
             failed=counts.get(TaskState.FAILED, 0), cancelled=counts.get(TaskState.CANCELLED, 0),
-            assigned=c["assigned"], retried=core._settler.retried,
-            launch_errors=c["launch_errors"],
+            assigned=core._launches.assigned, retried=core._settler.retried,
+            launch_errors=core._launches.launch_errors,
             heartbeat_timeouts=core._runners.heartbeat_timeouts,
         )
         try:

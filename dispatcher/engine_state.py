@@ -7,41 +7,25 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import DispatcherConfig
 from .engine.admission import Admission
-from .engine.commands import Command, FenceOutcome
+from .engine.commands import Command
 from .engine.event_log import EventLog
 from .engine.fencer import Fencer
+from .engine.launch_plane import LaunchPlane
+from .engine.reconciler import Reconciler
 from .engine.runner_table import RunnerDirectory, RunnerTable
 from .engine.settler import Settler
 from .engine.taskbook import TaskBook, ViewChanges
+from .engine.workspaces import Workspaces
 from .events import EventRecorder
 from .launchers.base import RunnerLauncher
-from .models import AgentPool, PoolType, Slot, Task
+from .models import PoolType
 from .registry.base import TaskRegistry
 from .snapshot import DeadlockView, Snapshot
-
-
-@dataclass
-class PendingLaunch:
-    """A runner being started in a launch worker (its task is RUNNING, capacity held)."""
-
-    task: Task  # as it was READY; the RUNNING version comes back in the LaunchOutcome
-    pool: AgentPool
-    slot: Slot | None
-    launcher: RunnerLauncher
-    attempt: int
-    runner_id: str
-    assigned_at: float
-    ready_at: float
-    stop_outcome: FenceOutcome | None = None  # cancelled / shutdown requested while launching
-    stop_reason: str = ""
-    early_report: dict[str, Any] | None = None  # completion report that came first
 
 
 class EngineBase:
@@ -73,14 +57,11 @@ class EngineBase:
     _crash: BaseException | None
     _launchers: dict[PoolType | str, RunnerLauncher]
     _runners: RunnerTable
+    _reconciler: Reconciler
+    _launches: LaunchPlane
+    _workspaces: Workspaces
     _fencer: Fencer
     _directory: RunnerDirectory
-    _slot_workers: ThreadPoolExecutor | None
-    _launching: dict[str, PendingLaunch]  # task key -> launch in progress
-    _launching_ids: dict[str, str]  # runner id -> task key, launches in progress
-    _launch_pool: ThreadPoolExecutor | None
-    _slot_releases: dict[str, int]  # task key -> slot releases in flight
-    _unsure: dict[str, str]  # task key -> runner id of an assignment not known to have committed
     _book: TaskBook
     _admission: Admission
     _views: ViewChanges
@@ -88,13 +69,11 @@ class EngineBase:
     _settler: Settler
     _deadlocks: tuple[DeadlockView, ...]
     _deadlocked_keys: set[str]
-    _last_pool: dict[str, str]  # task key -> pool of its last runner
     _state: str
     _registry_dirty: bool
     _engine_thread: threading.Thread | None
     _post: Callable[[Command], None]
     _snapshot: Snapshot | None
-    _counters: dict[str, int]
     _next_deadlock_check: float
     _deadlock_dirty: bool  # a change the deadlock check may report on since its last run
 
@@ -106,4 +85,7 @@ class EngineBase:
         raise NotImplementedError
 
     def _has_runner(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def _set_platform_health(self, pool_name: str, ok: bool, message: str = "") -> None:
         raise NotImplementedError

@@ -88,6 +88,7 @@ class EventType(str, Enum):
     RUNNER_LOST = "RunnerLost"
     RUNNER_TIMED_OUT = "RunnerTimedOut"
     RUNNER_ADOPTED = "RunnerAdopted"
+    RUNNER_UNKNOWN = "RunnerUnknown"  # after a restart its platform could not be asked
     RUNNER_LAUNCH_FAILED = "RunnerLaunchFailed"
     DEADLOCK_DETECTED = "DeadlockDetected"
     POOL_ENABLED = "PoolEnabled"
@@ -314,10 +315,11 @@ class RunnerState(str, Enum):
     FAILED = "failed"  # agent exited non-zero, or was killed by its platform
     LOST = "lost"  # no heartbeat or no platform trace; fenced
     CANCELLED = "cancelled"  # stopped by an operator or by shutdown
+    UNKNOWN = "unknown"  # after a restart its platform could not be asked; kept RUNNING
 
     @property
     def finished(self) -> bool:
-        return self not in (RunnerState.LAUNCHING, RunnerState.RUNNING)
+        return self not in (RunnerState.LAUNCHING, RunnerState.RUNNING, RunnerState.UNKNOWN)
 
 
 @dataclass

@@ -124,6 +124,15 @@ class PlatformHealth:
 
 
 @dataclass(frozen=True)
+class PlatformAnswer:
+    """A platform asked again about the runners of tasks left unknown after a restart."""
+
+    pool: str
+    runners: tuple[Runner, ...] | None  # None: it still could not be asked
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class StopEngine:
     """Drain: take no new tasks, wait ``timeout`` for running runners, then stop them."""
 
@@ -149,4 +158,5 @@ class EngineCall:
 
 
 Command = (Wake | RunnerExited | Heartbeat | CompletionReport | SlotReleased | LaunchFinished
-           | StopConfirmed | StopUnconfirmed | PlatformHealth | StopEngine | Control | EngineCall)
+           | StopConfirmed | StopUnconfirmed | PlatformHealth | PlatformAnswer | StopEngine
+           | Control | EngineCall)

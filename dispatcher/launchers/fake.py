@@ -56,6 +56,9 @@ class FakeLauncher(RunnerLauncher):
         self._hung: set[str] = set()
         self._fail_next: list[RunnerLaunchError] = []
         self._unconfirmed_stops: list[str] = []
+        self._unreachable = 0
+        self._unreachable_reason = ""
+        self.reconcile_calls = 0
         self.unconfirmed: list[str] = []  # runner ids whose stop was answered "not confirmed"
         self._adoptable: list[Runner] = []
         self.healthy = (True, "")
@@ -88,6 +91,14 @@ class FakeLauncher(RunnerLauncher):
         launcher does when its platform cannot be asked: the runner keeps running."""
         with self._cond:
             self._unconfirmed_stops.extend([reason] * count)
+
+    def fail_next_reconciles(self, count: int = 1,
+                             reason: str = "platform unreachable") -> None:
+        """Make the next ``count`` :meth:`reconcile` calls raise, as an engine or cluster
+        that cannot be asked does."""
+        with self._cond:
+            self._unreachable = count
+            self._unreachable_reason = reason
 
     def add_adoptable(self, runner: Runner) -> None:
         """A runner that :meth:`reconcile` reports as still alive (restart tests)."""
@@ -181,6 +192,10 @@ class FakeLauncher(RunnerLauncher):
 
     def reconcile(self, pool: AgentPool) -> list[Runner]:
         with self._cond:
+            self.reconcile_calls += 1
+            if self._unreachable > 0:
+                self._unreachable -= 1
+                raise RunnerLaunchError(self._unreachable_reason, pool=pool.name)
             found = [r for r in self._adoptable if r.pool_name == pool.name]
             for r in found:
                 self._runners.setdefault(r.runner_id, r)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import sys
 import tarfile
 import threading
@@ -219,3 +220,113 @@ class HeartbeatReceiver:
 def iter_lines(path: Path) -> Iterator[str]:
     if path.exists():
         yield from path.read_text(errors="replace").splitlines()
+
+
+class EngineProxy:
+    """A Unix socket in front of the real Docker engine that a test can cut: while cut, every
+    request fails as it does when the engine's socket is gone; the engine itself (and what it
+    runs) is untouched."""
+
+    def __init__(self, target: str, path: Path) -> None:
+        self.target = target.removeprefix("unix://")
+        self.path = path
+        self.url = f"unix://{path}"
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        """Answer again."""
+        with self._lock:
+            if self._listener is not None:
+                return
+            self.path.unlink(missing_ok=True)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(str(self.path))
+            listener.listen(64)
+            self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        """Refuse and drop every connection, as if the engine's socket were gone."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            conns, self._conns = self._conns, []
+        if listener is not None:
+            listener.close()
+        self.path.unlink(missing_ok=True)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+    def close(self) -> None:
+        self.cut()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                upstream.connect(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:  # cut meanwhile
+                    client.close()
+                    upstream.close()
+                    return
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class ContainerWatch:
+    """Counts, every 50 ms, the running containers of one task on the real engine, and keeps
+    the highest count seen (a task must never have two at once)."""
+
+    def __init__(self, client: Any, task_key: str) -> None:
+        self.client = client
+        self.label = f"necrocode.task={task_key}"
+        self.most = 0
+        self.ids: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                found = self.client.containers.list(filters={"label": self.label})
+            except Exception:
+                continue
+            self.ids.update(c.id for c in found)
+            self.most = max(self.most, len(found))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)

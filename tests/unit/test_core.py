@@ -368,7 +368,7 @@ def test_liveness_mode_defaults_by_pool_type() -> None:
 
 
 def test_run_numbers_never_go_back(tmp_path: Path) -> None:
-    from necrocode.dispatcher.engine_runners import next_run_number, run_number_of
+    from necrocode.dispatcher.engine.runs import next_run_number, run_number_of
     from necrocode.dispatcher.launchers.base import attempt_dir
 
     task = Task(id="x", title="X", taskset="ts")

@@ -389,9 +389,10 @@ class H:
     def _busy(self) -> dict[str, Any]:
         c = self.core
         return {k: v for k, v in {
-            "launching": list(c._launching), "slot_releases": dict(c._slot_releases),
+            "launching": c._launches.launching_keys(),
+            "slot_releases": c._workspaces.in_flight(),
             "deferred": c._settler.deferred(), "flagged": c._runners.has_flagged,
-            "unsure": dict(getattr(c, "_unsure", {}) or {}),
+            "unsure": c._launches.unsure(),
             "registry_dirty": c._registry_dirty, "pending_events": c._event_log.pending,
             "stopping": c._fencer.stopping(),
             "unseen": c.registry.current_seq() - c.task_monitor.seq,
@@ -453,11 +454,11 @@ class H:
         if self.exact_assignments:  # each assignment is one launch() call, failed or not
             launches = len(lau.launches) - self._launch_base[0]
             errors = lau.launch_failures - self._launch_base[1]
-            if c._counters["assigned"] != launches + errors:
-                out.append(f"assigned {c._counters['assigned']} != {launches} launches + "
+            if c._launches.assigned != launches + errors:
+                out.append(f"assigned {c._launches.assigned} != {launches} launches + "
                            f"{errors} failed launch() calls")
-            if c._counters["launch_errors"] > errors:
-                out.append(f"{c._counters['launch_errors']} launch errors counted, "
+            if c._launches.launch_errors > errors:
+                out.append(f"{c._launches.launch_errors} launch errors counted, "
                            f"{errors} happened")
         counts = {s: n for s, n in raw(self.registry).count_tasks().items() if n}
         engine_counts = {s: n for s, n in c._book.counts().items() if n}

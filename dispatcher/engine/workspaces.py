@@ -1,0 +1,111 @@
+"""Workspaces: the engine's side of the Repo Pool (slots for runners).
+
+Slots are allocated in launch workers (the Repo Pool is thread-safe) and released on the engine's
+request after a runner is known gone, in a worker of their own (git clean-up can be slow). Until
+a release is done, the task cannot start again: its next launch waits for the old slot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..logging_setup import log_extra
+from .commands import Command, SlotReleased
+
+logger = logging.getLogger(__name__)
+
+RELEASE_WORKERS = 4
+
+
+class Workspaces:
+    """Slot releases in flight, per task (engine thread), over the Repo Pool."""
+
+    def __init__(self, repo_pool: Callable[[], Any], post: Callable[[Command], None]) -> None:
+        self._repo_pool = repo_pool  # the RepoPoolManager (built on first use)
+        self._post = post
+        self._releasing: dict[str, int] = {}  # task key -> releases in flight
+        self._workers: ThreadPoolExecutor | None = None
+
+    @property
+    def pool(self) -> Any:
+        return self._repo_pool()
+
+    def start(self) -> None:
+        self._workers = ThreadPoolExecutor(max_workers=RELEASE_WORKERS,
+                                           thread_name_prefix="necrocode-slots")
+
+    def shutdown(self) -> None:
+        if self._workers is not None:
+            self._workers.shutdown(wait=True)
+            self._workers = None
+
+    # --- releases --------------------------------------------------------------------------
+    def release_now(self, slot_id: str, key: str | None = None) -> bool:
+        """Release (clean) a slot on this thread; False when the Repo Pool failed."""
+        try:
+            self.pool.release_slot(slot_id)
+            return True
+        except Exception as exc:
+            logger.warning("slot %s could not be released: %s", slot_id, exc, exc_info=True,
+                           extra=log_extra(task=key))
+            return False
+
+    def release(self, key: str, slot_id: str) -> None:
+        """Release the slot of a runner that is gone, in a worker; the task's next launch
+        waits until it is done."""
+        workers = self._workers
+        if workers is None:
+            self.release_now(slot_id, key)
+            return
+        self._releasing[key] = self._releasing.get(key, 0) + 1
+
+        def work() -> None:
+            self.release_now(slot_id, key)
+            self._post(SlotReleased(key))
+
+        workers.submit(work)
+
+    def released(self, key: str) -> None:
+        """A release of ``key`` finished (the SlotReleased command)."""
+        left = self._releasing.get(key, 1) - 1
+        if left > 0:
+            self._releasing[key] = left
+        else:
+            self._releasing.pop(key, None)
+
+    def releasing(self, key: str) -> bool:
+        """A slot of this task is still being cleaned."""
+        return key in self._releasing
+
+    def in_flight(self) -> dict[str, int]:
+        return dict(self._releasing)
+
+    # --- restart ---------------------------------------------------------------------------
+    def mark_in_use(self, slot_id: str, key: str) -> None:
+        """A runner adopted after a restart keeps its slot."""
+        try:
+            self.pool.mark_in_use(slot_id, key)
+        except Exception as exc:
+            logger.warning("slot %s of %s could not be marked in use: %s", slot_id, key, exc,
+                           exc_info=True, extra=log_extra(task=key))
+
+    def release_leaked(self, busy: Callable[[str], bool]) -> list[str]:
+        """Release slots recorded in use by tasks that no live runner of ours serves (a crash
+        between slot allocation and launch, or a runner that ended while we were down)."""
+        try:
+            held = dict(self.pool.assignments())
+        except Exception as exc:
+            logger.warning("slot assignments could not be read; leaked slots stay held: %s",
+                           exc, exc_info=True)
+            return []
+        freed = []
+        for slot_id, key in held.items():
+            if not busy(key):
+                logger.info("releasing slot %s held by %s from an earlier run", slot_id, key,
+                            extra=log_extra(task=key))
+                if self.release_now(slot_id, key):
+                    freed.append(slot_id)
+        return freed
