@@ -42,16 +42,21 @@ class CliState:
         return self._config
 
     def registry_path(self) -> Path:
-        """The registry file the config names; a directory is refused with a clear message."""
-        path = Path(self.config().resolved_registry_path())
-        if str(path) != ":memory:" and path.is_dir():
-            where = (f"--registry {self.registry}" if self.registry
-                     else f"the registry path {path} (dispatcher.registry_path)")
-            fail(f"{where} is a directory; give a file path such as {path / 'registry.db'}")
-        return path
+        """The registry the config names: an SQLite file or a NecroCode registry directory
+        (a directory that is neither is refused with a clear message)."""
+        from necrocode.dispatcher.errors import RegistryError
+        from necrocode.dispatcher.registry import registry_kind
+
+        raw = str(self.config().resolved_registry_path())
+        try:
+            registry_kind(raw)
+        except RegistryError as exc:
+            fail(f"{'--registry' if self.registry else 'dispatcher.registry_path'} {exc}")
+        return Path(raw)
 
     def open_registry(self) -> Any:
-        """The Task Registry the config names (SQLite file, created if missing)."""
+        """The Task Registry the config names (SQLite file, created if missing, or a
+        NecroCode registry directory)."""
         from necrocode.dispatcher.registry import open_registry
 
         path = self.registry_path()
@@ -80,8 +85,36 @@ def report_error(exc: DispatcherError) -> None:
         click.secho(f"error: {exc}", fg="red", err=True)
 
 
+def hoist_registry(args: list[str]) -> list[str]:
+    """``--registry PATH`` given after the command (``necroui tasks --registry DIR``) moved in
+    front of it, where the global option is parsed (no command has an option of that name)."""
+    out: list[str] = []
+    hoisted: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            out += args[i:]
+            break
+        if arg == "--registry" and i + 1 < len(args):
+            hoisted += args[i:i + 2]
+            i += 2
+            continue
+        if arg.startswith("--registry="):
+            hoisted.append(arg)
+        else:
+            out.append(arg)
+        i += 1
+    return hoisted + out
+
+
 class NecroGroup(click.Group):
     """A click group that turns every DispatcherError into a message and exit status 1."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            args = hoist_registry(list(args))
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

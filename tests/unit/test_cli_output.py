@@ -200,11 +200,16 @@ def test_registry_directory_is_refused_with_a_file_suggestion(
         env: dict[str, str], tmp_path: Path, args: list[str]) -> None:
     folder = tmp_path / "regs"
     folder.mkdir()
+    (folder / "notes.txt").write_text("not a registry")  # an empty one is a NecroCode registry
     write(tmp_path / "t.yaml", "taskset: s\ntasks:\n  - {id: a, title: a}\n")
     result = CliRunner().invoke(main, ["--registry", str(folder), *args], env=env)
     assert result.exit_code == 1
-    assert result.stderr == (f"error: --registry {folder} is a directory; give a file path "
-                             f"such as {folder / 'registry.db'}\n")
+    assert result.stderr == (
+        f"error: --registry {folder} is a directory but not a NecroCode registry (it has no "
+        f"tasksets/, events/ or locks/ folder); give a file path such as "
+        f"{folder / 'registry.db'} for the embedded registry, or an empty directory to start a "
+        "NecroCode one\n")
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]  # nothing written
 
 
 def test_tasks_sorted_by_taskset_then_id(env: dict[str, str], tmp_path: Path) -> None:
