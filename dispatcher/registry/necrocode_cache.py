@@ -60,6 +60,10 @@ class SpecCache:
         return all((d := self.lookup(dep)) is not None and d.state is TaskState.DONE
                    for dep in self.deps(key))
 
+    def is_broken(self, name: str) -> bool:
+        """True while the spec's file is one that could not be read (already reported)."""
+        return name in self._broken
+
     def refresh(self, names: Iterable[str] | None = None, *, strict: bool = False) -> None:
         """Read again the taskset files another writer changed (all, or those of ``names``).
 

@@ -160,6 +160,18 @@ class EventLog:
         self.events: list[TaskEvent] = []
         self._tails: dict[Path, _Tail] = {}
         self._warned: set[tuple[Path, int]] = set()
+        self._pending: list[TaskEvent] | None = None  # load(): numbered once all are read
+
+    def load(self) -> None:
+        """Read every event file, numbering the events in time order across files."""
+        self._pending = []
+        try:
+            self.refresh()
+            pending = sorted(self._pending, key=lambda e: e.timestamp)  # stable: file order
+        finally:
+            self._pending = None
+        for event in pending:
+            self._add(event)
 
     def path_for(self, key: str | None) -> Path:
         spec = split_key(key)[0] if key else ""
@@ -233,6 +245,9 @@ class EventLog:
         return offset + cut + 1
 
     def _add(self, event: TaskEvent) -> TaskEvent:
+        if self._pending is not None:
+            self._pending.append(event)
+            return event
         stored = replace(event, seq=self._take_seq())
         self.events.append(stored)
         return stored

@@ -75,11 +75,12 @@ class NecroCodeRegistry:
         self.lock_timeout = lock_timeout
         self._lock = threading.RLock()
         self._seq = 0
+        self._settle_warned: set[str] = set()
         self._cache = SpecCache(self.path, self._take_seq)
         self._events = EventLog(self.path, self._take_seq)
         with self._lock:
             self._cache.refresh(strict=True)
-            self._events.refresh()
+            self._events.load()
 
     def __repr__(self) -> str:
         return f"NecroCodeRegistry({str(self.path)!r})"
@@ -321,14 +322,21 @@ class NecroCodeRegistry:
     def _settle(self) -> None:
         """Tasks another writer changed follow their dependencies (see the module doc)."""
         for name, keys in self._cache.take_unsettled().items():
+            if self._cache.is_broken(name):  # reported already; settled once it is fixed
+                self._cache.unsettled.update(keys)
+                continue
             try:
                 with self._txn([name]) as txn:
                     for key in keys:
                         txn.settle(key, self._cache.deps(key))
             except RegistryError as exc:
-                log.warning("could not update the states of %d task(s) of %s to their "
-                            "dependencies (will try again): %s", len(keys), name, exc)
+                if name not in self._settle_warned:
+                    self._settle_warned.add(name)
+                    log.warning("could not update the states of %d task(s) of %s to their "
+                                "dependencies (will try again): %s", len(keys), name, exc)
                 self._cache.unsettled.update(keys)
+            else:
+                self._settle_warned.discard(name)
 
     # --- change feed --------------------------------------------------------------------------
     def current_seq(self) -> int:

@@ -37,11 +37,11 @@ class RegistryLockedError(RegistryError):
         self.holders = holders
         if holders:
             who = ", ".join(f"pid {pid} ({cmd})" if cmd else f"pid {pid}" for pid, cmd in holders)
-            fix = (f"it is released when that process finishes its write or exits; if it is "
+            fix = (f"It is released when that process finishes its write or exits; if it is "
                    f"hung, stop it (kill {holders[0][0]})")
         else:
             who = "another process (not visible from here: another container or host?)"
-            fix = "it is released when its holder finishes its write or exits"
+            fix = "It is released when its holder finishes its write or exits"
         super().__init__(
             f"the NecroCode lock {path} is held by {who}; waited {timeout:g} s. {fix}, then "
             "try again. Do not delete the lock file while it is held: that lets two writers "
