@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import MISSING, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,16 +40,15 @@ EXTRA_KEY = "necrocode_dispatcher"
 #: How many problems of one file an error lists.
 MAX_PROBLEMS = 20
 
-# Task fields in the order the original writes them.
-_TASK_KEYS = ("id", "title", "description", "state", "dependencies", "required_skill",
-              "priority", "is_optional", "assigned_slot", "reserved_branch", "runner_id",
-              "artifacts", "metadata", "created_at", "updated_at")
-# Dispatcher fields kept in the extras, with the default that is left out.
+# Task fields the original's format has a place for (or that are handled on their own).
+_MAPPED = frozenset({
+    "id", "title", "taskset", "description", "state", "dependencies", "required_skill",
+    "priority", "optional", "assigned_slot", "reserved_branch", "runner_id", "artifacts",
+    "metadata", "created_at", "updated_at", "tenant", "resources"})
+# Every other Task field is kept in the extras when it differs from its default.
 _EXTRA_FIELDS: dict[str, Any] = {
-    "ready_at": None, "started_at": None, "finished_at": None, "attempts": 0,
-    "next_attempt_at": None, "last_error": None, "command": None, "timeout": None,
-    "max_attempts": None, "repo": None, "estimated_duration": None,
-}
+    f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc,operator]
+    for f in fields(Task) if f.name not in _MAPPED}
 _OPTIONAL_STR = ("assigned_slot", "reserved_branch", "runner_id")
 _DEFAULT_RESOURCES = Resources()
 
@@ -279,7 +279,7 @@ def encode_task(task: Task, old: dict[str, Any] | None) -> dict[str, Any]:
     for name, default in _EXTRA_FIELDS.items():
         value = attrs[name]
         if value != default:
-            extra[name] = list(value) if name == "command" else value
+            extra[name] = list(value) if isinstance(value, list | tuple) else value
     if task.tenant and task.tenant != task.taskset:
         extra["tenant"] = task.tenant
     if task.resources != _DEFAULT_RESOURCES:
