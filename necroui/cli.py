@@ -26,6 +26,7 @@ from .cli_common import (
 )
 from .cli_control import COMMANDS as CONTROL_COMMANDS
 from .cli_control import registry_control
+from .cli_necrocode import import_necrocode
 from .cli_work import COMMANDS as WORK_COMMANDS
 
 STATES = [s.value for s in TaskState]
@@ -483,7 +484,7 @@ def config_keys(markdown: bool) -> None:
     console.print_rows(["KEY", "DEFAULT", "MEANING"], rows)
 
 
-for _command in [*CONTROL_COMMANDS, *WORK_COMMANDS]:
+for _command in [*CONTROL_COMMANDS, *WORK_COMMANDS, import_necrocode]:
     main.add_command(_command)
 
 __all__ = ["main", "registry_control"]
