@@ -164,8 +164,12 @@ def _check_task(raw: Any, i: int, out: _Problems) -> str | None:
     return tid
 
 
-def check_taskset(path: Path, name: str, data: Any) -> None:
-    """Raise NecroCodeFormatError unless ``data`` is a taskset the original could load."""
+def check_taskset(path: Path, name: str, data: Any,
+                  known: dict[str, dict[str, Any]] | None = None) -> None:
+    """Raise NecroCodeFormatError unless ``data`` is a taskset the original could load.
+
+    ``known``: task objects already checked, by id (an equal one is not checked again).
+    """
     out = _Problems(path)
     if not isinstance(data, dict):
         out.add("file", f"holds {type(data).__name__}, not a taskset object")
@@ -185,8 +189,12 @@ def check_taskset(path: Path, name: str, data: Any) -> None:
         out.add("tasks", f"must be a list of tasks (it is {tasks!r})")
         out.raise_if_any()
     ids: dict[str, int] = {}
+    known = known or {}
     for i, raw in enumerate(tasks):
-        tid = _check_task(raw, i, out)
+        if isinstance(raw, dict) and known.get(raw.get("id")) == raw:  # type: ignore[arg-type]
+            tid: str | None = raw["id"]
+        else:
+            tid = _check_task(raw, i, out)
         if tid is None:
             continue
         if tid in ids:
@@ -331,6 +339,31 @@ def _dump(value: Any, indent: int) -> str:
 def fragment(raw: dict[str, Any]) -> str:
     """One task as it appears in the file (indented for its place in ``tasks``)."""
     return "    " + _dump(raw, 4)
+
+
+def split_fragments(text: str, head: dict[str, Any], count: int) -> list[str] | None:
+    """The text of each task, cut from a file in the original's own layout (``json.dump`` with
+    ``indent=2``), or None when the file is laid out otherwise.
+
+    At that indentation ``,\n    {\n`` only appears between two tasks (a newline inside a
+    string is escaped; anything nested in a task is indented deeper), and the pieces are
+    accepted only if they rebuild the file exactly.
+    """
+    marker = '\n  "tasks": [\n'
+    start = text.find(marker)
+    if start < 0 or count == 0:
+        return None
+    start += len(marker)
+    end = text.find("\n  ]", start)
+    while end >= 0 and text[end + 4:end + 5] not in (",", "\n", ""):
+        end = text.find("\n  ]", end + 1)
+    if end < 0:
+        return None
+    parts = text[start:end].split(",\n    {\n")
+    if len(parts) != count:
+        return None
+    frags = [parts[0]] + ["    {\n" + part for part in parts[1:]]
+    return frags if render(head, frags) == text else None
 
 
 def render(head: dict[str, Any], fragments: Iterable[str]) -> str:

@@ -27,6 +27,7 @@ from .necrocode_format import (
     iso,
     parse_json,
     render,
+    split_fragments,
 )
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,8 @@ class SpecStore:
             if before == after:  # not rewritten in place while we read it
                 break
         data = parse_json(path, text)
-        check_taskset(path, name, data)
         old_raws = cached.raws if cached is not None else {}
+        check_taskset(path, name, data, old_raws)
         tasks: dict[str, Task] = {}
         raws: dict[str, dict[str, Any]] = {}
         frags: dict[str, str] = {}
@@ -137,6 +138,9 @@ class SpecStore:
             else:
                 tasks[tid] = decode_task(name, raw)
         head = {k: (None if k == "tasks" else v) for k, v in data.items()}
+        cut = split_fragments(text, head, len(data["tasks"]))
+        if cut is not None:  # the file's own text of each task: nothing to encode again
+            frags = {raw["id"]: piece for raw, piece in zip(data["tasks"], cut, strict=True)}
         return Spec(name=name, path=path, ident=after, head=head, order=list(tasks),
                     tasks=tasks, raws=raws, info=decode_taskset_info(name, data, path),
                     frags=frags)

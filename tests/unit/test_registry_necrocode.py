@@ -344,3 +344,25 @@ def test_cli_lists_tasks_with_skills_and_priorities(fixture_dir: Path) -> None:
                     ("chat-app/2.1", "ready", "frontend", 0),
                     ("chat-app/2.2", "blocked", "frontend", 0)]
     assert read_events(fixture_dir / "events" / "chat-app" / "events.jsonl")
+
+
+def test_files_in_another_layout_are_rewritten_in_the_originals(fixture_dir: Path) -> None:
+    # a compact file (another tool), and text that looks like the layout inside strings
+    path = fixture_dir / "tasksets" / "chat-app" / "taskset.json"
+    data = json.loads(path.read_text())
+    data["tasks"][0]["title"] = 'a,\n    {\n      "id": "x"'
+    data["tasks"][1]["artifacts"] = [{"type": "log", "uri": "u", "size_bytes": 1,
+                                      "created_at": data["created_at"], "metadata": {"k": [1]}}]
+    path.write_text(json.dumps(data))
+    reg = NecroCodeRegistry(fixture_dir)
+    assert reg.get_task("chat-app/1").title == data["tasks"][0]["title"]
+    reg.transition("chat-app/2.1", S.RUNNING)
+    text = path.read_text()
+    assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    written = read_registry(fixture_dir)["chat-app"]["tasks"]
+    assert written[0]["title"] == data["tasks"][0]["title"]
+    assert written[1]["artifacts"] == data["tasks"][1]["artifacts"]
+    reg.transition("chat-app/1", S.RUNNING)  # now cut from the file it wrote itself
+    again = read_registry(fixture_dir)["chat-app"]["tasks"]
+    assert [t["state"] for t in again] == ["running", "done", "blocked", "running", "blocked"]
+    assert NecroCodeRegistry(fixture_dir).get_task("chat-app/1").title == written[0]["title"]
