@@ -56,7 +56,8 @@ named 'local' running 4 agents, and every skill mapped to it. The registry defau
               help="Dispatcher config (YAML). Default: built-in defaults with one local pool. "
                    f"Env: {CONFIG_ENV}.")
 @click.option("--registry", metavar="PATH", envvar=REGISTRY_ENV,
-              help="Task Registry database file. Default: ./.necrocode/registry.db. "
+              help="Task Registry: a database file, or an original NecroCode registry "
+                   "directory. Default: ./.necrocode/registry.db. "
                    f"Env: {REGISTRY_ENV}.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
               default="warning", show_default=True, help="Least severe log level shown.")
