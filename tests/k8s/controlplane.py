@@ -96,9 +96,12 @@ class Endpoints:
 class ControlPlane:
     """Starts and stops etcd + kube-apiserver + kube-controller-manager in ``folder``."""
 
-    def __init__(self, folder: Path, bin_dir: Path = BIN) -> None:
+    def __init__(self, folder: Path, bin_dir: Path = BIN, *, die_with_parent: bool = True) -> None:
         self.folder = folder
         self.bin_dir = bin_dir
+        # a test session's control plane goes when the session dies (even by kill -9); the one
+        # `controlplane.py start` leaves for CI outlives the command
+        self.die_with_parent = die_with_parent
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.started_in: float | None = None
 
@@ -171,7 +174,8 @@ class ControlPlane:
         logfile = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         self.procs[name] = subprocess.Popen(
             [str(self.bin_dir / name), *args], stdout=logfile, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True)
+            stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_term_with_parent if self.die_with_parent else None)
         logfile.close()
 
     def _wait_ready(self, server: str, token: str, deadline: float) -> None:
@@ -212,6 +216,13 @@ class ControlPlane:
         self.procs.clear()
 
 
+def _term_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+
+
 def stop_pid(pid: int, proc: subprocess.Popen[bytes] | None = None, wait: float = 10.0) -> None:
     """TERM, wait up to ``wait`` seconds, then KILL one process that this module started."""
     try:
@@ -241,7 +252,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] not in ("start", "stop"):
         print("usage: controlplane.py start|stop DIR", file=sys.stderr)
         return 2
-    plane = ControlPlane(Path(argv[1]).resolve())
+    plane = ControlPlane(Path(argv[1]).resolve(), die_with_parent=False)
     if argv[0] == "stop":
         plane.stop()
         return 0

@@ -89,6 +89,7 @@ class FakeKubelet:
         self.timelines: dict[tuple[str, str], Timeline] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self.errors: list[str] = []
         self._server = self._log_server(cert, key)
@@ -107,6 +108,7 @@ class FakeKubelet:
         """The running pods of ``task_key``'s Jobs exit now with ``exit_code``."""
         with self._lock:
             self._endings[task_key] = (exit_code, reason)
+        self._wake.set()
 
     def _plan_for(self, pod: dict[str, Any]) -> Plan:
         with self._lock:
@@ -119,7 +121,8 @@ class FakeKubelet:
     def start(self) -> FakeKubelet:
         self._register()
         for target, name in ((self._server.serve_forever, "kubelet-logs"),
-                             (self._heartbeat, "kubelet-heartbeat"), (self._loop, "kubelet")):
+                             (self._heartbeat, "kubelet-heartbeat"), (self._loop, "kubelet"),
+                             (self._watch, "kubelet-watch")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -127,6 +130,7 @@ class FakeKubelet:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._server.shutdown()
         self._server.server_close()
         for thread in self._threads:
@@ -168,12 +172,36 @@ class FakeKubelet:
                 log.warning("node status update failed: %s", exc)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.is_set():
             try:
                 self.sync()
             except Exception as exc:
                 self.errors.append(str(exc))
                 log.warning("kubelet stand-in sync failed: %s", exc)
+            # poll while a pod has a timed step ahead (its run or grace period); otherwise a
+            # pod event wakes the loop (an idle node costs the apiserver one watch)
+            busy = any(not run.ended and (run.plan.run_for is not None
+                                          or run.deleted_at is not None or run.started is None)
+                       for run in list(self._runs.values()))
+            self._wake.wait(self.interval if busy else 5.0)
+            self._wake.clear()
+
+    def _watch(self) -> None:
+        from kubernetes import watch
+
+        while not self._stop.is_set():
+            stream = watch.Watch()
+            try:
+                for _ in stream.stream(self.core.list_pod_for_all_namespaces,
+                                       timeout_seconds=30, _request_timeout=40):
+                    self._wake.set()
+                    if self._stop.is_set():
+                        break
+            except Exception as exc:  # the apiserver may be restarting; watch again
+                log.warning("kubelet stand-in pod watch ended: %s", exc)
+                self._stop.wait(0.5)
+            finally:
+                stream.stop()
 
     # --- pods -------------------------------------------------------------------------------
     def sync(self) -> None:
