@@ -29,7 +29,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(HERE / "k8s"), str(HERE)]
 
-from conftest import (  # noqa: E402
+from controlplane import ControlPlane, binaries_missing  # noqa: E402
+from k8s_cluster import (  # noqa: E402
     DISPATCHER_NS,
     DISPATCHER_SA,
     RBAC,
@@ -37,7 +38,6 @@ from conftest import (  # noqa: E402
     apply,
     service_account_token,
 )
-from controlplane import ControlPlane, binaries_missing  # noqa: E402
 from k8s_support import SLOT, Exits, delete_managed_jobs, k8s_pool, launch_env  # noqa: E402
 from kubelet import FakeKubelet, Plan  # noqa: E402
 from necrocode.dispatcher.launchers.kubernetes import KubernetesLauncher  # noqa: E402

@@ -7,7 +7,6 @@ tests; elsewhere they skip with the command that builds it.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import Iterator
@@ -15,23 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from controlplane import BIN, BUILD_COMMAND, ControlPlane, Endpoints, binaries_missing
+from k8s_cluster import (
+    AGENTS_NS,
+    DISPATCHER_NS,
+    DISPATCHER_SA,
+    RBAC,
+    api_client_for,
+    apply,
+    in_ci,
+    service_account_token,
+)
 from kubelet import FakeKubelet
+from kubernetes import client
 from support import wait_until
-
-kubernetes = pytest.importorskip("kubernetes")
-from kubernetes import client  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-RBAC = ROOT / "config" / "manifests" / "dispatcher-rbac.yaml"
-AGENTS_NS = "necrocode-agents"
-DISPATCHER_NS = "necrocode"
-DISPATCHER_SA = "necrocode-dispatcher"
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture(scope="session")
@@ -59,58 +55,12 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint
     plane.stop()
 
 
-def api_client_for(endpoints: Endpoints, token: str) -> Any:
-    cfg = client.Configuration()
-    cfg.host = endpoints.server
-    cfg.ssl_ca_cert = str(endpoints.ca)
-    cfg.api_key = {"authorization": token}
-    cfg.api_key_prefix = {"authorization": "Bearer"}
-    return client.ApiClient(cfg)
-
-
 @pytest.fixture(scope="session")
 def admin(control_plane: Endpoints) -> Iterator[Any]:
     """An ApiClient of the cluster admin (system:masters)."""
     api = api_client_for(control_plane, control_plane.admin_token)
     yield api
     api.close()
-
-
-def apply(api: Any, path: Path) -> list[dict[str, Any]]:
-    """Create every object of a manifest (those that exist already are left as they are)."""
-    from kubernetes import utils
-
-    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    for doc in docs:
-        try:
-            utils.create_from_dict(api, doc)
-        except utils.FailToCreateError as exc:
-            if any(e.status != 409 for e in exc.api_exceptions):
-                raise
-    return docs
-
-
-def service_account_token(admin_api: Any, namespace: str, name: str) -> str:
-    """The token the token controller made for a ServiceAccount (v1.20: a Secret)."""
-    core = client.CoreV1Api(admin_api)
-
-    def token() -> str:
-        try:
-            sa = json.loads(core.read_namespaced_service_account(
-                name, namespace, _preload_content=False).data)
-        except client.ApiException as exc:
-            if exc.status == 404:  # the ServiceAccount controller has not made it yet
-                return ""
-            raise
-        for ref in sa.get("secrets") or []:
-            secret = json.loads(core.read_namespaced_secret(
-                ref["name"], namespace, _preload_content=False).data)
-            data = secret.get("data") or {}
-            if data.get("token"):
-                return base64.b64decode(data["token"]).decode()
-        return ""
-
-    return str(wait_until(token, 60, f"the token of ServiceAccount {namespace}/{name}", 0.1))
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from conftest import AGENTS_NS, ROOT
+from k8s_cluster import AGENTS_NS, ROOT
 from kubernetes import client
 from necrocode.dispatcher.launchers.base import LaunchEnvironment, RunnerExit
 from necrocode.dispatcher.launchers.kubernetes import KubernetesLauncher

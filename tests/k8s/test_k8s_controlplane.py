@@ -7,7 +7,7 @@ import secrets
 from typing import Any
 
 import pytest
-from conftest import AGENTS_NS
+from k8s_cluster import AGENTS_NS
 from kubelet import FakeKubelet, Plan
 from kubernetes import client
 from support import wait_until

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DISPATCHER_NS, DISPATCHER_SA, api_client_for, service_account_token
 from controlplane import Endpoints
+from k8s_cluster import DISPATCHER_NS, DISPATCHER_SA, api_client_for, service_account_token
 from kubernetes import client
 from necrocode.dispatcher.leader import KubernetesLeaseStore, LeaderElector
 from support import wait_until

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import (
+from controlplane import Endpoints
+from k8s_cluster import (
     AGENTS_NS,
     DISPATCHER_NS,
     RBAC,
     api_client_for,
     service_account_token,
 )
-from controlplane import Endpoints
 from k8s_support import (
     SLOT,
     Exits,
