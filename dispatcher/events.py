@@ -170,8 +170,8 @@ class EventRecorder:
                 todo = [e for e in events if e.details.get(_FALLBACK_ID) not in done]
                 if todo:
                     self.registry.record_events(todo)
-            except Exception as exc:
-                logger.debug("fallback replay deferred: %s", exc)
+            except Exception as exc:  # tried again a second later; said once per problem
+                self._warn_once(f"replay of {len(events)} kept event(s) deferred ({exc})", None)
                 return 0
             path.unlink(missing_ok=True)
             self._pending_fallback = False

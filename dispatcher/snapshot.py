@@ -162,6 +162,7 @@ class Snapshot:
     throughput_interval: float = 10.0
     deadlocks: tuple[DeadlockView, ...] = ()
     heartbeat_timeout: float = 60.0
+    problems: tuple[str, ...] = ()  # degraded engine features, one line each
 
     @property
     def running_total(self) -> int:

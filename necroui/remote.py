@@ -13,9 +13,9 @@ from typing import Any
 
 from necrocode.dispatcher.api.client import ApiError, request
 from necrocode.dispatcher.config import DispatcherConfig
-from necrocode.dispatcher.engine_api import ADMIN_TOKEN_FILE, read_dispatcher_info
 from necrocode.dispatcher.errors import DispatcherError
 from necrocode.dispatcher.models import TaskState
+from necrocode.dispatcher.state_files import ADMIN_TOKEN_FILE, read_dispatcher_info
 
 logger = logging.getLogger(__name__)
 

@@ -117,6 +117,9 @@ class Admission:
     def slot_waiters(self) -> int:
         return len(self._no_slot)
 
+    def slot_waiting(self) -> list[str]:
+        return list(self._no_slot)
+
     def slot_may_have_freed(self) -> None:
         """Offer the tasks that waited for a slot again."""
         if not self._no_slot:

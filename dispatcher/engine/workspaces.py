@@ -8,9 +8,9 @@ a release is done, the task cannot start again: its next launch waits for the ol
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from ..logging_setup import log_extra
 from .commands import Command, SlotReleased
@@ -20,17 +20,30 @@ logger = logging.getLogger(__name__)
 RELEASE_WORKERS = 4
 
 
+class SlotProvider(Protocol):
+    """What the engine needs of a Repo Pool (RepoPoolManager, or a test's own)."""
+
+    def allocate_slot(self, task: Any, start: Any = None) -> Any: ...
+
+    def release_slot(self, slot_id: str) -> bool: ...
+
+    def mark_in_use(self, slot_id: str, task_key: str) -> Any: ...
+
+    def assignments(self) -> Mapping[str, str]: ...
+
+
 class Workspaces:
     """Slot releases in flight, per task (engine thread), over the Repo Pool."""
 
-    def __init__(self, repo_pool: Callable[[], Any], post: Callable[[Command], None]) -> None:
+    def __init__(self, repo_pool: Callable[[], SlotProvider],
+                 post: Callable[[Command], None]) -> None:
         self._repo_pool = repo_pool  # the RepoPoolManager (built on first use)
         self._post = post
         self._releasing: dict[str, int] = {}  # task key -> releases in flight
         self._workers: ThreadPoolExecutor | None = None
 
     @property
-    def pool(self) -> Any:
+    def pool(self) -> SlotProvider:
         return self._repo_pool()
 
     def start(self) -> None:

@@ -243,7 +243,8 @@ class DockerLauncher(RunnerLauncher):
                     out.flush()
         except Exception as exc:  # the engine went away, the container was removed
             tracked.log_error = str(exc)
-            log.debug("log stream of %s ended: %s", tracked.name, exc)
+            log.info("log stream of %s ended early (%s); its whole log is fetched when it "
+                     "ends", tracked.name, exc)
 
     def _finish_logs(self, container: Any, tracked: _Tracked) -> None:
         """Wait for the log copy to end; if it failed, fetch the whole log once instead."""
@@ -274,6 +275,7 @@ class DockerLauncher(RunnerLauncher):
         """Call env.on_exit for every managed container that dies; reconnect if the stream ends."""
         since = int(time.time()) - 1
         delay = 0.5
+        warned = False
         while not self._closing.is_set():
             client: Any = None
             try:
@@ -285,6 +287,9 @@ class DockerLauncher(RunnerLauncher):
                 )
                 self._events_stream = stream
                 delay = 0.5
+                if warned:
+                    log.info("docker events stream works again")
+                    warned = False
                 for event in stream:
                     since = int(event.get("time") or time.time())
                     attrs = (event.get("Actor") or {}).get("Attributes") or {}
@@ -302,14 +307,14 @@ class DockerLauncher(RunnerLauncher):
             except Exception as exc:
                 if self._closing.is_set():
                     break
-                log.debug("docker events stream failed (%s); retrying in %.1fs", exc, delay)
+                if not warned:  # exits are then seen by polling only: said once per outage
+                    log.warning("docker events stream failed (%s); exits are polled until it "
+                                "works again (retrying in %.1fs)", exc, delay)
+                    warned = True
             finally:
                 self._events_stream = None
                 if client is not None and client is not self._client:
-                    try:
-                        client.close()
-                    except Exception:
-                        pass
+                    _close_quietly(client, "docker client of the events stream")
             if self._closing.wait(delay):
                 break
             delay = min(delay * 2, 10.0)
@@ -541,10 +546,7 @@ class DockerLauncher(RunnerLauncher):
         self._closing.set()
         stream = self._events_stream
         if stream is not None:
-            try:
-                stream.close()
-            except Exception:
-                pass
+            _close_quietly(stream, "docker events stream")
         if self._events_thread is not None:
             self._events_thread.join(timeout=5.0)
         with self._lock:
@@ -554,10 +556,15 @@ class DockerLauncher(RunnerLauncher):
                 item.log_thread.join(timeout=0.5)
         client = self._client
         if client is not None:
-            try:
-                client.close()
-            except Exception:
-                pass
+            _close_quietly(client, "docker client")
+
+
+def _close_quietly(obj: Any, what: str) -> None:
+    """Close a client or stream that is being thrown away; a failure there loses nothing."""
+    try:
+        obj.close()
+    except Exception as exc:
+        log.info("closing the %s failed: %s", what, exc)
 
 
 def _parse_time(value: Any) -> float | None:

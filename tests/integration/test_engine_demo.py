@@ -259,7 +259,7 @@ def test_sigterm_stops_gracefully_and_requeues(tmp_path: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
-    from necrocode.dispatcher.engine_api import pid_alive
+    from necrocode.dispatcher.state_files import pid_alive
 
     return pid_alive(pid)
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from necrocode.dispatcher.config import DispatcherConfig
 from necrocode.dispatcher.core import DispatcherCore
-from necrocode.dispatcher.engine_api import pid_alive
 from necrocode.dispatcher.models import AgentPool, EventType, PoolType, Task, Taskset, TaskState
 from necrocode.dispatcher.snapshot import PendingReason
+from necrocode.dispatcher.state_files import pid_alive
 from support import wait_until
 
 # An agent that starts a child (a process tree), records both pids, then behaves by attempt.

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from necrocode.dispatcher.config import DispatcherConfig
 from necrocode.dispatcher.core import DispatcherCore
-from necrocode.dispatcher.engine_api import pid_alive
 from necrocode.dispatcher.models import AgentPool, EventType, PoolType, Task, Taskset, TaskState
 from necrocode.dispatcher.registry import open_registry
+from necrocode.dispatcher.state_files import pid_alive
 from support import wait_until
 
 # An agent whose behaviour depends on its mode and attempt. It records its pid and its child's

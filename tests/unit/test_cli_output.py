@@ -346,7 +346,7 @@ def test_control_timeout_through_the_real_remote(env: dict[str, str], tmp_path: 
     """A control verb whose answer does not come says so (it may still apply)."""
     import socket
 
-    from necrocode.dispatcher.engine_api import ADMIN_TOKEN_FILE, write_dispatcher_info
+    from necrocode.dispatcher.state_files import ADMIN_TOKEN_FILE, write_dispatcher_info
 
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))

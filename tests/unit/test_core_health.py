@@ -89,7 +89,7 @@ def test_unreachable_platform_is_one_warning_and_an_unhealthy_skipped_pool(
         assert getattr(warnings[0], "pool", None) == "docker"
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
         docker.set_health(True, "")  # the engine answers again: the next check heals it
-        core._check_platforms(core._platform_pools())
+        core.check_platforms()
         wait_until(lambda: core.snapshot().pools[0].healthy, 10, "docker pool healthy again")
     finally:
         core.stop(timeout=0.5)
@@ -116,7 +116,7 @@ def test_an_unavailable_pool_takes_no_tasks_they_wait_with_the_reason(tmp_path: 
         assert docker.launches == []
         assert core.registry.get_task("ts/a").attempts == 0
         docker.set_health(True, "")
-        core._check_platforms(core._platform_pools())
+        core.check_platforms()
         wait_until(lambda: docker.launch_for("ts/a"), 10, "launch once the engine answers")
     finally:
         core.stop(timeout=0.5)

@@ -11,6 +11,7 @@ import pytest
 from necrocode.dispatcher import pending
 from necrocode.dispatcher.config import DispatcherConfig
 from necrocode.dispatcher.core import DispatcherCore
+from necrocode.dispatcher.engine import snapshot_builder
 from necrocode.dispatcher.launchers.fake import FakeLauncher
 from necrocode.dispatcher.models import AgentPool, PoolType, Task, Taskset, TaskState
 from necrocode.dispatcher.registry import MemoryRegistry
@@ -47,7 +48,7 @@ def test_failure_roots_of_a_long_chain_share_one_memo(
         memos.append(id(memo))
         return real(task, deps, memo=memo)
 
-    monkeypatch.setattr(pending, "pending_for_blocked", spy)
+    monkeypatch.setattr(snapshot_builder, "pending_for_blocked", spy)
     core, launcher = make_core(tmp_path)
     core.start()
     try:
@@ -101,7 +102,7 @@ def test_incremental_rest_order_equals_a_full_sort() -> None:
     exactly the order a full sort gives."""
     import random
 
-    from necrocode.dispatcher.engine_snapshot import SnapshotBuilder, _rest_order
+    from necrocode.dispatcher.engine.snapshot_builder import SnapshotBuilder, _rest_order
     from necrocode.dispatcher.snapshot import Pending, PendingReason, QueuedTaskView
 
     def view(key: str, state: TaskState, priority: int) -> QueuedTaskView:

@@ -18,15 +18,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import pytest
 from necrocode.dispatcher.config import DispatcherConfig
 from necrocode.dispatcher.core import DispatcherCore
-from necrocode.dispatcher.engine.commands import EngineCall
-from necrocode.dispatcher.engine_api import EngineApiHandler
+from necrocode.dispatcher.engine.api_bridge import EngineApiHandler
+from necrocode.dispatcher.engine.diagnostics import EngineDiagnostics
 from necrocode.dispatcher.errors import DispatcherError, RegistryError, RunnerLaunchError
 from necrocode.dispatcher.launchers.base import RunnerExit, StopResult
 from necrocode.dispatcher.launchers.fake import FakeLauncher
@@ -363,12 +362,6 @@ class H:
     def pool(self, name: str = "local") -> Any:
         return self.core.pool_manager.get_pool_status(name)
 
-    def on_engine(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` on the engine thread (consistent view of its state)."""
-        fut: Future[Any] = Future()
-        self.core._post(EngineCall(fn, fut))
-        return fut.result(timeout=10)
-
     def settle(self, timeout: float = 15.0) -> list[str]:
         """Wait until the engine is idle: nothing launching, stopping, releasing or deferred,
         every registry change seen, and two looks in a row (an engine iteration apart) alike.
@@ -378,51 +371,46 @@ class H:
         last: Any = None
         deadline = time.monotonic() + timeout
         while True:
-            look = self.on_engine(lambda: (fp := self._fingerprint()) and (fp, self._problems()))
+            look = self.core.diagnose(
+                lambda d: (fp := self._fingerprint(d)) and (fp, self._problems(d)))
             if look and last and look[0] == last[0]:
                 return list(look[1])
             last = look
             if time.monotonic() > deadline:
-                raise AssertionError(f"engine did not settle: {self.on_engine(self._busy)}")
+                raise AssertionError(f"engine did not settle: {self.core.diagnose(self._busy)}")
             time.sleep(0.002)
 
-    def _busy(self) -> dict[str, Any]:
-        c = self.core
-        return {k: v for k, v in {
-            "launching": c._launches.launching_keys(),
-            "slot_releases": c._workspaces.in_flight(),
-            "deferred": c._settler.deferred(), "flagged": c._runners.has_flagged,
-            "unsure": c._launches.unsure(),
-            "registry_dirty": c._registry_dirty, "pending_events": c._event_log.pending,
-            "stopping": c._fencer.stopping(),
-            "unseen": c.registry.current_seq() - c.task_monitor.seq,
-        }.items() if v}
+    def _busy(self, d: EngineDiagnostics) -> dict[str, Any]:
+        busy = dict(d.busy)
+        unseen = self.core.registry.current_seq() - d.monitor_seq
+        if unseen:
+            busy["unseen"] = unseen
+        return busy
 
-    def _fingerprint(self) -> Any:
-        if self._busy():
+    def _fingerprint(self, d: EngineDiagnostics) -> Any:
+        if self._busy(d):
             return None
-        c = self.core
-        return (c.registry.current_seq(), len(self.launcher.launches), len(self.launcher.stops),
-                tuple(sorted(c._runners.ids())), len(c.queue), c._admission.slot_waiters)
+        return (self.core.registry.current_seq(), len(self.launcher.launches),
+                len(self.launcher.stops), d.runner_ids, d.queue_length, len(d.waiting_for_slot))
 
     # --- invariants ------------------------------------------------------------------------
     def problems(self) -> list[str]:
         """Invariants of a settled engine (checked on the engine thread once it is idle)."""
         return self.settle()
 
-    def _problems(self) -> list[str]:
+    def _problems(self, d: EngineDiagnostics) -> list[str]:
         c, lau = self.core, self.launcher
         out = list(lau.violations)
         live = lau.live()
         alive = {lch.runner.runner_id for lch in live}
-        if alive != set(c._runners.ids()):
+        if alive != set(d.runner_ids):
             out.append(f"live fake runners {sorted(alive)} != engine runners "
-                       f"{sorted(c._runners.ids())}")
+                       f"{list(d.runner_ids)}")
         per_task = Counter(lch.task.key for lch in live)
         out += [f"{k} has {n} live runners" for k, n in per_task.items() if n > 1]
         total = 0
         for st in c.pool_manager.get_all_pool_status():
-            mine = sum(1 for r in c._runners if r.pool.name == st.pool_name)
+            mine = d.runners_by_pool.get(st.pool_name, 0)
             total += st.running
             if st.running != mine:
                 holders = c.pool_manager.holders(st.pool_name)
@@ -454,14 +442,14 @@ class H:
         if self.exact_assignments:  # each assignment is one launch() call, failed or not
             launches = len(lau.launches) - self._launch_base[0]
             errors = lau.launch_failures - self._launch_base[1]
-            if c._launches.assigned != launches + errors:
-                out.append(f"assigned {c._launches.assigned} != {launches} launches + "
+            if d.assigned != launches + errors:
+                out.append(f"assigned {d.assigned} != {launches} launches + "
                            f"{errors} failed launch() calls")
-            if c._launches.launch_errors > errors:
-                out.append(f"{c._launches.launch_errors} launch errors counted, "
+            if d.launch_errors > errors:
+                out.append(f"{d.launch_errors} launch errors counted, "
                            f"{errors} happened")
         counts = {s: n for s, n in raw(self.registry).count_tasks().items() if n}
-        engine_counts = {s: n for s, n in c._book.counts().items() if n}
+        engine_counts = dict(d.state_counts)
         if counts != engine_counts:
             out.append(f"engine counts {engine_counts} != registry {counts}")
         return out
@@ -470,8 +458,7 @@ class H:
         assert self.settle() == []
 
     def fresh_snapshot(self) -> Any:
-        self.on_engine(lambda: self.core._publish(time.time(), force=True))
-        return self.core.snapshot()
+        return self.core.refresh_snapshot()
 
     def assert_counters_match_registry(self) -> None:
         snap = self.fresh_snapshot()
@@ -845,7 +832,7 @@ def test_api_report_then_platform_exit_finishes_once(make: Callable[..., H]) -> 
     api = EngineApiHandler(h.core)
     assert api.on_complete(rid, {"exit_code": 0})["ok"]
     h.launcher.finish(rid, 0)
-    h.core._on_runner_exit(rid)  # a second watcher wake-up for the same exit
+    h.core.runner_exited(rid)  # a second watcher wake-up for the same exit
     h.wait_state(key, TaskState.DONE)
     h.assert_sound()
     assert not api.on_complete(rid, {"exit_code": 0})["ok"]  # a late second report
@@ -1009,7 +996,7 @@ def test_cancel_while_launching_a_no_slot_launch(make: Callable[..., H], tmp_pat
         a, b = h.submit(Task(id="a", title="A", repo=repo, priority=9),
                         Task(id="b", title="B", repo=repo))
         assert launcher.entered.wait(10)  # a holds the only slot, its launch waits on the gate
-        wait_until(lambda: h.on_engine(lambda: h.core._admission.waits_for_slot(b)), 10,
+        wait_until(lambda: b in h.core.diagnose().waiting_for_slot, 10,
                    "b without slot")
         h.core.cancel(b)
         launcher.gate.set()
@@ -1487,7 +1474,7 @@ def test_self_named_runner_is_recorded_even_if_that_write_fails(make: Callable[.
     rid = h.runner_of(key)
     h.settle()
     assert h.problems() == []
-    assert h.on_engine(lambda: h.core._runners.ids()) == [rid]
+    assert list(h.core.diagnose().runner_ids) == [rid]
     assert h.task(key).runner_id == rid
     assert h.pool().running == 1
     launcher.finish(rid, 0)

@@ -1,6 +1,6 @@
 """Operator controls of the engine: pause, resume, priority, retry, cancel, pool on/off.
 
-:meth:`ControlMixin._do_control` runs on the engine thread while the engine runs (the public
+:meth:`Controls.apply` runs on the engine thread while the engine runs (the public
 methods of DispatcherCore post a command and wait for its answer), or directly on the caller's
 thread when the engine is not started; then it acts on the registry alone.
 """
@@ -8,17 +8,20 @@ thread when the engine is not started; then it acts on the registry alone.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from .engine.commands import FenceOutcome
-from .engine_runners import RunnerMixin
-from .errors import (
+from ..errors import (
     DispatcherError,
     DispatcherStateError,
     InvalidTransitionError,
     PoolNotFoundError,
 )
-from .models import EventType, Task, TaskEvent, TaskState
+from ..models import EventType, Task, TaskEvent, TaskState
+from .commands import FenceOutcome
+from .launch_plane import LaunchPlane
+from .parts import EngineParts
+from .runner_table import RunnerRecord
 
 logger = logging.getLogger(__name__)
 
@@ -38,23 +41,44 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
-class ControlMixin(RunnerMixin):
-    """The control verbs (mixed into DispatcherCore)."""
+PRIORITY_LIMIT = 10**9  # priorities are integers within +/- this
 
-    def _do_control(self, verb: str, payload: dict[str, Any]) -> str:
+
+def _priority(raw: Any, what: str) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise DispatcherError(f"{what} must be an integer, got {raw!r}")
+    try:
+        value = int(raw) if not isinstance(raw, float) or raw.is_integer() else None
+    except (TypeError, ValueError, OverflowError):
+        value = None
+    if value is None or abs(value) > PRIORITY_LIMIT:
+        raise DispatcherError(f"{what} must be an integer between -{PRIORITY_LIMIT} and "
+                              f"{PRIORITY_LIMIT}, got {raw!r}")
+    return value
+
+
+class Controls:
+    """The control verbs (engine thread, or the caller's thread when no engine runs)."""
+
+    def __init__(self, parts: EngineParts, launches: LaunchPlane,
+                 fence: Callable[[RunnerRecord, FenceOutcome, str], None],
+                 after_write: Callable[[Task], None]) -> None:
+        self._p = parts
+        self._launches = launches
+        self._fence = fence
+        self._after_write = after_write
+
+    def apply(self, verb: str, payload: dict[str, Any]) -> str:
         """Apply one control verb; returns a short message, raises DispatcherError on refusal."""
         if verb == "pause":
             return self._ctl_pause(True)
         if verb == "resume":
             return self._ctl_pause(False)
         if verb == "priority":
-            raw = payload.get("priority")
-            try:
-                priority = int(raw)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                raise DispatcherError(
-                    f"priority must be an integer, got {raw!r}") from None
-            return self._ctl_priority(_payload_key(payload), priority)
+            key = _payload_key(payload)
+            if "delta" in payload:  # a relative change, applied here so that none is lost
+                return self._ctl_priority(key, None, _priority(payload["delta"], "delta"))
+            return self._ctl_priority(key, _priority(payload.get("priority"), "priority"), 0)
         if verb == "retry":
             return self._ctl_retry(_payload_key(payload))
         if verb == "cancel":
@@ -69,30 +93,32 @@ class ControlMixin(RunnerMixin):
 
     # --- verbs -----------------------------------------------------------------------------
     def _ctl_pause(self, pause: bool) -> str:
-        if not self._admission.pause(pause):
+        if not self._p.admission.pause(pause):
             return "dispatching already paused" if pause else "dispatching already running"
-        self._event_log.record(TaskEvent(
+        self._p.events.record(TaskEvent(
             event_type=EventType.DISPATCHER_PAUSED if pause else EventType.DISPATCHER_RESUMED,
             message="dispatching paused" if pause else "dispatching resumed"))
         return "paused dispatching" if pause else "resumed dispatching"
 
-    def _ctl_priority(self, key: str, priority: int) -> str:
-        task = self.registry.get_task(key)
+    def _ctl_priority(self, key: str, priority: int | None, delta: int) -> str:
+        task = self._p.registry.get_task(key)
         old = task.priority
+        if priority is None:
+            priority = max(-PRIORITY_LIMIT, min(PRIORITY_LIMIT, old + delta))
         if old == priority:
             return f"priority of {key} already {priority}"
-        new = self.registry.set_priority(key, priority)
+        new = self._p.registry.set_priority(key, priority)
         self._after_write(new)
-        self._admission.set_priority(new)
+        self._p.admission.set_priority(new)
         return f"priority of {key}: {old} -> {priority}"
 
     def _ctl_retry(self, key: str) -> str:
-        task = self.registry.get_task(key)
+        task = self._p.registry.get_task(key)
         if task.state in _RETRYABLE:
             return self._retry_one(task)
         if task.state is TaskState.READY:
             if task.next_attempt_at:
-                new = self._event_log.update(key, next_attempt_at=None, event=TaskEvent(
+                new = self._p.events.update(key, next_attempt_at=None, event=TaskEvent(
                     event_type=EventType.TASK_RETRIED, task_key=key,
                     message="retry now (backoff skipped by an operator)",
                     details={"manual": True}))
@@ -112,12 +138,12 @@ class ControlMixin(RunnerMixin):
                                      "only FAILED, CANCELLED or blocked tasks can be retried")
 
     def _retry_one(self, task: Task) -> str:
-        deps = self.registry.get_tasks(
+        deps = self._p.registry.get_tasks(
             [f"{task.taskset}/{d}" for d in task.dependencies]) if task.dependencies else {}
         all_done = all(d.state is TaskState.DONE for d in deps.values()) and len(deps) == len(
             task.dependencies)
         target = TaskState.READY if all_done else TaskState.BLOCKED
-        new = self._event_log.transition(
+        new = self._p.events.transition(
             task.key, target, expected=task.state, attempts=0, next_attempt_at=None,
             last_error=None, finished_at=None, runner_id=None,
             event=TaskEvent(event_type=EventType.TASK_RETRIED, task_key=task.key,
@@ -135,7 +161,7 @@ class ControlMixin(RunnerMixin):
         while stack:
             current = stack.pop()
             keys = [f"{current.taskset}/{d}" for d in current.dependencies]
-            for dep in self.registry.get_tasks(k for k in keys if k not in seen).values():
+            for dep in self._p.registry.get_tasks(k for k in keys if k not in seen).values():
                 seen.add(dep.key)
                 if dep.state in _RETRYABLE:
                     roots[dep.key] = dep
@@ -144,7 +170,7 @@ class ControlMixin(RunnerMixin):
         return list(roots.values())
 
     def _ctl_cancel(self, key: str) -> str:
-        task = self.registry.get_task(key)
+        task = self._p.registry.get_task(key)
         if task.state.terminal:
             raise InvalidTransitionError(key, task.state.value, TaskState.CANCELLED.value,
                                          "the task has already finished")
@@ -152,46 +178,42 @@ class ControlMixin(RunnerMixin):
                                               "cancelled by an operator")
         if pending is not None:
             return f"cancelling {key}: stopping runner {pending.runner_id} once it has started"
-        rec = self._runners.for_task(key)
+        rec = self._p.runners.for_task(key)
         if rec is not None:
             rid = rec.runner_id
-            fence = self._fencer.state(rid)
+            fence = self._p.fencer.state(rid)
             if fence is not None:
                 if fence.outcome in (FenceOutcome.LOST, FenceOutcome.TIMEOUT,
                                      FenceOutcome.SHUTDOWN, FenceOutcome.REPORTED,
                                      FenceOutcome.BUDGET):
                     # the operator's cancel wins: once the runner is gone, the task is CANCELLED
-                    self._fencer.override(rid, FenceOutcome.CANCELLED, "cancelled by an operator")
+                    self._p.fencer.override(rid, FenceOutcome.CANCELLED, "cancelled by an operator")
                     return f"cancelling {key}: its runner {rid} is being stopped"
                 return f"{key} is already being stopped ({fence.outcome.value})"
             self._fence(rec, FenceOutcome.CANCELLED, "cancelled by an operator")
             return f"cancelling {key}: stopping runner {rid}"
-        new = self._event_log.transition(
+        new = self._p.events.transition(
             key, TaskState.CANCELLED, expected=task.state, runner_id=None,
             event=TaskEvent(event_type=EventType.TASK_CANCELLED, task_key=key,
                             message=f"cancelled by an operator (was {task.state.value})",
                             runner_id=task.runner_id))
         self._after_write(new)
-        self._admission.remove(key)
+        self._p.admission.remove(key)
         blocked = self._dependents_count(new)
         tail = f"; {blocked} dependent task(s) now blocked" if blocked else ""
         return f"cancelled {key}{tail}"
 
     def _dependents_count(self, task: Task) -> int:
-        return self._book.dependents_count(task)
+        return self._p.book.dependents_count(task)
 
     def _ctl_pool(self, name: str, enabled: bool) -> str:
-        if name not in self.pool_manager.pools:
-            raise PoolNotFoundError(name, sorted(self.pool_manager.pools))
-        pool = self.pool_manager.pools[name]
+        if name not in self._p.seed.pools.pools:
+            raise PoolNotFoundError(name, sorted(self._p.seed.pools.pools))
+        pool = self._p.seed.pools.pools[name]
         if pool.enabled == enabled:
             return f"pool {name} already {'enabled' if enabled else 'disabled'}"
-        self._admission.set_pool_enabled(name, enabled)
-        self._event_log.record(TaskEvent(
+        self._p.admission.set_pool_enabled(name, enabled)
+        self._p.events.record(TaskEvent(
             event_type=EventType.POOL_ENABLED if enabled else EventType.POOL_DISABLED,
             pool=name, message=f"pool {name} {'enabled' if enabled else 'disabled'}"))
         return f"pool {name} {'enabled' if enabled else 'disabled (running tasks finish)'}"
-
-    def _after_write(self, task: Task) -> None:
-        self._note_task(task)
-        self._registry_dirty = True

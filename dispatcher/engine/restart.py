@@ -15,17 +15,13 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from .engine.commands import FenceOutcome, PlatformAnswer
-from .engine.reconciler import Action, Plan, PlatformView, Step, plan_reconcile, read_exit_status
-from .engine.runner_table import RunnerRecord
-from .engine.runs import run_number_of
-from .engine_runners import RunnerMixin
-from .launchers.base import RunnerLauncher, short_error
-from .launchers.procfs import kill_group
-from .logging_setup import log_extra
-from .models import (
+from ..launchers.base import RunnerLauncher, short_error
+from ..launchers.procfs import kill_group
+from ..logging_setup import log_extra
+from ..models import (
     AgentPool,
     EventType,
     PoolType,
@@ -36,46 +32,64 @@ from .models import (
     TaskEvent,
     TaskState,
 )
+from .commands import Command, FenceOutcome, PlatformAnswer
+from .parts import EngineParts
+from .platforms import Platforms
+from .reconciler import Action, Plan, PlatformView, Step, plan_reconcile, read_exit_status
+from .runner_table import RunnerRecord
+from .runs import run_number_of
 
 logger = logging.getLogger(__name__)
 
 
-class ReconcileMixin(RunnerMixin):
-    """Adoption after a restart (mixed into DispatcherCore)."""
+class Restart:
+    """Acts on reconcile plans at start and on the platforms' later answers (engine thread;
+    :meth:`reconcile` runs in ``start()`` before that thread exists)."""
 
-    def _reconcile(self) -> None:
+    def __init__(self, parts: EngineParts, platforms: Platforms,
+                 post: Callable[[Command], None], has_runner: Callable[[str], bool],
+                 note: Callable[[Task], None],
+                 fence: Callable[[RunnerRecord, FenceOutcome, str], None]) -> None:
+        self._p = parts
+        self._platforms = platforms
+        self._post = post
+        self._has_runner = has_runner
+        self._note = note
+        self._fence = fence
+
+    def reconcile(self) -> None:
         """Match RUNNING tasks to live runners (adopt) or settle them."""
-        running = self.registry.list_tasks(state=TaskState.RUNNING)
+        running = self._p.registry.list_tasks(state=TaskState.RUNNING)
         views = {pool.name: self._ask_platform(pool)
-                 for pool in self.pool_manager.pools.values()}
+                 for pool in self._p.seed.pools.pools.values()}
         for view in views.values():
             if not view.known:
-                self._reconciler.blind[view.pool.name] = view.error
+                self._p.reconciler.blind[view.pool.name] = view.error
         plan = plan_reconcile(running, views, self._candidates,
-                              lambda t: read_exit_status(self.runs_dir, t))
+                              lambda t: read_exit_status(self._p.seed.runs_dir, t))
         self._carry_out(plan, time.time())
-        self._workspaces.release_leaked(self._has_runner)
+        self._p.workspaces.release_leaked(self._has_runner)
 
     def _candidates(self, task: Task) -> list[str]:
         """The pools a task may run on (its skill's mapping)."""
-        return [p.name for p in self.pool_manager.pools_for_skill(task.required_skill)]
+        return [p.name for p in self._p.seed.pools.pools_for_skill(task.required_skill)]
 
     def _ask_platform(self, pool: AgentPool) -> PlatformView:
         """What the pool's platform shows now (blocking: at start, or in a worker)."""
-        launcher = self._launcher_for(pool)
+        launcher = self._platforms.launcher_for(pool)
         if launcher is None:
             return PlatformView(pool, None, f"no launcher for pool {pool.name} of type "
                                             f"{pool.type.value}")
         try:
             return PlatformView(pool, tuple(launcher.reconcile(pool)))
         except Exception as exc:  # an unreachable platform: one line, pool unhealthy
-            self._platform_failed(pool, exc)
+            self._platforms.failed(pool, exc)
             return PlatformView(pool, None, short_error(exc))
 
     def _carry_out(self, plan: Plan, now: float) -> None:
         for step in plan.by_action(Action.ADOPT):
             assert step.runner is not None and step.pool is not None
-            launcher = self._launcher_for(step.pool)
+            launcher = self._platforms.launcher_for(step.pool)
             assert launcher is not None
             self._forget_unknown(step.task.key)
             self._adopt(step.task, step.runner, launcher, step.pool)
@@ -101,37 +115,37 @@ class ReconcileMixin(RunnerMixin):
             self._fence_orphan(runner, pool)
 
     def _local_pool(self, task: Task) -> AgentPool:
-        pools = [p for p in self.pool_manager.pools_for_skill(task.required_skill)
+        pools = [p for p in self._p.seed.pools.pools_for_skill(task.required_skill)
                  if p.type is PoolType.LOCAL_PROCESS]
-        return pools[0] if pools else next(iter(self.pool_manager.pools.values()))
+        return pools[0] if pools else next(iter(self._p.seed.pools.pools.values()))
 
     # --- unknown tasks ---------------------------------------------------------------------
     def _hold_unknown(self, step: Step, now: float) -> None:
-        first = step.task.key not in self._reconciler
-        run = self._reconciler.hold(step, now)
+        first = step.task.key not in self._p.reconciler
+        run = self._p.reconciler.hold(step, now)
         if first:
-            self._admission.take(run.pool.name, run.task)
+            self._p.admission.take(run.pool.name, run.task)
             run.holds_capacity = True
-            self._note_task(step.task)
+            self._note(step.task)
             logger.warning("%s stays RUNNING until pool %s answers: %s", step.task.key,
                            run.pool.name, step.reason,
                            extra=log_extra(task=step.task.key, pool=run.pool.name))
-            self._event_log.record(TaskEvent(
+            self._p.events.record(TaskEvent(
                 event_type=EventType.RUNNER_UNKNOWN, task_key=step.task.key,
                 runner_id=step.task.runner_id, pool=run.pool.name,
                 message=f"runner state unknown after restart: {step.reason}"))
-        self._views.touch(step.task.key)
+        self._p.views.touch(step.task.key)
 
     def _forget_unknown(self, key: str) -> None:
-        run = self._reconciler.resolve(key)
+        run = self._p.reconciler.resolve(key)
         if run is not None and run.holds_capacity:
-            self._admission.give_back(run.pool.name, run.task)
-            self._views.touch(key)
+            self._p.admission.give_back(run.pool.name, run.task)
+            self._p.views.touch(key)
 
-    def _ask_again(self, now: float) -> None:
+    def ask_again(self, now: float) -> None:
         """Ask the platforms of unknown tasks again, in a worker (it may block)."""
-        for pool in self._reconciler.due(now):
-            self._reconciler.asking.add(pool.name)
+        for pool in self._p.reconciler.due(now):
+            self._p.reconciler.asking.add(pool.name)
 
             def work(pool: AgentPool = pool) -> None:
                 view = self._ask_platform(pool)
@@ -139,32 +153,32 @@ class ReconcileMixin(RunnerMixin):
 
             threading.Thread(target=work, name="necrocode-reconcile", daemon=True).start()
 
-    def _platform_answered(self, answer: PlatformAnswer) -> None:
+    def answered(self, answer: PlatformAnswer) -> None:
         """A platform answered about unknown tasks: settle those it can, keep the rest."""
-        self._reconciler.asking.discard(answer.pool)
-        pool = self.pool_manager.pools.get(answer.pool)
+        self._p.reconciler.asking.discard(answer.pool)
+        pool = self._p.seed.pools.pools.get(answer.pool)
         if pool is None:
             return
         if answer.runners is None:
-            self._reconciler.blind[answer.pool] = answer.error
+            self._p.reconciler.blind[answer.pool] = answer.error
         else:
-            self._reconciler.blind.pop(answer.pool, None)
-            self._set_platform_health(answer.pool, True)  # it answered: reachable again
-        views = {name: PlatformView(p, ()) for name, p in self.pool_manager.pools.items()}
-        for name, error in self._reconciler.blind.items():
+            self._p.reconciler.blind.pop(answer.pool, None)
+            self._platforms.set_health(answer.pool, True)  # it answered: reachable again
+        views = {name: PlatformView(p, ()) for name, p in self._p.seed.pools.pools.items()}
+        for name, error in self._p.reconciler.blind.items():
             views[name] = PlatformView(views[name].pool, None, error)
         if answer.runners is not None:
-            mine = tuple(r for r in answer.runners if r.runner_id not in self._runners)
+            mine = tuple(r for r in answer.runners if r.runner_id not in self._p.runners)
             views[answer.pool] = PlatformView(pool, mine)
         still: list[Task] = []
         gone: list[Task] = []
-        for task in self._reconciler.tasks_of(answer.pool):
-            current = self._book.get(task.key, task)
+        for task in self._p.reconciler.tasks_of(answer.pool):
+            current = self._p.book.get(task.key, task)
             (still if current.state is TaskState.RUNNING else gone).append(current)
         for task in gone:  # settled by someone else meanwhile: its runner, if alive, is fenced
             self._forget_unknown(task.key)
         plan = plan_reconcile(still, views, self._candidates,
-                              lambda t: read_exit_status(self.runs_dir, t))
+                              lambda t: read_exit_status(self._p.seed.runs_dir, t))
         self._carry_out(plan, time.time())
 
     # --- acting ----------------------------------------------------------------------------
@@ -175,16 +189,16 @@ class ReconcileMixin(RunnerMixin):
         slot = Slot(slot_id=slot_id or "", slot_path=runner.slot_path or "",
                     branch=task.reserved_branch) if slot_id else None
         if slot_id:
-            self._workspaces.mark_in_use(slot_id, task.key)
-        self._admission.take(pool.name, task)
+            self._p.workspaces.mark_in_use(slot_id, task.key)
+        self._p.admission.take(pool.name, task)
         runner.state = RunnerState.RUNNING
         rec = RunnerRecord(runner=runner, task=task, pool=pool, launcher=launcher, slot=slot,
                            started_at=runner.started_at or now, last_sign=now,
                            attempt=run_number_of(task), adopted=True)
-        self._runners.add(rec, last_seen=now)
-        self._runners.flag_exit(runner.runner_id)  # it may have ended: poll it at once
-        self._note_task(task)
-        self._event_log.record(TaskEvent(
+        self._p.runners.add(rec, last_seen=now)
+        self._p.runners.flag_exit(runner.runner_id)  # it may have ended: poll it at once
+        self._note(task)
+        self._p.events.record(TaskEvent(
             event_type=EventType.RUNNER_ADOPTED, task_key=task.key,
             message=f"runner {runner.runner_id} ({runner.handle}) adopted after restart",
             runner_id=runner.runner_id, slot_id=slot_id, pool=pool.name,
@@ -193,21 +207,21 @@ class ReconcileMixin(RunnerMixin):
     def _fence_orphan(self, runner: Runner, pool: AgentPool) -> None:
         """A live runner no RUNNING task claims: watch it and stop it; its task cannot start
         again before the stop is confirmed."""
-        launcher = self._launcher_for(pool)
-        if launcher is None or runner.runner_id in self._runners:
+        launcher = self._platforms.launcher_for(pool)
+        if launcher is None or runner.runner_id in self._p.runners:
             return
         logger.warning("runner %s (%s) has no RUNNING task; stopping it", runner.runner_id,
                        runner.task_key, extra=log_extra(task=runner.task_key,
                                                         runner=runner.runner_id, pool=pool))
-        known = self._book.get(runner.task_key)
+        known = self._p.book.get(runner.task_key)
         taskset, _, task_id = runner.task_key.partition("/")
         task = known or Task(id=task_id or runner.task_key, taskset=taskset, title="")
         now = time.time()
         rec = RunnerRecord(runner=runner, task=task, pool=pool, launcher=launcher, slot=None,
                            started_at=runner.started_at or now, last_sign=now,
                            attempt=runner.attempt or 1, adopted=True)
-        self._admission.take(pool.name, task)
-        self._runners.add(rec, last_seen=now)
+        self._p.admission.take(pool.name, task)
+        self._p.runners.add(rec, last_seen=now)
         self._fence(rec, FenceOutcome.ORPHAN, "a runner of an earlier dispatcher that no "
                                               "RUNNING task claims")
 
@@ -231,7 +245,7 @@ class ReconcileMixin(RunnerMixin):
             logger.warning("runner %s (process group %d) runs without a runner record; "
                            "stopping it before its task is requeued", rid, pgid,
                            extra=log_extra(runner=rid))
-            if kill_group(pgid, self.config.runner_stop_grace) == "stuck":
+            if kill_group(pgid, self._p.config.runner_stop_grace) == "stuck":
                 stuck[rid] = f"process group {pgid} of runner {rid} survived SIGKILL"
         return stuck
 
@@ -239,7 +253,7 @@ class ReconcileMixin(RunnerMixin):
         """A RUNNING task whose run ended while the dispatcher was down and recorded how."""
         now = time.time()
         if task.assigned_slot:
-            self._workspaces.release_now(task.assigned_slot, task.key)
+            self._p.workspaces.release_now(task.assigned_slot, task.key)
         code = status.get("exit_code")
         common: dict[str, Any] = {"task_key": task.key, "runner_id": task.runner_id,
                                   "slot_id": task.assigned_slot}
@@ -247,26 +261,26 @@ class ReconcileMixin(RunnerMixin):
             event = TaskEvent(event_type=EventType.RUNNER_COMPLETED,
                               message="runner finished while the dispatcher was down (exit 0)",
                               details={"exit_code": 0, "recovered": True}, **common)
-            self._settler.settle(task.key, TaskState.DONE, event, finished_at=now,
+            self._p.settler.settle(task.key, TaskState.DONE, event, finished_at=now,
                                  next_attempt_at=None)
             return
         code_i = int(code) if isinstance(code, int | float) else None
-        self._event_log.record(TaskEvent(
+        self._p.events.record(TaskEvent(
             event_type=EventType.RUNNER_FAILED,
             message=f"runner ended while the dispatcher was down (exit {code_i})",
             details={"exit_code": code_i, "recovered": True}, **common))
-        self._settler.attempt_failed(task, TaskState.RUNNING, code_i,
+        self._p.settler.attempt_failed(task, TaskState.RUNNING, code_i,
                                      "exit_code" if code_i else "killed", f"exit code {code_i}")
 
     def _requeue_after_restart(self, task: Task) -> None:
         """A RUNNING task whose runner is gone without a trace: back to READY."""
         if task.assigned_slot:
-            self._workspaces.release_now(task.assigned_slot, task.key)
+            self._p.workspaces.release_now(task.assigned_slot, task.key)
         event = TaskEvent(event_type=EventType.TASK_REQUEUED, task_key=task.key,
                           runner_id=task.runner_id, slot_id=task.assigned_slot,
                           message="runner gone after a dispatcher restart, no exit status: "
                                   "back to READY (no attempt spent)")
-        self._settler.settle(task.key, TaskState.READY, event, runner_id=None,
+        self._p.settler.settle(task.key, TaskState.READY, event, runner_id=None,
                              next_attempt_at=None)
 
 

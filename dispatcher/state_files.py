@@ -1,6 +1,4 @@
-"""The engine's side of the HTTP API: the ApiHandler and the files that find a running engine.
-
-Files in the state dir:
+"""The files in the state dir that find a running Dispatcher and let clients talk to it.
 
 - ``dispatcher.json``: ``{"url", "pid", "started_at", "registry"}`` of the running Dispatcher,
   removed when it stops (a stale file is recognised by its dead pid);
@@ -12,66 +10,19 @@ Files in the state dir:
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .api.tokens import new_secret, read_admin_token, write_admin_token
-from .engine.runner_table import DirectoryState
 from .launchers.base import write_json_atomic
-
-if TYPE_CHECKING:
-    from .core import DispatcherCore
-
-logger = logging.getLogger(__name__)
 
 DISPATCHER_FILE = "dispatcher.json"
 ADMIN_TOKEN_FILE = "admin.token"
 SECRET_FILE = "runner.secret"
 
 
-class EngineApiHandler:
-    """Implements the API's handler protocol by posting commands to the engine."""
-
-    def __init__(self, core: DispatcherCore) -> None:
-        self.core = core
-
-    def on_heartbeat(self, runner_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-        state = self.core.runner_directory.state(runner_id)
-        if state is DirectoryState.LAUNCHING:
-            return {"ok": True}  # its launch is being registered
-        if state is not DirectoryState.RUNNING:
-            return {"ok": False, "action": "stop",
-                    "reason": f"runner {runner_id} is not running for this dispatcher"}
-        progress = payload.get("progress")
-        self.core.heartbeat(runner_id, None if progress is None else str(progress)[:500])
-        return {"ok": True}
-
-    def on_complete(self, runner_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-        if self.core.runner_directory.state(runner_id) is None:
-            return {"ok": False, "reason": f"runner {runner_id} is not known (already settled?)"}
-        self.core.report_completion(runner_id, dict(payload))
-        return {"ok": True}
-
-    def status(self, **limits: int | None) -> dict[str, Any]:
-        """The snapshot; ``queued``/``finished``/``events`` limit those lists."""
-        return self.core.get_status(**limits)
-
-    def control(self, verb: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": True, "message": self.core.control(verb, payload)}
-
-    def metrics(self) -> tuple[bytes, str]:
-        metrics = self.core.metrics
-        exposition = getattr(metrics, "exposition", None)
-        if exposition is not None:
-            body, ctype = exposition()
-            return body, ctype
-        return b"", "text/plain; version=0.0.4; charset=utf-8"
-
-
-# --- files --------------------------------------------------------------------------------
 def _write_private(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:

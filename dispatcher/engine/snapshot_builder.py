@@ -14,12 +14,14 @@ import bisect
 import logging
 import time
 from collections import deque
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import Any
 
-from .engine.runs import run_number_of
-from .models import RunnerState, Task, TaskEvent, TaskState
-from .snapshot import (
+from ..config import DispatcherConfig
+from ..models import RunnerState, Task, TaskEvent, TaskState
+from ..pending import no_slot, pending_for_blocked, pending_paused, pending_retry
+from ..registry.base import TaskRegistry
+from ..snapshot import (
     Counters,
     FinishedTaskView,
     Pending,
@@ -28,9 +30,15 @@ from .snapshot import (
     RunningTaskView,
     Snapshot,
 )
-
-if TYPE_CHECKING:
-    from .core import DispatcherCore
+from .admission import Admission
+from .deadlocks import DeadlockWatch
+from .health import EngineHealth
+from .launch_plane import LaunchPlane
+from .reconciler import Reconciler
+from .runner_table import RunnerTable
+from .runs import run_number_of
+from .settler import Settler
+from .taskbook import TaskBook, ViewChanges
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +46,6 @@ REST_RESORT_LIMIT = 256  # rebuilt views above which the rest of the queue is so
 FULL_REFRESH_SMALL = 200  # queues up to this size get positions recomputed every snapshot
 FINISHED_KEEP = 200
 EVENTS_KEEP = 200
-THROUGHPUT_INTERVAL = 10.0
-THROUGHPUT_BUCKETS = 60
 
 
 def _rest_order(view: QueuedTaskView) -> tuple[bool, int, str]:
@@ -62,15 +68,32 @@ def _view_with(view: QueuedTaskView, **fields: Any) -> QueuedTaskView:
     return new
 
 
-def _fallback_pending(reason: PendingReason, message: str) -> Pending:
-    return Pending(reason, message)
+@dataclass(frozen=True)
+class SnapshotSources:
+    """The components whose public views a snapshot is built from."""
+
+    config: DispatcherConfig
+    registry: TaskRegistry
+    registry_label: str
+    book: TaskBook
+    views: ViewChanges
+    admission: Admission
+    runners: RunnerTable
+    launches: LaunchPlane
+    reconciler: Reconciler
+    settler: Settler
+    deadlocks: DeadlockWatch
+    health: EngineHealth
+
+    def has_runner(self, key: str) -> bool:
+        return self.runners.has_task(key) or key in self.launches or key in self.reconciler
 
 
 class SnapshotBuilder:
     """Keeps cached views and assembles snapshots (engine thread only)."""
 
-    def __init__(self, core: DispatcherCore) -> None:
-        self.core = core
+    def __init__(self, src: SnapshotSources) -> None:
+        self.src = src
         self.version = 0
         self._queued: dict[str, QueuedTaskView] = {}
         self._sigs: dict[str, tuple[Any, ...]] = {}
@@ -93,17 +116,15 @@ class SnapshotBuilder:
         self._rest_keys: set[str] = set()
         self._events: deque[TaskEvent] = deque(maxlen=EVENTS_KEEP)
         self._event_seq = 0
-        self._pending_mod: Any = None
-        self._pending_loaded = False
 
     # --- inputs ----------------------------------------------------------------------------
     def note_changed(self, keys: set[str]) -> None:
         """Track which tasks are queued (READY/BLOCKED, not running) after changes."""
-        core = self.core
+        src = self.src
         for key in keys:
-            task = core._book.get(key)
+            task = src.book.get(key)
             if task is not None and task.state in (TaskState.READY, TaskState.BLOCKED) \
-                    and not core._has_runner(key):
+                    and not src.has_runner(key):
                 self._queued_keys.add(key)
             else:
                 self._queued_keys.discard(key)
@@ -114,10 +135,11 @@ class SnapshotBuilder:
     def poll_events(self) -> None:
         """Fetch registry events newer than the last seen (outside writers included)."""
         try:
-            new = self.core.registry.get_events(after_seq=self._event_seq, limit=500)
-        except Exception:
-            logger.debug("event poll failed", exc_info=True)
+            new = self.src.registry.get_events(after_seq=self._event_seq, limit=500)
+        except Exception as exc:
+            self.src.health.failed("event feed", exc)
             return
+        self.src.health.ok("event feed")
         for ev in new:
             self._events.append(ev)
             if ev.seq is not None:
@@ -127,65 +149,33 @@ class SnapshotBuilder:
         self._event_seq = seq
 
     # --- pending reasons -------------------------------------------------------------------
-    def _pending_module(self) -> Any:
-        if not self._pending_loaded:
-            self._pending_loaded = True
-            try:
-                from . import pending as mod
-
-                self._pending_mod = mod
-            except ImportError:
-                self._pending_mod = None
-        return self._pending_mod
-
     def _pending_for(self, task: Task, now: float) -> Pending:
-        core = self.core
-        mod = self._pending_module()
+        src = self.src
         key = task.key
         self._shape_of.pop(key, None)
         try:
-            if key in core._deadlocked_keys:
+            if src.deadlocks.in_cycle(key):
                 return Pending(PendingReason.DEADLOCK, "part of a dependency cycle; see deadlocks")
             if task.state is TaskState.BLOCKED:
-                if mod is not None:  # the whole task map: failures further up are found too;
-                    # one memo per build: each chain is walked once (O(n) for n blocked tasks,
-                    # not O(n * chain length))
-                    return mod.pending_for_blocked(task, core._book.as_mapping(),
-                                                   memo=self._roots_memo)
-                deps = {f"{task.taskset}/{d}": core._book.get(f"{task.taskset}/{d}")
-                        for d in task.dependencies}
-                known = {k: v for k, v in deps.items() if v is not None}
-                bad = [k for k, v in known.items() if v.state in (TaskState.FAILED,
-                                                                  TaskState.CANCELLED)]
-                if bad:
-                    return _fallback_pending(PendingReason.BLOCKED_BY_FAILURE,
-                                             f"blocked by failed {', '.join(bad)}")
-                waiting = [k for k, v in deps.items() if v is None or v.state is not
-                           TaskState.DONE]
-                return _fallback_pending(PendingReason.WAITING_DEPENDENCIES,
-                                         f"waiting on {', '.join(waiting)}")
+                # the whole task map: failures further up are found too; one memo per build:
+                # each chain is walked once (O(n) for n blocked tasks, not O(n * chain length))
+                return pending_for_blocked(task, src.book.as_mapping(), memo=self._roots_memo)
             if task.next_attempt_at and task.next_attempt_at > now:
-                if mod is not None:
-                    return mod.pending_retry(task)
-                at = time.strftime("%H:%M:%S", time.localtime(task.next_attempt_at))
-                return _fallback_pending(PendingReason.RETRY_BACKOFF, f"retry at {at}")
-            if core._admission.paused:
-                if mod is not None:
-                    return mod.pending_paused()
-                return _fallback_pending(PendingReason.PAUSED, "dispatcher paused")
-            if core._admission.waits_for_slot(key):
-                if mod is not None:
-                    return mod.no_slot(task, task.repo)
-                return _fallback_pending(PendingReason.NO_SLOT, "no free workspace slot")
-            found: Pending = core._admission.explain(task)
-            shape = _shape(task)
-            self._shape_of[key] = shape
-            self._shape_pending[shape] = found
-            self._shape_task[shape] = task
-            return found
-        except Exception:
-            logger.debug("pending reason of %s failed", key, exc_info=True)
-            return _fallback_pending(PendingReason.QUEUED, "queued")
+                return pending_retry(task)
+            if src.admission.paused:
+                return pending_paused()
+            if src.admission.waits_for_slot(key):
+                return no_slot(task, task.repo)
+            found: Pending = src.admission.explain(task)
+        except Exception as exc:  # one task's reason must not stop the snapshot
+            src.health.failed("pending reasons", exc, what=key)
+            return Pending(PendingReason.QUEUED, "queued (its pending reason failed: see the "
+                                                 "dispatcher log)")
+        shape = _shape(task)
+        self._shape_of[key] = shape
+        self._shape_pending[shape] = found
+        self._shape_task[shape] = task
+        return found
 
     # --- views -----------------------------------------------------------------------------
     def _queued_view(self, task: Task, now: float) -> QueuedTaskView:
@@ -209,7 +199,7 @@ class SnapshotBuilder:
         return view
 
     def _finished_view(self, task: Task) -> FinishedTaskView:
-        pool = self.core._launches.last_pool(task.key)
+        pool = self.src.launches.last_pool(task.key)
         view = FinishedTaskView(
             key=task.key, taskset=task.taskset, task_id=task.id, title=task.title,
             state=task.state, attempts=task.attempts, started_at=task.started_at,
@@ -224,8 +214,8 @@ class SnapshotBuilder:
 
     def _running_views(self) -> tuple[RunningTaskView, ...]:
         out = []
-        for rec in self.core._runners:
-            task = self.core._book.get(rec.key, rec.task)
+        for rec in self.src.runners:
+            task = self.src.book.get(rec.key, rec.task)
             out.append(RunningTaskView(
                 key=rec.key, taskset=task.taskset, task_id=task.id, title=task.title,
                 skill=task.required_skill, tenant=task.tenant, priority=task.priority,
@@ -235,7 +225,7 @@ class SnapshotBuilder:
                 runner_state=rec.state, handle=rec.runner.handle, progress=rec.progress,
                 log_path=rec.runner.log_path, rev=rec.rev,
             ))
-        for pending in self.core._launches.pending():
+        for pending in self.src.launches.pending():
             task = pending.task
             key = task.key
             out.append(RunningTaskView(
@@ -246,8 +236,8 @@ class SnapshotBuilder:
                 started_at=pending.assigned_at, last_sign_of_life=pending.assigned_at,
                 runner_state=RunnerState.LAUNCHING,
             ))
-        for run in self.core._reconciler.unknown.values():
-            task = self.core._book.get(run.task.key, run.task)
+        for run in self.src.reconciler.unknown.values():
+            task = self.src.book.get(run.task.key, run.task)
             out.append(RunningTaskView(
                 key=task.key, taskset=task.taskset, task_id=task.id, title=task.title,
                 skill=task.required_skill, tenant=task.tenant, priority=task.priority,
@@ -281,13 +271,13 @@ class SnapshotBuilder:
     def _refresh_capacity_reasons(self) -> bool:
         """The pools changed: explain each task shape again and update the views of the shapes
         whose answer changed. True when a view changed."""
-        core = self.core
+        src = self.src
         fresh: dict[tuple[Any, ...], Pending] = {}
         for shape, old in list(self._shape_pending.items()):
             try:
-                new = core._admission.explain(self._shape_task[shape])
-            except Exception:
-                logger.debug("pending reason of shape %s failed", shape, exc_info=True)
+                new = src.admission.explain(self._shape_task[shape])
+            except Exception as exc:
+                src.health.failed("pending reasons", exc, what=self._shape_task[shape].key)
                 continue
             self._shape_pending[shape] = new
             if new != old:
@@ -316,7 +306,7 @@ class SnapshotBuilder:
         whose position changed are replaced, so this costs O(queue) without explaining again.
         """
         views = self._queued
-        in_queue = self.core.queue
+        in_queue = self.src.admission.queue
         out: list[QueuedTaskView] = []
         position = 0
         for keys, check in ((ordered, False), (rest, True)):
@@ -336,10 +326,10 @@ class SnapshotBuilder:
         return tuple(out)
 
     # --- assembly --------------------------------------------------------------------------
-    def build(self, now: float, state: str) -> Snapshot:
+    def build(self, now: float, state: str, api_url: str | None) -> Snapshot:
         """Assemble the next snapshot from the cached views and the engine's state."""
-        core = self.core
-        changed = core._views.take()
+        src = self.src
+        changed = src.views.take()
         self._roots_memo = {}  # failure roots, valid while the task map does not change
         self.note_changed(changed)
         self.poll_events()
@@ -348,10 +338,10 @@ class SnapshotBuilder:
         # pending reasons of READY tasks depend on the pools (capacity), pause and slots: when
         # those changed, explain them again (cheap: the scheduler caches per task shape), so a
         # reason never says "8/8" while the same snapshot shows fewer running
-        stamp = core._admission.pools_version
+        stamp = src.admission.pools_version
         reasons_stale = stamp != self._reason_stamp and not full
         self._reason_stamp = stamp
-        paused = core._admission.paused
+        paused = src.admission.paused
         pause_changed = paused != self._was_paused
         self._was_paused = paused
         moved = self._refresh_capacity_reasons() if reasons_stale else False
@@ -360,21 +350,22 @@ class SnapshotBuilder:
             began = time.perf_counter()
             self._last_full = now
             try:
-                ordered = core._admission.order(now)
+                ordered = src.admission.order(now)
                 self._order = [t.key for t in ordered]
-            except Exception:
-                logger.debug("scheduler order failed", exc_info=True)
-                self._order = [t.key for t in core.queue.tasks()]
+                src.health.ok("queue order")
+            except Exception as exc:  # positions then follow the queue, not the policy
+                src.health.failed("queue order", exc)
+                self._order = [t.key for t in src.admission.queue.tasks()]
             self._order_set = set(self._order)
             rebuild = set(self._queued_keys)
         elif pause_changed:
-            known_now = core._book
+            known_now = src.book
             rebuild = {k for k in self._queued_keys
                        if (t := known_now.get(k)) is not None and t.state is TaskState.READY}
             rebuild |= changed & self._queued_keys
         else:
             rebuild = changed & self._queued_keys
-        known = core._book
+        known = src.book
         for key in rebuild:
             task = known.get(key)
             if task is not None:
@@ -393,11 +384,11 @@ class SnapshotBuilder:
 
         finished: list[FinishedTaskView] = []
         seen: set[str] = set()
-        for key in core._book.finished_keys():
+        for key in src.book.finished_keys():
             if key in seen:
                 continue
             seen.add(key)
-            task = core._book.get(key)
+            task = src.book.get(key)
             if task is None or not task.state.terminal:
                 continue
             view = self._finished.get(key)
@@ -409,31 +400,28 @@ class SnapshotBuilder:
         if len(self._finished) > 4 * FINISHED_KEEP:
             self._finished = {v.key: v for v in finished}
 
-        counts = core._book.counts()
+        counts = src.book.counts()
         counters = Counters(
             total=sum(counts.values()),
             blocked=counts.get(TaskState.BLOCKED, 0), ready=counts.get(TaskState.READY, 0),
             running=counts.get(TaskState.RUNNING, 0), done=counts.get(TaskState.DONE, 0),
             failed=counts.get(TaskState.FAILED, 0), cancelled=counts.get(TaskState.CANCELLED, 0),
-            assigned=core._launches.assigned, retried=core._settler.retried,
-            launch_errors=core._launches.launch_errors,
-            heartbeat_timeouts=core._runners.heartbeat_timeouts,
+            assigned=src.launches.assigned, retried=src.settler.retried,
+            launch_errors=src.launches.launch_errors,
+            heartbeat_timeouts=src.runners.heartbeat_timeouts,
         )
-        try:
-            pools = tuple(core._admission.pool_status())
-        except Exception:
-            logger.debug("pool status failed", exc_info=True)
-            pools = ()
+        pools = tuple(src.admission.pool_status())
         self.version += 1
         return Snapshot(
             version=self.version, taken_at=now, state=state,
-            policy=str(getattr(core.config.scheduling_policy, "value",
-                               core.config.scheduling_policy)),
-            max_global_concurrency=core.config.max_global_concurrency,
-            registry_path=core.registry_label, api_url=core.api_url, pools=pools,
+            policy=str(getattr(src.config.scheduling_policy, "value",
+                               src.config.scheduling_policy)),
+            max_global_concurrency=src.config.max_global_concurrency,
+            registry_path=src.registry_label, api_url=api_url, pools=pools,
             queued=queued, running=self._running_views(), finished=tuple(finished),
             events=tuple(self._events), counters=counters,
-            throughput=core._book.throughput.values(),
-            throughput_interval=core._book.throughput.interval,
-            deadlocks=core._deadlocks, heartbeat_timeout=core.config.heartbeat_timeout,
+            throughput=src.book.throughput.values(),
+            throughput_interval=src.book.throughput.interval,
+            deadlocks=src.deadlocks.views(), heartbeat_timeout=src.config.heartbeat_timeout,
+            problems=src.health.problems(),
         )
