@@ -470,6 +470,6 @@ class KubernetesLauncher(RunnerLauncher):
         if self._own_client and self._api_client is not None:
             try:
                 self._api_client.close()
-            except Exception:
-                pass
+            except Exception as exc:  # a client being thrown away: nothing is lost
+                log.info("closing the kubernetes client failed: %s", exc)
 
