@@ -133,6 +133,52 @@ class Resources:
         return cls(cpu=float(data.get("cpu", 1.0)), memory_mb=int(data.get("memory_mb", 512)))
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What an agent spent: tokens, cost and turns, per attempt or summed (``a + b``).
+
+    ``cost_usd`` is None when neither the agent reported a cost nor a price table gave one; a
+    sum is None only when every part is.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0  # of the input tokens, those read from the provider's cache
+    cost_usd: float | None = None
+    turns: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Input plus output tokens (cached tokens are part of the input)."""
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        cost = (None if self.cost_usd is None and other.cost_usd is None
+                else (self.cost_usd or 0.0) + (other.cost_usd or 0.0))
+        return Usage(self.input_tokens + other.input_tokens,
+                     self.output_tokens + other.output_tokens,
+                     self.cached_tokens + other.cached_tokens, cost, self.turns + other.turns)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (``usage.json``, ``necroui tasks --json``)."""
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "cached_tokens": self.cached_tokens, "cost_usd": self.cost_usd,
+                "turns": self.turns}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Usage:
+        """Inverse of :meth:`to_dict`; missing or malformed numbers count as 0 (cost: None)."""
+        data = data or {}
+
+        def count(name: str) -> int:
+            value = data.get(name)
+            return int(value) if isinstance(value, int | float) and value >= 0 else 0
+
+        cost = data.get("cost_usd")
+        return cls(count("input_tokens"), count("output_tokens"), count("cached_tokens"),
+                   float(cost) if isinstance(cost, int | float) else None, count("turns"))
+
+
 @dataclass
 class Task:
     """One unit of work for an agent. ``Task(id="1.1", title="...")`` is enough to build one."""
@@ -175,8 +221,17 @@ class Task:
     files_changed: tuple[str, ...] = ()  # files that differ between base and head
     landed: str | None = None  # integration branch its work was merged into
     gate_failed: str | None = None  # output of the landing check that refused its work
+    # --- coding agents (R20): preset, its options, budgets, what was spent -----------------
+    agent: str | None = None  # preset name; None: the pool's agent (else command/agent_command)
+    agent_options: dict[str, Any] = field(default_factory=dict)  # over the pool's options
+    max_cost_usd: float | None = None
+    max_tokens: int | None = None  # input + output tokens of one attempt
+    max_turns: int | None = None
+    usage: Usage | None = None  # summed over the attempts; None: no agent usage recorded
 
     def __post_init__(self) -> None:
+        if isinstance(self.usage, dict):
+            self.usage = Usage.from_dict(self.usage)
         if not isinstance(self.state, TaskState):
             self.state = TaskState(self.state)
         if not isinstance(self.paths, tuple):
@@ -203,6 +258,7 @@ class Task:
             dependencies=list(self.dependencies),
             metadata=dict(self.metadata),
             artifacts=list(self.artifacts),
+            agent_options=dict(self.agent_options),
             resources=Resources(self.resources.cpu, self.resources.memory_mb),
             command=list(self.command) if self.command is not None else None,
         )
@@ -215,7 +271,7 @@ class Task:
             value = getattr(self, f.name)
             if isinstance(value, Enum):
                 value = value.value
-            elif isinstance(value, Resources):
+            elif isinstance(value, Resources | Usage):
                 value = value.to_dict()
             elif isinstance(value, list | dict):
                 value = type(value)(value)
@@ -300,6 +356,8 @@ class AgentPool:
     enabled: bool = True
     config: dict[str, Any] = field(default_factory=dict)
     agent_command: list[str] | None = None  # argv template for tasks without a command
+    agent: str | None = None  # coding-agent preset of the pool's tasks (dispatcher.agents)
+    agent_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, PoolType):

@@ -11,11 +11,13 @@ import os
 import secrets
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..agents.base import AgentInvocation, AgentOptionError
+from ..agents.launch import DependencyLookup, plan_attempt
 from ..models import AgentPool, Runner, Slot, Task
 
 
@@ -69,6 +71,11 @@ class LaunchEnvironment:
     heartbeat_timeout: float = 60.0
     stop_grace: float = 10.0
     on_exit: Callable[[str], None] = field(default=lambda runner_id: None)
+    #: Coding agents: the config's agent_prompt_template (None: the default) and the results
+    #: of a task's dependencies for its prompt (the engine supplies them; called on the
+    #: launching thread).
+    prompt_template: str | None = None
+    dependency_results: DependencyLookup | None = None
 
 
 def new_runner_id(task: Task, attempt: int) -> str:
@@ -107,6 +114,30 @@ def task_context(task: Task, slot: Slot, runner_id: str, attempt: int) -> dict[s
     }
 
 
+def agent_plan(
+    task: Task,
+    slot: Slot,
+    pool: AgentPool,
+    attempt: int,
+    env: LaunchEnvironment,
+    *,
+    agent_dir: str,
+    environ: Mapping[str, str] | None = None,
+) -> AgentInvocation | None:
+    """The coding-agent invocation of an attempt when the task or pool names a preset (None:
+    a plain command). ``agent_dir``: the attempt directory as the agent sees it. Raises
+    RunnerLaunchError (not retryable) for options the preset cannot use."""
+    from ..errors import RunnerLaunchError
+
+    deps = env.dependency_results(task) if env.dependency_results is not None else ()
+    try:
+        return plan_attempt(task, slot, pool, attempt=attempt, agent_dir=agent_dir,
+                            environ=environ, template=env.prompt_template, dependencies=deps)
+    except (AgentOptionError, KeyError) as exc:
+        raise RunnerLaunchError(f"task {task.key!r} in pool {pool.name!r}: {exc}",
+                                pool=pool.name, retryable=False) from exc
+
+
 def runner_env(
     task: Task,
     slot: Slot,
@@ -116,8 +147,12 @@ def runner_env(
     env: LaunchEnvironment,
     *,
     slot_path: str | None = None,
+    plan: AgentInvocation | None = None,
 ) -> dict[str, str]:
-    """Environment variables of the runner contract (DESIGN.md), without the parent's env."""
+    """Environment variables of the runner contract (DESIGN.md), without the parent's env.
+
+    With a coding-agent ``plan`` its environment comes too (secrets included: callers that
+    show an environment use :meth:`AgentInvocation.shown_env`)."""
     ctx = task_context(task, slot, runner_id, attempt)
     if slot_path is not None:
         ctx["slot_path"] = slot_path
@@ -141,14 +176,20 @@ def runner_env(
         if isinstance(value, str | int | float | bool):
             name = "".join(c if c.isalnum() else "_" for c in str(key)).upper()
             out[f"RUNNER_{name}"] = str(value)
+    if plan is not None:
+        out.update(plan.env)
     return out
 
 
-def agent_argv(task: Task, slot: Slot, pool: AgentPool, runner_id: str, attempt: int) -> list[str]:
-    """The agent's argv: the task's command, else the pool's agent_command template.
+def agent_argv(task: Task, slot: Slot, pool: AgentPool, runner_id: str, attempt: int, *,
+               plan: AgentInvocation | None = None) -> list[str]:
+    """The agent's argv: a coding-agent ``plan``'s, else the task's command, else the pool's
+    agent_command template.
 
     Template items are filled with ``str.format`` of plain values; never run through a shell.
     """
+    if plan is not None:
+        return list(plan.argv)
     if task.command:
         return [str(a) for a in task.command]
     template = pool.agent_command or (pool.config or {}).get("agent_command")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..agents.base import USAGE_FILE, AgentInvocation
 from ..errors import RunnerLaunchError
 from ..models import AgentPool, Runner, RunnerState, Slot, Task
 from . import procfs
@@ -34,6 +35,7 @@ from .base import (
     RunnerLauncher,
     StopResult,
     agent_argv,
+    agent_plan,
     attempt_dir,
     new_runner_id,
     runner_env,
@@ -154,15 +156,17 @@ class LocalProcessLauncher(RunnerLauncher):
         cwd = Path(slot.slot_path).absolute()  # the agent and the wrapper see absolute paths
         if str(cwd) != slot.slot_path:
             slot = Slot(slot.slot_id, str(cwd), slot.repo, slot.branch)
-        argv = agent_argv(task, slot, pool, runner_id, attempt)
+        adir = attempt_dir(self.env.runs_dir.absolute(), task, attempt)
+        plan = agent_plan(task, slot, pool, attempt, self.env, agent_dir=str(adir),
+                          environ={**os.environ, **self.extra_env})
+        argv = agent_argv(task, slot, pool, runner_id, attempt, plan=plan)
         if not cwd.is_dir():
             raise RunnerLaunchError(
                 f"slot {slot.slot_id!r} of task {task.key!r}: directory {cwd} does not exist",
                 pool=pool.name,
             )
-        env = self._child_env(task, slot, pool, runner_id, attempt)
+        env = self._child_env(task, slot, pool, runner_id, attempt, plan)
         self._check_executable(argv, cwd, env.get("PATH", os.defpath), task, pool)
-        adir = attempt_dir(self.env.runs_dir.absolute(), task, attempt)
         try:
             try:
                 os.mkdir(adir)
@@ -170,8 +174,10 @@ class LocalProcessLauncher(RunnerLauncher):
                 os.makedirs(adir.parent, exist_ok=True)
                 os.mkdir(adir)
             except FileExistsError:  # an earlier run of this attempt: drop its results
-                for stale in (EXIT_FILE, RUNNER_FILE, EXIT_FILE + ".tmp"):
+                for stale in (EXIT_FILE, RUNNER_FILE, EXIT_FILE + ".tmp", USAGE_FILE):
                     (adir / stale).unlink(missing_ok=True)
+            if plan is not None:  # prompt.md, per-attempt config homes
+                plan.write_files()
         except OSError as exc:
             raise RunnerLaunchError(f"cannot prepare attempt directory {adir}: {exc}",
                                     pool=pool.name) from exc
@@ -212,7 +218,8 @@ class LocalProcessLauncher(RunnerLauncher):
         return self._runner_from(record, RunnerState.RUNNING)
 
     def _child_env(
-        self, task: Task, slot: Slot, pool: AgentPool, runner_id: str, attempt: int
+        self, task: Task, slot: Slot, pool: AgentPool, runner_id: str, attempt: int,
+        plan: AgentInvocation | None = None,
     ) -> dict[str, str]:
         env: dict[str, str] = {}
         if self.inherit_env:
@@ -223,7 +230,7 @@ class LocalProcessLauncher(RunnerLauncher):
         else:
             env["PATH"] = os.environ.get("PATH", os.defpath)
         env.update(self.extra_env)
-        env.update(runner_env(task, slot, pool, runner_id, attempt, self.env))
+        env.update(runner_env(task, slot, pool, runner_id, attempt, self.env, plan=plan))
         return env
 
     def _check_executable(

@@ -23,6 +23,7 @@ from ..models import (
     TaskEvent,
     Taskset,
     TaskState,
+    Usage,
     task_key,
 )
 from .base import UPDATABLE_FIELDS, SubmitResult
@@ -44,6 +45,11 @@ DEFINITION_FIELDS = (
     "optional",
     "estimated_duration",
     "paths",
+    "agent",
+    "agent_options",
+    "max_cost_usd",
+    "max_tokens",
+    "max_turns",
 )
 
 #: Orders accepted by ``list_tasks(order_by=...)``.
@@ -64,6 +70,7 @@ def clone(task: Task, **changes: Any) -> Task:
     attrs["dependencies"] = list(task.dependencies)
     attrs["metadata"] = dict(task.metadata)
     attrs["artifacts"] = list(task.artifacts)
+    attrs["agent_options"] = dict(task.agent_options)
     res = task.resources
     attrs["resources"] = Resources(res.cpu, res.memory_mb)
     if task.command is not None:
@@ -157,8 +164,11 @@ def check_updates(key: str, updates: dict[str, Any]) -> dict[str, Any]:
     for name in ("paths", "files_changed"):
         if name in out:
             out[name] = tuple(out[name] or ())
-    if "metadata" in out:
-        out["metadata"] = dict(out["metadata"] or {})
+    for name in ("metadata", "agent_options"):
+        if name in out:
+            out[name] = dict(out[name] or {})
+    if isinstance(out.get("usage"), dict):
+        out["usage"] = Usage.from_dict(out["usage"])
     if "command" in out and out["command"] is not None:
         out["command"] = list(out["command"])
     if "resources" in out:

@@ -119,6 +119,11 @@ _JSON_DEFAULTS: dict[str, Any] = {
     "files_changed": (),
     "landed": None,
     "gate_failed": None,
+    "agent": None,
+    "agent_options": {},
+    "max_cost_usd": None,
+    "max_tokens": None,
+    "max_turns": None,
 }
 _JSON_ITEMS = tuple(_JSON_DEFAULTS.items())
 _dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
@@ -131,6 +136,8 @@ def encode_data(task: Task) -> str:
     resources = task.resources
     if resources.cpu != 1.0 or resources.memory_mb != 512:
         data["resources"] = resources.to_dict()
+    if task.usage is not None:  # summed agent usage: a JSON object, read back as Usage
+        data["usage"] = task.usage.to_dict()
     return _dumps(data) if data else "{}"
 
 

@@ -52,6 +52,12 @@ UPDATABLE_FIELDS = frozenset(
         "files_changed",
         "landed",
         "gate_failed",
+        "agent",
+        "agent_options",
+        "max_cost_usd",
+        "max_tokens",
+        "max_turns",
+        "usage",  # summed agent usage of the attempts (models.Usage)
     }
 )
 

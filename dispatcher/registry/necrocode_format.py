@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RegistryError
-from ..models import Resources, Task, Taskset, TaskState
+from ..models import Resources, Task, Taskset, TaskState, Usage
 
 #: Task states of the original format (it has no CANCELLED).
 STATES = ("ready", "running", "blocked", "done", "failed")
@@ -287,7 +287,8 @@ def encode_task(task: Task, old: dict[str, Any] | None) -> dict[str, Any]:
     for name, default in _EXTRA_FIELDS.items():
         value = attrs[name]
         if value != default:
-            extra[name] = list(value) if isinstance(value, list | tuple) else value
+            extra[name] = (list(value) if isinstance(value, list | tuple)
+                           else value.to_dict() if isinstance(value, Usage) else value)
     if task.tenant and task.tenant != task.taskset:
         extra["tenant"] = task.tenant
     if task.resources != _DEFAULT_RESOURCES:

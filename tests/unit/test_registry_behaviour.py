@@ -24,6 +24,7 @@ from necrocode.dispatcher.models import (
     TaskEvent,
     Taskset,
     TaskState,
+    Usage,
 )
 from necrocode.dispatcher.registry import (
     MemoryRegistry,
@@ -118,14 +119,29 @@ def test_submit_keeps_all_fields(registry: TaskRegistry, task_factory: Any) -> N
         "x", description="d", required_skill="python", priority=3,
         resources=Resources(cpu=2.5, memory_mb=2048), command=["echo", "hi"], timeout=60.0,
         max_attempts=5, metadata={"k": [1, 2]}, repo="/r", optional=True,
-        estimated_duration=12.5,
+        estimated_duration=12.5, agent="codex", agent_options={"model": "m"},
+        max_cost_usd=1.5, max_tokens=1000, max_turns=20,
     )
     submit(registry, "t", task)
     got = registry.get_task("t/x")
     for name in ("title", "description", "required_skill", "priority", "resources", "command",
                  "timeout", "max_attempts", "metadata", "repo", "optional",
-                 "estimated_duration"):
+                 "estimated_duration", "agent", "agent_options", "max_cost_usd", "max_tokens",
+                 "max_turns"):
         assert getattr(got, name) == getattr(task, name), name
+
+
+def test_usage_is_stored_and_shown(registry: TaskRegistry, task_factory: Any) -> None:
+    submit(registry, "t", task_factory("x"))
+    assert registry.get_task("t/x").usage is None
+    usage = Usage(1200, 300, 100, 0.042, 7)
+    registry.update_task("t/x", usage=usage)
+    got = registry.get_task("t/x")
+    assert got.usage == usage
+    assert got.to_dict()["usage"] == {"input_tokens": 1200, "output_tokens": 300,
+                                      "cached_tokens": 100, "cost_usd": 0.042, "turns": 7}
+    registry.update_task("t/x", usage=(usage + usage).to_dict())  # a dict is taken too
+    assert registry.get_task("t/x").usage == usage + usage
 
 
 def test_resubmit_keeps_state_attempts_and_history(
