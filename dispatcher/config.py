@@ -78,6 +78,11 @@ class DispatcherConfig:
     runner_stop_grace: float = 10.0  # seconds between TERM and KILL when stopping a runner
     deadlock_check_interval: float = 30.0
     snapshot_max_rate: float = 10.0  # snapshots published per second at most
+    # --- coding agents (dispatcher.agents) -------------------------------------------------
+    agent_prompt_template: str | None = None  # None: dispatcher.agents.prompt.DEFAULT_TEMPLATE
+    agent_prices: dict[str, dict[str, float]] = field(default_factory=dict)  # USD per Mtok
+    tenant_budgets: dict[str, dict[str, float]] = field(default_factory=dict)
+    taskset_budgets: dict[str, dict[str, float]] = field(default_factory=dict)
     ui: UIConfig = field(default_factory=UIConfig)
     work: WorkConfig = field(default_factory=WorkConfig)
     ha: HAConfig | None = None  # the ``ha:`` section: leader election through a Lease

@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from .agents.checks import agent_problems, config_problems
 from .config import DispatcherConfig, UIConfig
 from .errors import ConfigError, Problem
 from .ha_config import ha_from_yaml, ha_to_dict
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 
 SECTIONS = ("dispatcher", "agent_pools", "skill_mapping", "ui", "work", "ha")
 POOL_KEYS = ("type", "max_concurrency", "cpu_quota", "memory_quota", "enabled", "config",
-             "agent_command")
+             "agent_command", "agent", "agent_options")
 UI_KEYS = ("refresh_interval", "keymap")
 #: Keys of a pool's ``config`` that name files, resolved against the config file's folder.
 PATH_KEYS = frozenset({"job_template", "kubeconfig"})
@@ -382,6 +383,9 @@ def validate_config(config: DispatcherConfig, *, source: str = "DispatcherConfig
             "runners would be declared lost between two heartbeats; use a third of the timeout")
 
     pool_names = _validate_pools(config, add)
+    config_problems(config.agent_prompt_template, config.agent_prices,
+                    {"tenant_budgets": config.tenant_budgets,
+                     "taskset_budgets": config.taskset_budgets}, add)
     _validate_skill_mapping(config, pool_names, add)
     _validate_ui(config.ui, add)
     validate_work(config.work, add)
@@ -419,6 +423,7 @@ def _validate_pools(config: DispatcherConfig, add: Callable[..., None]) -> list[
                     "leave it out (or null) for no limit")
         if not isinstance(pool.enabled, bool):
             add((*path, "enabled"), f"expected true or false, got {type_name(pool.enabled)}")
+        agent_problems(pool.agent, pool.agent_options, path, add)
         cmd = pool.agent_command
         if cmd is not None and not (isinstance(cmd, list) and cmd
                                     and all(isinstance(x, str) for x in cmd)):
@@ -510,6 +515,10 @@ def config_to_dict(config: DispatcherConfig) -> dict[str, Any]:
             body["config"] = dict(pool.config)
         if pool.agent_command is not None:
             body["agent_command"] = list(pool.agent_command)
+        if pool.agent is not None:
+            body["agent"] = pool.agent
+        if pool.agent_options:
+            body["agent_options"] = dict(pool.agent_options)
         pools[pool.name] = body
     out: dict[str, Any] = {
         "dispatcher": section,

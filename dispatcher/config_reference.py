@@ -57,6 +57,15 @@ MEANINGS: dict[str, str] = {
     "registry.",
     "dispatcher.snapshot_max_rate": "Snapshots (console refreshes of engine state) per second "
     "at most.",
+    "dispatcher.agent_prompt_template": "Prompt of coding-agent tasks: {title}, {description}, "
+    "{requirements}, {acceptance}, {metadata}, {dependencies}, {slot_path}, {branch}, ... "
+    "filled in; null: the built-in template (README \"Run real agents\").",
+    "dispatcher.agent_prices": "model -> {input, output, cached} USD per million tokens, to "
+    "derive a cost for agents that report none.",
+    "dispatcher.tenant_budgets": "tenant -> {max_cost_usd, max_tokens, max_turns}: the agent "
+    "usage of all its tasks; over it, its tasks wait.",
+    "dispatcher.taskset_budgets": "taskset -> {max_cost_usd, max_tokens, max_turns}, like "
+    "tenant_budgets.",
     "agent_pools.NAME.type": "local-process, docker or kubernetes.",
     "agent_pools.NAME.max_concurrency": "Runners of this pool at once.",
     "agent_pools.NAME.cpu_quota": "Cores the running tasks of the pool may use in total; "
@@ -71,6 +80,10 @@ MEANINGS: dict[str, str] = {
     "and kubernetes pools).",
     "agent_pools.NAME.agent_command": "argv template for tasks without a command "
     "({task_id}, {slot_path}, ... filled in; never run through a shell).",
+    "agent_pools.NAME.agent": "Coding-agent preset of the pool's tasks: claude-code, codex, "
+    "gemini, mini-swe-agent, aider or command; null: agent_command.",
+    "agent_pools.NAME.agent_options": "model, base_url, api_key_env (the variable holding the "
+    "key), extra_args, executable, and the preset's own options.",
     "skill_mapping.SKILL": "Ordered list of pools for tasks needing SKILL; 'default' takes "
     "tasks without a skill or with an unmapped one.",
     "ui.refresh_interval": "Seconds between dashboard refreshes.",

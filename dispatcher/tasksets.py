@@ -49,6 +49,7 @@ from typing import Any
 
 import yaml
 
+from .agents.checks import TASKSET_AGENT_KEYS, task_agent_fields
 from .config import DispatcherConfig
 from .errors import Problem, TasksetError
 from .graph import build_graph, cycle_text, find_cycles, parse_duration
@@ -69,10 +70,10 @@ from .yaml_source import (
 log = logging.getLogger(__name__)
 
 Path_ = tuple[str | int, ...]
-TOP_KEYS = ("taskset", "repo", "tenant", "description", "tasks")
+TOP_KEYS = ("taskset", "repo", "tenant", "description", "tasks", *TASKSET_AGENT_KEYS)
 TASK_KEYS = ("id", "title", "description", "skill", "priority", "depends_on", "resources",
              "command", "timeout", "max_attempts", "tenant", "metadata", "estimate", "optional",
-             "repo", "paths")
+             "repo", "paths", *TASKSET_AGENT_KEYS)
 RESOURCE_KEYS = ("cpu", "memory_mb")
 _NAME_RE = re.compile(r"^[^/\s][^/]*$")
 
@@ -217,6 +218,8 @@ def _parse(doc: YamlDocument, source: str, base_dir: Path | None) -> _Parsed:
     repo = _resolve_repo(header["repo"], base_dir)
     taskset = Taskset(name=name, repo=repo, tenant=header["tenant"],
                       description=header["description"] or "", source=source)
+    agent_defaults = task_agent_fields(data, {}, (), lambda p, m, h="": out.add(
+        p, dotted(p), m, h))
 
     raw_tasks = data.get("tasks")
     where_task: dict[str, Path_] = {}
@@ -246,7 +249,7 @@ def _parse(doc: YamlDocument, source: str, base_dir: Path | None) -> _Parsed:
             seen[tid] = i
             where_task[tid] = path
         before = len(out.problems)
-        task = _parse_task(item, path, doc, out, taskset, base_dir)
+        task = _parse_task(item, path, doc, out, taskset, base_dir, agent_defaults)
         if task is None:
             continue
         if duplicate:  # its dependencies are checked; it takes no part in the graph
@@ -283,7 +286,7 @@ def _scalar_text(value: Any, path: Path_, doc: YamlDocument) -> str | None:
 
 
 def _parse_task(item: Any, path: Path_, doc: YamlDocument, out: _Collector, taskset: Taskset,
-                base_dir: Path | None) -> Task | None:
+                base_dir: Path | None, agent_defaults: dict[str, Any]) -> Task | None:
     if not isinstance(item, dict):
         out.add(path, f"tasks[#{path[-1] + 1}]",  # type: ignore[operator]
                 f"expected a task (a mapping with id and title), got {type_name(item)}")
@@ -361,6 +364,8 @@ def _parse_task(item: Any, path: Path_, doc: YamlDocument, out: _Collector, task
     for index, why in path_problems:
         out.add((*path, "paths") if index is None else (*path, "paths", index),
                 f"{label}.paths", why, 'e.g. "src/api/**" or "docs/*.md"')
+    agent = task_agent_fields(item, agent_defaults, path, lambda p, m, h="": bad(
+        ".".join(str(x) for x in p[len(path):]), m, h))
     if tid is None:
         return None
     if len(out.problems) > before:
@@ -387,6 +392,7 @@ def _parse_task(item: Any, path: Path_, doc: YamlDocument, out: _Collector, task
         optional=optional,
         estimated_duration=estimate,
         paths=paths,
+        **agent,
     )
 
 
