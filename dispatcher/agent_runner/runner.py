@@ -128,6 +128,7 @@ class AgentRunner:
         self._done = threading.Event()
         self._pid: int | None = None
         self._last_ok = time.monotonic()
+        self.stream: Any = None  # AgentStream of a coding-agent preset (NECROCODE_AGENT)
 
     # --- main -------------------------------------------------------------------------------
     def run(self) -> int:
@@ -135,12 +136,26 @@ class AgentRunner:
         started_at = time.time()
         t0 = time.monotonic()
         self._install_signal_handlers()
+        child_env = dict(os.environ)
+        actions: list[tuple[int, ...]] = []
+        pipe: tuple[int, int] | None = None
+        try:
+            if os.environ.get("NECROCODE_AGENT"):  # a preset: its files, its stream
+                from .agent_stream import AgentStream
+
+                self.stream = AgentStream.from_env(os.environ, self.fence)
+                AgentStream.prepare(child_env)
+                pipe = os.pipe()
+                actions = [(os.POSIX_SPAWN_DUP2, pipe[1], 1), (os.POSIX_SPAWN_DUP2, pipe[1], 2)]
+        except (ValueError, OSError) as exc:
+            _say(f"cannot prepare the agent: {exc}")
+            return self._finish(126, f"cannot prepare agent: {exc}", started_at, t0)
         try:
             if cfg.slot_path:
                 os.chdir(cfg.slot_path)
             # the agent leads its own process group, so fencing it never hits the wrapper
             self._pid = os.posix_spawnp(
-                cfg.argv[0], cfg.argv, dict(os.environ), setpgroup=0,
+                cfg.argv[0], cfg.argv, child_env, setpgroup=0, file_actions=actions,
                 setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT,
                            signal.SIGHUP),
             )
@@ -148,6 +163,11 @@ class AgentRunner:
             _say(f"cannot start {cfg.argv[0]!r}: {exc}")
             code = 127 if isinstance(exc, FileNotFoundError | PermissionError) else 126
             return self._finish(code, f"cannot start agent: {exc}", started_at, t0)
+        finally:
+            if pipe is not None:
+                os.close(pipe[1])
+        if pipe is not None and self.stream is not None:
+            self.stream.start(pipe[0])
         beat = None
         if cfg.api_url and cfg.token:
             beat = threading.Thread(target=self._heartbeat_loop, name="necrocode-heartbeat",
@@ -177,13 +197,16 @@ class AgentRunner:
             "duration": duration, "started_at": started_at, "finished_at": time.time(),
             "heartbeats": self.heartbeats_sent, "source": "wrapper",
         }
+        agent = self.stream.finish(code, cfg.attempt_dir) if self.stream is not None else None
+        if agent is not None:
+            status["agent"] = agent
         if cfg.attempt_dir:
             try:
                 _write_json_atomic(os.path.join(cfg.attempt_dir, EXIT_FILE), status)
             except OSError as exc:
                 _say(f"cannot write {EXIT_FILE}: {exc}")
         if cfg.api_url and cfg.token:
-            self._report(code, duration, reason)
+            self._report(code, duration, reason, agent)
         return code
 
     # --- heartbeats and fencing -------------------------------------------------------------
@@ -195,8 +218,11 @@ class AgentRunner:
         while not self._done.is_set():
             quiet = time.monotonic() - self._last_ok
             try:
+                beat: dict[str, Any] = {"pid": self._pid}
+                if self.stream is not None:
+                    beat.update(self.stream.heartbeat())
                 answer = post_json(
-                    cfg.api_url, path, cfg.token, {"pid": self._pid},
+                    cfg.api_url, path, cfg.token, beat,
                     timeout=max(0.5, min(cfg.heartbeat_interval, cfg.heartbeat_timeout - quiet)),
                 )
             except PostError as exc:
@@ -243,13 +269,16 @@ class AgentRunner:
             signal.signal(sig, forward)
 
     # --- completion -------------------------------------------------------------------------
-    def _report(self, code: int, duration: float, reason: str) -> None:
+    def _report(self, code: int, duration: float, reason: str,
+                agent: dict[str, Any] | None = None) -> None:
         cfg = self.config
         assert cfg.api_url and cfg.token
         payload: dict[str, Any] = {
             "exit_code": code, "duration": duration, "reason": reason,
             "artifacts": [cfg.log_path] if cfg.log_path else [], "log_path": cfg.log_path,
         }
+        if agent is not None:  # usage, judgement, budget verdict of a coding agent
+            payload["agent"] = agent
         path = f"/v1/runners/{cfg.runner_id}/complete"
         delay = 0.2
         for attempt in range(1, cfg.complete_attempts + 1):

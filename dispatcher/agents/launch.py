@@ -35,6 +35,7 @@ AGENT_ENV = "NECROCODE_AGENT"  # the preset's name
 RESULT_FILE_ENV = "NECROCODE_AGENT_RESULT_FILE"  # the rewritten result file, if any
 FILES_ENV = "NECROCODE_AGENT_FILES"  # JSON {path: text} for the wrapper to write first
 SECRET_REFS_ENV = "NECROCODE_AGENT_SECRET_REFS"  # JSON {CLI variable: variable holding it}
+BUDGET_ENV = "NECROCODE_AGENT_BUDGET"  # JSON {max_cost_usd, max_tokens, max_turns}
 
 #: What a launcher may be given to find dependencies' results (the engine supplies it).
 DependencyLookup = Callable[[Task], Sequence[DependencyResult]]
@@ -101,6 +102,11 @@ def plan_attempt(
     extra = {AGENT_ENV: preset.name}
     if inv.result_file:
         extra[RESULT_FILE_ENV] = inv.result_file
+    budget = task_budget(task)
+    if not budget.unlimited:  # the runner wrapper fences a run over it by itself
+        extra[BUDGET_ENV] = json.dumps({"max_cost_usd": budget.max_cost_usd,
+                                        "max_tokens": budget.max_tokens,
+                                        "max_turns": budget.max_turns})
     return replace(inv, env={**inv.env, **extra},
                    files={**inv.files, os.path.join(agent_dir, PROMPT_FILE): prompt})
 

@@ -7,6 +7,7 @@ call ``on_exit(runner_id)`` to wake the engine, which then calls :meth:`RunnerLa
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import time
@@ -16,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..agents.base import AgentInvocation, AgentOptionError
-from ..agents.launch import DependencyLookup, plan_attempt
+from ..agents.base import PROMPT_FILE, AgentInvocation, AgentOptionError
+from ..agents.launch import DependencyLookup, container_env, plan_attempt, resolve_agent
 from ..models import AgentPool, Runner, Slot, Task
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,41 @@ def agent_plan(
     except (AgentOptionError, KeyError) as exc:
         raise RunnerLaunchError(f"task {task.key!r} in pool {pool.name!r}: {exc}",
                                 pool=pool.name, retryable=False) from exc
+
+
+def container_agent(
+    task: Task, slot: Slot, pool: AgentPool, attempt: int, env: LaunchEnvironment, *,
+    slot_path: str, agent_dir: str, use_wrapper: bool, attempt_path: Path | None = None,
+    key_by_reference: bool = False,
+) -> tuple[AgentInvocation | None, dict[str, str]]:
+    """A coding-agent plan for a container runner and the environment it adds (the runner
+    wrapper writes the files there; ``prompt.md`` is also kept in ``attempt_path``).
+
+    ``key_by_reference`` (Kubernetes): the key is not put in the Job; the pod has the variable
+    named by ``api_key_env`` (from a Secret of the job template) and the wrapper copies it."""
+    from ..errors import RunnerLaunchError
+
+    resolved = resolve_agent(task, pool)
+    if resolved is None:
+        return None, {}
+    if not use_wrapper:
+        raise RunnerLaunchError(f"pool {pool.name!r}: agent {resolved[0].name} needs the runner "
+                                "wrapper (config.use_wrapper: true)", pool=pool.name,
+                                retryable=False)
+    preset, options = resolved
+    key_env = options.api_key_env or preset.default_key_env
+    environ = {**os.environ, key_env: "by-reference"} if key_by_reference else None
+    inside = Slot(slot.slot_id, slot_path, slot.repo, slot.branch)
+    plan = agent_plan(task, inside, pool, attempt, env, agent_dir=agent_dir, environ=environ)
+    if plan is None:
+        return None, {}
+    if attempt_path is not None:  # the task detail shows the prompt given
+        try:
+            attempt_path.mkdir(parents=True, exist_ok=True)
+            (attempt_path / PROMPT_FILE).write_text(plan.files[f"{agent_dir}/{PROMPT_FILE}"])
+        except OSError as exc:
+            log.warning("cannot keep the prompt of %s in %s: %s", task.key, attempt_path, exc)
+    return plan, container_env(plan, key_env if key_by_reference else None)
 
 
 def runner_env(

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from ..errors import RunnerLaunchError
 from ..models import AgentPool, Slot, Task
-from .base import LaunchEnvironment, agent_argv, runner_env
+from .base import LaunchEnvironment, agent_argv, container_agent, runner_env
 
 #: Labels put on every container this launcher starts (reconcile finds them by these).
 LABEL_MANAGED = "necrocode.managed"
@@ -212,16 +212,20 @@ def build_container_spec(
 ) -> ContainerSpec:
     """The container of one runner: command, env, labels, mounts and limits."""
     settings = settings or DockerPoolSettings.from_pool(pool)
-    argv = agent_argv(task, slot, pool, runner_id, attempt)
-    if settings.use_wrapper:
-        command = [settings.python, "-m", WRAPPER_MODULE, "--", *argv]
-    else:
-        command = argv
     volumes: list[str] = []
     slot_path = slot.slot_path
     if settings.mount_repo_pool:
         volumes.append(MountSpec(str(Path(slot.slot_path).resolve()), WORKSPACE).to_docker())
         slot_path = WORKSPACE
+    plan, agent_env = container_agent(
+        task, slot, pool, attempt, env, slot_path=slot_path, use_wrapper=settings.use_wrapper,
+        agent_dir=ATTEMPT_MOUNT if settings.mount_attempt_dir else "/tmp/necrocode-attempt",
+        attempt_path=attempt_path)
+    argv = agent_argv(task, slot, pool, runner_id, attempt, plan=plan)
+    if settings.use_wrapper:
+        command = [settings.python, "-m", WRAPPER_MODULE, "--", *argv]
+    else:
+        command = argv
     for mount in settings.mounts:
         volumes.append(mount.to_docker())
     environment = dict(settings.env)
@@ -229,6 +233,7 @@ def build_container_spec(
     if settings.api_url and env.api_url:
         contract["NECROCODE_API_URL"] = settings.api_url
     environment.update(contract)
+    environment.update(agent_env)
     environment.setdefault("PYTHONUNBUFFERED", "1")
     if settings.mount_attempt_dir:
         volumes.append(MountSpec(str(attempt_path.resolve()), ATTEMPT_MOUNT).to_docker())

@@ -16,7 +16,7 @@ import yaml
 
 from ..errors import RunnerLaunchError
 from ..models import AgentPool, Runner, RunnerState, Slot, Task
-from .base import LaunchEnvironment, RunnerExit, agent_argv, runner_env
+from .base import LaunchEnvironment, RunnerExit, agent_argv, container_agent, runner_env
 from .docker_spec import WRAPPER_MODULE, limits_for
 
 LABEL_MANAGED = "necrocode.managed"
@@ -247,7 +247,11 @@ def build_job(
         raise RunnerLaunchError(f"pool {pool.name!r}: the job template has no container",
                                 pool=pool.name, retryable=False)
 
-    argv = agent_argv(task, slot, pool, runner_id, attempt)
+    plan, agent_env = container_agent(
+        task, slot, pool, attempt, env, slot_path=settings.slot_path,
+        agent_dir="/tmp/necrocode-attempt", use_wrapper=settings.use_wrapper,
+        attempt_path=Path(attempt_path) if attempt_path else None, key_by_reference=True)
+    argv = agent_argv(task, slot, pool, runner_id, attempt, plan=plan)
     if settings.use_wrapper:
         container["command"] = [settings.python, "-m", WRAPPER_MODULE, "--", *argv]
     else:
@@ -260,7 +264,7 @@ def build_job(
     contract = runner_env(task, slot, pool, runner_id, attempt, env, slot_path=settings.slot_path)
     if settings.api_url and env.api_url:
         contract["NECROCODE_API_URL"] = settings.api_url
-    wanted = {**settings.env, **contract, "PYTHONUNBUFFERED": "1"}
+    wanted = {**settings.env, **contract, **agent_env, "PYTHONUNBUFFERED": "1"}
     token = wanted.pop(TOKEN_ENV, None)
     kept = [e for e in (container.get("env") or []) if e.get("name") not in wanted
             and e.get("name") != TOKEN_ENV]

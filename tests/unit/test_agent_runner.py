@@ -250,3 +250,58 @@ def test_wrapper_under_local_launcher_keeps_its_richer_status(
     finally:
         launcher.stop(runner, grace=0.5)
         launcher.close()
+
+
+RECORDED = Path(__file__).parent / "agent_output"
+
+
+def test_wrapper_runs_a_preset_files_key_reference_stream_and_judgement(
+    server: tuple[ApiServer, CountingHandler], dirs: tuple[Path, Path]
+) -> None:
+    srv, handler = server
+    adir, slot = dirs
+    home = adir / "claude-config"
+    log = RECORDED / "claude-code-ok.log"
+    code = (f"import os, sys, time\n"
+            f"open('key.txt', 'w').write(os.environ['ANTHROPIC_API_KEY'])\n"
+            f"assert open({str(home / 'x.json')!r}).read() == 'cfg'\n"
+            f"for line in open({str(log)!r}):\n"
+            f"    sys.stdout.write(line); sys.stdout.flush(); time.sleep(0.05)\n")
+    env = wrapper_env(srv.url or "", "r-a", adir, slot, NECROCODE_AGENT="claude-code",
+                      NECROCODE_AGENT_FILES=json.dumps({str(home / "x.json"): "cfg"}),
+                      NECROCODE_AGENT_SECRET_REFS=json.dumps({"ANTHROPIC_API_KEY": "POD_KEY"}),
+                      POD_KEY="from-the-pod")
+    proc = subprocess.run([*WRAPPER, PY, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == log.read_text()  # teed to the container log
+    assert (slot / "key.txt").read_text() == "from-the-pod"
+    [(_, payload)] = handler.completions
+    agent_report = payload["agent"]
+    assert agent_report["judgement"] == {"verdict": "succeeded", "reason": "Created hello.txt"}
+    assert agent_report["usage"]["input_tokens"] == 330 and agent_report["budget"] is None
+    usage = json.loads((adir / "usage.json").read_text())
+    assert usage["output_tokens"] == 60 and usage["agent"] == "claude-code"
+    status = json.loads((adir / "exit_status.json").read_text())
+    assert status["agent"]["judgement"]["verdict"] == "succeeded"
+
+
+def test_wrapper_fences_a_preset_over_its_budget(
+    server: tuple[ApiServer, CountingHandler], dirs: tuple[Path, Path]
+) -> None:
+    srv, handler = server
+    adir, slot = dirs
+    log = RECORDED / "claude-code-ok.log"
+    code = (f"import sys, time\n"
+            f"for line in open({str(log)!r}):\n"
+            f"    sys.stdout.write(line); sys.stdout.flush(); time.sleep(0.05)\n"
+            f"time.sleep(60)\n")
+    env = wrapper_env(srv.url or "", "r-b", adir, slot, NECROCODE_AGENT="claude-code",
+                      NECROCODE_AGENT_BUDGET=json.dumps({"max_turns": 1}))
+    proc = subprocess.run([*WRAPPER, PY, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0
+    [(_, payload)] = handler.completions
+    assert payload["reason"] == "budget exceeded: 2/1 turns"
+    assert payload["agent"]["budget"] == "budget exceeded: 2/1 turns"
+    assert payload["agent"]["judgement"]["verdict"] == "failed"
