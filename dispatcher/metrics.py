@@ -39,6 +39,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from .agents.metrics import AgentMetrics
 from .models import PoolStatus, PoolType, RunnerState, TaskState
 
 if TYPE_CHECKING:
@@ -209,6 +210,7 @@ class MetricsCollector:
                                           "Duration of one scheduling round of the engine.",
                                           buckets=ROUND_BUCKETS, registry=reg)
         reg.register(_StateCollector(self))
+        self.agents = AgentMetrics(reg, _LabelGuard("tenant"))  # record(agent, tenant, usage)
 
         # Series that exist from the start, so rate() and increase() work from the first event.
         for reason in FAILURE_REASONS:

@@ -6,10 +6,10 @@ answers the reason shown when a run is stopped, e.g. ``budget exceeded: 1.23/1.0
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from ..models import Usage
+from ..models import Task, Usage
 
 BUDGET_KEYS = ("max_cost_usd", "max_tokens", "max_turns")
 
@@ -66,6 +66,16 @@ def check_budget(usage: Usage, budget: Budget) -> BudgetVerdict | None:
     return None
 
 
+def group_budget_reason(kind: str, name: str, total: Usage, budget: Budget) -> str | None:
+    """The pending reason of a tenant's or taskset's tasks when its summed usage is over
+    ``budget`` (e.g. ``tenant team-a over budget: 51.20/50.00 USD``), else None."""
+    verdict = check_budget(total, budget)
+    if verdict is None:
+        return None
+    return f"{kind} {name} over " + verdict.reason.removeprefix("budget exceeded: ").join(
+        ("budget: ", ""))
+
+
 @dataclass(frozen=True)
 class Price:
     """USD per million tokens of one model."""
@@ -87,3 +97,29 @@ def with_cost(usage: Usage, model: str | None, prices: Mapping[str, Price]) -> U
     cost = ((usage.input_tokens - cached) * price.input + cached * cached_rate
             + usage.output_tokens * price.output) / 1_000_000
     return replace(usage, cost_usd=cost)
+
+
+def usage_totals(tasks: Iterable[Task]) -> tuple[dict[str, Usage], dict[str, Usage]]:
+    """Summed usage per tenant and per taskset (tasks without usage add nothing)."""
+    tenants: dict[str, Usage] = {}
+    tasksets: dict[str, Usage] = {}
+    for task in tasks:
+        if task.usage is None:
+            continue
+        tenants[task.tenant] = tenants.get(task.tenant, Usage()) + task.usage
+        tasksets[task.taskset] = tasksets.get(task.taskset, Usage()) + task.usage
+    return tenants, tasksets
+
+
+def pending_budget_reason(task: Task, tenants: Mapping[str, Usage],
+                          tasksets: Mapping[str, Usage], tenant_budgets: Mapping[str, Budget],
+                          taskset_budgets: Mapping[str, Budget]) -> str | None:
+    """Why ``task`` must wait for budget: its tenant's or taskset's usage is over its budget."""
+    for kind, name, totals, budgets in (("tenant", task.tenant, tenants, tenant_budgets),
+                                        ("taskset", task.taskset, tasksets, taskset_budgets)):
+        budget = budgets.get(name)
+        if budget is not None:
+            reason = group_budget_reason(kind, name, totals.get(name, Usage()), budget)
+            if reason:
+                return reason
+    return None

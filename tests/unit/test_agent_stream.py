@@ -16,7 +16,7 @@ from necrocode.dispatcher.agents.launch import watch_spec
 from necrocode.dispatcher.agents.stream import RunUpdate, StreamReader, read_usage
 from necrocode.dispatcher.launchers.base import LaunchEnvironment
 from necrocode.dispatcher.launchers.local import LocalProcessLauncher
-from necrocode.dispatcher.models import AgentPool, Slot, Task
+from necrocode.dispatcher.models import AgentPool, Slot, Task, Usage
 from support import wait_until
 
 RECORDED = Path(__file__).parent / "agent_output"
@@ -138,3 +138,39 @@ def test_local_launcher_runs_a_preset_with_prompt_md(tmp_path: Path) -> None:
         assert result.state.usage.total_tokens == 390
     finally:
         launcher.close()
+
+
+def test_agent_runs_facade_for_the_engine(tmp_path: Path) -> None:
+    from necrocode.dispatcher.agents.supervisor import AgentRuns
+    from necrocode.dispatcher.models import Runner
+
+    adir = tmp_path / "attempt-1"
+    adir.mkdir()
+    log = adir / "output.log"
+    log.write_bytes((RECORDED / "claude-code-ok.log").read_bytes())
+    pool = AgentPool("p", agent="claude-code")
+    task = Task(id="1", max_turns=2)
+    runs = AgentRuns()
+    try:
+        plain = Runner("r0", "ts/1", "p", log_path=str(log), attempt_dir=str(adir))
+        assert not runs.started(Task(id="0", command=["x"]), pool, plain)
+        runner = Runner("r1", "ts/1", "p", log_path=str(log), attempt_dir=str(adir))
+        assert runs.started(task, pool, runner)
+        update = wait_until(lambda: next(iter(runs.updates()), None), what="an update")
+        assert update.runner_id == "r1"
+        outcome = runs.ended("r1", 0)
+        assert outcome is not None and outcome.succeeded is True and outcome.agent == \
+            "claude-code"
+        assert outcome.usage.input_tokens == 330
+        assert outcome.budget_reason == "budget exceeded: 3/2 turns"
+        assert runs.ended("r1", 0) is None and runs.ended("r0", 0) is None
+    finally:
+        runs.close()
+    payload = {"exit_code": 0, "agent": {"agent": "codex", "usage": {"input_tokens": 5,
+                                                                      "turns": 9},
+                                         "judgement": {"verdict": "failed", "reason": "x"}}}
+    got = AgentRuns.reported(Task(id="1", max_turns=3), AgentPool("p", agent="codex"), payload)
+    assert got is not None and got.succeeded is False and got.reason == "x"
+    assert got.budget_reason == "budget exceeded: 9/3 turns"
+    assert AgentRuns.heartbeat_usage({"progress": "$ ls", "usage": {"output_tokens": 3}}) == (
+        "$ ls", Usage(output_tokens=3))

@@ -19,7 +19,15 @@ from necrocode.dispatcher.agents.base import (
     StreamParser,
     Verdict,
 )
-from necrocode.dispatcher.agents.budget import Budget, Price, check_budget, with_cost
+from necrocode.dispatcher.agents.budget import (
+    Budget,
+    Price,
+    check_budget,
+    group_budget_reason,
+    pending_budget_reason,
+    usage_totals,
+    with_cost,
+)
 from necrocode.dispatcher.agents.launch import (
     options_from_mapping,
     plan_attempt,
@@ -220,6 +228,19 @@ def test_budget_reasons() -> None:
     assert check_budget(Usage(turns=3), Budget(max_turns=3)) is None  # at the limit: within
     assert check_budget(Usage(cost_usd=None), Budget(max_cost_usd=0.0)) is None
     assert Budget(1.0, None, 5).tighter(Budget(2.0, 10, None)) == Budget(1.0, 10, 5)
+    assert group_budget_reason("tenant", "team-a", Usage(cost_usd=51.2), Budget(50.0)) \
+        == "tenant team-a over budget: 51.20/50.00 USD"
+    assert group_budget_reason("taskset", "n", Usage(10, 10), Budget(max_tokens=20)) is None
+    tasks = [Task(id="1", taskset="a", tenant="t", usage=Usage(10, 5, cost_usd=1.0)),
+             Task(id="2", taskset="b", tenant="t", usage=Usage(1, 1, cost_usd=0.5)),
+             Task(id="3", taskset="b", tenant="u")]
+    tenants, tasksets = usage_totals(tasks)
+    assert tenants == {"t": Usage(11, 6, 0, 1.5, 0)} and set(tasksets) == {"a", "b"}
+    assert pending_budget_reason(tasks[2], tenants, tasksets, {"t": Budget(1.0)}, {}) is None
+    assert pending_budget_reason(tasks[1], tenants, tasksets, {"t": Budget(1.0)}, {}) \
+        == "tenant t over budget: 1.50/1.00 USD"
+    assert pending_budget_reason(tasks[0], tenants, tasksets, {}, {"a": Budget(max_tokens=10)}) \
+        == "taskset a over budget: 15/10 tokens"
 
 
 def test_derived_cost_and_usage_sums() -> None:
@@ -249,3 +270,16 @@ def test_prompt_from_task_slot_and_dependencies() -> None:
     assert "/ws/slot-1" in text and "Branch: feature/task-app-2" in text
     custom = build_prompt(PromptInput(task, "/ws"), "{title} in {slot_path} {unknown} {{x}}")
     assert custom == "Add the API in /ws {unknown} {x}"
+
+
+def test_agent_metrics_count_tokens_and_cost() -> None:
+    from necrocode.dispatcher.metrics import MetricsCollector
+
+    collector = MetricsCollector()
+    collector.agents.record("codex", "team-a", Usage(100, 20, 30, 0.5, 3))
+    collector.agents.record("codex", "team-a", Usage(1, 1, 0, None, 1))
+    text = collector.export_prometheus()
+    assert ('necrocode_dispatcher_agent_tokens_total{agent="codex",kind="input",'
+            'tenant="team-a"} 101.0') in text
+    assert 'necrocode_dispatcher_agent_tokens_total{agent="codex",kind="cached",' in text
+    assert 'necrocode_dispatcher_agent_cost_usd_total{agent="codex",tenant="team-a"} 0.5' in text
