@@ -228,6 +228,7 @@ class Task:
     max_tokens: int | None = None  # input + output tokens of one attempt
     max_turns: int | None = None
     usage: Usage | None = None  # summed over the attempts; None: no agent usage recorded
+    agent_summary: str | None = None  # the agent's final message (dependents' prompts)
 
     def __post_init__(self) -> None:
         if isinstance(self.usage, dict):

@@ -79,6 +79,17 @@ class PromptInput:
     extra: Mapping[str, Any] = field(default_factory=dict)  # more placeholders of a template
 
 
+def dependency_results(task: Task, known: Mapping[str, Task]) -> tuple[DependencyResult, ...]:
+    """The results of ``task``'s dependencies found in ``known`` (task key -> task)."""
+    out = []
+    for dep_id in task.dependencies:
+        dep = known.get(f"{task.taskset}/{dep_id}")
+        if dep is not None:
+            out.append(DependencyResult(dep.key, dep.title, dep.branch, dep.head,
+                                        dep.agent_summary or ""))
+    return tuple(out)
+
+
 def build_prompt(data: PromptInput, template: str | None = None) -> str:
     """The prompt text: ``template`` (or the default) with every placeholder filled.
 

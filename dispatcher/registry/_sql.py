@@ -124,6 +124,7 @@ _JSON_DEFAULTS: dict[str, Any] = {
     "max_cost_usd": None,
     "max_tokens": None,
     "max_turns": None,
+    "agent_summary": None,
 }
 _JSON_ITEMS = tuple(_JSON_DEFAULTS.items())
 _dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode

@@ -58,6 +58,7 @@ UPDATABLE_FIELDS = frozenset(
         "max_tokens",
         "max_turns",
         "usage",  # summed agent usage of the attempts (models.Usage)
+        "agent_summary",
     }
 )
 

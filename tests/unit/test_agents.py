@@ -39,6 +39,7 @@ from necrocode.dispatcher.agents.prompt import (
     DependencyResult,
     PromptInput,
     build_prompt,
+    dependency_results,
     prompt_argument,
 )
 from necrocode.dispatcher.models import AgentPool, Slot, Task, Usage
@@ -268,6 +269,10 @@ def test_prompt_from_task_slot_and_dependencies() -> None:
     assert "- app/1 (Schema) — branch feature/task-app-1, head 0123456789ab" in text
     assert "Summary: Created the tables." in text
     assert "/ws/slot-1" in text and "Branch: feature/task-app-2" in text
+    known = {"app/1": Task(id="1", taskset="app", title="Schema", branch="feature/task-app-1",
+                           head="0123456789abcdef", agent_summary="Created the tables.")}
+    assert dependency_results(Task(id="2", taskset="app", dependencies=["1", "9"]), known) \
+        == deps
     custom = build_prompt(PromptInput(task, "/ws"), "{title} in {slot_path} {unknown} {{x}}")
     assert custom == "Add the API in /ws {unknown} {x}"
 

@@ -140,8 +140,9 @@ def test_usage_is_stored_and_shown(registry: TaskRegistry, task_factory: Any) ->
     assert got.usage == usage
     assert got.to_dict()["usage"] == {"input_tokens": 1200, "output_tokens": 300,
                                       "cached_tokens": 100, "cost_usd": 0.042, "turns": 7}
-    registry.update_task("t/x", usage=(usage + usage).to_dict())  # a dict is taken too
-    assert registry.get_task("t/x").usage == usage + usage
+    registry.update_task("t/x", usage=(usage + usage).to_dict(), agent_summary="done")
+    assert registry.get_task("t/x").usage == usage + usage  # a dict is taken too
+    assert registry.get_task("t/x").agent_summary == "done"
 
 
 def test_resubmit_keeps_state_attempts_and_history(
