@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models import AgentPool, Slot, Task
-from . import get_preset
+from . import PRESET_NAMES, get_preset
 from .base import (
     COMMON_OPTIONS,
     PROMPT_FILE,
@@ -67,7 +67,11 @@ def resolve_agent(task: Task, pool: AgentPool) -> tuple[AgentPreset, AgentOption
     name = task.agent or (None if task.command else pool.agent)
     if not name or name == "command":
         return None
-    preset = get_preset(name)
+    try:
+        preset = get_preset(name)
+    except KeyError:
+        raise AgentOptionError(f"unknown agent {name!r}; agents: "
+                               f"{', '.join(PRESET_NAMES)}") from None
     pool_opts = (options_from_mapping(pool.agent_options)
                  if pool.agent in (None, name) else AgentOptions())
     return preset, pool_opts.merged(options_from_mapping(task.agent_options))

@@ -116,8 +116,10 @@ class StreamReader:
                 return None
             self._read(run, final=True)
             state = self._state(run)
+            # usage some CLIs report only at the end (Codex's tokens) is checked here too
+            verdict = run.verdict or check_budget(state.usage, run.budget)
             result = AttemptResult(run.preset.judge(run.parser.state, exit_code), state,
-                                   run.verdict)
+                                   verdict)
             self._write_usage(run, state)
         return result
 

@@ -174,3 +174,14 @@ def test_agent_runs_facade_for_the_engine(tmp_path: Path) -> None:
     assert got.budget_reason == "budget exceeded: 9/3 turns"
     assert AgentRuns.heartbeat_usage({"progress": "$ ls", "usage": {"output_tokens": 3}}) == (
         "$ ls", Usage(output_tokens=3))
+
+
+def test_usage_reported_only_at_the_end_is_checked_at_finish(tmp_path: Path) -> None:
+    log = tmp_path / "output.log"
+    log.write_bytes((RECORDED / "codex-ok.log").read_bytes())  # tokens in turn.completed only
+    reader = StreamReader()
+    reader.watch("r1", log, get_preset("codex"), budget=Budget(max_tokens=100))
+    result = reader.finish("r1", 0)
+    reader.close()
+    assert result is not None and result.budget is not None
+    assert result.budget.reason == "budget exceeded: 390/100 tokens"

@@ -203,6 +203,8 @@ def test_task_agent_over_command_over_pool_agent() -> None:
     assert preset is PRESETS["gemini"] and opts == AgentOptions()  # codex options not taken
     assert resolve_agent(Task(id="1", agent="command", command=["x"]), pool) is None
     assert resolve_agent(Task(id="1"), AgentPool("q")) is None
+    with pytest.raises(AgentOptionError, match="unknown agent 'old-cli'; agents: claude-code"):
+        resolve_agent(Task(id="1", agent="old-cli"), pool)
 
 
 def test_plan_writes_prompt_md_and_refuses_an_unset_key_variable(tmp_path: Path) -> None:
