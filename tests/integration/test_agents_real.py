@@ -229,3 +229,50 @@ def test_budget_crossed_mid_run_then_a_stalled_model_leaves_it_idle(
     assert harness.launcher.poll(runner) is None
     stop = harness.launcher.stop(runner, grace=2.0)
     assert stop.confirmed
+
+
+@pytest.mark.parametrize("name", ["claude-code", "codex"])
+def test_a_taskset_runs_through_the_dispatcher_to_done(name: str, tmp_path: Path,
+                                                      server: ModelServer,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine as it is today: the preset pool's CLI makes and commits the change, the run
+    is DONE and the work is on the task branch. (The engine does not read the stream yet:
+    tokens are checked in the tests above.)"""
+    from git_support import git, make_origin
+    from necrocode.dispatcher import DispatcherCore
+    from necrocode.dispatcher.config import DispatcherConfig
+    from necrocode.dispatcher.models import PoolType, Taskset, TaskState
+
+    spec, exe = installed(name)
+    monkeypatch.setenv(KEY_ENV, KEY)
+    for var in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
+        monkeypatch.setenv(var, "agent")
+    for var in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.setenv(var, "agent@example.com")
+    origin = make_origin(tmp_path / "origin", {"README.md": "hi\n"})
+    server.configure(Script(commands=["printf 'hello\\n' > hello.txt",
+                                      "git add hello.txt && git commit -qm 'add hello.txt'"],
+                            final="Created it"))
+    pool = AgentPool(name="coders", type=PoolType.LOCAL_PROCESS, max_concurrency=1, agent=name,
+                     agent_options={"model": spec.model, "executable": exe,
+                                    "base_url": server.url + spec.url_suffix,
+                                    "api_key_env": KEY_ENV})
+    core = DispatcherCore(DispatcherConfig(
+        registry_path=str(tmp_path / "reg" / "registry.db"), state_dir=str(tmp_path / "st"),
+        poll_interval=0.5, retry_max_attempts=1, agent_pools=[pool],
+        skill_mapping={"default": ["coders"]}))
+    core.start()
+    try:
+        core.submit(Taskset(name="app", repo=str(origin), tasks=[
+            Task(id="1", taskset="app", title="Create hello.txt", repo=str(origin))]))
+        done = wait_until(lambda: (t := core.registry.get_task("app/1")).state in (
+            TaskState.DONE, TaskState.FAILED) and t, timeout=180, what="app/1 settled")
+        assert done.state is TaskState.DONE, done.last_error
+        assert done.reserved_branch == "feature/task-app-1"
+        mirror = next((tmp_path / "st").rglob("*.git"))
+        assert git("--git-dir", str(mirror), "show", "feature/task-app-1:hello.txt",
+                   cwd=tmp_path) == "hello"
+        prompts = list((tmp_path / "st").rglob("prompt.md"))
+        assert prompts and "# Task app/1: Create hello.txt" in prompts[0].read_text()
+    finally:
+        core.stop(timeout=5)
