@@ -97,3 +97,25 @@ tasks:
     text = str(err.value)
     assert f"{path}:10: tasks[2].agent: unknown agent 'gemeni' (did you mean 'gemini'?" in text
     assert f"{path}:11: tasks[2].max_turns: expected a positive integer, got 1.5" in text
+
+
+def test_tasks_json_shows_usage(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+    from necrocode.dispatcher.models import Task, Taskset, Usage
+    from necrocode.dispatcher.registry import open_registry
+
+    from necroui.cli import main
+
+    db = tmp_path / "registry.db"
+    registry = open_registry(db)
+    registry.submit_taskset(Taskset(name="app", tasks=[Task(id="1", title="t", agent="codex")]))
+    registry.update_task("app/1", usage=Usage(1200, 300, 100, None, 7))
+    registry.close()
+    out = CliRunner().invoke(main, ["--registry", str(db), "tasks", "--json"])
+    assert out.exit_code == 0, out.output
+    [task] = json.loads(out.output)
+    assert task["agent"] == "codex"
+    assert task["usage"] == {"input_tokens": 1200, "output_tokens": 300, "cached_tokens": 100,
+                             "cost_usd": None, "turns": 7}
