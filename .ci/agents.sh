@@ -19,8 +19,11 @@ _agents_npm() {  # package version bin -> path of the installed executable
       apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
     }
     rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
-    npm install --prefix "$dir.tmp" --no-audit --no-fund --loglevel=error "$pkg@$version" >&2
-    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+    # errexit does not reach into $(...): every step says its own failure
+    npm install --prefix "$dir.tmp" --no-audit --no-fund --loglevel=error "$pkg@$version" >&2 \
+      || { echo "npm install $pkg@$version failed" >&2; return 1; }
+    [ -x "$dir.tmp/node_modules/.bin/$bin" ] || { echo "$pkg installed no $bin" >&2; return 1; }
+    rm -rf "$dir" && mv "$dir.tmp" "$dir" || return 1
   fi
   printf '%s\n' "$dir/node_modules/.bin/$bin"
 }
@@ -29,10 +32,12 @@ _agents_mini() {  # its own venv (not the test venv); .complete marks a finished
   local dir="$AGENTS_CACHE/mini-swe-agent-$MINI_VERSION"
   if [ ! -f "$dir/.complete" ]; then
     rm -rf "$dir" && mkdir -p "$dir"
-    python3 -m venv "$dir/venv"
+    python3 -m venv "$dir/venv" || return 1
     "$dir/venv/bin/pip" install -q "mini-swe-agent==$MINI_VERSION" 2>&1 \
       | grep -v '^WARNING: Location' >&2 || true
     [ -x "$dir/venv/bin/mini" ] || { echo "mini-swe-agent did not install" >&2; return 1; }
+    # compiled once: its litellm import is most of a run's start-up
+    "$dir/venv/bin/python" -m compileall -q "$dir/venv/lib" >/dev/null 2>&1 || true
     touch "$dir/.complete"
   fi
   printf '%s\n' "$dir/venv/bin/mini"
