@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..models import AgentPool, Runner, Task, Usage
@@ -66,7 +67,8 @@ class AgentRuns:
         if spec is None:
             return False
         self._agents[runner.runner_id] = spec.preset.name
-        self.reader.watch(runner.runner_id, spec.log_path, spec.preset, **spec.kwargs())
+        self.reader.watch(runner.runner_id, spec.log_path, spec.preset,
+                          offset=run_start(spec.log_path, runner.runner_id), **spec.kwargs())
         return True
 
     def updates(self) -> list[AgentProgress]:
@@ -124,6 +126,23 @@ class AgentRuns:
         progress = payload.get("progress")
         return (str(progress) if progress else None,
                 Usage.from_dict(usage) if isinstance(usage, dict) else None)
+
+
+def run_start(log_path: Path, runner_id: str) -> int:
+    """Where this runner's output begins in its attempt's log: after the local launcher's
+    ``--- necrocode: runner ID started ---`` line when an earlier run of the same attempt
+    (requeued at a shutdown) wrote before it, else 0."""
+    marker = f"--- necrocode: runner {runner_id} started ---\n".encode()
+    try:
+        with open(log_path, "rb") as f:
+            head = f.read(_MARKER_SCAN)
+    except OSError:
+        return 0
+    at = head.rfind(marker)
+    return at + len(marker) if at >= 0 else 0
+
+
+_MARKER_SCAN = 64 << 20  # the marker is written before the run starts: near the start's end
 
 
 def _progress(update: RunUpdate) -> AgentProgress:

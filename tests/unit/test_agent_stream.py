@@ -185,3 +185,20 @@ def test_usage_reported_only_at_the_end_is_checked_at_finish(tmp_path: Path) -> 
     reader.close()
     assert result is not None and result.budget is not None
     assert result.budget.reason == "budget exceeded: 390/100 tokens"
+
+
+def test_a_rerun_of_the_same_attempt_is_read_from_its_own_start(tmp_path: Path) -> None:
+    from necrocode.dispatcher.agents.supervisor import run_start
+
+    log = tmp_path / "output.log"
+    earlier = (RECORDED / "claude-code-401.log").read_bytes()
+    log.write_bytes(earlier + b"\n--- necrocode: runner r-2 started ---\n")
+    assert run_start(log, "r-2") == len(earlier) + 39
+    assert run_start(log, "r-other") == 0 and run_start(tmp_path / "none", "r-2") == 0
+    with log.open("ab") as f:
+        f.write((RECORDED / "claude-code-ok.log").read_bytes())
+    reader = StreamReader()
+    reader.watch("r-2", log, get_preset("claude-code"), offset=run_start(log, "r-2"))
+    result = reader.finish("r-2", 0)
+    reader.close()
+    assert result is not None and result.judgement.succeeded  # not the earlier 401
