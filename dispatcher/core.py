@@ -47,6 +47,7 @@ from .engine.runner_table import RunnerDirectory, RunnerRecord
 from .errors import DispatcherError, DispatcherStateError
 from .events import EventRecorder
 from .launchers.base import RunnerLauncher
+from .leader import LeaderElector
 from .metrics import MetricsCollector
 from .models import AgentPool, PoolType, Taskset
 from .pool_manager import AgentPoolManager
@@ -106,7 +107,8 @@ class DispatcherCore:
 
     ``registry`` defaults to the one the config names; ``launchers`` maps a pool type (or a pool
     name) to its launcher (default: built at start for the configured pool types); ``metrics``
-    defaults to a new MetricsCollector.
+    defaults to a new MetricsCollector; ``elector`` (default: from the config's ``ha:``
+    section, over a Kubernetes Lease) makes this replica dispatch only while it leads.
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class DispatcherCore:
         registry: TaskRegistry | None = None,
         launchers: dict[Any, RunnerLauncher] | None = None,
         metrics: MetricsCollector | None = None,
+        elector: LeaderElector | None = None,
     ) -> None:
         self.config = _with_default_pools(_validated(config or DispatcherConfig()))
         self._owns_registry = registry is None
@@ -145,7 +148,8 @@ class DispatcherCore:
                     detector=self.deadlock_detector, metrics=self.metrics,
                     runs_dir=self.runs_dir)
         self._engine = Engine(seed, self.task_monitor, self.registry_label,
-                              lambda: self.repo_pool, dict(launchers or {}))
+                              lambda: self.repo_pool, dict(launchers or {}),
+                              elector if elector is not None else _elector_for(self.config))
 
     # --- properties ------------------------------------------------------------------------
     @property
@@ -375,6 +379,19 @@ class DispatcherCore:
     def runner_records(self) -> list[RunnerRecord]:
         """The live runner records (read-only use; for tests and diagnostics)."""
         return self.diagnose(lambda _d: list(self._engine.parts.runners))
+
+
+def _elector_for(config: DispatcherConfig) -> LeaderElector | None:
+    """The leader elector of the ``ha:`` section (None without one)."""
+    ha = config.ha
+    if ha is None:
+        return None
+    from .launchers.kubernetes_api import load_api_client
+    from .leader import KubernetesLeaseStore
+
+    store = KubernetesLeaseStore(load_api_client(None), ha.lease, ha.namespace,
+                                 request_timeout=ha.retry_period)
+    return LeaderElector.from_config(ha, store)
 
 
 def _pid() -> int:

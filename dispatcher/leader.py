@@ -327,3 +327,34 @@ class KubernetesLeaseStore:
                          self.namespace, self._body(record))
         assert out is not None
         return out
+
+
+class MemoryLeaseStore:
+    """A Lease held in memory (one process): for tests of the engine's standby and takeover,
+    and for replicas that are threads of one program."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._record: LeaseRecord | None = None
+        self._version = 0
+
+    def get(self) -> LeaseRecord | None:
+        with self._lock:
+            return self._record
+
+    def create(self, record: LeaseRecord) -> LeaseRecord:
+        with self._lock:
+            if self._record is not None:
+                raise LeaseConflict("the Lease exists")
+            return self._write(record)
+
+    def update(self, record: LeaseRecord) -> LeaseRecord:
+        with self._lock:
+            if self._record is None or record.version != self._record.version:
+                raise LeaseConflict("the Lease changed meanwhile")
+            return self._write(record)
+
+    def _write(self, record: LeaseRecord) -> LeaseRecord:
+        self._version += 1
+        self._record = replace(record, version=str(self._version))
+        return self._record

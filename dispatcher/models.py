@@ -97,6 +97,7 @@ class EventType(str, Enum):
     DISPATCHER_PAUSED = "DispatcherPaused"
     DISPATCHER_RESUMED = "DispatcherResumed"
     DISPATCHER_STOPPED = "DispatcherStopped"
+    LEADER_ELECTED = "LeaderElected"  # ha: this replica took the Lease and dispatches now
     # work flowing between tasks (R21)
     WORK_RECORDED = "WorkRecorded"  # a run's work committed on its branch and recorded
     START_CONFLICT = "StartConflict"  # its dependencies' branches do not merge

@@ -163,6 +163,8 @@ class Snapshot:
     deadlocks: tuple[DeadlockView, ...] = ()
     heartbeat_timeout: float = 60.0
     problems: tuple[str, ...] = ()  # degraded engine features, one line each
+    leader: str | None = None  # ha: the replica holding the Lease (None without ha:)
+    replica: str | None = None  # ha: this replica's identity
 
     @property
     def running_total(self) -> int:

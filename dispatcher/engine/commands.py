@@ -39,6 +39,7 @@ class LaunchResult(str, enum.Enum):
     REFUSED = "refused"  # the READY -> RUNNING compare-and-set was refused (it moved on)
     REGISTRY_ERROR = "registry_error"  # the registry failed; the task is still READY there
     REGISTRY_UNKNOWN = "registry_unknown"  # the registry failed; the assignment may have committed
+    NOT_OWNER = "not_owner"  # this replica lost the Lease before the assignment: nothing written
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,18 @@ class PlatformAnswer:
 
 
 @dataclass(frozen=True)
+class LeadershipGained:
+    """This replica now holds the Lease (``ha:``): take over."""
+
+
+@dataclass(frozen=True)
+class LeadershipLost:
+    """This replica lost the Lease: stop acting at once."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class StopEngine:
     """Drain: take no new tasks, wait ``timeout`` for running runners, then stop them."""
 
@@ -158,5 +171,5 @@ class EngineCall:
 
 
 Command = (Wake | RunnerExited | Heartbeat | CompletionReport | SlotReleased | LaunchFinished
-           | StopConfirmed | StopUnconfirmed | PlatformHealth | PlatformAnswer | StopEngine
-           | Control | EngineCall)
+           | StopConfirmed | StopUnconfirmed | PlatformHealth | PlatformAnswer | LeadershipGained
+           | LeadershipLost | StopEngine | Control | EngineCall)

@@ -20,12 +20,14 @@ from ..errors import (
 from ..models import EventType, Task, TaskEvent, TaskState
 from .commands import FenceOutcome
 from .launch_plane import LaunchPlane
+from .ownership import Ownership
 from .parts import EngineParts
 from .runner_table import RunnerRecord
 
 logger = logging.getLogger(__name__)
 
 _RETRYABLE = (TaskState.FAILED, TaskState.CANCELLED)
+_WRITES = frozenset({"priority", "retry", "cancel"})  # verbs that write to the registry
 
 
 def _payload_key(payload: dict[str, Any]) -> str:
@@ -62,14 +64,20 @@ class Controls:
 
     def __init__(self, parts: EngineParts, launches: LaunchPlane,
                  fence: Callable[[RunnerRecord, FenceOutcome, str], None],
-                 after_write: Callable[[Task], None]) -> None:
+                 after_write: Callable[[Task], None], ownership: Ownership) -> None:
         self._p = parts
+        self._ownership = ownership
         self._launches = launches
         self._fence = fence
         self._after_write = after_write
 
     def apply(self, verb: str, payload: dict[str, Any]) -> str:
         """Apply one control verb; returns a short message, raises DispatcherError on refusal."""
+        if verb in _WRITES and not self._ownership.may_act():
+            leader = self._ownership.holder() or "another replica"
+            raise DispatcherStateError(
+                f"this dispatcher is a standby (the leader is {leader}); send {verb!r} to the "
+                "leader")
         if verb == "pause":
             return self._ctl_pause(True)
         if verb == "resume":

@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from ..launchers.base import LaunchEnvironment, RunnerLauncher
+from ..leader import LeaderElector
 from ..models import AgentPool, EventType, Task, TaskEvent, TaskState
 from ..task_monitor import TaskMonitor
 from .api_bridge import ApiService
@@ -30,6 +31,8 @@ from .commands import (
     FenceOutcome,
     Heartbeat,
     LaunchFinished,
+    LeadershipGained,
+    LeadershipLost,
     PlatformAnswer,
     PlatformHealth,
     RunnerExited,
@@ -43,6 +46,7 @@ from .controls import Controls
 from .diagnostics import EngineDiagnostics, diagnose
 from .drain import Drain
 from .launch_plane import LaunchParts, LaunchPlane
+from .ownership import Ownership
 from .parts import Seed, build_parts
 from .platforms import Platforms
 from .publisher import Publisher, initial_snapshot
@@ -66,8 +70,10 @@ class Engine:
 
     def __init__(self, seed: Seed, monitor: TaskMonitor, registry_label: str,
                  repo_pool: Callable[[], SlotProvider],
-                 given_launchers: dict[Any, RunnerLauncher]) -> None:
+                 given_launchers: dict[Any, RunnerLauncher],
+                 elector: LeaderElector | None = None) -> None:
         self._commands: queue_mod.SimpleQueue[Command] = queue_mod.SimpleQueue()
+        self.ownership = Ownership(elector, self.post)
         self.parts = p = build_parts(seed, self.post, repo_pool, self.has_runner,
                                      on_written=self.after_write,
                                      on_refused=self.registry_changed)
@@ -79,11 +85,13 @@ class Engine:
                         directory=p.directory, workspaces=p.workspaces, book=p.book,
                         views=p.views, metrics=seed.metrics, runs_dir=seed.runs_dir),
             self.post, self.platforms.launcher_for, note=self.after_write,
-            registry_changed=self.registry_changed, fence=self._fence)
+            registry_changed=self.registry_changed, fence=self._fence,
+            may_act=self.ownership.may_act)
         self.supervisor = Supervisor(p, self.launches, p.admission.place)
         self.restart = Restart(p, self.platforms, self.post, self.has_runner, self.note,
                                self._fence)
-        self.controls = Controls(p, self.launches, self._fence, self.after_write)
+        self.controls = Controls(p, self.launches, self._fence, self.after_write,
+                                 self.ownership)
         self.drain = Drain(p, self.launches, self._fence)
         self.api = ApiService(seed.config.api_host, seed.config.api_port,
                               seed.config.resolved_state_dir())
@@ -92,7 +100,7 @@ class Engine:
                             registry_label=registry_label, book=p.book, views=p.views,
                             admission=p.admission, runners=p.runners, launches=self.launches,
                             reconciler=p.reconciler, settler=p.settler, deadlocks=p.deadlocks,
-                            health=p.health),
+                            health=p.health, ownership=self.ownership),
             seed.metrics, initial_snapshot(seed.config, seed.registry, registry_label,
                                            seed.pools))
         self.state = "stopped"
@@ -147,7 +155,11 @@ class Engine:
         self.publisher.builder.start_events_at(seed.registry.current_seq())
         self.parts.fencer.start()
         self.parts.workspaces.start()
-        self.restart.reconcile()
+        if self.ownership.elected:  # a standby until the Lease is ours: then reconcile
+            self.state = "standby"
+            self.ownership.start()
+        else:
+            self.restart.reconcile()
         self.platforms.start_checks()
         self.launches.start()
         pid = _pid()
@@ -158,7 +170,8 @@ class Engine:
                     f"api {self.api.url or 'off'})",
             details={"pid": pid, "api_url": self.api.url}))
         seed.metrics.bind(snapshot_source=self.publisher.snapshot)  # scrapes read snapshots
-        self.state = "running"
+        if not self.ownership.elected:
+            self.state = "running"
         now = time.time()  # first look at the registry before the thread: a true first snapshot
         for task in self._monitor.poll_changes():
             self._apply_change(task, now)
@@ -177,7 +190,9 @@ class Engine:
             on_exit=lambda runner_id: self.post(RunnerExited(runner_id)))
 
     def teardown(self) -> None:
-        """After the thread ended: workers, API server and launchers stop."""
+        """After the thread ended: workers, API server and launchers stop; a Lease held is
+        handed over at once."""
+        self.ownership.stop()
         self.platforms.stop_checks()
         self.launches.shutdown()
         self.parts.fencer.shutdown()
@@ -272,6 +287,10 @@ class Engine:
                     self.restart.answered(cmd)
                 case PlatformHealth(pool=pool, ok=ok, message=message):
                     self.platforms.set_health(pool, ok, message)
+                case LeadershipGained():
+                    self._take_over()
+                case LeadershipLost(reason=reason):
+                    self._stand_down(reason)
                 case StopEngine(timeout=timeout, leave_running=leave):
                     self.drain.begin(timeout, leave)
                 case Control(verb=verb, args=args):
@@ -306,7 +325,49 @@ class Engine:
 
     @property
     def _dispatching(self) -> bool:
-        return self.state == "running" and not self.drain.requested
+        return self.state == "running" and not self.drain.requested \
+            and self.ownership.may_act()
+
+    # --- leadership (ha:) ------------------------------------------------------------------
+    def _take_over(self) -> None:
+        """The Lease is ours: adopt what the previous leader left running, then dispatch."""
+        if self.ownership.leading or self.drain.requested:
+            return
+        self.ownership.leading = True
+        logger.info("leader: %s holds the Lease; reconciling, then dispatching",
+                    self.ownership.identity())
+        self.parts.events.record(TaskEvent(
+            event_type=EventType.LEADER_ELECTED,
+            message=f"{self.ownership.identity()} leads (it holds the Lease); adopting what "
+                    "the previous leader left running",
+            details={"replica": self.ownership.identity()}))
+        self.restart.reconcile()
+        self.state = "running"
+        self._registry_dirty = True
+        self.parts.views.mark()
+
+    def _stand_down(self, reason: str) -> None:
+        """The Lease is lost: act no more. Runners are left running for the new leader
+        (nothing is stopped, settled or written); this replica waits as a standby."""
+        p = self.parts
+        if not self.ownership.leading:
+            return
+        self.ownership.leading = False
+        self.state = "standby"
+        left = p.runners.ids()
+        for rec in list(p.runners):
+            p.runners.remove(rec.runner_id)
+            p.admission.give_back(rec.pool.name, rec.task)
+        for key in list(p.reconciler.unknown):
+            run = p.reconciler.resolve(key)
+            if run is not None and run.holds_capacity:
+                p.admission.give_back(run.pool.name, run.task)
+        p.fencer.forget_all()
+        dropped = p.settler.drop_deferred()
+        logger.warning("standby: lost the Lease (%s); %d runner(s) left to the new leader%s",
+                       reason, len(left), f"; {len(dropped)} pending write(s) left to its "
+                       "reconcile" if dropped else "")
+        p.views.mark()
 
     def _iterate(self, now: float) -> None:
         p = self.parts

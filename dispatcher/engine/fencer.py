@@ -73,7 +73,7 @@ class Fencer:
         self._workers = ThreadPoolExecutor(max_workers=FENCE_WORKERS,
                                            thread_name_prefix="necrocode-fence")
         for fence in self._fences.values():
-            self._workers.submit(self._work, fence.rec)
+            self._workers.submit(self._work, fence.rec, self._abort)
 
     def shutdown(self) -> None:
         """Stop the workers; a fence still trying is left (the next start reconciles it)."""
@@ -81,6 +81,13 @@ class Fencer:
             self._abort.set()
             self._workers.shutdown(wait=True)
             self._workers = None
+
+    def forget_all(self) -> None:
+        """Stand down: stop trying (a stop in progress finishes; its answer is ignored) and
+        forget every fence."""
+        self._abort.set()
+        self._fences.clear()
+        self._abort = threading.Event()
 
     # --- state -----------------------------------------------------------------------------
     def is_stopping(self, runner_id: str) -> bool:
@@ -112,17 +119,19 @@ class Fencer:
         logger.info("stopping runner %s of %s: %s", rid, rec.key, reason,
                     extra=log_extra(task=rec.key, runner=rid, pool=rec.pool))
         if self._workers is not None:
-            self._workers.submit(self._work, rec)
+            self._workers.submit(self._work, rec, self._abort)
         return True
 
-    def _work(self, rec: RunnerRecord) -> None:
+    def _work(self, rec: RunnerRecord, abort: threading.Event) -> None:
         delay = FIRST_RETRY
         tries = 0
         while True:
             tries += 1
+            if abort.is_set():
+                return
             result = stop_once(rec, self._grace)
             self._answer(rec.runner_id, result, tries, delay)
-            if result.confirmed or self._abort.wait(delay):
+            if result.confirmed or abort.wait(delay):
                 return  # gone, or the engine is shutting down: the next start adopts it
             delay = min(delay * 2, MAX_RETRY)
 

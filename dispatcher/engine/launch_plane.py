@@ -82,13 +82,15 @@ class LaunchPlane:
     def __init__(self, parts: LaunchParts, post: Callable[[Command], None],
                  launcher_for: Callable[[AgentPool], RunnerLauncher | None],
                  note: Callable[[Task], None], registry_changed: Callable[[], None],
-                 fence: Callable[[RunnerRecord, FenceOutcome, str], None]) -> None:
+                 fence: Callable[[RunnerRecord, FenceOutcome, str], None],
+                 may_act: Callable[[], bool] = lambda: True) -> None:
         self._p = parts
         self._post = post
         self._launcher_for = launcher_for
         self._note = note  # a task version the registry returned
         self._registry_changed = registry_changed  # someone else moved a task: poll
         self._fence = fence
+        self._may_act = may_act  # this replica owns the registry (thread-safe)
         self._launching: dict[str, PendingLaunch] = {}  # task key -> launch
         self._ids: dict[str, str] = {}  # runner id -> task key
         self._unsure: dict[str, str] = {}  # task key -> runner id of an unknown assignment
@@ -198,6 +200,9 @@ class LaunchPlane:
             return LaunchOutcome(LaunchResult.SLOT_ERROR, error=exc)
         if not isinstance(slot, Slot):
             return LaunchOutcome(LaunchResult.NO_SLOT)
+        if not self._may_act():  # read right before the write: a lost Lease assigns nothing
+            p.workspaces.release_now(slot.slot_id, key)
+            return LaunchOutcome(LaunchResult.NOT_OWNER)
         now = time.time()
         assigned = TaskEvent(
             event_type=EventType.TASK_ASSIGNED, task_key=key, timestamp=now,
@@ -282,6 +287,10 @@ class LaunchPlane:
             current = p.book.get(key)
             if current is not None and current.state is not TaskState.READY:
                 p.admission.place(current, time.time())
+        elif result is LaunchResult.NOT_OWNER:  # a standby now: the leader will run it
+            logger.info("not launching %s: this dispatcher is no longer the leader", key,
+                        extra=extra)
+            p.admission.enqueue(task)
         elif result is LaunchResult.REGISTRY_ERROR:  # still READY there: offer it again
             logger.error("not launching %s: %s", key, outcome.error, extra=extra)
             p.admission.enqueue(task)
@@ -309,6 +318,11 @@ class LaunchPlane:
                 self.cancel_unstarted(key, "cancelled by an operator; its launch had failed")
             return
         runner = outcome.runner
+        if not self._may_act():  # the Lease was lost meanwhile: the new leader adopts it
+            logger.warning("runner %s of %s started as the Lease was lost; left to the new "
+                           "leader", runner.runner_id, key, extra=log_extra(task=key))
+            p.admission.give_back(pool.name, pending.task)
+            return
         if runner.runner_id != pending.runner_id:  # the launcher named it itself
             rid = runner.runner_id
             named = p.settler.write(f"recording runner {rid} of {key}",

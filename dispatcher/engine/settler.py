@@ -94,6 +94,13 @@ class Settler:
     def next_deferred_at(self) -> float | None:
         return min((d.next_try for d in self._deferred), default=None)
 
+    def drop_deferred(self) -> list[str]:
+        """Stand down: forget the writes waiting for another try (the new owner reconciles
+        those tasks); returns what they would have recorded."""
+        dropped = [d.what for d in self._deferred]
+        self._deferred = []
+        return dropped
+
     def retry_deferred(self, now: float) -> None:
         """Try again the failed writes whose time has come (oldest first)."""
         due = [d for d in self._deferred if d.next_try <= now]

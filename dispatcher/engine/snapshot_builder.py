@@ -34,6 +34,7 @@ from .admission import Admission
 from .deadlocks import DeadlockWatch
 from .health import EngineHealth
 from .launch_plane import LaunchPlane
+from .ownership import Ownership
 from .reconciler import Reconciler
 from .runner_table import RunnerTable
 from .runs import run_number_of
@@ -84,6 +85,7 @@ class SnapshotSources:
     settler: Settler
     deadlocks: DeadlockWatch
     health: EngineHealth
+    ownership: Ownership
 
     def has_runner(self, key: str) -> bool:
         return self.runners.has_task(key) or key in self.launches or key in self.reconciler
@@ -423,5 +425,6 @@ class SnapshotBuilder:
             throughput=src.book.throughput.values(),
             throughput_interval=src.book.throughput.interval,
             deadlocks=src.deadlocks.views(), heartbeat_timeout=src.config.heartbeat_timeout,
-            problems=src.health.problems(),
+            problems=src.health.problems(), leader=src.ownership.holder(),
+            replica=src.ownership.identity(),
         )

@@ -1,0 +1,5 @@
+"""``python -m necroui``: the same as the ``necroui`` command."""
+
+from necroui.cli import main
+
+main()
