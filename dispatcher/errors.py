@@ -62,6 +62,11 @@ class RegistryError(DispatcherError):
     """The Task Registry could not complete an operation."""
 
 
+class RegistryLostError(RegistryError):
+    """The registry's file (or folder) was deleted or replaced while it was open: going on
+    would dispatch from an empty registry."""
+
+
 class TaskNotFoundError(RegistryError):
     """No task with that key exists in the registry."""
 

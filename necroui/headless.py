@@ -142,6 +142,8 @@ def run_headless(
             if signals.event.is_set() or (should_stop is not None and should_stop()):
                 break
             if not core.is_running:
+                if isinstance(core.crash, DispatcherError):  # e.g. the registry was deleted
+                    raise core.crash
                 emit({"type": "error", "message": "engine stopped unexpectedly"},
                      "engine stopped unexpectedly; see the log")
                 break
@@ -163,7 +165,7 @@ def run_headless(
         seq = _print_events(registry, seq, emit)
     except DispatcherError as exc:
         emit({"type": "error", "message": str(exc)}, f"error: {exc}")
-        if core is not None and core.is_running:
+        if core is not None and (core.is_running or core.crash is not None):
             core.stop(timeout=0)
         registry.close()
         return 2

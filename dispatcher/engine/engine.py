@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
+from ..errors import DispatcherError, RegistryLostError
 from ..launchers.base import LaunchEnvironment, RunnerLauncher
 from ..leader import LeaderElector
 from ..models import AgentPool, EventType, Task, TaskEvent, TaskState
@@ -214,6 +215,8 @@ class Engine:
                         self._handle(cmd)
                     self._iterate(time.time())
                     errors = 0
+                except RegistryLostError:
+                    raise  # going on would dispatch from an empty registry
                 except Exception:
                     # one bad iteration (a registry hiccup, a bug in a plug-in policy) must not
                     # kill the engine; a persistent failure still ends it
@@ -226,6 +229,9 @@ class Engine:
                     time.sleep(min(2.0, 0.05 * errors))
                 if self.drain.finished():
                     break
+        except DispatcherError as exc:  # a stop the engine chose: its message says why
+            self.crash = exc
+            logger.error("the engine stopped: %s", exc)
         except BaseException as exc:  # keep the process sane: log, then stop cleanly
             self.crash = exc
             logger.exception("engine loop crashed")

@@ -9,6 +9,7 @@ takes numbers from one change sequence: a task row stores the number of its late
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import weakref
@@ -17,7 +18,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidTransitionError, RegistryError, TaskNotFoundError
+from ..errors import (
+    InvalidTransitionError,
+    RegistryError,
+    RegistryLostError,
+    TaskNotFoundError,
+)
 from ..models import Task, TaskEvent, Taskset, TaskState, now
 from . import _sql
 from ._common import (
@@ -60,6 +66,24 @@ class SQLiteRegistry:
         self._write_lock = threading.Lock()
         self._closed = False
         self._init_schema()
+        self._identity = self._file_identity()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def check_present(self) -> None:
+        """Raise RegistryLostError when the file was deleted or replaced since it was opened
+        (a stat: cheap enough for every poll)."""
+        if self._identity is not None and self._file_identity() != self._identity:
+            raise RegistryLostError(
+                f"the registry file {str(self.path)!r} was deleted or replaced while the "
+                "dispatcher used it; it stopped rather than go on with an empty registry. "
+                "Restore the file (and its -wal file) from a backup and start again, or start "
+                "with a new --registry")
 
     # --- connections and transactions ------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -480,6 +504,7 @@ class SQLiteRegistry:
         """Tasks whose latest change is after ``seq``, in sequence order (index on seq)."""
         if limit is not None and limit <= 0:
             return ChangeBatch([], seq)
+        self.check_present()
         with self._read() as conn:
             current = int(
                 conn.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()[0]

@@ -239,3 +239,41 @@ def _leave_running_then_restart(tmp_path: Path, work: Path, cores: list[Dispatch
     assert not any(pid_alive(p) for tree in trees.values() for p in tree)
     core2.stop(timeout=2)
     assert os.path.isdir(config.resolved_state_dir())
+
+
+def test_a_registry_deleted_mid_run_stops_the_dispatcher_loudly(tmp_path: Path) -> None:
+    """necroui --no-tui whose registry file is deleted while it runs: it stops with an error
+    naming the file (exit 2), instead of reporting every task DONE from an empty registry."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    registry = tmp_path / "registry.db"
+    config = tmp_path / "dispatcher.yaml"
+    config.write_text(yaml.safe_dump({
+        "dispatcher": {"registry_path": str(registry), "poll_interval": 0.2,
+                       "api_enabled": False},
+        "agent_pools": {"local": {"type": "local-process", "max_concurrency": 2}},
+        "skill_mapping": {"default": ["local"]}}))
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(yaml.safe_dump({"taskset": "gone", "tasks": [
+        {"id": "slow", "title": "slow", "command": [sys.executable, "-c",
+                                                     "import time; time.sleep(30)"]}]}))
+    necroui = [sys.executable, "-m", "necroui", "--config", str(config)]
+    subprocess.run([*necroui, "submit", str(tasks)], check=True, capture_output=True,
+                   timeout=60)
+    proc = subprocess.Popen([*necroui, "--no-tui", "--until-done"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: any(p.name.startswith("attempt-") for p in
+                               (tmp_path / "runs").rglob("attempt-*")), 30, "the run")
+        registry.unlink()
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, out
+    assert "was deleted or replaced" in out and str(registry) in out
+    assert "all tasks DONE" not in out and "Traceback" not in out
