@@ -21,6 +21,14 @@ DEFAULT_REGISTRY = f"{DEFAULT_STATE_DIR}/registry.db"
 REGISTRY_ENV = "NECROCODE_REGISTRY"
 
 
+class _Derived(float):
+    """A default worked out from other settings in ``__post_init__`` (never seen outside)."""
+
+
+#: Default heartbeat interval: 10 s, or a third of a heartbeat_timeout shorter than 30 s.
+DEFAULT_HEARTBEAT_INTERVAL = 10.0
+
+
 @dataclass
 class UIConfig:
     """Settings of the necroui console."""
@@ -65,7 +73,9 @@ class DispatcherConfig:
     api_host: str = "127.0.0.1"
     api_port: int = 0  # 0: any free port (written to <state_dir>/dispatcher.json)
     api_enabled: bool = True
-    heartbeat_interval: float = 10.0  # how often wrapped runners send heartbeats
+    # How often wrapped runners send heartbeats; not given: 10 s, or heartbeat_timeout / 3 when
+    # that is shorter (a default never conflicts with the timeout the user chose).
+    heartbeat_interval: float = _Derived(DEFAULT_HEARTBEAT_INTERVAL)
     priority_aging_seconds: float = 0.0  # +1 priority per this many seconds waiting; 0: off
     fair_share_weights: dict[str, float] = field(default_factory=dict)  # tenant -> weight
     fair_share_default_weight: float = 1.0
@@ -88,6 +98,13 @@ class DispatcherConfig:
     ha: HAConfig | None = None  # the ``ha:`` section: leader election through a Lease
 
     def __post_init__(self) -> None:
+        if type(self.heartbeat_interval) is _Derived:
+            interval = DEFAULT_HEARTBEAT_INTERVAL
+            timeout = self.heartbeat_timeout
+            if isinstance(timeout, int | float) and not isinstance(timeout, bool) \
+                    and 0 < timeout < 3 * interval:
+                interval = timeout / 3
+            self.heartbeat_interval = float(interval)
         if isinstance(self.scheduling_policy, str) and not isinstance(
             self.scheduling_policy, SchedulingPolicy
         ):

@@ -40,7 +40,7 @@ MEANINGS: dict[str, str] = {
     "<state_dir>/dispatcher.json).",
     "dispatcher.api_enabled": "Serve the HTTP API (docker and kubernetes runners need it).",
     "dispatcher.heartbeat_interval": "Seconds between heartbeats of wrapped runners; must be "
-    "shorter than heartbeat_timeout.",
+    "shorter than heartbeat_timeout. Not given: 10, or a third of a heartbeat_timeout under 30.",
     "dispatcher.priority_aging_seconds": "A waiting task gains +1 priority per this many "
     "seconds; 0 turns aging off.",
     "dispatcher.fair_share_weights": "fair-share: tenant -> weight (share of the capacity).",

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from . import limits
 from .config import DispatcherConfig
 from .errors import DispatcherStateError, PoolNotFoundError
 from .models import AgentPool, PoolStatus, Task
@@ -211,6 +212,8 @@ class AgentPoolManager:
         if self._global_running >= self.config.max_global_concurrency:
             return False
         if task is not None:
+            if limits.task_problem(task) is not None:
+                return False
             if p.cpu_quota is not None and st.cpu_m + cpu_millis(task.resources.cpu) > cpu_millis(
                 p.cpu_quota
             ):
@@ -224,6 +227,8 @@ class AgentPoolManager:
     def fits_quota(self, pool: AgentPool | str, task: Task) -> bool:
         """True when ``task`` alone fits the pool's quotas (it could run there once idle)."""
         p = self._state(pool).pool
+        if limits.task_problem(task) is not None:
+            return False
         if p.cpu_quota is not None and cpu_millis(task.resources.cpu) > cpu_millis(p.cpu_quota):
             return False
         return not (p.memory_quota is not None and task.resources.memory_mb > p.memory_quota)
@@ -254,8 +259,15 @@ class AgentPoolManager:
                     f"task {key!r} already holds capacity in pool {other!r}; "
                     "release it before acquiring again"
                 )
-            cpu_m = cpu_millis(task.resources.cpu)
-            mem = task.resources.memory_mb
+            res = task.resources
+            cpu_ok = limits.CPU.problem(res.cpu) is None
+            mem_ok = limits.MEMORY_MB.problem(res.memory_mb) is None
+            if not (cpu_ok and mem_ok):  # adopted after a restart: count it, but as nothing
+                log.warning("task %s holds capacity in pool %s with resources out of range "
+                            "(cpu %s, memory_mb %s): counted as 0", key, pool_name,
+                            limits.describe(res.cpu), limits.describe(res.memory_mb))
+            cpu_m = cpu_millis(res.cpu) if cpu_ok else 0
+            mem = res.memory_mb if mem_ok else 0
             st.holders[key] = (cpu_m, mem)
             self._held_in[key] = st.pool.name
             st.running += 1

@@ -24,6 +24,7 @@ import time
 from collections.abc import Hashable
 from typing import Any
 
+from . import limits
 from . import pending as _pending
 from .config import DispatcherConfig
 from .errors import DispatcherStateError
@@ -38,6 +39,11 @@ log = logging.getLogger(__name__)
 __all__ = ["Scheduler", "register_policy"]
 
 Group = tuple[Hashable, str, int, int]  # (partition, skill, cpu milli-cores, memory MB)
+
+#: The group of tasks that can never be placed (a number out of range, see
+#: :func:`~.limits.task_problem`): skipped by every round, so one bad task stored by another
+#: tool never stops the others; :meth:`Scheduler.take_invalid` hands them out to be failed.
+INVALID_GROUP: Group = ("\x00invalid", "", -1, -1)
 
 
 class Scheduler:
@@ -63,6 +69,7 @@ class Scheduler:
         self._state_version = 0  # policy state (fair-share usage, rotation) changes
         self._order_cache: tuple[tuple[int, int, int], float | None, list[Task]] | None = None
         self._lock = threading.Lock()
+        self._invalid_logged: set[str] = set()
 
     @property
     def policy_name(self) -> str:
@@ -70,6 +77,8 @@ class Scheduler:
 
     # --- the index -----------------------------------------------------------------------------
     def _group_of(self, task: Task) -> Group:
+        if limits.task_problem(task) is not None:
+            return INVALID_GROUP
         return (
             self.policy.partition(task),
             task.required_skill,
@@ -77,16 +86,46 @@ class Scheduler:
             task.resources.memory_mb,
         )
 
+    def _sort_key(self, now: float) -> Any:
+        policy = self.policy
+
+        def key(task: Task) -> Any:
+            if limits.task_problem(task) is not None:
+                return (0,)  # only ever compared with other invalid tasks
+            return policy.sort_key(task, now)
+
+        return key
+
     def _index(self, queue: TaskQueue, now: float) -> QueueIndex:
         policy = self.policy
         if policy.time_invariant:
-            index = queue.index(
-                self._index_name, self._group_of, lambda t: policy.sort_key(t, 0.0)
-            )
+            index = queue.index(self._index_name, self._group_of, self._sort_key(0.0))
         else:
-            index = queue.build_index(self._group_of, lambda t: policy.sort_key(t, now))
+            index = queue.build_index(self._group_of, self._sort_key(now))
         index.promote(now)
         return index
+
+    def take_invalid(self, task_queue: TaskQueue) -> list[tuple[Task, str]]:
+        """Remove from ``task_queue`` the tasks that can never be scheduled, with the reason.
+
+        A task is invalid when one of its numbers is out of range (:func:`~.limits.task_problem`
+        — e.g. ``cpu: nan`` written by another tool). Scheduling rounds skip them in any case
+        (each is logged once as an error); the engine calls this after a round and fails them
+        with the reason, so each fails alone and visibly.
+        """
+        with task_queue.lock:
+            found = [(t, why) for t in task_queue.tasks()
+                     if (why := limits.task_problem(t)) is not None]
+            for task, why in found:
+                task_queue.remove(task.key)
+                self._report_invalid(task, why)
+            return found
+
+    def _report_invalid(self, task: Task, why: str) -> None:
+        if task.key not in self._invalid_logged:
+            self._invalid_logged.add(task.key)
+            log.error("task %s cannot be scheduled: %s; it never runs as stored (fix it in its "
+                      "taskset and submit it again); other tasks are not affected", task.key, why)
 
     # --- the round ------------------------------------------------------------------------------
     def schedule(
@@ -161,6 +200,12 @@ class Scheduler:
         parts: dict[Hashable, list[tuple[tuple[Any, ...], Group]]] = {}
         for group in list(index.groups):
             g: Group = group  # type: ignore[assignment]
+            if g == INVALID_GROUP:
+                for entry in index.live_entries(g):
+                    bad = index._queue.get(entry[-1])
+                    if bad is not None:
+                        self._report_invalid(bad, limits.task_problem(bad) or "invalid")
+                continue
             if pm.select_pool(g[1], g[2], g[3]) is None:
                 self._warn_if_never(index, g, pm)
                 continue
@@ -207,16 +252,13 @@ class Scheduler:
                 due = cached[1]
                 if due is None or due > now:
                     return list(cached[2])
-            if policy.time_invariant:
-                index = task_queue.index(
-                    self._index_name, self._group_of, lambda t: policy.sort_key(t, 0.0)
-                )
-            else:
-                index = task_queue.build_index(self._group_of, lambda t: policy.sort_key(t, now))
-            index.promote(now)
+            index = self._index(task_queue, now)
             later = [t for t in (task_queue.get(k) for k in index.delayed_keys()) if t]
             per_part: dict[Hashable, list[tuple[tuple[Any, ...], str]]] = {}
             for group in index.groups:
+                if group == INVALID_GROUP:  # never dispatched: last, in arrival order
+                    later.extend(task_queue._tasks[e[-1]] for e in index.live_entries(group))
+                    continue
                 part = group[0]  # type: ignore[index]
                 per_part.setdefault(part, []).extend(
                     (e[:-2], e[-1]) for e in index.live_entries(group)
@@ -263,6 +305,10 @@ class Scheduler:
         now = time.time() if now is None else now
         if paused:
             return _pending.pending_paused()
+        why = limits.task_problem(task)
+        if why is not None:
+            return Pending(PendingReason.INVALID_TASK, f"cannot be scheduled: {why} "
+                           "(fix it in its taskset and submit it again)")
         if task.next_attempt_at is not None and task.next_attempt_at > now:
             return _pending.pending_retry(task)
         pm = agent_pool_manager
@@ -304,9 +350,7 @@ class Scheduler:
         """Earliest ``next_attempt_at`` among queued tasks still in backoff, if any."""
         with task_queue.lock:
             if self.policy.time_invariant:
-                index = task_queue.index(
-                    self._index_name, self._group_of, lambda t: self.policy.sort_key(t, 0.0)
-                )
+                index = task_queue.index(self._index_name, self._group_of, self._sort_key(0.0))
                 return index.next_delayed_at()
             times = [t.next_attempt_at for t in task_queue.tasks() if t.next_attempt_at]
             return min(times) if times else None

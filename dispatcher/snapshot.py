@@ -33,6 +33,7 @@ class PendingReason(str, Enum):
     POOL_DISABLED = "pool_disabled"  # every mapped pool is disabled
     POOL_UNHEALTHY = "pool_unhealthy"  # mapped pools fail to launch runners
     DEADLOCK = "deadlock"  # part of a dependency cycle
+    INVALID_TASK = "invalid_task"  # a number out of range (written by another tool): never runs
 
 
 @dataclass(frozen=True)

@@ -42,21 +42,23 @@ import difflib
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from . import limits
 from .agents.checks import TASKSET_AGENT_KEYS, task_agent_fields
 from .config import DispatcherConfig
 from .errors import Problem, TasksetError
-from .graph import build_graph, cycle_text, find_cycles, parse_duration
+from .graph import parse_duration
 from .models import Resources, Task, Taskset, TaskState
+from .names import name_problem
 from .path_claims import parse_paths
 from .registry.base import SubmitResult, TaskRegistry
-from .taskset_warnings import command_warnings, quota_warnings
+from .taskset_validate import NAME_HINT, LocateTask, validate_all, validate_taskset
 from .yaml_source import (
     YamlDocument,
     dotted,
@@ -69,13 +71,15 @@ from .yaml_source import (
 
 log = logging.getLogger(__name__)
 
+__all__ = ["load_taskset_file", "parse_taskset", "submit_taskset_file", "tasks_not_in",
+           "validate_taskset"]
+
 Path_ = tuple[str | int, ...]
 TOP_KEYS = ("taskset", "repo", "tenant", "description", "tasks", *TASKSET_AGENT_KEYS)
 TASK_KEYS = ("id", "title", "description", "skill", "priority", "depends_on", "resources",
              "command", "timeout", "max_attempts", "tenant", "metadata", "estimate", "optional",
              "repo", "paths", *TASKSET_AGENT_KEYS)
 RESOURCE_KEYS = ("cpu", "memory_mb")
-_NAME_RE = re.compile(r"^[^/\s][^/]*$")
 
 
 class _Collector:
@@ -121,18 +125,21 @@ def load_taskset_file(
     """
     source = os.fspath(path)
     p = Path(source)
+    title = f"invalid taskset {source}; nothing written"
     if not p.is_file():
         what = "not a file" if p.exists() else "taskset file not found"
-        raise TasksetError([Problem(source, "", what, "give the path of a YAML taskset file")])
+        raise TasksetError([Problem(source, "", what, "give the path of a YAML taskset file")],
+                           title=title)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise TasksetError([Problem(source, "", f"cannot read the file: {exc}")]) from exc
+        raise TasksetError([Problem(source, "", f"cannot read the file: {exc}")],
+                           title=title) from exc
     with paused_gc():
         try:
             doc = parse_yaml(text)
         except yaml.YAMLError as exc:
-            raise TasksetError([yaml_error_problem(exc, source)]) from exc
+            raise TasksetError([yaml_error_problem(exc, source)], title=title) from exc
         parsed = _parse(doc, source, p.resolve().parent)
         del doc
         taskset, problems = parsed.taskset, parsed.problems
@@ -140,7 +147,7 @@ def load_taskset_file(
         # Every check runs in one pass: dependencies of every task with an id (even one with
         # other bad fields, even a duplicate) and cycles over the known edges, whatever else
         # is wrong. Without a taskset name _parse said why, and the other checks still ran.
-        more, warnings = _validate(taskset, existing, config, parsed.locate_task,
+        more, warnings = validate_all(taskset, existing, config, parsed.locate_task,
                                    parsed.all_ids, extra=parsed.extra, check_name=False)
         problems += more
     if problems:
@@ -167,8 +174,6 @@ def _sorted(problems: list[Problem]) -> list[Problem]:
     return sorted(problems, key=line)
 
 
-#: Where a task's field was written: (task id, field) -> ``file:line``.
-LocateTask = Callable[[str, str], str]
 
 
 @dataclass
@@ -204,9 +209,12 @@ def _parse(doc: YamlDocument, source: str, base_dir: Path | None) -> _Parsed:
     if name is None:
         out.add((), "taskset", "missing the taskset name", "add 'taskset: my-spec' at the top")
         name = ""
-    elif not isinstance(name, str) or not _NAME_RE.match(name):
+    elif not isinstance(name, str):
         out.add(("taskset",), "taskset",
                 f"expected a name (a string without '/'), got {type_name(name)}")
+        name = ""
+    elif (why := name_problem(name)) is not None:
+        out.add(("taskset",), "taskset", f"taskset name {name!r} {why}", NAME_HINT)
         name = ""
     header: dict[str, str | None] = {}
     for key in ("repo", "tenant", "description"):
@@ -304,8 +312,10 @@ def _parse_task(item: Any, path: Path_, doc: YamlDocument, out: _Collector, task
                         f"task {tid or '#' + str(int(path[-1]) + 1)}")
     if "id" not in item:
         out.add(path, label, "missing id", 'add e.g. id: "1.1"')
-    elif tid is None or not _NAME_RE.match(tid):
+    elif tid is None:
         bad("id", f"expected a task id without '/', got {type_name(item.get('id'))}")
+    elif (why := name_problem(tid)) is not None:
+        bad("id", f"task id {tid!r} {why}", NAME_HINT)
     title = item.get("title")
     if title is None:
         out.add(path, label, "missing title", "add 'title: what the task does'")
@@ -315,8 +325,9 @@ def _parse_task(item: Any, path: Path_, doc: YamlDocument, out: _Collector, task
         if item.get(key) is not None and not isinstance(item[key], str):
             bad(key, f"expected a string, got {type_name(item[key])}")
     priority = item.get("priority", 0)
-    if not _is_int(priority):
-        bad("priority", f"expected an integer, got {type_name(priority)}", "higher runs first")
+    why = limits.PRIORITY.problem(priority)
+    if why:
+        bad("priority", why, f"{limits.PRIORITY.hint()}; higher runs first")
     deps_raw = item.get("depends_on")
     deps: list[str] = []
     dep_items: list[tuple[Any, Path_]] = []
@@ -341,11 +352,13 @@ def _parse_task(item: Any, path: Path_, doc: YamlDocument, out: _Collector, task
         bad("command", f"expected a non-empty list of strings (argv), got {type_name(command)}",
             hint)
     timeout = item.get("timeout")
-    if timeout is not None and (not _is_number(timeout) or timeout <= 0):
-        bad("timeout", f"expected a positive number of seconds, got {type_name(timeout)}")
+    why = None if timeout is None else limits.SECONDS.problem(timeout)
+    if why:
+        bad("timeout", why, limits.SECONDS.hint())
     max_attempts = item.get("max_attempts")
-    if max_attempts is not None and (not _is_int(max_attempts) or max_attempts < 1):
-        bad("max_attempts", f"expected an integer >= 1, got {type_name(max_attempts)}")
+    why = None if max_attempts is None else limits.MAX_ATTEMPTS.problem(max_attempts)
+    if why:
+        bad("max_attempts", why, limits.MAX_ATTEMPTS.hint())
     metadata = item.get("metadata", {})
     if metadata is None:
         metadata = {}
@@ -353,10 +366,16 @@ def _parse_task(item: Any, path: Path_, doc: YamlDocument, out: _Collector, task
         bad("metadata", f"expected a mapping, got {type_name(metadata)}")
     estimate: float | None = None
     if item.get("estimate") is not None:
-        estimate = parse_duration(item["estimate"])
+        raw_estimate = item["estimate"]
+        finite = not limits.is_number(raw_estimate) or limits.GENERIC.problem(raw_estimate) is None
+        estimate = parse_duration(raw_estimate) if finite else None
         if estimate is None:
             bad("estimate", f"expected seconds or a duration like '10m', "
-                f"got {type_name(item['estimate'])}")
+                f"got {type_name(raw_estimate)}")
+        elif estimate > limits.YEAR:
+            bad("estimate", f"must be at most a year ({limits.YEAR} seconds), "
+                f"got {limits.describe(estimate)} seconds", "estimate in seconds, m, h or d")
+            estimate = None
     optional = item.get("optional", False)
     if not isinstance(optional, bool):
         bad("optional", f"expected true or false, got {type_name(optional)}")
@@ -409,102 +428,15 @@ def _parse_resources(raw: Any, bad: Callable[..., None]) -> Resources:
             bad(f"resources.{key}", "unknown resource",
                 f"did you mean {close[0]!r}?" if close else "valid: cpu, memory_mb")
     cpu, mem = raw.get("cpu", 1.0), raw.get("memory_mb", 512)
-    if not _is_number(cpu) or cpu <= 0:
-        bad("resources.cpu", f"expected a positive number of cores, got {type_name(cpu)}")
+    why = limits.CPU.problem(cpu)
+    if why:
+        bad("resources.cpu", why, limits.CPU.hint())
         cpu = 1.0
-    if not _is_int(mem) or mem <= 0:
-        bad("resources.memory_mb", f"expected a positive integer (MB), got {type_name(mem)}")
+    why = limits.MEMORY_MB.problem(mem)
+    if why:
+        bad("resources.memory_mb", why, limits.MEMORY_MB.hint())
         mem = 512
     return Resources(cpu=float(cpu), memory_mb=int(mem))
-
-
-# --- validation ---------------------------------------------------------------------------
-
-
-def validate_taskset(
-    taskset: Taskset,
-    existing: TaskRegistry | None = None,
-    config: DispatcherConfig | None = None,
-) -> list[str]:
-    """Check names, duplicate ids, dependencies and cycles; returns warnings.
-
-    Dependencies may name tasks of the same taskset already in ``existing``. Raises
-    TasksetError with every problem.
-    """
-    source = taskset.source or f"taskset {taskset.name}"
-    problems, warnings = _validate(taskset, existing, config, lambda tid, field: source)
-    if problems:
-        raise TasksetError(problems, title=f"invalid taskset {source}; nothing written")
-    return warnings
-
-
-def _validate(
-    taskset: Taskset,
-    existing: TaskRegistry | None,
-    config: DispatcherConfig | None,
-    locate: LocateTask,
-    also_known: set[str] | None = None,
-    *,
-    extra: Sequence[tuple[Task, LocateTask, bool]] = (),
-    check_name: bool = True,
-) -> tuple[list[Problem], list[str]]:
-    """Names, duplicate ids, dependencies and cycles, all in one pass.
-
-    ``extra`` (from the file parser) are tasks not in the taskset whose dependencies are still
-    checked; those flagged True also take part in the cycle check.
-    """
-    problems: list[Problem] = []
-    warnings: list[str] = []
-
-    def add(tid: str, field: str, message: str, hint: str = "",
-            where: LocateTask = locate) -> None:
-        key = f"tasks[{tid}]" + (f".{field}" if field else "")
-        problems.append(Problem(where(tid, field), key, message, hint))
-
-    if check_name and (not taskset.name or not _NAME_RE.match(taskset.name)):
-        problems.append(Problem(locate("", ""), "taskset",
-                                f"invalid taskset name {taskset.name!r}", "a name without '/'"))
-    ids: set[str] = set()
-    for task in taskset.tasks:
-        if task.id in ids:
-            add(task.id, "id", f"duplicate id {task.id!r}", "give each task its own id")
-        ids.add(task.id)
-        if not task.id or not _NAME_RE.match(task.id):
-            add(task.id, "id", f"invalid task id {task.id!r}", "an id without '/'")
-    in_file = ids | (also_known or set())
-    known = set(in_file)
-    union: dict[str, Task] = {}
-    if existing is not None and taskset.name:
-        for old in existing.list_tasks(taskset=taskset.name):
-            known.add(old.id)
-            union[old.id] = old
-    checked: list[tuple[Task, LocateTask]] = [(t, locate) for t in taskset.tasks]
-    checked += [(t, where) for t, where, _ in extra]
-    for task in [*taskset.tasks, *(t for t, _, in_graph in extra if in_graph)]:
-        union[task.id] = (task if task.taskset == taskset.name
-                          else task.copy(taskset=taskset.name))
-    for task, where in checked:
-        for dep in task.dependencies:
-            if dep == task.id:
-                add(task.id, "depends_on", "depends on itself",
-                    "remove it from its own depends_on", where)
-            elif dep not in known:
-                close = difflib.get_close_matches(dep, sorted(known), n=1, cutoff=0.6)
-                hint = f"did you mean {close[0]!r}?" if close else "define that task or remove it"
-                add(task.id, "depends_on", f"unknown dependency {dep!r}", hint, where)
-    # Cycles among the known edges (an unknown dependency cannot be part of one).
-    graph = build_graph(union.values())
-    for cycle in find_cycles(graph):
-        ids_in = [k.rpartition("/")[2] for k in cycle]
-        if len(ids_in) == 1:
-            continue  # reported above as "depends on itself"
-        first = next((i for i in ids_in if i in in_file), ids_in[0])
-        add(first, "depends_on", f"dependency cycle: {cycle_text(ids_in)}",
-            "remove one dependency of the cycle")
-    if config is not None:
-        warnings += quota_warnings(taskset, config)
-        warnings += command_warnings(taskset, config)
-    return problems, warnings
 
 
 # --- submit -------------------------------------------------------------------------------

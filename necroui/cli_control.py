@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import click
+from necrocode.dispatcher.limits import PRIORITY
 from necrocode.dispatcher.models import TaskState
 
 from . import console
@@ -184,7 +185,7 @@ Examples:
   necroui priority chat-app/1.2 -- -5    a negative priority needs the --
 """)
 @click.argument("key")
-@click.argument("priority", type=int)
+@click.argument("priority", type=click.IntRange(PRIORITY.low, PRIORITY.high))
 @pass_state
 def priority(state: CliState, key: str, priority: int) -> None:
     """Set the PRIORITY of task KEY (taskset/id); higher runs first."""

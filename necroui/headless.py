@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 #: Pending reasons of READY tasks that no waiting can fix (a disabled pool comes back only if an
 #: operator enables it through the API, which a headless run cannot wait for).
 NEVER_PLACEABLE = frozenset({PendingReason.NO_POOL_FOR_SKILL, PendingReason.EXCEEDS_QUOTA,
-                             PendingReason.POOL_DISABLED})
+                             PendingReason.POOL_DISABLED, PendingReason.INVALID_TASK})
 #: Pending reasons of BLOCKED tasks that no waiting can fix.
 STUCK_FOR_GOOD = frozenset({PendingReason.BLOCKED_BY_FAILURE, PendingReason.DEADLOCK})
 

@@ -28,6 +28,7 @@ from ..errors import (
     TaskNotFoundError,
     ValidationError,
 )
+from .payloads import MAX_DEPTH, PayloadError, check_control, check_depth, check_report
 from .tokens import tokens_equal, verify_runner_token
 
 logger = logging.getLogger(__name__)
@@ -159,8 +160,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise _HttpError(400, f"body is not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise _HttpError(400, f"body nested more than {MAX_DEPTH} levels deep; "
+                                  "send a flat object") from exc
         if not isinstance(data, dict):
             raise _HttpError(400, "body must be a JSON object")
+        try:
+            check_depth(data)
+        except PayloadError as exc:
+            raise _HttpError(400, str(exc)) from exc
         return data
 
     def _require_admin(self) -> None:
@@ -196,6 +204,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     raise _HttpError(404, f"unknown control verb {verb!r}; "
                                           f"known: {', '.join(sorted(CONTROL_VERBS))}")
                 payload = self._read_json()
+                check_control(verb, payload)
                 self._send_json(200, api.handler.control(verb, payload))
                 return
             match = _RUNNER_PATH.match(path)
@@ -211,6 +220,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 if not verify_runner_token(api.secret, runner_id, token):
                     raise _HttpError(401, f"token is not the token of runner {runner_id!r}")
                 payload = self._read_json()
+                check_report(payload)
                 if action == "heartbeat":
                     result = api.handler.on_heartbeat(runner_id, payload)
                 else:

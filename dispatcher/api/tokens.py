@@ -25,17 +25,23 @@ def runner_token(secret: bytes, runner_id: str) -> str:
 
 
 def verify_runner_token(secret: bytes, runner_id: str, token: str | None) -> bool:
-    """True when ``token`` is the token of ``runner_id`` (constant-time comparison)."""
+    """True when ``token`` is the token of ``runner_id`` (constant-time comparison).
+
+    Any text is compared as UTF-8 bytes: a non-ASCII token is simply wrong (401), never an
+    error of the comparison.
+    """
     if not token:
         return False
-    return hmac.compare_digest(runner_token(secret, runner_id), token)
+    expected = runner_token(secret, runner_id).encode("utf-8")
+    return hmac.compare_digest(expected, token.encode("utf-8", "surrogateescape"))
 
 
 def tokens_equal(expected: str, given: str | None) -> bool:
     """Constant-time comparison of two tokens; False when ``given`` is missing."""
     if not given:
         return False
-    return hmac.compare_digest(expected.encode("utf-8"), given.encode("utf-8"))
+    return hmac.compare_digest(expected.encode("utf-8"),
+                               given.encode("utf-8", "surrogateescape"))
 
 
 def write_admin_token(path: str | os.PathLike[str], token: str | None = None) -> str:

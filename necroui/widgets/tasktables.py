@@ -34,6 +34,7 @@ _PENDING_STYLES: dict[PendingReason, str] = {
     PendingReason.EXCEEDS_QUOTA: "bold red",
     PendingReason.NO_POOL_FOR_SKILL: "bold red",
     PendingReason.DEADLOCK: "bold red",
+    PendingReason.INVALID_TASK: "bold red",
     PendingReason.POOL_DISABLED: "yellow",
     PendingReason.POOL_UNHEALTHY: "yellow",
     PendingReason.PAUSED: "yellow",

@@ -124,15 +124,16 @@ CASES = [
     ("taskset: s\ntasks:\n  - id: a\n    title: a\n    command: [python, 1]\n", 5,
      "tasks[a].command", "expected a non-empty list of strings"),
     ("taskset: s\ntasks:\n  - id: a\n    title: a\n    priority: high\n", 5,
-     "tasks[a].priority", "expected an integer, got the string 'high'"),
+     "tasks[a].priority",
+     "expected an integer from -1000000000 to 1000000000, got the string 'high'"),
     ("taskset: s\ntasks:\n  - id: a\n    title: [x]\n", 4, "tasks[a].title",
      "expected a string, got a list"),
     ("taskset: s\ntasks:\n  - id: a\n    title: a\n    depends_on: {x: 1}\n", 5,
      "tasks[a].depends_on", "expected a list of task ids"),
     ("taskset: s\ntasks:\n  - id: a\n    title: a\n    timeout: -1\n", 5, "tasks[a].timeout",
-     "expected a positive number of seconds"),
+     "must be > 0, got -1"),
     ("taskset: s\ntasks:\n  - id: a\n    title: a\n    max_attempts: 0\n", 5,
-     "tasks[a].max_attempts", "expected an integer >= 1"),
+     "tasks[a].max_attempts", "must be >= 1, got 0"),
     ("taskset: s\ntasks:\n  - id: a\n    title: a\n    metadata: [1]\n", 5,
      "tasks[a].metadata", "expected a mapping"),
     ("taskset: s\ntasks:\n  - id: a\n    title: a\n    estimate: soon\n", 5,
@@ -141,9 +142,9 @@ CASES = [
      "tasks[a].optional", "expected true or false"),
     # resources: known keys, positive values
     ("taskset: s\ntasks:\n  - id: a\n    title: a\n    resources:\n      cpu: 0\n", 6,
-     "tasks[a].resources.cpu", "expected a positive number of cores"),
+     "tasks[a].resources.cpu", "must be > 0, got 0"),
     ("taskset: s\ntasks:\n  - id: a\n    title: a\n    resources:\n      memory_mb: -5\n", 6,
-     "tasks[a].resources.memory_mb", "expected a positive integer (MB)"),
+     "tasks[a].resources.memory_mb", "must be > 0, got -5"),
     ("taskset: s\ntasks:\n  - id: a\n    title: a\n    resources:\n      memory: 5\n", 6,
      "tasks[a].resources.memory", "did you mean 'memory_mb'"),
     ("taskset: s\ntasks:\n  - id: a\n    title: a\n    resources: 2\n", 5,
@@ -153,8 +154,8 @@ CASES = [
      "tasks[a].dependson", "did you mean 'depends_on'"),
     ("taskset: s\ntenent: x\ntasks: []\n", 2, "tenent", "did you mean 'tenant'"),
     # bad names
-    ("taskset: a/b\ntasks: []\n", 1, "taskset", "a string without '/'"),
-    ("taskset: s\ntasks:\n  - {id: x/y, title: a}\n", 3, "tasks[x/y].id", "without '/'"),
+    ("taskset: a/b\ntasks: []\n", 1, "taskset", "contains '/'"),
+    ("taskset: s\ntasks:\n  - {id: x/y, title: a}\n", 3, "tasks[x/y].id", "contains '/'"),
 ]
 
 
