@@ -3,6 +3,12 @@
 Used by the config loader and the taskset loader. :func:`parse_yaml` keeps, for every key and
 list item, the line it was written on, and the text of every scalar as written (so ``1.10``
 can stay ``"1.10"``).
+
+Aliases are expanded within a budget: through aliases a document may repeat at most
+:data:`ALIAS_RATIO` times the values it writes out, plus :data:`ALIAS_BUDGET`, and nest at most
+:data:`MAX_DEPTH` levels, so a 1 KB "billion laughs" file is refused at once
+(:class:`YamlLimitError`) instead of growing to gigabytes. An anchor used inside itself (a
+recursive alias) is refused too: such a value cannot be stored.
 """
 
 from __future__ import annotations
@@ -36,27 +42,109 @@ class YamlDocument:
     duplicates: list[tuple[Path_, int]] = field(default_factory=list)
 
 
+#: Values that aliases may add beyond ALIAS_RATIO times the values the document writes out.
+ALIAS_BUDGET = 10_000
+#: How many times its own size a document may grow through aliases (plus ALIAS_BUDGET).
+ALIAS_RATIO = 10
+#: Deepest nesting of mappings and lists accepted.
+MAX_DEPTH = 100
+
+
+class YamlLimitError(yaml.YAMLError):
+    """The document is refused before it is built: too many alias expansions, too deep, a
+    recursive alias, or a number too long to read. ``line`` is 1-based (0: unknown)."""
+
+    def __init__(self, message: str, line: int = 0, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.hint = hint
+
+
+def _too_many(node: yaml.Node) -> YamlLimitError:
+    return YamlLimitError(
+        f"aliases expand to more than {ALIAS_RATIO} times the values written out, plus "
+        f"{ALIAS_BUDGET:,} (an alias bomb?)",
+        node.start_mark.line + 1,
+        "write the repeated parts out, or use fewer nested aliases")
+
+
+def _too_deep(node: yaml.Node) -> YamlLimitError:
+    return YamlLimitError(f"nested more than {MAX_DEPTH} levels deep", node.start_mark.line + 1,
+                          "flatten the structure")
+
+
+def _recursive(node: yaml.Node) -> YamlLimitError:
+    return YamlLimitError("an anchor is used inside itself (a recursive alias)",
+                          node.start_mark.line + 1, "an alias may only repeat a finished value")
+
+
+def _budget(root: yaml.Node) -> list[int]:
+    """Node visits allowed for a document: what it writes out, ALIAS_RATIO times more for
+    alias repeats, plus ALIAS_BUDGET (a mutable counter, spent as the walk goes)."""
+    return [(1 + ALIAS_RATIO) * _count_nodes(root) + ALIAS_BUDGET]
+
+
+def _count_nodes(root: yaml.Node) -> int:
+    """How many distinct nodes the document writes out (each alias target counted once)."""
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                todo.append(k)
+                todo.append(v)
+        elif isinstance(node, yaml.SequenceNode):
+            todo.extend(node.value)
+    return len(seen)
+
+
 #: libyaml's parser when PyYAML was built with it (many times faster on big tasksets).
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def parse_yaml(text: str) -> YamlDocument:
-    """Parse one YAML document keeping line numbers; raises yaml.YAMLError on bad syntax."""
+    """Parse one YAML document keeping line numbers.
+
+    Raises yaml.YAMLError on bad syntax, :class:`YamlLimitError` (a subclass) beyond the
+    expansion budget, the nesting depth, or on a recursive alias.
+    """
     loader = _Loader(text)
     try:
-        node = loader.get_single_node()
+        try:
+            node = loader.get_single_node()
+        except RecursionError as exc:
+            raise YamlLimitError(f"nested more than {MAX_DEPTH} levels deep",
+                                 hint="flatten the structure") from exc
         doc = YamlDocument(None)
         if node is not None:
             try:
-                # One walk builds the value and the line table together: a third of the
-                # cost of indexing and then running PyYAML's generic constructor.
-                doc.value = _build(node, (), doc, loader, set())
-            except _Fallback:
-                doc = YamlDocument(None)
-                _index(node, (), doc)
-                doc.value = loader.construct_document(node)
+                doc = _walk(node, loader, "&" in text)
+            except ValueError as exc:  # an integer of thousands of digits, and the like
+                raise YamlLimitError(f"a value cannot be read: {exc}",
+                                     hint="write a shorter number") from exc
     finally:
         loader.dispose()
+    return doc
+
+
+def _walk(node: yaml.Node, loader: Any, anchors: bool) -> YamlDocument:
+    # Without an anchor there is no alias: the budget costs nothing then.
+    budget = _budget(node) if anchors else None
+    doc = YamlDocument(None)
+    try:
+        # One walk builds the value and the line table together: a third of the cost of
+        # indexing and then running PyYAML's generic constructor.
+        doc.value = _build(node, (), doc, loader, set(), budget)
+    except _Fallback:
+        budget = _budget(node) if anchors else None
+        doc = YamlDocument(None)
+        _index(node, (), doc, frozenset(), budget)
+        doc.value = loader.construct_document(node)
     return doc
 
 
@@ -71,8 +159,12 @@ _SEQ = "tag:yaml.org,2002:seq"
 
 
 def _build(node: yaml.Node, path: Path_, doc: YamlDocument, loader: Any,
-           stack: set[int]) -> Any:
+           stack: set[int], budget: list[int] | None) -> Any:
     """The Python value of ``node``, recording lines and raw scalars as it goes."""
+    if budget is not None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _too_many(node)
     doc.lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.ScalarNode):
         text = node.value
@@ -84,7 +176,9 @@ def _build(node: yaml.Node, path: Path_, doc: YamlDocument, loader: Any,
             return int(text)  # plain decimal; octal, hex, signs go through PyYAML
         return loader.construct_object(node, deep=True)
     if id(node) in stack:
-        raise _Fallback  # a recursive alias: PyYAML builds the cycle
+        raise _recursive(node)
+    if len(path) >= MAX_DEPTH:
+        raise _too_deep(node)
     if isinstance(node, yaml.MappingNode):
         if node.tag != _MAP:
             raise _Fallback
@@ -102,7 +196,7 @@ def _build(node: yaml.Node, path: Path_, doc: YamlDocument, loader: Any,
             lines[sub] = line
             stack.add(id(node))
             try:
-                out[key] = _build(value_node, sub, doc, loader, stack)
+                out[key] = _build(value_node, sub, doc, loader, stack, budget)
             finally:
                 stack.discard(id(node))
         return out
@@ -111,7 +205,7 @@ def _build(node: yaml.Node, path: Path_, doc: YamlDocument, loader: Any,
             raise _Fallback
         stack.add(id(node))
         try:
-            return [_build(item, (*path, i), doc, loader, stack)
+            return [_build(item, (*path, i), doc, loader, stack, budget)
                     for i, item in enumerate(node.value)]
         finally:
             stack.discard(id(node))
@@ -120,6 +214,9 @@ def _build(node: yaml.Node, path: Path_, doc: YamlDocument, loader: Any,
 
 def yaml_error_problem(exc: yaml.YAMLError, source: str) -> Problem:
     """A YAML syntax error as a Problem naming the line and column."""
+    if isinstance(exc, YamlLimitError):
+        loc = f"{source}:{exc.line}" if exc.line else source
+        return Problem(loc, "", f"YAML refused: {exc.message}", exc.hint)
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         loc = f"{source}:{mark.line + 1}" if mark else source
@@ -131,10 +228,16 @@ def yaml_error_problem(exc: yaml.YAMLError, source: str) -> Problem:
 
 
 def _index(node: yaml.Node, path: Path_, doc: YamlDocument,
-           stack: frozenset[int] = frozenset()) -> None:
+           stack: frozenset[int], budget: list[int] | None) -> None:
+    if budget is not None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _too_many(node)
     doc.lines.setdefault(path, node.start_mark.line + 1)
     if id(node) in stack:
-        return  # a recursive alias: its lines are indexed where it was first written
+        raise _recursive(node)
+    if len(path) >= MAX_DEPTH:
+        raise _too_deep(node)
     if isinstance(node, yaml.MappingNode):
         inner = stack | {id(node)}
         seen: set[str] = set()
@@ -146,11 +249,11 @@ def _index(node: yaml.Node, path: Path_, doc: YamlDocument,
                 doc.duplicates.append((sub, line))
             seen.add(key)
             doc.lines[sub] = line
-            _index(value_node, sub, doc, inner)
+            _index(value_node, sub, doc, inner, budget)
     elif isinstance(node, yaml.SequenceNode):
         inner = stack | {id(node)}
         for i, item in enumerate(node.value):
-            _index(item, (*path, i), doc, inner)
+            _index(item, (*path, i), doc, inner, budget)
     elif isinstance(node, yaml.ScalarNode):
         doc.raw[path] = str(node.value)
 
@@ -180,6 +283,8 @@ def type_name(value: Any) -> str:
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
     if isinstance(value, int):
+        if abs(value) >= 10**15:  # never thousands of digits in a message
+            return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
         return f"the integer {value}"
     if isinstance(value, float):
         return f"the number {value}"

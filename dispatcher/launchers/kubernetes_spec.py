@@ -16,6 +16,7 @@ import yaml
 
 from ..errors import RunnerLaunchError
 from ..models import AgentPool, Runner, RunnerState, Slot, Task
+from ..yaml_source import parse_yaml
 from .base import LaunchEnvironment, RunnerExit, agent_argv, container_agent, runner_env
 from .docker_spec import WRAPPER_MODULE, limits_for
 
@@ -166,8 +167,8 @@ def load_job_template(raw: str | None, pool_name: str = "") -> dict[str, Any]:
         return copy.deepcopy(DEFAULT_TEMPLATE)
     path = resolve_template_path(raw)
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        data = parse_yaml(path.read_text(encoding="utf-8")).value  # within the alias budget
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise RunnerLaunchError(f"job_template {path}: cannot read it: {exc}",
                                 pool=pool_name, retryable=False) from exc
     problems = []

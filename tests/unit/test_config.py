@@ -221,8 +221,9 @@ def test_fast_yaml_walk_builds_what_pyyaml_builds(text: str) -> None:
     assert parse_yaml(text).value == yaml.safe_load(text)
 
 
-def test_recursive_alias_is_not_a_crash() -> None:
-    from necrocode.dispatcher.yaml_source import parse_yaml
+def test_recursive_alias_is_refused_not_a_crash() -> None:
+    from necrocode.dispatcher.yaml_source import YamlLimitError, parse_yaml
 
-    value = parse_yaml("a: &x [1, *x]\n").value
-    assert value["a"][0] == 1 and value["a"][1] is value["a"]
+    with pytest.raises(YamlLimitError, match="recursive alias") as info:
+        parse_yaml("a: &x [1, *x]\n")
+    assert info.value.line == 1
