@@ -88,6 +88,10 @@ class DispatcherConfig:
     runner_stop_grace: float = 10.0  # seconds between TERM and KILL when stopping a runner
     deadlock_check_interval: float = 30.0
     snapshot_max_rate: float = 10.0  # snapshots published per second at most
+    output_log_max_bytes: int = 64 * 1024 * 1024  # per attempt, tail kept; 0: no cap
+    api_max_connections: int = 128  # HTTP API connections at once (<= a quarter of the fd limit)
+    api_max_connections_per_client: int = 64  # ... from one address
+    api_read_timeout: float = 10.0  # seconds an API connection may stay silent
     # --- coding agents (dispatcher.agents) -------------------------------------------------
     agent_prompt_template: str | None = None  # None: dispatcher.agents.prompt.DEFAULT_TEMPLATE
     agent_prices: dict[str, dict[str, float]] = field(default_factory=dict)  # USD per Mtok

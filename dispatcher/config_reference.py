@@ -57,6 +57,15 @@ MEANINGS: dict[str, str] = {
     "registry.",
     "dispatcher.snapshot_max_rate": "Snapshots (console refreshes of engine state) per second "
     "at most.",
+    "dispatcher.output_log_max_bytes": "Cap of one attempt's output.log in bytes; past it the "
+    "file keeps a marker line and its last half (the newest output). 0: no cap. A pool's "
+    "config.output_log_max_bytes overrides it.",
+    "dispatcher.api_max_connections": "HTTP API connections at once (never more than a quarter "
+    "of the process's file-descriptor limit); silent ones make room for new ones.",
+    "dispatcher.api_max_connections_per_client": "HTTP API connections at once from one "
+    "address.",
+    "dispatcher.api_read_timeout": "Seconds an HTTP API connection may stay silent before it "
+    "is closed.",
     "dispatcher.agent_prompt_template": "Prompt of coding-agent tasks: {title}, {description}, "
     "{requirements}, {acceptance}, {metadata}, {dependencies}, {slot_path}, {branch}, ... "
     "filled in; null: the built-in template (README \"Run real agents\").",

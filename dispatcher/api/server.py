@@ -10,6 +10,11 @@ Routes (JSON in and out):
 
 The server never touches engine state: it authenticates, parses and calls the :class:`ApiHandler`
 (implemented by the engine, which only enqueues commands and returns their answers).
+
+Under abuse it stays bounded (:mod:`.connections`): connections are capped in total and per
+client, silent ones make room for new ones and time out, the listen backlog is real, bodies
+nest at most 32 levels and their numbers are checked (:mod:`.payloads`). Its own errors (client
+resets, timeouts, bad requests) go through logging, never as a traceback on stderr.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
@@ -28,6 +34,7 @@ from ..errors import (
     TaskNotFoundError,
     ValidationError,
 )
+from .connections import ConnectionGate, ConnectionLimits
 from .payloads import MAX_DEPTH, PayloadError, check_control, check_depth, check_report
 from .tokens import tokens_equal, verify_runner_token
 
@@ -109,12 +116,54 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     api: ApiServer
+    gate: ConnectionGate
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        client = str(client_address[0]) if isinstance(client_address, tuple) else "local"
+        if self.gate.admit(request, client):
+            return True
+        try:  # a short answer into the socket buffer; the connection is closed after it
+            request.settimeout(0.5)
+            request.sendall(_BUSY)
+        except OSError:
+            pass
+        return False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection failed: one log line (a reset or timeout is the client's business)."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError | socket.timeout):
+            logger.debug("api connection from %s ended: %s", client_address, exc)
+        else:
+            logger.error("api connection from %s failed", client_address, exc_info=exc)
+
+    def shutdown_request(self, request: Any) -> None:
+        self.gate.done(request)
+        super().shutdown_request(request)
+
+
+_BUSY_BODY = b'{"error": "the dispatcher API is busy: too many connections; retry shortly"}'
+_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+         b"Retry-After: 1\r\nContent-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n"
+         + _BUSY_BODY)
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "necrocode-dispatcher"
     protocol_version = "HTTP/1.0"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.gate.limits.read_timeout)  # every read
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        if ok:  # a whole request head arrived: not idle any more, never evicted
+            self.server.gate.busy(self.connection)
+        return ok
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib name)
         logger.debug("api %s - %s", self.address_string(), format % args)
@@ -259,6 +308,7 @@ class ApiServer:
         handler: ApiHandler,
         secret: bytes,
         admin_token: str,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         if not secret:
             raise ValueError("ApiServer needs a non-empty secret for runner tokens")
@@ -269,6 +319,8 @@ class ApiServer:
         self.handler = handler
         self.secret = secret
         self.admin_token = admin_token
+        self.limits = limits or ConnectionLimits()
+        self.gate = ConnectionGate(self.limits)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -284,8 +336,16 @@ class ApiServer:
         """Bind and serve in a daemon thread; returns the base URL."""
         if self._httpd is not None:
             return self.url or ""
-        httpd = _Server((self.host, self.port), _RequestHandler)
+        httpd = _Server((self.host, self.port), _RequestHandler, bind_and_activate=False)
+        httpd.request_queue_size = self.limits.backlog
+        try:
+            httpd.server_bind()
+            httpd.server_activate()
+        except OSError:
+            httpd.server_close()
+            raise
         httpd.api = self
+        httpd.gate = self.gate
         self.port = int(httpd.server_address[1])
         self._httpd = httpd
         self._thread = threading.Thread(
