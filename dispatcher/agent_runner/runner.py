@@ -67,6 +67,7 @@ class WrapperConfig:
         log_path: str | None = None,
         stop_grace: float = 5.0,
         complete_attempts: int = 5,
+        log_max_bytes: int = 0,
     ) -> None:
         self.argv = argv
         self.runner_id = runner_id
@@ -79,6 +80,7 @@ class WrapperConfig:
         self.log_path = log_path
         self.stop_grace = stop_grace
         self.complete_attempts = complete_attempts
+        self.log_max_bytes = log_max_bytes  # cap of the log file, tail kept (0: none)
 
     @classmethod
     def from_env(cls, args: list[str], environ: Mapping[str, str] | None = None) -> WrapperConfig:
@@ -114,6 +116,7 @@ class WrapperConfig:
             log_path=log_path,
             stop_grace=_float(env, "NECROCODE_STOP_GRACE", 5.0),
             complete_attempts=int(_float(env, "NECROCODE_COMPLETE_ATTEMPTS", 5)),
+            log_max_bytes=int(_float(env, "NECROCODE_LOG_MAX_BYTES", 0)),
         )
 
 
@@ -168,6 +171,9 @@ class AgentRunner:
                 os.close(pipe[1])
         if pipe is not None and self.stream is not None:
             self.stream.start(pipe[0])
+        if cfg.log_path and cfg.log_max_bytes > 0:
+            threading.Thread(target=self._cap_loop, name="necrocode-log-cap",
+                             daemon=True).start()
         beat = None
         if cfg.api_url and cfg.token:
             beat = threading.Thread(target=self._heartbeat_loop, name="necrocode-heartbeat",
@@ -208,6 +214,16 @@ class AgentRunner:
         if cfg.api_url and cfg.token:
             self._report(code, duration, reason, agent)
         return code
+
+    def _cap_loop(self) -> None:
+        """Keep the log under its cap while the agent runs (tail kept; see logcap)."""
+        from .logcap import cap_log
+
+        cfg = self.config
+        assert cfg.log_path
+        while not self._done.wait(1.0):
+            if cap_log(cfg.log_path, cfg.log_max_bytes):
+                _say(f"output.log passed {cfg.log_max_bytes} bytes: earlier output dropped")
 
     # --- heartbeats and fencing -------------------------------------------------------------
     def _heartbeat_loop(self) -> None:

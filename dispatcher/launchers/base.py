@@ -17,9 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..agent_runner.logcap import DEFAULT_MAX_BYTES
 from ..agents.base import PROMPT_FILE, AgentInvocation, AgentOptionError
 from ..agents.launch import DependencyLookup, container_env, plan_attempt, resolve_agent
 from ..models import AgentPool, Runner, Slot, Task
+from ..names import path_component
+
+#: File of an attempt directory holding how the run ended (and which runner wrote it).
+EXIT_STATUS_FILE = "exit_status.json"
+#: File of an attempt directory describing the runner (local launcher).
+RUNNER_RECORD_FILE = "runner.json"
 
 log = logging.getLogger(__name__)
 
@@ -79,19 +86,56 @@ class LaunchEnvironment:
     #: launching thread).
     prompt_template: str | None = None
     dependency_results: DependencyLookup | None = None
+    #: Cap of one attempt's output.log in bytes, tail kept (0: none); a pool's
+    #: ``config.output_log_max_bytes`` overrides it.
+    log_max_bytes: int = DEFAULT_MAX_BYTES
 
 
 def new_runner_id(task: Task, attempt: int) -> str:
     """A unique, readable runner id: ``r-<taskset>-<id>-a<attempt>-<random>``."""
-    safe = "".join(c if c.isalnum() else "-" for c in f"{task.taskset}-{task.id}").strip("-")
+    text = f"{task.taskset}-{task.id}"
+    safe = "".join(c if c.isascii() and c.isalnum() else "-" for c in text).strip("-")
     return f"r-{safe[:40]}-a{attempt}-{secrets.token_hex(3)}"
 
 
 def attempt_dir(runs_dir: Path, task: Task, attempt: int) -> Path:
-    """Directory of one attempt: log file, exit status, runner record."""
-    safe_set = "".join(c if c.isalnum() or c in "-_." else "_" for c in task.taskset)
-    safe_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in task.id)
-    return runs_dir / safe_set / safe_id / f"attempt-{attempt}"
+    """Directory of one attempt: log file, exit status, runner record.
+
+    Taskset and id are encoded so that different tasks never share a directory
+    (:func:`~..names.path_component`: ``a b``, ``a_b``, ``a:b`` and ``a;b`` are four folders).
+    Names of only ``A-Z a-z 0-9 _ . -`` keep the folder names of earlier versions.
+    """
+    return (runs_dir / path_component(task.taskset) / path_component(task.id)
+            / f"attempt-{attempt}")
+
+
+def read_exit_record(adir: str | Path, runner_id: str) -> dict[str, Any] | None:
+    """The exit status in an attempt directory, only if runner ``runner_id`` wrote it.
+
+    A status naming another runner (another run of the same attempt number, or a look-alike
+    task of an older version sharing the folder) is None, as is an empty or partial file. A
+    status without a runner id (written before runner ids were recorded) counts only when
+    the folder's ``runner.json`` names ``runner_id``.
+    """
+    base = Path(adir)
+    data = _read_json(base / EXIT_STATUS_FILE)
+    if data is None:
+        return None
+    if "exit_code" not in data and "returncode" in data:
+        data["exit_code"] = data["returncode"]
+    owner = data.get("runner_id")
+    if owner is None:
+        record = _read_json(base / RUNNER_RECORD_FILE)
+        owner = record.get("runner_id") if record else None
+    return data if owner == runner_id else None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def task_context(task: Task, slot: Slot, runner_id: str, attempt: int) -> dict[str, Any]:
@@ -176,6 +220,13 @@ def container_agent(
     return plan, container_env(plan, key_env if key_by_reference else None)
 
 
+def log_cap_for(pool: AgentPool, env: LaunchEnvironment) -> int:
+    """The output.log cap of ``pool``'s runners: ``config.output_log_max_bytes``, else the
+    Dispatcher's ``output_log_max_bytes`` (0: no cap)."""
+    raw = (pool.config or {}).get("output_log_max_bytes", env.log_max_bytes)
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0 else 0
+
+
 def runner_env(
     task: Task,
     slot: Slot,
@@ -203,6 +254,7 @@ def runner_env(
         "NECROCODE_SLOT_PATH": ctx["slot_path"],
         "NECROCODE_HEARTBEAT_INTERVAL": str(env.heartbeat_interval),
         "NECROCODE_HEARTBEAT_TIMEOUT": str(env.heartbeat_timeout),
+        "NECROCODE_LOG_MAX_BYTES": str(log_cap_for(pool, env)),
         "RUNNER_ID": runner_id,
         "TASK_CONTEXT": ctx_json,
         "POOL_NAME": pool.name,

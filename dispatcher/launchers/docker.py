@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..agent_runner.logcap import cap_log, tail_of
 from ..errors import RunnerLaunchError
 from ..models import AgentPool, Runner, RunnerState, Slot, Task, now
 from .base import (
@@ -26,6 +27,7 @@ from .base import (
     RunnerLauncher,
     StopResult,
     attempt_dir,
+    log_cap_for,
     new_runner_id,
     short_error,
     write_json_atomic,
@@ -100,6 +102,7 @@ class DockerLauncher(RunnerLauncher):
         self._client_factory = client_factory
         self._lock = threading.RLock()
         self._tracked: dict[str, _Tracked] = {}
+        self._log_caps: dict[str, int] = {}  # pool -> output.log cap (tail kept)
         self._events_thread: threading.Thread | None = None
         self._events_stream: Any | None = None
         self._closing = threading.Event()
@@ -151,6 +154,7 @@ class DockerLauncher(RunnerLauncher):
             ) from exc
         log_path = adir / LOG_FILE
         log_path.touch()
+        self._log_caps[pool.name] = log_cap_for(pool, self.env)
         mem_mb = spec.mem_limit // (1024 * 1024) if spec.mem_limit else None
         tracked = _Tracked(
             runner_id=runner_id,
@@ -231,16 +235,22 @@ class DockerLauncher(RunnerLauncher):
         tracked.log_thread = thread
         thread.start()
 
-    @staticmethod
-    def _copy_logs(container: Any, tracked: _Tracked) -> None:
-        """Stream the container's stdout+stderr (from its start) into the attempt log."""
+    def _copy_logs(self, container: Any, tracked: _Tracked) -> None:
+        """Stream the container's stdout+stderr (from its start) into the attempt log, capped
+        at the pool's output_log_max_bytes with the tail kept."""
         assert tracked.log_path is not None
+        cap, written = self._log_caps.get(tracked.pool, self.env.log_max_bytes), 0
         try:
             tracked.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tracked.log_path, "wb") as out:
+            tracked.log_path.write_bytes(b"")
+            with open(tracked.log_path, "ab") as out:
                 for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
                     out.write(chunk)
                     out.flush()
+                    written += len(chunk)
+                    if cap and written > cap:  # O_APPEND: writes go on after the kept tail
+                        cap_log(tracked.log_path, cap)
+                        written = tracked.log_path.stat().st_size
         except Exception as exc:  # the engine went away, the container was removed
             tracked.log_error = str(exc)
             log.info("log stream of %s ended early (%s); its whole log is fetched when it "
@@ -256,7 +266,8 @@ class DockerLauncher(RunnerLauncher):
         if thread is None or thread.is_alive() or tracked.log_error:
             try:
                 data = container.logs(stdout=True, stderr=True)
-                tracked.log_path.write_bytes(data)
+                cap = self._log_caps.get(tracked.pool, self.env.log_max_bytes)
+                tracked.log_path.write_bytes(tail_of(data, cap))
             except Exception as exc:
                 log.warning("could not fetch the log of container %s: %s", tracked.name, exc)
 
@@ -485,6 +496,7 @@ class DockerLauncher(RunnerLauncher):
             state = container.attrs.get("State") or {}
             adir = labels.get(LABEL_ATTEMPT_DIR)
             log_path = Path(adir) / LOG_FILE if adir else None
+            self._log_caps[pool.name] = log_cap_for(pool, self.env)
             host_cfg = container.attrs.get("HostConfig") or {}
             mem = int(host_cfg.get("Memory") or 0) // (1024 * 1024) or None
             tracked = _Tracked(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..agent_runner.logcap import tail_of
 from ..errors import RunnerLaunchError
 from ..models import AgentPool, Runner, RunnerState, Slot, Task, now
 from .base import (
@@ -26,6 +27,7 @@ from .base import (
     RunnerLauncher,
     StopResult,
     attempt_dir,
+    log_cap_for,
     new_runner_id,
     short_error,
     write_json_atomic,
@@ -94,6 +96,7 @@ class KubernetesLauncher(RunnerLauncher):
         self.lost_after = lost_after  # a Job missing from lists this long is gone for good
         self._lock = threading.RLock()
         self._tracked: dict[str, _Tracked] = {}
+        self._log_caps: dict[str, int] = {}  # pool -> output.log cap (tail kept)
         self._templates: dict[str, dict[str, Any]] = {}
         self._versions: dict[str, tuple[str, str]] = {}
         self._thread: threading.Thread | None = None
@@ -129,6 +132,7 @@ class KubernetesLauncher(RunnerLauncher):
         """Create the runner's Job; RunnerLaunchError if the API refuses it or is unreachable."""
         settings = KubernetesPoolSettings.from_pool(pool)
         template = self._template(settings, pool)
+        self._log_caps[pool.name] = log_cap_for(pool, self.env)
         runner_id = new_runner_id(task, attempt)
         adir = attempt_dir(self.env.runs_dir, task, attempt)
         adir.mkdir(parents=True, exist_ok=True)
@@ -302,7 +306,8 @@ class KubernetesLauncher(RunnerLauncher):
         pod = pods[-1]["metadata"]["name"]
         try:
             text = self._calls.pod_log(pod, tracked.namespace, tracked.container)
-            (tracked.attempt_dir / LOG_FILE).write_bytes(text)
+            cap = self._log_caps.get(tracked.pool, self.env.log_max_bytes)
+            (tracked.attempt_dir / LOG_FILE).write_bytes(tail_of(text, cap))
         except Exception as exc:
             log.warning("could not read the log of pod %s/%s: %s", tracked.namespace, pod, exc)
 

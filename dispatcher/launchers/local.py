@@ -11,6 +11,13 @@ inject commands.
 Every attempt directory also gets ``runner.json`` (runner id, task, pid, start time, pgid, boot id)
 from which :meth:`LocalProcessLauncher.reconcile` adopts live runners after a restart, refusing a
 pid whose start time differs (a recycled pid).
+
+A runner is its whole process tree (:mod:`.proctree`): where cgroup v2 is writable the trampoline
+first moves itself into a cgroup of the runner's own, else the tree is found by the runner id in
+the environment. :meth:`~LocalProcessLauncher.stop` is confirmed only once the whole tree is
+gone, and :meth:`~LocalProcessLauncher.release` kills what is left of a finished one, so
+grandchildren that called ``setsid`` never outlive their task. ``output.log`` is capped per
+attempt with its tail kept (:mod:`.logwatch`).
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from ..errors import RunnerLaunchError
 from ..models import AgentPool, Runner, RunnerState, Slot, Task
 from . import procfs
 from .base import (
+    EXIT_STATUS_FILE,
+    RUNNER_RECORD_FILE,
     LaunchEnvironment,
     RunnerExit,
     RunnerLauncher,
@@ -37,15 +46,19 @@ from .base import (
     agent_argv,
     agent_plan,
     attempt_dir,
+    log_cap_for,
     new_runner_id,
+    read_exit_record,
     runner_env,
 )
+from .logwatch import LogCapper
+from .proctree import ProcessTrees, Tree
 
 logger = logging.getLogger(__name__)
 
 LOG_FILE = "output.log"
-EXIT_FILE = "exit_status.json"
-RUNNER_FILE = "runner.json"
+EXIT_FILE = EXIT_STATUS_FILE
+RUNNER_FILE = RUNNER_RECORD_FILE
 
 #: The trampoline: run "$@" (argv as positional parameters, never re-parsed), then record its
 #: exit status unless the agent runner wrapper already wrote a richer one. Shell builtins only:
@@ -54,10 +67,14 @@ RUNNER_FILE = "runner.json"
 #: (:func:`read_exit_status`) treat an empty or partial file as "no status yet", so a reader
 #: never acts on half a status; a sh killed between open and write leaves the same "no status"
 #: a sh killed before it ever ran the line would.
+#: First the trampoline moves itself into the runner's cgroup (when there is one), so that
+#: everything the agent starts is in it; the status names the runner that wrote it.
 TRAMPOLINE = (
+    '[ -z "$NECROCODE_CGROUP" ] || { echo $$ > "$NECROCODE_CGROUP/cgroup.procs"; } 2>/dev/null; '
     '"$@"; rc=$?; f=$NECROCODE_EXIT_FILE; '
     'if [ -n "$f" ] && [ ! -e "$f" ]; then '
-    'printf \'{"exit_code": %d, "source": "trampoline"}\\n\' "$rc" > "$f"; fi; exit "$rc"'
+    'printf \'{"exit_code": %d, "runner_id": "%s", "source": "trampoline"}\\n\' '
+    '"$rc" "$NECROCODE_RUNNER_ID" > "$f"; fi; exit "$rc"'
 )
 
 # Inherited variables that must not leak into a runner (the Dispatcher's own contract names).
@@ -84,11 +101,15 @@ def _write_record(path: Path, record: dict[str, Any]) -> None:
 _dumps = json.JSONEncoder(separators=(", ", ": ")).encode
 
 
-def read_exit_status(adir: str | Path) -> RunnerExit | None:
-    """The exit status recorded in an attempt directory, or None if there is none (yet)."""
+def read_exit_status(adir: str | Path, runner_id: str | None = None) -> RunnerExit | None:
+    """The exit status recorded in an attempt directory, or None if there is none (yet).
+
+    With ``runner_id``, only a status that runner wrote (:func:`~.base.read_exit_record`).
+    """
     path = Path(adir) / EXIT_FILE
     try:
-        data = json.loads(path.read_text())
+        data = (json.loads(path.read_text()) if runner_id is None
+                else read_exit_record(adir, runner_id))
         mtime = path.stat().st_mtime
     except (OSError, ValueError):
         return None
@@ -123,6 +144,11 @@ class _Tracked:
     adir: Path
     proc: subprocess.Popen[bytes] | None  # None: adopted after a restart, not our child
     exit: RunnerExit | None = None
+    cgroup: str | None = None
+
+    @property
+    def tree(self) -> Tree:
+        return Tree(self.runner_id, self.pgid, self.cgroup)
 
 
 class LocalProcessLauncher(RunnerLauncher):
@@ -139,8 +165,11 @@ class LocalProcessLauncher(RunnerLauncher):
         inherit_env: bool = True,
         extra_env: dict[str, str] | None = None,
         use_pidfd: bool = True,
+        process_tree: str = "auto",
     ) -> None:
         super().__init__(env)
+        self.trees = ProcessTrees(process_tree)
+        self._logs = LogCapper()
         self.inherit_env = inherit_env
         self.extra_env = dict(extra_env or {})
         self._found: set[tuple[str, str]] = set()
@@ -182,6 +211,9 @@ class LocalProcessLauncher(RunnerLauncher):
             raise RunnerLaunchError(f"cannot prepare attempt directory {adir}: {exc}",
                                     pool=pool.name) from exc
         log_path = adir / LOG_FILE
+        cgroup = self.trees.prepare(runner_id)
+        if cgroup is not None:
+            env["NECROCODE_CGROUP"] = cgroup
         env["NECROCODE_ATTEMPT_DIR"] = str(adir)
         env["NECROCODE_EXIT_FILE"] = str(adir / EXIT_FILE)
         env["NECROCODE_LOG_PATH"] = str(log_path)
@@ -199,6 +231,7 @@ class LocalProcessLauncher(RunnerLauncher):
                     stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
                 )
         except OSError as exc:
+            self.trees.forget(Tree(runner_id, 0, cgroup))
             raise RunnerLaunchError(f"cannot start task {task.key!r} in pool {pool.name!r}: "
                                     f"{exc}", pool=pool.name) from exc
         st = procfs.read_stat(proc.pid)
@@ -209,11 +242,14 @@ class LocalProcessLauncher(RunnerLauncher):
             "started_at": started_at, "attempt": attempt, "slot_id": slot.slot_id,
             "slot_path": slot.slot_path, "log_path": str(log_path), "attempt_dir": str(adir),
             "cpu": task.resources.cpu, "memory_mb": task.resources.memory_mb,
+            "cgroup": cgroup,
         }
         _write_record(adir / RUNNER_FILE, record)
-        self._tracked[runner_id] = _Tracked(runner_id, proc.pid, proc.pid, ticks, adir, proc)
+        self._tracked[runner_id] = _Tracked(runner_id, proc.pid, proc.pid, ticks, adir, proc,
+                                            cgroup=cgroup)
         self._records[runner_id] = record
         self._watcher.watch(runner_id, proc.pid, proc)
+        self._logs.watch(runner_id, str(log_path), log_cap_for(pool, self.env))
         logger.debug("launched %s for %s: pid %d in %s", runner_id, task.key, proc.pid, cwd)
         return self._runner_from(record, RunnerState.RUNNING)
 
@@ -268,7 +304,7 @@ class LocalProcessLauncher(RunnerLauncher):
             rc = t.proc.poll()
             if rc is None:
                 return None
-            recorded = read_exit_status(t.adir)
+            recorded = read_exit_status(t.adir, t.runner_id)
             if rc >= 0:
                 t.exit = RunnerExit(rc, recorded.reason if recorded else "exited",
                                     recorded.finished_at if recorded else time.time())
@@ -277,32 +313,32 @@ class LocalProcessLauncher(RunnerLauncher):
             else:
                 t.exit = RunnerExit(None, f"signal {-rc}", time.time())
             return t.exit
-        recorded = read_exit_status(t.adir)
+        recorded = read_exit_status(t.adir, t.runner_id)
         if recorded is not None:
             t.exit = recorded
         elif procfs.same_process(t.pid, t.start_ticks):
             return None
         else:
-            t.exit = read_exit_status(t.adir) or RunnerExit(
+            t.exit = read_exit_status(t.adir, t.runner_id) or RunnerExit(
                 None, "ended without a recorded exit status (killed or lost)", time.time())
         return t.exit
 
     def stop(self, runner: Runner, grace: float | None = None) -> StopResult:
-        """Fence: TERM the process group, wait ``grace``, KILL; confirmed once the group is
-        gone."""
+        """Fence: TERM the whole process tree, wait ``grace``, KILL; confirmed once the whole
+        tree is gone (what left the process group too)."""
         t = self._track(runner)
         if t is None:
             return StopResult.gone(RunnerExit(None, "unknown runner (no pid recorded)",
                                               time.time()))
         grace = self.env.stop_grace if grace is None else grace
         ended = self.poll(runner)
-        how = "gone"
-        if self._group_is_ours(t):
-            how = procfs.kill_group(t.pgid, grace, reap=lambda: self._reap(t))
+        tree = self._tree(t)
+        how = self.trees.kill(tree, grace, reap=lambda: self._reap(t))
         if how == "stuck":
             return StopResult.unconfirmed(
-                f"process group {t.pgid} still has members after SIGKILL: "
-                f"{procfs.group_members(t.pgid)}")
+                f"processes of runner {t.runner_id} still there after SIGKILL: "
+                f"{self.trees.members(tree)}")
+        self.trees.forget(tree)
         if ended is not None:
             return StopResult.gone(ended)
         exit_ = self.poll(runner)
@@ -312,6 +348,10 @@ class LocalProcessLauncher(RunnerLauncher):
         t.exit = RunnerExit(code, reason, time.time())
         logger.info("stopped runner %s (pgid %d): %s", t.runner_id, t.pgid, reason)
         return StopResult.gone(t.exit)
+
+    def _tree(self, t: _Tracked) -> Tree:
+        """The runner's tree; without its group when the group's pid was recycled."""
+        return t.tree if self._group_is_ours(t) else Tree(t.runner_id, -1, t.cgroup)
 
     @staticmethod
     def _group_is_ours(t: _Tracked) -> bool:
@@ -334,12 +374,20 @@ class LocalProcessLauncher(RunnerLauncher):
         return self.poll(runner) is None
 
     def release(self, runner: Runner) -> None:
-        """Kill what is left of a finished runner's process group and forget it."""
+        """Kill what is left of a finished runner's process tree (grandchildren that left its
+        group too) and forget it."""
         t = self._tracked.get(runner.runner_id)
         if t is None:
             return
-        if self.poll(runner) is not None and self._group_is_ours(t):
-            procfs.kill_group(t.pgid, 0.0, reap=lambda: self._reap(t))
+        self._logs.forget(runner.runner_id)
+        if self.poll(runner) is not None:
+            tree = self._tree(t)
+            left = self.trees.members(tree)
+            if left:
+                logger.info("runner %s ended; killing what it left running: %s",
+                            t.runner_id, left)
+                self.trees.kill(tree, 0.0, reap=lambda: self._reap(t))
+            self.trees.forget(tree)
         self._tracked.pop(runner.runner_id, None)
 
     def log_activity(self, runner: Runner) -> tuple[float, int] | None:
@@ -375,16 +423,20 @@ class LocalProcessLauncher(RunnerLauncher):
                 if self.poll(self._runner_from(record, RunnerState.RUNNING)) is None:
                     out.append(self._runner_from(record, RunnerState.RUNNING))
                 continue
-            if read_exit_status(path.parent) is not None:
+            if read_exit_status(path.parent, rid) is not None:
                 continue
             if record.get("boot_id") and record.get("boot_id") != self._boot_id:
                 continue
             pid, ticks = int(record.get("pid") or 0), record.get("start_ticks")
             if pid <= 0 or ticks is None or not procfs.same_process(pid, int(ticks)):
                 continue
+            cgroup = record.get("cgroup") if isinstance(record.get("cgroup"), str) else None
             self._tracked[rid] = _Tracked(rid, pid, int(record.get("pgid") or pid), int(ticks),
-                                          path.parent, None)
+                                          path.parent, None, cgroup=cgroup)
             self._watcher.watch(rid, pid)
+            log_path = record.get("log_path")
+            if isinstance(log_path, str):
+                self._logs.watch(rid, log_path, log_cap_for(pool, self.env))
             out.append(self._runner_from(record, RunnerState.RUNNING))
             logger.info("adopted runner %s of %s (pid %d)", rid, record.get("task_key"), pid)
         return out
@@ -394,11 +446,12 @@ class LocalProcessLauncher(RunnerLauncher):
         record = self._records.get(runner_id)
         if record is None or not record.get("attempt_dir"):
             return None
-        return read_exit_status(record["attempt_dir"])
+        return read_exit_status(record["attempt_dir"], runner_id)
 
     def close(self) -> None:
         """Stop the exit watcher; running agents are left alone (they may be adopted later)."""
         self._watcher.close()
+        self._logs.close()
 
     # --- helpers -----------------------------------------------------------------------------
     def _track(self, runner: Runner) -> _Tracked | None:
@@ -414,8 +467,10 @@ class LocalProcessLauncher(RunnerLauncher):
         else:
             adir = Path(runner.log_path or ".").parent
         ticks = runner.details.get("start_ticks")
+        cgroup = runner.details.get("cgroup")
         t = _Tracked(runner.runner_id, int(pid), int(runner.details.get("pgid") or pid),
-                     int(ticks) if ticks is not None else None, adir, None)
+                     int(ticks) if ticks is not None else None, adir, None,
+                     cgroup=cgroup if isinstance(cgroup, str) else None)
         self._tracked[runner.runner_id] = t
         return t
 
@@ -436,5 +491,6 @@ class LocalProcessLauncher(RunnerLauncher):
             cpu=float(record.get("cpu") or 0.0),
             memory_mb=int(record.get("memory_mb") or 0),
             details={"pid": record.get("pid"), "pgid": record.get("pgid"),
-                     "start_ticks": record.get("start_ticks"), "boot_id": record.get("boot_id")},
+                     "start_ticks": record.get("start_ticks"), "boot_id": record.get("boot_id"),
+                     "cgroup": record.get("cgroup")},
         )

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import RunnerLaunchError
+from ..names import branch_component
 
 logger = logging.getLogger(__name__)
 
@@ -149,21 +150,18 @@ def merge_tree(git_dir: Path | str, ours: str, theirs: str) -> tuple[str | None,
     return None, tuple(files)
 
 
-_BAD_REF_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-
 
 @functools.lru_cache(maxsize=4096)
 def branch_name(taskset: str, task_id: str) -> str:
-    """``feature/task-{taskset}-{id}`` made a valid branch name (checked by git itself)."""
+    """``feature/task-{taskset}-{id}`` made a valid branch name (checked by git itself).
 
-    def clean(part: str) -> str:
-        part = _BAD_REF_CHARS.sub("-", part)
-        part = re.sub(r"\.{2,}", ".", part)
-        return part.strip(".-") or "x"
-
-    name = f"feature/task-{clean(taskset)}-{clean(task_id)}"
-    while name.endswith(".lock"):
-        name = name.removesuffix(".lock")
+    Different tasks never share a branch: what git refuses, or what could make two names look
+    alike (``a b``/``a-b``, ``x..y``/``x.y``), is percent-encoded (:func:`~..names.
+    branch_component`), and so is a ``-`` in the id, so the last ``-`` always separates the
+    taskset from the id. Plain names (``chat-app``, ``1.1``) stay as they are.
+    """
+    ident = branch_component(task_id).replace("-", "%2D")
+    name = f"feature/task-{branch_component(taskset)}-{ident}"
     if run_git(["check-ref-format", "--branch", name], check=False).returncode == 0:
         return name
     digest = hashlib.sha1(f"{taskset}/{task_id}".encode()).hexdigest()[:12]

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..launchers.proctree import evict
 from ..models import Slot, Task
 from .files import empty_dir, remove_tree, write_whole
 from .git import (
@@ -193,6 +194,7 @@ class RepoPoolManager:
         rec = self._pick(None, SCRATCH, self.scratch_slots)
         if rec is None:
             return None
+        evict(rec.path, f"slot {rec.slot_id}")  # nothing of an earlier run may stay in it
         empty_dir(rec.path)
         rec.branch = None
         rec.task = task.key
@@ -214,6 +216,7 @@ class RepoPoolManager:
             return start
         branch = branch_name(task.taskset, task.id)
         _keep_previous(mirror, branch, start.commit)
+        evict(rec.path, f"slot {rec.slot_id}")  # nothing of an earlier run may stay in it
         try:
             self._prepare_worktree(mirror, Path(rec.path), branch, start)
         except RepoPoolError:

@@ -175,10 +175,12 @@ def test_state_survives_restart_and_mark_in_use(tmp_path: Path, origin: Path) ->
     ("taskset", "task_id", "expected"),
     [
         ("chat-app", "1.1", "feature/task-chat-app-1.1"),  # the common case
-        ("my set", "a b", "feature/task-my-set-a-b"),  # spaces
-        ("x..y", "~^:?*[", "feature/task-x.y-x"),  # characters git forbids
-        ("s", "1.lock", "feature/task-s-1"),  # a ref may not end in .lock
-        ("s", "$(touch pwned)", "feature/task-s-touch-pwned"),  # shell syntax is just text
+        ("my set", "a b", "feature/task-my%20set-a%20b"),  # spaces
+        ("s", "a-b", "feature/task-s-a%2Db"),  # ... not the same branch as "a b"
+        ("x..y", "~^:?*[", "feature/task-x%2E%2Ey-%7E%5E%3A%3F%2A%5B"),  # what git forbids
+        ("x.y", ".hidden", "feature/task-x.y-%2Ehidden"),  # ... not the same as "x..y"
+        ("s", "1.lock", "feature/task-s-1%2Elock"),  # a ref may not end in .lock
+        ("s", "$(touch pwned)", "feature/task-s-%24%28touch%20pwned%29"),  # shell syntax: text
     ],
 )
 def test_branch_names_are_valid_refs(taskset: str, task_id: str, expected: str) -> None:

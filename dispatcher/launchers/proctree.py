@@ -1,0 +1,325 @@
+"""The whole process tree of a local runner, including what left its process group.
+
+An agent's grandchildren may call ``setsid``/``setpgid`` and leave the runner's process group;
+killing the group then leaves them running after their task ended, after its timeout fence,
+across its retry and the Dispatcher's exit. Two ways to find them, chosen once per host:
+
+- **cgroup v2** (where a cgroup v2 hierarchy is writable, e.g. as root or with systemd
+  delegation): the sh trampoline puts itself into a cgroup of its own before it runs the agent
+  (``echo $$ > $NECROCODE_CGROUP/cgroup.procs``, a builtin: no extra process), so every
+  descendant is in it whatever it does; ``cgroup.kill`` kills them all at once.
+- **environment scan** (elsewhere): every descendant inherits ``NECROCODE_RUNNER_ID``; the
+  processes whose environment names the runner are found in ``/proc/*/environ``. A process that
+  clears its environment escapes this scan; :func:`processes_using` (open files and working
+  folder inside the slot) is the last net before a slot is reused.
+
+The process group itself is always signalled too, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import procfs
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ProcessTrees", "Tree", "evict", "processes_using", "runner_processes"]
+
+#: Folder made under the Dispatcher's own cgroup for the runners' cgroups.
+CGROUP_DIR = "necrocode-runners"
+
+
+@dataclass(frozen=True)
+class Tree:
+    """One runner's processes: its process group and, where used, its cgroup folder."""
+
+    runner_id: str
+    pgid: int  # <= 1: no group of its own (its leader pid was recycled)
+    cgroup: str | None = None
+
+
+def runner_processes(runner_ids: Iterable[str]) -> dict[int, str]:
+    """Processes whose environment names one of ``runner_ids`` (pid -> runner id)."""
+    wanted = {f"NECROCODE_RUNNER_ID={rid}".encode(): rid for rid in runner_ids}
+    found: dict[int, str] = {}
+    if not wanted:
+        return found
+    me = os.getpid()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                env = fh.read()
+        except OSError:
+            continue
+        start = env.find(b"NECROCODE_RUNNER_ID=")
+        if start < 0:
+            continue
+        end = env.find(b"\0", start)
+        rid = wanted.get(env[start:end if end >= 0 else len(env)])
+        if rid is not None:
+            found[int(entry)] = rid
+    return found
+
+
+def processes_using(folder: str | os.PathLike[str]) -> list[int]:
+    """Live processes working in ``folder`` — or, for processes of any runner (with a
+    ``NECROCODE_RUNNER_ID`` in their environment), holding a file open inside it.
+
+    Open files of other processes are not looked at: that would cost a readlink per open file
+    of every process on the host for each slot handed out.
+    """
+    root = os.path.realpath(folder)
+    prefix = root.rstrip("/") + "/"
+    me = os.getpid()
+    found: list[int] = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        base = f"/proc/{entry}"
+        try:
+            links = [os.readlink(f"{base}/cwd")]
+            with open(f"{base}/environ", "rb") as fh:
+                if b"NECROCODE_RUNNER_ID=" in fh.read():
+                    links += [os.readlink(f"{base}/fd/{fd}") for fd in os.listdir(f"{base}/fd")]
+        except OSError:
+            continue  # gone, or not ours to look at
+        if any(link == root or link.startswith(prefix) for link in links):
+            st = procfs.read_stat(int(entry))
+            if st is not None and not st.zombie:
+                found.append(st.pid)
+    return found
+
+
+def evict(folder: str | os.PathLike[str], what: str, wait: float = 5.0) -> list[int]:
+    """Kill the processes still using ``folder`` (see :func:`processes_using`) and wait until
+    they are gone; returns their pids (a warning names them)."""
+    pids = processes_using(folder)
+    if not pids:
+        return pids
+    logger.warning("%s: processes of an earlier run still use it: %s; killing them", what, pids)
+    _signal(pids, signal.SIGKILL)
+    deadline = time.monotonic() + wait
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    left = _alive(pids)
+    if left:
+        logger.warning("%s: processes %s are still there after SIGKILL", what, left)
+    return pids
+
+
+def _alive(pids: Iterable[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        st = procfs.read_stat(pid)
+        if st is not None and not st.zombie:
+            out.append(pid)
+    return out
+
+
+def _signal(pids: Iterable[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class ProcessTrees:
+    """Finds, signals and waits for whole runner trees on this host (cgroup v2 or scan).
+
+    ``mode`` is ``"auto"`` (cgroup v2 when writable, else the scan; the environment variable
+    ``NECROCODE_PROCESS_TREE=scan`` chooses the scan), ``"cgroup"`` or ``"scan"``. :attr:`kind`
+    says which is in use.
+    """
+
+    def __init__(self, mode: str = "auto") -> None:
+        if mode == "auto":
+            mode = os.environ.get("NECROCODE_PROCESS_TREE", "auto")
+        self._root: Path | None = None
+        if mode in ("auto", "cgroup"):
+            self._root = _cgroup_root()
+            if self._root is None and mode == "cgroup":
+                logger.warning("cgroup v2 is not writable here; runner process trees are "
+                               "found by their NECROCODE_RUNNER_ID environment instead")
+        self.kind = "cgroup" if self._root is not None else "scan"
+        if self._root is not None:
+            _prune(self._root)
+
+    def prepare(self, runner_id: str) -> str | None:
+        """Make the runner's cgroup (before launch); its folder, or None (scan mode)."""
+        if self._root is None:
+            return None
+        path = self._root / runner_id
+        try:
+            path.mkdir(exist_ok=True)
+        except OSError as exc:
+            logger.warning("cannot make cgroup %s (%s); this runner's tree is found by its "
+                           "environment instead", path, exc)
+            return None
+        return str(path)
+
+    def members(self, tree: Tree) -> list[int]:
+        """Live processes of the tree (the group, the cgroup, or the environment scan)."""
+        pids = set(procfs.group_members(tree.pgid)) if tree.pgid > 1 else set()
+        placed = _cgroup_pids(tree.cgroup) if tree.cgroup is not None else []
+        pids.update(placed)
+        if tree.cgroup is None or (pids and not placed):
+            # no cgroup, or the trampoline could not enter it: find the tree by its env
+            pids.update(runner_processes([tree.runner_id]))
+        return sorted(_alive(pids))
+
+    def kill(self, tree: Tree, grace: float, reap: Callable[[], object] = lambda: None,
+             kill_wait: float = 10.0) -> str:
+        """TERM the whole tree, wait ``grace``, KILL what is left and wait until it is gone.
+
+        Returns "gone", "terminated", "killed" — or "stuck" when processes are still there
+        ``kill_wait`` seconds after SIGKILL: the tree is then not known gone.
+        """
+        reap()
+        if not self.members(tree):
+            return "gone"
+        self._send(tree, signal.SIGTERM)
+        if self._wait_gone(tree, grace, reap):
+            return "terminated"
+        self._send(tree, signal.SIGKILL)
+        if not self._wait_gone(tree, kill_wait, reap):
+            logger.warning("runner %s: processes %s still there %gs after SIGKILL",
+                           tree.runner_id, self.members(tree), kill_wait)
+            return "stuck"
+        return "killed"
+
+    def forget(self, tree: Tree) -> None:
+        """Remove the runner's cgroup folder (once its processes are gone)."""
+        if tree.cgroup is None:
+            return
+        try:
+            os.rmdir(tree.cgroup)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.warning("cannot remove cgroup %s: %s", tree.cgroup, exc)
+
+    # --- internals -------------------------------------------------------------------------
+    def _send(self, tree: Tree, sig: int) -> None:
+        if tree.pgid > 1:  # never the "every process" of pgid -1, nor init's group
+            procfs.signal_group(tree.pgid, sig)
+        if tree.cgroup is not None:
+            if sig == signal.SIGKILL and _cgroup_kill(tree.cgroup):
+                return
+            _signal(_cgroup_pids(tree.cgroup), sig)
+        else:
+            _signal(runner_processes([tree.runner_id]), sig)
+
+    def _wait_gone(self, tree: Tree, timeout: float, reap: Callable[[], object]) -> bool:
+        deadline = time.monotonic() + max(0.0, timeout)
+        delay = 0.005
+        while True:
+            reap()
+            if not self.members(tree):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
+#: Empty runner cgroups older than this are removed when a launcher starts (runners that
+#: ended while no Dispatcher ran); younger ones may belong to a launch in progress.
+PRUNE_AGE = 600.0
+
+
+def _prune(root: Path) -> None:
+    now = time.time()
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if not entry.is_dir() or now - entry.stat().st_mtime < PRUNE_AGE:
+                continue
+            if "populated 0" in (entry / "cgroup.events").read_text():
+                entry.rmdir()
+        except OSError:
+            continue
+
+
+def _cgroup_pids(path: str) -> list[int]:
+    try:
+        text = Path(path, "cgroup.procs").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def _cgroup_kill(path: str) -> bool:
+    try:
+        Path(path, "cgroup.kill").write_text("1")
+    except OSError:
+        return False  # kernels before 5.14: signal each member instead
+    return True
+
+
+def _cgroup_root() -> Path | None:
+    """A writable cgroup v2 folder for runner cgroups, proven by moving a probe into it."""
+    mount = _cgroup2_mount()
+    own = _own_cgroup()
+    if mount is None or own is None:
+        return None
+    root = mount / own.lstrip("/") / CGROUP_DIR
+    probe = root / f"probe-{os.getpid()}"
+    try:
+        root.mkdir(exist_ok=True)
+        probe.mkdir(exist_ok=True)
+        rc = subprocess.run(["/bin/sh", "-c", 'echo $$ > "$1/cgroup.procs"', "probe",
+                             str(probe)], capture_output=True, timeout=10).returncode
+    except (OSError, subprocess.SubprocessError):
+        rc = 1
+    finally:
+        try:
+            probe.rmdir()
+        except OSError:
+            pass
+    if rc != 0:
+        return None
+    return root
+
+
+def _cgroup2_mount() -> Path | None:
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        if right.split(" ", 1)[0] == "cgroup2":
+            return Path(left.split()[4])
+    return None
+
+
+def _own_cgroup() -> str | None:
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                return line[3:] or "/"
+    except OSError:
+        return None
+    return None
