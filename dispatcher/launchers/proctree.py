@@ -10,8 +10,8 @@ across its retry and the Dispatcher's exit. Two ways to find them, chosen once p
   descendant is in it whatever it does; ``cgroup.kill`` kills them all at once.
 - **environment scan** (elsewhere): every descendant inherits ``NECROCODE_RUNNER_ID``; the
   processes whose environment names the runner are found in ``/proc/*/environ``. A process that
-  clears its environment escapes this scan; :func:`processes_using` (open files and working
-  folder inside the slot) is the last net before a slot is reused.
+  clears its environment escapes this scan; :func:`processes_using` (a working folder inside
+  the slot) is the last net before a slot is reused.
 
 The process group itself is always signalled too, as before.
 """
@@ -76,11 +76,12 @@ def runner_processes(runner_ids: Iterable[str]) -> dict[int, str]:
 
 
 def processes_using(folder: str | os.PathLike[str]) -> list[int]:
-    """Live processes working in ``folder`` — or, for processes of any runner (with a
-    ``NECROCODE_RUNNER_ID`` in their environment), holding a file open inside it.
+    """Live processes whose working folder is ``folder`` or inside it.
 
-    Open files of other processes are not looked at: that would cost a readlink per open file
-    of every process on the host for each slot handed out.
+    The last net before a slot is reused, for a process that escaped both its runner's cgroup
+    and the environment scan (it cleared its environment): such a process is still found where
+    it works. Open files are not looked at: a readlink per open file of every process on the
+    host would cost more than the rest of a short task's launch.
     """
     root = os.path.realpath(folder)
     prefix = root.rstrip("/") + "/"
@@ -93,15 +94,11 @@ def processes_using(folder: str | os.PathLike[str]) -> list[int]:
     for entry in entries:
         if not entry.isdigit() or int(entry) == me:
             continue
-        base = f"/proc/{entry}"
         try:
-            links = [os.readlink(f"{base}/cwd")]
-            with open(f"{base}/environ", "rb") as fh:
-                if b"NECROCODE_RUNNER_ID=" in fh.read():
-                    links += [os.readlink(f"{base}/fd/{fd}") for fd in os.listdir(f"{base}/fd")]
+            cwd = os.readlink(f"/proc/{entry}/cwd")
         except OSError:
             continue  # gone, or not ours to look at
-        if any(link == root or link.startswith(prefix) for link in links):
+        if cwd == root or cwd.startswith(prefix):
             st = procfs.read_stat(int(entry))
             if st is not None and not st.zombie:
                 found.append(st.pid)
