@@ -8,6 +8,7 @@ refused submit writes nothing (the registry's tasks and events are unchanged).
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,11 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from necrocode.dispatcher.config_loader import dispatcher_keys
+from necrocode.dispatcher import limits
+from necrocode.dispatcher.config import load_config
+from necrocode.dispatcher.config_loader import config_to_dict, dispatcher_keys
+from necrocode.dispatcher.names import name_problem
 from necrocode.dispatcher.registry import open_registry
-from necrocode.dispatcher.tasksets import TASK_KEYS
 
 from necroui.cli import main
 
@@ -74,26 +77,52 @@ def quote(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+NUMBERS = ["1.0e+400", "-1.0e+400", ".nan", ".inf", "-.inf", "1.0e+308", "0x7fffffffffff",
+           "123456789012345678901234567890", "-0.0", "0", "1", "-1", "2.5", "1000000001"]
+#: Mostly numbers, bad ones often: the shape of the bugs (a NaN cpu, a 27-digit priority).
+NUM = st.one_of(st.integers(-10**30, 10**30), st.integers(-5, 2000),
+                st.floats(allow_nan=True, allow_infinity=True),
+                st.sampled_from(NUMBERS).map(Raw), LEAF)
+NAME = st.one_of(st.sampled_from(["1", "1.1", "a b", "a_b", "a:b", ".", "..", "x..y", "-",
+                                  "a/b", " x", "x" * 201, "ü"]), TEXT, LEAF)
+FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "priority": NUM, "timeout": NUM, "max_attempts": NUM, "estimate": st.one_of(NUM, TEXT),
+    "resources": st.fixed_dictionaries({}, optional={"cpu": NUM, "memory_mb": NUM,
+                                                     "gpu": NUM}),
+    "depends_on": st.one_of(st.lists(NAME, max_size=3), NAME),
+    "command": st.one_of(st.lists(TEXT, min_size=1, max_size=3), VALUE),
+    "skill": NAME, "tenant": NAME, "optional": VALUE, "metadata": VALUE, "repo": VALUE,
+    "description": VALUE, "paths": VALUE, "bogus": VALUE,
+}
+
+
 def task_strategy() -> st.SearchStrategy[dict[str, Any]]:
-    keys = st.sampled_from([*TASK_KEYS, "resources", "bogus", "cpu"])
-    return st.dictionaries(keys, VALUE, max_size=7).map(
-        lambda d: {"id": d.pop("id", "t"), "title": d.pop("title", "t"), **d})
+    return st.fixed_dictionaries(
+        {"id": NAME, "title": st.one_of(TEXT, LEAF)},
+        optional={k: st.one_of(v, v, VALUE) for k, v in FIELDS.items()})
 
 
 TASKSETS = st.fixed_dictionaries(
-    {"taskset": st.one_of(st.just("fuzz"), VALUE),
+    {"taskset": st.one_of(st.just("fuzz"), NAME),
      "tasks": st.one_of(st.lists(task_strategy(), max_size=4), VALUE)},
     optional={"repo": VALUE, "tenant": VALUE, "extra": VALUE})
 
-DISPATCHER = st.dictionaries(st.sampled_from([*dispatcher_keys(), "bogus"]), VALUE, max_size=6)
-POOL = st.dictionaries(st.sampled_from(["type", "max_concurrency", "cpu_quota", "memory_quota",
-                                        "enabled", "config", "agent_command", "bogus"]),
-                       VALUE, max_size=5)
+DISPATCHER = st.dictionaries(st.sampled_from([*dispatcher_keys(), "bogus"]),
+                             st.one_of(NUM, NUM, VALUE), max_size=6)
+POOL = st.fixed_dictionaries({}, optional={
+    "type": st.one_of(st.sampled_from(["local-process", "docker", "kubernetes"]), VALUE),
+    "max_concurrency": NUM, "cpu_quota": NUM, "memory_quota": NUM, "enabled": VALUE,
+    "config": st.one_of(st.dictionaries(st.sampled_from(["image", "namespace",
+                                                         "output_log_max_bytes", "liveness"]),
+                                        NUM), VALUE),
+    "agent_command": VALUE, "bogus": VALUE})
 CONFIGS = st.fixed_dictionaries({}, optional={
-    "dispatcher": st.one_of(DISPATCHER, VALUE),
+    "dispatcher": st.one_of(DISPATCHER, DISPATCHER, VALUE),
     "agent_pools": st.one_of(st.dictionaries(st.sampled_from(["local", "d", "k"]), POOL,
                                              max_size=2), VALUE),
-    "skill_mapping": VALUE, "ui": VALUE, "work": VALUE, "bogus": VALUE})
+    "skill_mapping": VALUE, "ui": st.one_of(st.fixed_dictionaries(
+        {}, optional={"refresh_interval": NUM, "keymap": VALUE}), VALUE),
+    "work": VALUE, "bogus": VALUE})
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +169,14 @@ def test_random_tasksets_through_submit(registry_env: dict[str, str], tmp_path: 
     check(result)
     if result.exit_code != 0:
         assert footprint(registry_env) == before, result.output  # refused: nothing written
+    else:  # accepted: every stored task can be scheduled, and its name used as a path
+        registry = open_registry(registry_env["NECROCODE_REGISTRY"])
+        try:
+            for task in registry.list_tasks():
+                assert limits.task_problem(task) is None, task
+                assert name_problem(task.id) is None and name_problem(task.taskset) is None
+        finally:
+            registry.close()
 
 
 @settings(FUZZ, max_examples=200)
@@ -148,7 +185,19 @@ def test_random_configs_through_config_check(registry_env: dict[str, str], tmp_p
                                              doc: dict[str, Any]) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("\n".join(f"{render(k)}: {render(v)}" for k, v in doc.items()) + "\n")
-    check(CliRunner().invoke(main, ["config", "check", str(path)], env=registry_env))
+    result = CliRunner().invoke(main, ["config", "check", str(path)], env=registry_env)
+    check(result)
+    if result.exit_code == 0:  # accepted: every number in it is finite
+        assert all(math.isfinite(x) for x in numbers(config_to_dict(load_config(path))))
+
+
+def numbers(value: Any) -> list[float]:
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in numbers(v)]
+    if isinstance(value, list):
+        return [x for v in value for x in numbers(v)]
+    return [float(value)] if isinstance(value, int | float) and not isinstance(value, bool) \
+        and abs(value) < 1e300 else [math.inf] if isinstance(value, float) else []
 
 
 @settings(FUZZ, max_examples=6)
