@@ -28,6 +28,7 @@ CONTENDER = textwrap.dedent("""\
     from necrocode.dispatcher.ownership import RegistryLock, RegistryOwnedError
     registry, go, mode = sys.argv[1], sys.argv[2], sys.argv[3]
     lock = RegistryLock.for_registry(registry, state_dir=f"/state/{os.getpid()}")
+    open(f"{go}.ready-{os.getpid()}", "w").close()
     while not os.path.exists(go):
         time.sleep(0.001)
     try:
@@ -53,24 +54,31 @@ TRIALS = 25
 
 
 def test_two_dispatchers_started_at_once_never_both_own_the_registry(tmp_path: Path) -> None:
+    """Both wait, ready, for one go; owning is exclusive in time (a late one may own after the
+    first let go, never while it holds), and a refused one names the holder."""
     double = 0
     for trial in range(TRIALS):
         root = tmp_path / f"t{trial}"
         root.mkdir()
         procs = [contender(root), contender(root)]
-        time.sleep(0.05)  # both started and spinning on the go file
+        wait_until(lambda root=root: len(list(root.glob("go.ready-*"))) == 2, 60,
+                   what="both contenders to be ready")
         (root / "go").touch()
-        answers = []
+        answers, spans = [], []
         for proc in procs:
             out, err = proc.communicate(timeout=60)
             assert proc.returncode == 0, err
-            answers.append(json.loads(out.splitlines()[0]))
-        owners = [a for a in answers if a["owned"]]
-        double += len(owners) > 1
-        assert len(owners) == 1, answers
-        refused = next(a for a in answers if not a["owned"])
-        assert f"pid {owners[0]['pid']} on " in refused["message"]
-        assert f"state dir /state/{owners[0]['pid']}" in refused["message"]
+            lines = [json.loads(line) for line in out.splitlines()]
+            answers.append(lines[0])
+            if lines[0]["owned"]:
+                spans.append((lines[0]["start"], lines[1]["end"]))
+        spans.sort()
+        pairs = zip(spans, spans[1:], strict=False)
+        double += any(later[0] < earlier[1] for earlier, later in pairs)
+        for refused in (a for a in answers if not a["owned"]):
+            owner = next(a for a in answers if a["owned"])
+            assert f"pid {owner['pid']} on " in refused["message"], answers
+            assert f"state dir /state/{owner['pid']}" in refused["message"]
     assert double == 0
 
 
