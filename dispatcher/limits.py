@@ -155,12 +155,17 @@ def task_problem(task: Any) -> str | None:
     Checks the fields the scheduler computes with: ``resources.cpu``, ``resources.memory_mb``,
     ``priority``, ``timeout``, ``max_attempts``. Cheap: a few comparisons for a valid task.
     """
+    try:
+        res = task.resources
+        cpu, mem, prio = res.cpu, res.memory_mb, task.priority
+        if (type(cpu) is float and 0.0 < cpu <= _CPU_HIGH and type(mem) is int
+                and 0 < mem <= _MEM_HIGH and type(prio) is int
+                and _PRIO_LOW <= prio <= _PRIO_HIGH
+                and task.timeout is None and task.max_attempts is None):
+            return None  # the common case, without building messages
+    except AttributeError:
+        pass
     res = getattr(task, "resources", None)
-    cpu, mem, prio = getattr(res, "cpu", None), getattr(res, "memory_mb", None), task.priority
-    if (type(cpu) is float and 0.0 < cpu <= _CPU_HIGH and type(mem) is int
-            and 0 < mem <= _MEM_HIGH and type(prio) is int and _PRIO_LOW <= prio <= _PRIO_HIGH
-            and task.timeout is None and task.max_attempts is None):
-        return None  # the common case, without building messages
     checks: tuple[tuple[str, Bound, Any], ...] = (
         ("resources.cpu", CPU, getattr(res, "cpu", None)),
         ("resources.memory_mb", MEMORY_MB, getattr(res, "memory_mb", None)),
