@@ -180,7 +180,8 @@ def config_from_mapping(data: Any, source: str = "<dict>", *,
 
 def _place_problems(config: DispatcherConfig, written: set[Any], locate: Locate) -> list[Problem]:
     """Settings the user wrote that name a place that cannot work here: an ``api_host`` that
-    does not resolve, a ``state_dir`` that is a file, a ``registry_path`` that is a folder."""
+    does not resolve, a ``state_dir`` that is a file, a ``registry_path`` that is a folder but
+    not a NecroCode registry."""
     out: list[Problem] = []
 
     def add(key: str, message: str, hint: str) -> None:
@@ -193,16 +194,20 @@ def _place_problems(config: DispatcherConfig, written: set[Any], locate: Locate)
         except (OSError, UnicodeError) as exc:
             add("api_host", f"{config.api_host!r} does not resolve to an address ({exc})",
                 "use an address of this machine, e.g. 127.0.0.1, or a host name it resolves")
-    for key, want_dir in (("state_dir", True), ("registry_path", False)):
-        raw = getattr(config, key)
-        if key not in written or not raw or raw == ":memory:":
-            continue
-        place = Path(raw).expanduser()
-        if want_dir and place.exists() and not place.is_dir():
-            add(key, f"{raw} is a file, not a folder", "give a folder; it is created if missing")
-        elif not want_dir and place.is_dir():
-            add(key, f"{raw} is a folder, not a database file",
-                "give a file path, e.g. .necrocode/registry.db")
+    raw = config.state_dir
+    place = Path(raw).expanduser() if raw else None
+    if "state_dir" in written and place is not None and place.exists() and not place.is_dir():
+        add("state_dir", f"{raw} is a file, not a folder",
+            "give a folder; it is created if missing")
+    raw = config.registry_path
+    if "registry_path" in written and raw:
+        from .errors import RegistryError
+        from .registry import registry_kind
+
+        try:
+            registry_kind(raw)
+        except RegistryError as exc:
+            add("registry_path", str(exc), "")
     return out
 
 

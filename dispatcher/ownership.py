@@ -1,14 +1,14 @@
 """One owner per registry: an exclusive lock tied to the registry itself.
 
 A Dispatcher owns its Task Registry for its whole life through :class:`RegistryLock`: an
-``flock`` on a small file beside the SQLite file (``registry.db.owner``; inside the folder for a
-registry that is a folder). The kernel gives the lock to exactly one process, however many start
-at once, and takes it back when that process ends, however it ends (a kill -9 too): there is no
-stale lock to clean up. The file also holds the holder's record (pid, host, since, state dir), so
-a refused Dispatcher can say who owns the registry. Two paths to the same registry (a symlink, a
-relative path, another ``state_dir``) lead to the same lock, because the file is found from the
-registry's real path. An in-memory registry (``:memory:``) is private to its process: its lock
-is always granted.
+``flock`` on a small file beside the registry (``registry.db.owner`` beside the SQLite file,
+``DIR.owner`` beside a NecroCode registry folder, whose own layout is left alone). The kernel
+gives the lock to exactly one process, however many start at once, and takes it back when that
+process ends, however it ends (a kill -9 too): there is no stale lock to clean up. The file also
+holds the holder's record (pid, host, since, state dir), so a refused Dispatcher can say who owns
+the registry. Two paths to the same registry (a symlink, a relative path, another ``state_dir``)
+lead to the same lock, because the file is found from the registry's real path. An in-memory
+registry (``:memory:``) is private to its process: its lock is always granted.
 
 Standby: ``acquire(wait=True)`` waits until the holder's lock goes, then takes it over.
 
@@ -38,10 +38,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Holder", "RegistryLock", "RegistryOwnedError", "lock_path_for"]
 
-#: Suffix of the lock file beside a registry file.
+#: Suffix of the lock file beside a registry (a file or a folder).
 LOCK_SUFFIX = ".owner"
-#: Name of the lock file inside a registry that is a folder.
-DIR_LOCK_NAME = ".necrocode.owner"
 
 
 @dataclass(frozen=True)
@@ -77,13 +75,12 @@ class RegistryOwnedError(DispatcherStateError):
 
 
 def lock_path_for(registry: str | os.PathLike[str]) -> Path | None:
-    """The lock file of a registry (None for ``:memory:``): beside the file, inside a folder."""
+    """The lock file of a registry (None for ``:memory:``): beside it, file or folder (never
+    inside a folder: an empty folder must stay empty to become a NecroCode registry)."""
     raw = os.fspath(registry)
     if raw == ":memory:" or not raw:
         return None
     real = Path(os.path.realpath(Path(raw).expanduser()))
-    if real.is_dir():
-        return real / DIR_LOCK_NAME
     return real.with_name(real.name + LOCK_SUFFIX)
 
 

@@ -111,7 +111,8 @@ def test_paths_to_the_same_registry_share_one_lock(tmp_path: Path) -> None:
     assert lock_path_for(tmp_path / "link" / "registry.db") == lock_path_for(
         tmp_path / "a" / "registry.db")
     assert lock_path_for(":memory:") is None
-    assert lock_path_for(tmp_path / "a") == tmp_path / "a" / ".necrocode.owner"
+    assert lock_path_for(tmp_path / "a") == tmp_path / "a.owner"  # a registry folder
+    assert lock_path_for(f"{tmp_path / 'b'}/") == tmp_path / "b.owner"
 
 
 def test_memory_registries_are_always_granted_and_release_is_clean(tmp_path: Path) -> None:
