@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Sequence
 
+from . import limits
 from .config import DispatcherConfig
 from .errors import Problem, TasksetError
 from .graph import build_graph, cycle_text, find_cycles
@@ -79,6 +80,9 @@ def validate_all(
         why = name_problem(task.id)
         if why is not None:
             add(task.id, "id", f"invalid task id {task.id!r}: {why}", NAME_HINT)
+        why = limits.task_problem(task)  # a task built in code (a file's are checked already)
+        if why is not None:
+            add(task.id, "", f"{why}", "numbers must be finite and in range (README: Limits)")
     in_file = ids | (also_known or set())
     known = set(in_file)
     union: dict[str, Task] = {}

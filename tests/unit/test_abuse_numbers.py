@@ -258,3 +258,17 @@ def test_headless_run_finishes_the_good_tasks_next_to_a_stored_bad_one(
     assert "DONE            3" in result.output, result.output
     assert "bad/x" in result.output and "cannot be scheduled" in result.output
     assert result.exit_code == 1  # one task not DONE
+
+
+def test_tasksets_built_in_code_are_checked_too() -> None:
+    from necrocode.dispatcher.errors import TasksetError
+    from necrocode.dispatcher.tasksets import validate_taskset
+
+    bad = Taskset("code", tasks=[Task("a", "a", taskset="code", priority=10**26),
+                                 Task("b", "b", taskset="code",
+                                      resources=Resources(cpu=math.nan))])
+    with pytest.raises(TasksetError) as info:
+        validate_taskset(bad)
+    text = str(info.value)
+    assert "tasks[a]: priority must be <= 1000000000" in text
+    assert "tasks[b]: resources.cpu must be a finite number" in text
