@@ -312,6 +312,7 @@ class LocalProcessLauncher(RunnerLauncher):
                 t.exit = recorded
             else:
                 t.exit = RunnerExit(None, f"signal {-rc}", time.time())
+            self.trees.forget_if_empty(t.tree)
             return t.exit
         recorded = read_exit_status(t.adir, t.runner_id)
         if recorded is not None:

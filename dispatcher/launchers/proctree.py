@@ -203,6 +203,15 @@ class ProcessTrees:
             return "stuck"
         return "killed"
 
+    def forget_if_empty(self, tree: Tree) -> None:
+        """Remove the runner's cgroup folder now if nothing is left in it (else keep it for
+        :meth:`kill` and :meth:`forget`): a runner seen to end leaves no empty cgroup behind."""
+        if tree.cgroup is not None and not _cgroup_pids(tree.cgroup):
+            try:
+                os.rmdir(tree.cgroup)
+            except OSError:
+                pass  # gone already, or a process entered it meanwhile: forget() decides
+
     def forget(self, tree: Tree) -> None:
         """Remove the runner's cgroup folder (once its processes are gone)."""
         if tree.cgroup is None:
