@@ -306,9 +306,15 @@ class DispatcherCore:
         that quick presses all count."""
         return self.control("priority", {"task": task_key, "delta": delta})
 
-    def retry(self, task_key: str) -> str:
-        """Retry a FAILED or CANCELLED task now (or the failed roots of a blocked one)."""
-        return self.control("retry", {"task": task_key})
+    def retry(self, task_key: str, *, from_base: bool = False) -> str:
+        """Retry a FAILED or CANCELLED task now (or the failed roots of a blocked one), skip
+        a READY one's backoff, or offer again a task held by a start conflict.
+        ``from_base``: it starts from the base, without its dependencies' work (kept until
+        it is DONE)."""
+        payload: dict[str, Any] = {"task": task_key}
+        if from_base:
+            payload["from_base"] = True
+        return self.control("retry", payload)
 
     def cancel(self, task_key: str) -> str:
         """Cancel a task; a running one has its runner stopped first."""

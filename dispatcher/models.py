@@ -230,6 +230,7 @@ class Task:
     max_turns: int | None = None
     usage: Usage | None = None  # summed over the attempts; None: no agent usage recorded
     agent_summary: str | None = None  # the agent's final message (dependents' prompts)
+    from_base: bool = False  # an operator's choice: start without its dependencies' work
 
     def __post_init__(self) -> None:
         if isinstance(self.usage, dict):
@@ -376,6 +377,7 @@ class RunnerState(str, Enum):
     LOST = "lost"  # no heartbeat or no platform trace; fenced
     CANCELLED = "cancelled"  # stopped by an operator or by shutdown
     UNKNOWN = "unknown"  # after a restart its platform could not be asked; kept RUNNING
+    COMMITTING = "committing"  # exited 0; its work is being committed before DONE
 
     @property
     def finished(self) -> bool:

@@ -12,7 +12,14 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-from .models import PoolStatus, RunnerState, TaskEvent, TaskState
+from .models import PoolStatus, RunnerState, Task, TaskEvent, TaskState
+
+
+def work_fields(task: Task, branch: str | None = None) -> dict[str, Any]:
+    """The work fields of a view, from the task (``branch``: its slot's, while it runs)."""
+    return {"branch": branch or task.branch or task.reserved_branch, "head": task.head,
+            "commits": task.commits, "files_changed": task.files_changed,
+            "landed": task.landed, "gate_failed": task.gate_failed}
 
 
 class PendingReason(str, Enum):
@@ -34,6 +41,8 @@ class PendingReason(str, Enum):
     POOL_UNHEALTHY = "pool_unhealthy"  # mapped pools fail to launch runners
     DEADLOCK = "deadlock"  # part of a dependency cycle
     INVALID_TASK = "invalid_task"  # a number out of range (written by another tool): never runs
+    START_CONFLICT = "start_conflict"  # its dependencies' work does not merge: the operator acts
+    PATHS = "paths"  # its declared paths overlap those of a running task of its repository
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,13 @@ class QueuedTaskView:
     position: int | None  # 1-based place in the dispatch order; None for BLOCKED tasks
     pending: Pending
     next_attempt_at: float | None = None
+    # its work (R21): the branch and what its last run recorded, landing
+    branch: str | None = None
+    head: str | None = None
+    commits: int = 0
+    files_changed: tuple[str, ...] = ()
+    landed: str | None = None
+    gate_failed: str | None = None
     rev: int = 0
 
 
@@ -89,6 +105,13 @@ class RunningTaskView:
     handle: str | None = None
     progress: str | None = None
     log_path: str | None = None
+    # its work (R21): the branch and what its last run recorded, landing
+    branch: str | None = None
+    head: str | None = None
+    commits: int = 0
+    files_changed: tuple[str, ...] = ()
+    landed: str | None = None
+    gate_failed: str | None = None
     rev: int = 0
 
 
@@ -106,6 +129,13 @@ class FinishedTaskView:
     finished_at: float | None
     last_error: str | None
     pool: str | None = None
+    # its work (R21): the branch and what its last run recorded, landing
+    branch: str | None = None
+    head: str | None = None
+    commits: int = 0
+    files_changed: tuple[str, ...] = ()
+    landed: str | None = None
+    gate_failed: str | None = None
     rev: int = 0
 
     @property

@@ -193,17 +193,23 @@ def priority(state: CliState, key: str, priority: int) -> None:
 
 
 @click.command(epilog="""\b
-Example:
+Examples:
   necroui retry chat-app/1.2
+  necroui retry chat-app/3 --from-base    its dependencies' work conflicts: start without it
 """)
 @click.argument("key")
+@click.option("--from-base", is_flag=True,
+              help="Start it from the base branch, without its dependencies' work (for a "
+                   "task whose dependencies' work does not merge).")
 @pass_state
-def retry(state: CliState, key: str) -> None:
+def retry(state: CliState, key: str, from_base: bool) -> None:
     """Run a failed or cancelled task KEY (taskset/id) again.
 
-    Its attempts start from zero; it waits for its dependencies if they are not done.
+    Its attempts start from zero; it waits for its dependencies if they are not done. A
+    task waiting on a start conflict is offered again (after a fix, e.g. a resolution landed
+    in its integration branch), or with --from-base started without its dependencies' work.
     """
-    _control(state, "retry", {"task": key})
+    _control(state, "retry", {"task": key, **({"from_base": True} if from_base else {})})
 
 
 @click.command(epilog="""\b

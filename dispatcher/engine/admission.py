@@ -34,6 +34,9 @@ class Admission:
         self._has_runner = has_runner
         self._delayed: list[tuple[float, str]] = []  # heap of (next_attempt_at, key)
         self._no_slot: dict[str, Task] = {}  # READY tasks waiting for a workspace slot
+        # READY tasks whose dependencies' work does not merge: held until an operator acts
+        self._conflicts: dict[str, tuple[Task, str]] = {}
+        self._conflict_seen: dict[str, str] = {}  # the last conflict reported per task
         self._paused = False
         self._dirty = True  # something changed that a round could act on
 
@@ -63,9 +66,14 @@ class Admission:
                 self.queue.remove(key)
                 self._dirty = True
             self._no_slot.pop(key, None)
+            self._conflicts.pop(key, None)
+            self._conflict_seen.pop(key, None)
             return
         if key in self._no_slot:
             self._no_slot[key] = task
+            return
+        if key in self._conflicts:  # held until an operator retries or cancels it
+            self._conflicts[key] = (task, self._conflicts[key][1])
             return
         if task.next_attempt_at and task.next_attempt_at > now:
             if key in self.queue:
@@ -88,6 +96,8 @@ class Admission:
         if key in self.queue:
             self.queue.remove(key)
         self._no_slot.pop(key, None)
+        self._conflicts.pop(key, None)
+        self._conflict_seen.pop(key, None)
 
     def release_due(self, now: float) -> None:
         """Tasks whose backoff ended go back to the queue."""
@@ -129,6 +139,37 @@ class Admission:
             current = self._book.get(key, task)
             if current.state is TaskState.READY and not self._has_runner(key):
                 self.enqueue(current)
+
+    # --- start conflicts -------------------------------------------------------------------
+    def hold_conflict(self, task: Task, reason: str) -> bool:
+        """Its dependencies' work does not merge: hold the task out of the queue (a slot that
+        frees does not offer it again) until :meth:`release_conflict`. True when ``reason`` is
+        new for this task (report it once per distinct reason)."""
+        key = task.key
+        self._conflicts[key] = (task, reason)
+        self._views.touch(key)
+        if self._conflict_seen.get(key) == reason:
+            return False
+        self._conflict_seen[key] = reason
+        return True
+
+    def conflict_of(self, key: str) -> str | None:
+        """Why a held task cannot start (None: it is not held)."""
+        held = self._conflicts.get(key)
+        return held[1] if held is not None else None
+
+    def conflict_held(self) -> list[str]:
+        return list(self._conflicts)
+
+    def release_conflict(self, key: str) -> bool:
+        """An operator acted on a held task: offer it again (as the TaskBook has it now)."""
+        held = self._conflicts.pop(key, None)
+        if held is None:
+            return False
+        current = self._book.get(key, held[0])
+        if current.state is TaskState.READY and not self._has_runner(key):
+            self.enqueue(current)
+        return True
 
     # --- rounds and capacity ---------------------------------------------------------------
     @property
@@ -191,6 +232,8 @@ class Admission:
             self._dirty = True
         elif task.key in self._no_slot:
             self._no_slot[task.key] = task
+        elif task.key in self._conflicts:
+            self._conflicts[task.key] = (task, self._conflicts[task.key][1])
 
     # --- questions -------------------------------------------------------------------------
     def queue_keys(self) -> list[str]:

@@ -11,10 +11,15 @@ import enum
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..launchers.base import RunnerExit
 from ..models import Runner, Slot, Task
+
+if TYPE_CHECKING:
+    from ..landing import LandReport
+    from ..repo_pool.start import StartConflict
+    from ..repo_pool.work import WorkResult
 
 
 class FenceOutcome(str, enum.Enum):
@@ -40,6 +45,7 @@ class LaunchResult(str, enum.Enum):
     REGISTRY_ERROR = "registry_error"  # the registry failed; the task is still READY there
     REGISTRY_UNKNOWN = "registry_unknown"  # the registry failed; the assignment may have committed
     NOT_OWNER = "not_owner"  # this replica lost the Lease before the assignment: nothing written
+    START_CONFLICT = "start_conflict"  # its dependencies' work does not merge: no slot taken
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,15 @@ class LaunchOutcome:
     slot: Slot | None = None
     runner: Runner | None = None
     error: BaseException | None = None
+    conflict: StartConflict | None = None  # START_CONFLICT: which dependencies, which files
+
+
+@dataclass(frozen=True)
+class WorkOutcome:
+    """What a commit worker found after a successful run (:mod:`.work_step`)."""
+
+    result: WorkResult | None = None  # None with no error: a scratch slot, nothing recorded
+    error: str | None = None  # git could not record the work (a retryable failed attempt)
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -95,6 +110,23 @@ class LaunchFinished:
 
     key: str
     outcome: LaunchOutcome
+
+
+@dataclass(frozen=True)
+class WorkCommitted:
+    """A commit worker recorded (or failed to record) the work of ``key``'s run."""
+
+    key: str
+    outcome: WorkOutcome
+
+
+@dataclass(frozen=True)
+class LandFinished:
+    """A landing worker is done: its report, or why it could not run."""
+
+    land_id: str
+    report: LandReport | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -171,5 +203,6 @@ class EngineCall:
 
 
 Command = (Wake | RunnerExited | Heartbeat | CompletionReport | SlotReleased | LaunchFinished
-           | StopConfirmed | StopUnconfirmed | PlatformHealth | PlatformAnswer | LeadershipGained
-           | LeadershipLost | StopEngine | Control | EngineCall)
+           | WorkCommitted | LandFinished | StopConfirmed | StopUnconfirmed | PlatformHealth
+           | PlatformAnswer | LeadershipGained | LeadershipLost | StopEngine | Control
+           | EngineCall)

@@ -88,7 +88,8 @@ class Controls:
                 return self._ctl_priority(key, None, _priority(payload["delta"], "delta"))
             return self._ctl_priority(key, _priority(payload.get("priority"), "priority"), 0)
         if verb == "retry":
-            return self._ctl_retry(_payload_key(payload))
+            return self._ctl_retry(_payload_key(payload),
+                                   _truthy(payload.get("from_base", False)))
         if verb == "cancel":
             return self._ctl_cancel(_payload_key(payload))
         if verb == "pool":
@@ -120,19 +121,18 @@ class Controls:
         self._p.admission.set_priority(new)
         return f"priority of {key}: {old} -> {priority}"
 
-    def _ctl_retry(self, key: str) -> str:
+    def _ctl_retry(self, key: str, from_base: bool = False) -> str:
+        """Retry ``key`` now; ``from_base``: its next start leaves out its dependencies' work
+        (kept on the task until it is DONE), else it starts from their work again."""
         task = self._p.registry.get_task(key)
         if task.state in _RETRYABLE:
-            return self._retry_one(task)
+            return self._retry_one(task, from_base)
         if task.state is TaskState.READY:
-            if task.next_attempt_at:
-                new = self._p.events.update(key, next_attempt_at=None, event=TaskEvent(
-                    event_type=EventType.TASK_RETRIED, task_key=key,
-                    message="retry now (backoff skipped by an operator)",
-                    details={"manual": True}))
-                self._after_write(new)
-                return f"{key} retries now (backoff skipped)"
-            return f"{key} is already READY"
+            return self._retry_ready(task, from_base)
+        if from_base:
+            raise InvalidTransitionError(key, task.state.value, TaskState.READY.value,
+                                         "only a READY, FAILED or CANCELLED task can be "
+                                         "started from the base")
         if task.state is TaskState.BLOCKED:
             roots = self._failed_roots(task)
             if not roots:
@@ -145,7 +145,32 @@ class Controls:
         raise InvalidTransitionError(key, task.state.value, TaskState.READY.value,
                                      "only FAILED, CANCELLED or blocked tasks can be retried")
 
-    def _retry_one(self, task: Task) -> str:
+    def _retry_ready(self, task: Task, from_base: bool) -> str:
+        """A READY task: skip its backoff, or offer it again after a start conflict."""
+        key = task.key
+        held = self._p.admission.conflict_of(key)
+        if not task.next_attempt_at and held is None and task.from_base == from_base:
+            return f"{key} is already READY"
+        if held is not None:
+            what = ("start it from the base (its dependencies' work left out)" if from_base
+                    else "start it from its dependencies' work again")
+            message, answer = f"retry after a start conflict: {what}", f"{key}: {what}"
+        elif task.next_attempt_at:
+            message, answer = "retry now (backoff skipped by an operator)", \
+                f"{key} retries now (backoff skipped)"
+        else:
+            message = answer = f"{key} starts from " + (
+                "the base" if from_base else "its dependencies' work")
+        new = self._p.events.update(key, next_attempt_at=None, from_base=from_base,
+                                    event=TaskEvent(event_type=EventType.TASK_RETRIED,
+                                                    task_key=key, message=message,
+                                                    details={"manual": True,
+                                                             "from_base": from_base}))
+        self._after_write(new)
+        self._p.admission.release_conflict(key)
+        return answer
+
+    def _retry_one(self, task: Task, from_base: bool = False) -> str:
         deps = self._p.registry.get_tasks(
             [f"{task.taskset}/{d}" for d in task.dependencies]) if task.dependencies else {}
         all_done = all(d.state is TaskState.DONE for d in deps.values()) and len(deps) == len(
@@ -153,13 +178,16 @@ class Controls:
         target = TaskState.READY if all_done else TaskState.BLOCKED
         new = self._p.events.transition(
             task.key, target, expected=task.state, attempts=0, next_attempt_at=None,
-            last_error=None, finished_at=None, runner_id=None,
+            last_error=None, finished_at=None, runner_id=None, from_base=from_base,
             event=TaskEvent(event_type=EventType.TASK_RETRIED, task_key=task.key,
                             message=f"retried by an operator (was {task.state.value}; "
-                                    "attempts reset)",
-                            details={"manual": True, "previous_attempts": task.attempts}))
+                                    "attempts reset" + ("; from the base" if from_base
+                                                        else "") + ")",
+                            details={"manual": True, "previous_attempts": task.attempts,
+                                     "from_base": from_base}))
         self._after_write(new)
-        return f"{task.key}: {task.state.value} -> {target.value}"
+        tail = " (from the base)" if from_base else ""
+        return f"{task.key}: {task.state.value} -> {target.value}{tail}"
 
     def _failed_roots(self, task: Task) -> list[Task]:
         """FAILED/CANCELLED tasks among the (transitive) dependencies of ``task``."""

@@ -24,6 +24,7 @@ class EngineDiagnostics:
     deferred_writes: tuple[str, ...]  # settlement writes waiting for another try
     unsure: dict[str, str]  # task key -> runner id of an assignment not known to commit
     unknown: tuple[str, ...]  # RUNNING tasks whose platform could not be asked
+    committing: tuple[str, ...]  # task keys whose run's work is being committed
     exits_to_poll: bool  # runners flagged by watchers, polled next iteration
     registry_dirty: bool  # the registry is to be polled next iteration
     pending_events: int  # batched events not written yet
@@ -45,7 +46,8 @@ class EngineDiagnostics:
         return {k: v for k, v in {
             "launching": self.launching, "stopping": self.stopping,
             "slot_releases": self.slot_releases, "deferred": self.deferred_writes,
-            "unsure": self.unsure, "flagged": self.exits_to_poll,
+            "unsure": self.unsure, "committing": self.committing,
+            "flagged": self.exits_to_poll,
             "registry_dirty": self.registry_dirty, "pending_events": self.pending_events,
         }.items() if v}
 
@@ -59,6 +61,7 @@ def diagnose(parts: EngineParts, launches: LaunchPlane, monitor_seq: int,
         launching=tuple(launches.launching_keys()), stopping=tuple(parts.fencer.stopping()),
         slot_releases=parts.workspaces.in_flight(), deferred_writes=tuple(parts.settler.deferred()),
         unsure=launches.unsure(), unknown=tuple(parts.reconciler.unknown),
+        committing=tuple(parts.work.keys()),
         exits_to_poll=parts.runners.has_flagged, registry_dirty=registry_dirty,
         pending_events=parts.events.pending, monitor_seq=monitor_seq,
         runner_ids=tuple(sorted(parts.runners.ids())), runners_by_pool=by_pool,

@@ -76,6 +76,11 @@ class Drain:
         late = self.deadline is not None and time.time() > self.deadline + DRAIN_GIVE_UP
         if len(self._launches):
             return False
+        if len(p.work):  # commits of ended runs (quick); past the grace the next start does it
+            if not late:
+                return False
+            logger.error("stopping with the work of %s not recorded yet; the next start "
+                         "commits it", ", ".join(sorted(p.work.keys())))
         if len(p.runners) and not self.leave_running:
             if not (late and all(rid in p.fencer for rid in p.runners.ids())):
                 return False

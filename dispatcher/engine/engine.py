@@ -42,6 +42,7 @@ from .commands import (
     StopEngine,
     StopUnconfirmed,
     Wake,
+    WorkCommitted,
 )
 from .controls import Controls
 from .diagnostics import EngineDiagnostics, diagnose
@@ -84,7 +85,8 @@ class Engine:
             LaunchParts(registry=seed.registry, recorder=seed.recorder, events=p.events,
                         admission=p.admission, settler=p.settler, runners=p.runners,
                         directory=p.directory, workspaces=p.workspaces, book=p.book,
-                        views=p.views, metrics=seed.metrics, runs_dir=seed.runs_dir),
+                        views=p.views, metrics=seed.metrics, runs_dir=seed.runs_dir,
+                        work=seed.config.work),
             self.post, self.platforms.launcher_for, note=self.after_write,
             registry_changed=self.registry_changed, fence=self._fence,
             may_act=self.ownership.may_act)
@@ -101,7 +103,7 @@ class Engine:
                             registry_label=registry_label, book=p.book, views=p.views,
                             admission=p.admission, runners=p.runners, launches=self.launches,
                             reconciler=p.reconciler, settler=p.settler, deadlocks=p.deadlocks,
-                            health=p.health, ownership=self.ownership),
+                            health=p.health, ownership=self.ownership, work=p.work),
             seed.metrics, initial_snapshot(seed.config, seed.registry, registry_label,
                                            seed.pools))
         self.state = "stopped"
@@ -120,7 +122,8 @@ class Engine:
     def has_runner(self, key: str) -> bool:
         """The task has a live runner, one being launched, or one not known gone."""
         p = self.parts
-        return p.runners.has_task(key) or key in self.launches or key in p.reconciler
+        return p.runners.has_task(key) or key in self.launches or key in p.reconciler \
+            or key in p.work
 
     def note(self, task: Task) -> None:
         """The newest version of a task: into the TaskBook; the deadlock watch hears of it."""
@@ -156,6 +159,7 @@ class Engine:
         self.publisher.builder.start_events_at(seed.registry.current_seq())
         self.parts.fencer.start()
         self.parts.workspaces.start()
+        self.parts.work.start()
         if self.ownership.elected:  # a standby until the Lease is ours: then reconcile
             self.state = "standby"
             self.ownership.start()
@@ -198,6 +202,7 @@ class Engine:
         self.launches.shutdown()
         self.parts.fencer.shutdown()
         self.parts.workspaces.shutdown()
+        self.parts.work.shutdown()
         self.api.stop()
         self.platforms.close()
         self.state = "stopped"
@@ -285,6 +290,8 @@ class Engine:
                     p.admission.slot_may_have_freed()
                 case LaunchFinished(key=key, outcome=outcome):
                     self.launches.finished(key, outcome)
+                case WorkCommitted():
+                    self.supervisor.work_committed(cmd)
                 case StopConfirmed():
                     self.supervisor.fenced(cmd)
                 case StopUnconfirmed():
@@ -369,6 +376,7 @@ class Engine:
             if run is not None and run.holds_capacity:
                 p.admission.give_back(run.pool.name, run.task)
         p.fencer.forget_all()
+        p.work.forget_all()  # their tasks stay RUNNING: the new leader commits and settles
         dropped = p.settler.drop_deferred()
         logger.warning("standby: lost the Lease (%s); %d runner(s) left to the new leader%s",
                        reason, len(left), f"; {len(dropped)} pending write(s) left to its "

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import WorkConfig
 from ..errors import InvalidTransitionError, RunnerLaunchError, TaskNotFoundError
 from ..events import EventRecorder
 from ..launchers.base import RunnerLauncher, new_runner_id
@@ -28,6 +29,7 @@ from ..logging_setup import log_extra
 from ..metrics import MetricsCollector
 from ..models import AgentPool, EventType, RunnerState, Slot, Task, TaskEvent, TaskState
 from ..registry.base import TaskRegistry
+from ..repo_pool.start import StartConflict, plan_start
 from .admission import Admission
 from .commands import Command, FenceOutcome, LaunchFinished, LaunchOutcome, LaunchResult
 from .event_log import EventLog
@@ -74,6 +76,7 @@ class LaunchParts:
     views: ViewChanges
     metrics: MetricsCollector
     runs_dir: Path
+    work: WorkConfig  # where a branch starts (its dependencies' work merged)
 
 
 class LaunchPlane:
@@ -195,9 +198,13 @@ class LaunchPlane:
         task, pool = pending.task, pending.pool
         key = task.key
         try:
-            slot = p.workspaces.pool.allocate_slot(task)
+            plan = plan_start(task, p.registry.get_tasks, p.work, from_base=task.from_base) \
+                if task.repo else None
+            slot = p.workspaces.pool.allocate_slot(task, plan)
         except Exception as exc:
             return LaunchOutcome(LaunchResult.SLOT_ERROR, error=exc)
+        if isinstance(slot, StartConflict):  # its dependencies' work does not merge
+            return LaunchOutcome(LaunchResult.START_CONFLICT, conflict=slot)
         if not isinstance(slot, Slot):
             return LaunchOutcome(LaunchResult.NO_SLOT)
         if not self._may_act():  # read right before the write: a lost Lease assigns nothing
@@ -276,6 +283,11 @@ class LaunchPlane:
             self.cancel_unstarted(key, "cancelled by an operator before it started")
         elif result is LaunchResult.NO_SLOT:
             p.admission.wait_for_slot(task)
+        elif result is LaunchResult.START_CONFLICT and outcome.conflict is not None:
+            # a state, not a failure: no attempt spent; it waits for the operator
+            if p.admission.hold_conflict(task, outcome.conflict.reason):
+                logger.warning("%s cannot start: %s", key, outcome.conflict.reason, extra=extra)
+                p.events.record(outcome.conflict.event())
         elif result is LaunchResult.SLOT_ERROR:
             logger.warning("no workspace for %s: %s", key, outcome.error, extra=extra)
             p.settler.attempt_failed(task, TaskState.READY, None, "launch_error",

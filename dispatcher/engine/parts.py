@@ -33,6 +33,7 @@ from .reconciler import Reconciler
 from .runner_table import RunnerDirectory, RunnerTable
 from .settler import Settler
 from .taskbook import TaskBook, ViewChanges
+from .work_step import WorkStep
 from .workspaces import SlotProvider, Workspaces
 
 
@@ -70,6 +71,7 @@ class EngineParts:
     workspaces: Workspaces
     reconciler: Reconciler
     deadlocks: DeadlockWatch
+    work: WorkStep  # successful runs whose work is being committed
 
     @property
     def config(self) -> DispatcherConfig:
@@ -102,4 +104,5 @@ def build_parts(seed: Seed, post: Callable[[Command], None],
                         on_refused=on_refused),
         workspaces=Workspaces(repo_pool, post), reconciler=Reconciler(),
         deadlocks=DeadlockWatch(seed.detector, seed.config.deadlock_check_interval, events,
-                                views, health))
+                                views, health),
+        work=WorkStep(seed.config.work, post))

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..launchers.base import RunnerLauncher, short_error
+from ..launchers.base import RunnerExit, RunnerLauncher, short_error
 from ..launchers.procfs import kill_group
 from ..logging_setup import log_extra
 from ..models import (
@@ -38,6 +38,8 @@ from .platforms import Platforms
 from .reconciler import Action, Plan, PlatformView, Step, plan_reconcile, read_exit_status
 from .runner_table import RunnerRecord
 from .runs import run_number_of
+from .settler import RunFacts
+from .work_step import CommitJob, agent_summary, records_work
 
 logger = logging.getLogger(__name__)
 
@@ -250,11 +252,14 @@ class Restart:
         return stuck
 
     def _settle_from_status(self, task: Task, status: dict[str, Any]) -> None:
-        """A RUNNING task whose run ended while the dispatcher was down and recorded how."""
+        """A RUNNING task whose run ended while the dispatcher was down and recorded how (a
+        success in a repository slot has its work committed first, as a live one would)."""
         now = time.time()
+        code = status.get("exit_code")
+        if code == 0 and self._commit_recovered(task, status, now):
+            return
         if task.assigned_slot:
             self._p.workspaces.release_now(task.assigned_slot, task.key)
-        code = status.get("exit_code")
         common: dict[str, Any] = {"task_key": task.key, "runner_id": task.runner_id,
                                   "slot_id": task.assigned_slot}
         if code == 0:
@@ -271,6 +276,29 @@ class Restart:
             details={"exit_code": code_i, "recovered": True}, **common))
         self._p.settler.attempt_failed(task, TaskState.RUNNING, code_i,
                                      "exit_code" if code_i else "killed", f"exit code {code_i}")
+
+    def _commit_recovered(self, task: Task, status: dict[str, Any], now: float) -> bool:
+        """Hand a run that ended with exit 0 while no dispatcher watched to the WorkStep when
+        its slot is a repository worktree still held for it; False otherwise."""
+        slot = self._p.workspaces.held_slot(task.assigned_slot, task.key) \
+            if task.assigned_slot else None
+        if not records_work(slot):
+            return False
+        assert slot is not None
+        pools = self._p.seed.pools.pools_for_skill(task.required_skill) \
+            or list(self._p.seed.pools.pools.values())
+        finished = status.get("finished_at")
+        run = RunFacts(key=task.key, runner_id=task.runner_id or "", pool=pools[0],
+                       slot_id=slot.slot_id, started_at=task.started_at or now,
+                       attempt=run_number_of(task), report=dict(status))
+        self._p.work.begin(CommitJob(
+            run=run, task=task, slot=slot, summary=agent_summary(status), began_at=now,
+            exit=RunnerExit(0, "exited", float(finished) if isinstance(finished, int | float)
+                            else now), recovered=True))
+        logger.info("%s ended with exit 0 while the dispatcher was down; recording its work",
+                    task.key, extra=log_extra(task=task.key))
+        self._p.views.touch(task.key)
+        return True
 
     def _requeue_after_restart(self, task: Task) -> None:
         """A RUNNING task whose runner is gone without a trace: back to READY."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from ..logging_setup import log_extra
 from ..metrics import MetricsCollector
 from ..models import AgentPool, EventType, Task, TaskEvent, TaskState
 from ..retry import RetryManager
-from .commands import FenceOutcome
+from .commands import FenceOutcome, WorkOutcome
 from .event_log import EventLog
 
 logger = logging.getLogger(__name__)
@@ -142,13 +142,31 @@ class Settler:
         return task
 
     # --- outcomes --------------------------------------------------------------------------
-    def runner_ended(self, run: RunFacts, task: Task, result: RunnerExit) -> None:
-        """The platform says the runner is gone: DONE on exit 0, else a failed attempt."""
-        now = time.time()
+    @staticmethod
+    def exit_code(run: RunFacts, result: RunnerExit) -> int | None:
+        """The run's exit code: the platform's, else the one its completion report gave."""
         code = result.exit_code
         if code is None and run.report is not None:
             reported = run.report.get("exit_code")
             code = int(reported) if isinstance(reported, int | float) else None
+        return code
+
+    def succeeded(self, run: RunFacts, result: RunnerExit) -> bool:
+        """**How success is judged**: the run exited 0 (its work is then committed before
+        DONE, see :meth:`work_recorded`)."""
+        return self.exit_code(run, result) == 0
+
+    @staticmethod
+    def reported_exit(run: RunFacts) -> RunnerExit:
+        """The exit of a runner that reported its result and was then stopped."""
+        code = (run.report or {}).get("exit_code")
+        return RunnerExit(int(code) if isinstance(code, int | float) else None, "reported",
+                          time.time())
+
+    def runner_ended(self, run: RunFacts, task: Task, result: RunnerExit) -> None:
+        """The platform says the runner is gone: DONE on exit 0, else a failed attempt."""
+        now = time.time()
+        code = self.exit_code(run, result)
         duration = max(0.0, (result.finished_at or now) - run.started_at)
         common = self._common(run, duration)
         if code == 0:
@@ -172,15 +190,51 @@ class Settler:
         reason = "exit_code" if code is not None and code > 0 else "killed"
         self.attempt_failed(task, TaskState.RUNNING, code, reason, message)
 
+    def work_recorded(self, run: RunFacts, task: Task, result: RunnerExit,
+                      outcome: WorkOutcome, *, recovered: bool = False) -> Task | None:
+        """A successful run's work was committed (or could not be): DONE with the work, a
+        failed attempt without retry when it changed nothing and ``work.on_no_changes`` is
+        ``fail``, a retryable failed attempt when git could not record it. The DONE version,
+        else None."""
+        from ..repo_pool.work import WorkVerdict
+
+        now = time.time()
+        duration = max(0.0, (result.finished_at or now) - run.started_at)
+        work = outcome.result
+        if outcome.error is not None:
+            self._metrics.record_finish(task, run.pool, "failed", duration)
+            self.attempt_failed(task, TaskState.RUNNING, None, "work_error",
+                                f"its work could not be recorded: {outcome.error}")
+            return None
+        if work is not None:
+            self._events.record(work.event())
+        if work is not None and work.verdict is WorkVerdict.FAILED:
+            self._metrics.record_finish(task, run.pool, "failed", duration)
+            self.attempt_failed(task, TaskState.RUNNING, None, "no_changes",
+                                f"its run {work.summary} (work.on_no_changes: fail)",
+                                retryable=False, updates=work.task_updates())
+            return None
+        how = "finished while the dispatcher was down (exit 0)" if recovered \
+            else f"exited 0 after {duration:.1f}s"
+        details: dict[str, Any] = {"exit_code": 0, "attempt": run.attempt}
+        if recovered:
+            details["recovered"] = True
+        event = TaskEvent(event_type=EventType.RUNNER_COMPLETED,
+                          message=how + (f"; {work.summary}" if work is not None else ""),
+                          details=details, **self._common(run, duration))
+        done = self.settle(run.key, TaskState.DONE, event, finished_at=now, last_error=None,
+                           next_attempt_at=None, from_base=False,
+                           **(work.task_updates() if work else {}))
+        self._metrics.record_finish(task, run.pool, "done", duration)
+        return done
+
     def fenced(self, run: RunFacts, task: Task, outcome: FenceOutcome, reason: str) -> bool:
         """A fenced runner is known gone: settle its task by why it was stopped. False for an
         orphan (someone else settled the task: nothing is written)."""
         now = time.time()
         duration = max(0.0, now - run.started_at)
         if outcome is FenceOutcome.REPORTED:
-            code = (run.report or {}).get("exit_code")
-            self.runner_ended(run, task, RunnerExit(
-                int(code) if isinstance(code, int | float) else None, "reported", now))
+            self.runner_ended(run, task, self.reported_exit(run))
             return True
         if outcome in (FenceOutcome.LOST, FenceOutcome.TIMEOUT, FenceOutcome.BUDGET):
             kind = {FenceOutcome.LOST: "heartbeat_timeout", FenceOutcome.TIMEOUT: "timeout",
@@ -217,7 +271,8 @@ class Settler:
                             retryable=retryable)
 
     def attempt_failed(self, task: Task, current: TaskState, exit_code: int | None,
-                       reason: str, message: str, *, retryable: bool = True) -> Task | None:
+                       reason: str, message: str, *, retryable: bool = True,
+                       updates: Mapping[str, Any] | None = None) -> Task | None:
         """Count one failed attempt and decide: back to READY after a backoff, or FAILED.
 
         ``current`` is the state the task is in (RUNNING after a run, READY when it failed
@@ -230,6 +285,7 @@ class Settler:
         retry = retryable and self._retry.should_retry(spent, exit_code=exit_code, reason=reason)
         self._metrics.record_failure(reason)
         clear: dict[str, Any] = {"runner_id": None} if current is TaskState.RUNNING else {}
+        clear.update(updates or {})
         write: Callable[[], Task]
         if retry:
             at = float(self._retry.next_attempt_at(spent, now))
@@ -264,9 +320,11 @@ class Settler:
                     last_error=message, finished_at=now, next_attempt_at=None, **clear)
         return self._write(f"recording the failure of {key}", write, key)
 
-    def settle(self, key: str, state: TaskState, event: TaskEvent, **updates: Any) -> None:
-        """Move a RUNNING task to ``state`` with ``event``."""
-        self._write(f"moving {key} to {state.value}", lambda: self._events.transition(
+    def settle(self, key: str, state: TaskState, event: TaskEvent,
+               **updates: Any) -> Task | None:
+        """Move a RUNNING task to ``state`` with ``event``; the new version (None when the
+        write was refused or deferred)."""
+        return self._write(f"moving {key} to {state.value}", lambda: self._events.transition(
             key, state, expected=TaskState.RUNNING, event=event, **updates), key)
 
     def requeue_unstarted(self, key: str) -> None:

@@ -29,6 +29,7 @@ from ..snapshot import (
     QueuedTaskView,
     RunningTaskView,
     Snapshot,
+    work_fields,
 )
 from .admission import Admission
 from .deadlocks import DeadlockWatch
@@ -40,6 +41,7 @@ from .runner_table import RunnerTable
 from .runs import run_number_of
 from .settler import Settler
 from .taskbook import TaskBook, ViewChanges
+from .work_step import COMMITTING, WorkStep
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +88,11 @@ class SnapshotSources:
     deadlocks: DeadlockWatch
     health: EngineHealth
     ownership: Ownership
+    work: WorkStep
 
     def has_runner(self, key: str) -> bool:
-        return self.runners.has_task(key) or key in self.launches or key in self.reconciler
+        return self.runners.has_task(key) or key in self.launches or key in self.reconciler \
+            or key in self.work
 
 
 class SnapshotBuilder:
@@ -164,6 +168,9 @@ class SnapshotBuilder:
                 return pending_for_blocked(task, src.book.as_mapping(), memo=self._roots_memo)
             if task.next_attempt_at and task.next_attempt_at > now:
                 return pending_retry(task)
+            conflict = src.admission.conflict_of(key)
+            if conflict is not None:
+                return Pending(PendingReason.START_CONFLICT, conflict)
             if src.admission.paused:
                 return pending_paused()
             if src.admission.waits_for_slot(key):
@@ -186,7 +193,9 @@ class SnapshotBuilder:
         position = old.position if old is not None else None
         pending = self._pending_for(task, now)
         sig = (task.title, task.state, task.required_skill, task.tenant, task.priority,
-               task.ready_at, task.created_at, task.attempts, pending, task.next_attempt_at)
+               task.ready_at, task.created_at, task.attempts, pending, task.next_attempt_at,
+               task.branch, task.reserved_branch, task.head, task.commits, task.files_changed,
+               task.landed, task.gate_failed)
         if old is not None and self._sigs.get(task.key) == sig:
             return old
         view = QueuedTaskView(
@@ -195,6 +204,7 @@ class SnapshotBuilder:
             priority=task.priority, ready_at=task.ready_at, created_at=task.created_at,
             attempts=task.attempts, position=position, pending=pending,
             next_attempt_at=task.next_attempt_at, rev=0 if old is None else old.rev + 1,
+            **work_fields(task),
         )
         self._queued[task.key] = view
         self._sigs[task.key] = sig
@@ -206,6 +216,7 @@ class SnapshotBuilder:
             key=task.key, taskset=task.taskset, task_id=task.id, title=task.title,
             state=task.state, attempts=task.attempts, started_at=task.started_at,
             finished_at=task.finished_at, last_error=task.last_error, pool=pool,
+            **work_fields(task),
         )
         old = self._finished.get(task.key)
         if old is not None:
@@ -226,6 +237,7 @@ class SnapshotBuilder:
                 started_at=rec.started_at, last_sign_of_life=rec.last_sign,
                 runner_state=rec.state, handle=rec.runner.handle, progress=rec.progress,
                 log_path=rec.runner.log_path, rev=rec.rev,
+                **work_fields(task, rec.slot.branch if rec.slot else None),
             ))
         for pending in self.src.launches.pending():
             task = pending.task
@@ -236,7 +248,7 @@ class SnapshotBuilder:
                 runner_id=pending.runner_id, pool=pending.pool.name,
                 slot_id=None, attempt=pending.attempt,
                 started_at=pending.assigned_at, last_sign_of_life=pending.assigned_at,
-                runner_state=RunnerState.LAUNCHING,
+                runner_state=RunnerState.LAUNCHING, **work_fields(task),
             ))
         for run in self.src.reconciler.unknown.values():
             task = self.src.book.get(run.task.key, run.task)
@@ -246,7 +258,19 @@ class SnapshotBuilder:
                 runner_id=task.runner_id or "", pool=run.pool.name, slot_id=task.assigned_slot,
                 attempt=run_number_of(task), started_at=task.started_at or run.since,
                 last_sign_of_life=run.since, runner_state=RunnerState.UNKNOWN,
-                progress=run.display, rev=run.tries,
+                progress=run.display, rev=run.tries, **work_fields(task),
+            ))
+        for job in self.src.work.jobs():
+            task = self.src.book.get(job.key, job.task)
+            facts = job.run
+            out.append(RunningTaskView(
+                key=task.key, taskset=task.taskset, task_id=task.id, title=task.title,
+                skill=task.required_skill, tenant=task.tenant, priority=task.priority,
+                runner_id=facts.runner_id, pool=facts.pool.name, slot_id=facts.slot_id,
+                attempt=facts.attempt, started_at=facts.started_at,
+                last_sign_of_life=job.exit.finished_at or job.began_at,
+                runner_state=RunnerState.COMMITTING, progress=COMMITTING,
+                **work_fields(task, job.slot.branch),
             ))
         out.sort(key=lambda v: v.started_at)
         return tuple(out)

@@ -17,11 +17,12 @@ from typing import Any
 from ..launchers.base import RunnerExit
 from ..logging_setup import log_extra
 from ..models import EventType, RunnerState, Task, TaskEvent
-from .commands import FenceOutcome, StopConfirmed, StopUnconfirmed
+from .commands import FenceOutcome, StopConfirmed, StopUnconfirmed, WorkCommitted
 from .launch_plane import LaunchPlane
 from .parts import EngineParts
 from .runner_table import RunnerRecord, VerdictKind
 from .settler import RunFacts
+from .work_step import CommitJob, agent_summary, records_work
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +90,42 @@ class Supervisor:
         return p.runners.next_timeout(timeouts)
 
     def runner_ended(self, rec: RunnerRecord, result: RunnerExit) -> None:
-        """The platform says the runner is gone: release it, then the Settler decides."""
+        """The platform says the runner is gone: release it, then the Settler decides (a
+        successful run in a repository slot first has its work committed)."""
         task = self._p.book.get(rec.key, rec.task)
+        run = run_facts(rec)
+        if records_work(rec.slot) and self._p.settler.succeeded(run, result):
+            self._commit_work(rec, run, task, result)
+            return
         self.release(rec)
-        self._p.settler.runner_ended(run_facts(rec), task, result)
+        self._p.settler.runner_ended(run, task, result)
+
+    # --- the work of a successful run ------------------------------------------------------
+    def _commit_work(self, rec: RunnerRecord, run: RunFacts, task: Task,
+                     result: RunnerExit) -> None:
+        """Runner and capacity released now; the slot once the work is recorded."""
+        assert rec.slot is not None
+        self.release(rec, keep_slot=True)
+        self._p.work.begin(CommitJob(run=run, task=task, slot=rec.slot, exit=result,
+                                     summary=agent_summary(rec.report), began_at=time.time()))
+        self._p.views.touch(rec.key)
+
+    def work_committed(self, note: WorkCommitted) -> None:
+        """The work of a successful run is recorded (or could not be): the Settler writes the
+        outcome, then the slot is released and the run compared with those beside it."""
+        p = self._p
+        job = p.work.finished(note.key)
+        if job is None:
+            return
+        task = p.book.get(job.key, job.task)
+        done = p.settler.work_recorded(job.run, task, job.exit, note.outcome,
+                                       recovered=job.recovered)
+        p.workspaces.release(job.key, job.slot.slot_id)
+        p.views.touch(job.key)
+        p.admission.slot_may_have_freed()
+        if done is not None:
+            for overlap in p.work.check_overlap(done).overlaps:
+                p.events.record(overlap.event())
 
     # --- fencing ---------------------------------------------------------------------------
     def fence(self, rec: RunnerRecord, outcome: FenceOutcome, reason: str,
@@ -134,6 +167,12 @@ class Supervisor:
             return
         fence, _exit = done
         task = p.book.get(rec.key, rec.task)
+        if fence.outcome is FenceOutcome.REPORTED:  # settled by its report, as if it exited
+            run = run_facts(rec)
+            reported = p.settler.reported_exit(run)
+            if records_work(rec.slot) and p.settler.succeeded(run, reported):
+                self._commit_work(rec, run, task, reported)
+                return
         self.release(rec)
         if not p.settler.fenced(run_facts(rec), task, fence.outcome, fence.reason):
             # an orphan: the task was changed by someone else; nothing to write, but it may
@@ -142,8 +181,9 @@ class Supervisor:
             if current is not None:
                 self._place(current, time.time())
 
-    def release(self, rec: RunnerRecord) -> None:
-        """The runner is gone: give back its slot and pool capacity, exactly once."""
+    def release(self, rec: RunnerRecord, *, keep_slot: bool = False) -> None:
+        """The runner is gone: give back its slot and pool capacity, exactly once
+        (``keep_slot``: the slot stays held for the commit of its work)."""
         p = self._p
         if p.runners.remove(rec.runner_id) is None:
             return
@@ -153,7 +193,7 @@ class Supervisor:
             logger.warning("launcher could not release runner %s: %s", rec.runner_id, exc,
                            exc_info=True, extra=log_extra(task=rec.key, runner=rec.runner_id,
                                                           pool=rec.pool))
-        if rec.slot is not None and rec.slot.slot_id:
+        if rec.slot is not None and rec.slot.slot_id and not keep_slot:
             p.workspaces.release(rec.key, rec.slot.slot_id)
         p.admission.runner_ended(rec.pool.name, rec.task, max(0.0, time.time() - rec.started_at))
         p.views.touch(rec.key)

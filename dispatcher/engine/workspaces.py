@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from ..logging_setup import log_extra
+from ..models import Slot
 from .commands import Command, SlotReleased
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ class SlotProvider(Protocol):
     def mark_in_use(self, slot_id: str, task_key: str) -> Any: ...
 
     def assignments(self) -> Mapping[str, str]: ...
+
+    def get_slot(self, slot_id: str) -> Any: ...
 
 
 class Workspaces:
@@ -97,6 +100,19 @@ class Workspaces:
         return dict(self._releasing)
 
     # --- restart ---------------------------------------------------------------------------
+    def held_slot(self, slot_id: str, key: str) -> Slot | None:
+        """The slot ``slot_id`` as the Repo Pool records it, while ``key`` holds it (None:
+        free, held by another task, unknown, or unreadable)."""
+        try:
+            if self.pool.assignments().get(slot_id) != key:
+                return None
+            found = self.pool.get_slot(slot_id)
+        except Exception as exc:
+            logger.warning("slot %s of %s could not be read: %s", slot_id, key, exc,
+                           exc_info=True, extra=log_extra(task=key))
+            return None
+        return found if isinstance(found, Slot) else None
+
     def mark_in_use(self, slot_id: str, key: str) -> None:
         """A runner adopted after a restart keeps its slot."""
         try:

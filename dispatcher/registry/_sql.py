@@ -125,6 +125,7 @@ _JSON_DEFAULTS: dict[str, Any] = {
     "max_tokens": None,
     "max_turns": None,
     "agent_summary": None,
+    "from_base": False,
 }
 _JSON_ITEMS = tuple(_JSON_DEFAULTS.items())
 _dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode

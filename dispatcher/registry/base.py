@@ -59,6 +59,7 @@ UPDATABLE_FIELDS = frozenset(
         "max_turns",
         "usage",  # summed agent usage of the attempts (models.Usage)
         "agent_summary",
+        "from_base",
     }
 )
 

@@ -168,9 +168,9 @@ class CountingRepoPool(RepoPoolManager):  # type: ignore[misc]
         self.ignored_releases = 0
         self.count_lock = threading.Lock()
 
-    def allocate_slot(self, task: Task) -> Slot | None:
-        slot = super().allocate_slot(task)
-        if slot is not None:
+    def allocate_slot(self, task: Task, start: Any = None) -> Any:
+        slot = super().allocate_slot(task, start)
+        if isinstance(slot, Slot):
             with self.count_lock:
                 self.allocated += 1
         return slot
@@ -427,16 +427,19 @@ class H:
             out.append(f"global running {c.pool_manager.global_running} (pools {total})")
         running = {t.key: t for t in raw(self.registry).list_tasks(state=TaskState.RUNNING)}
         by_key = {lch.task.key: lch.runner.runner_id for lch in live}
-        if set(running) != set(by_key):
+        committing = set(d.committing)  # exited 0, work being committed: RUNNING, slot held
+        if committing & set(by_key):
+            out.append(f"{sorted(committing & set(by_key))} commit while a runner is live")
+        if set(running) != set(by_key) | committing:
             out.append(f"registry RUNNING {sorted(running)} != tasks with a live runner "
-                       f"{sorted(by_key)}")
+                       f"{sorted(by_key)} or committing {sorted(committing)}")
         for key, t in running.items():
             if key in by_key and t.runner_id != by_key[key]:
                 out.append(f"{key}: registry runner {t.runner_id}, live runner {by_key[key]}")
         in_use = self.slots.in_use_count()
-        if in_use != len(alive):
-            out.append(f"{in_use} slots in use for {len(alive)} live runners "
-                       f"({self.slots.assignments()})")
+        if in_use != len(alive) + len(committing):
+            out.append(f"{in_use} slots in use for {len(alive)} live runners and "
+                       f"{len(committing)} commits ({self.slots.assignments()})")
         if self.slots.ignored_releases:
             out.append(f"{self.slots.ignored_releases} slot release(s) of a free slot")
         if self.exact_assignments:  # each assignment is one launch() call, failed or not

@@ -1,0 +1,160 @@
+"""Work flows between tasks through the running engine (R21.2), with real git: a chain where
+each task needs the previous one's file; siblings editing the same line make their dependent
+wait with the conflict as its pending reason (snapshot and ``necroui status``); resolving it
+and retrying; starting it from the base (``necroui retry --from-base``, kept over a restart)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from flow_support import Flow, needs, writer
+from git_support import ENV, git, make_origin
+from necrocode.dispatcher.models import EventType, TaskState
+from necrocode.dispatcher.snapshot import PendingReason
+from support import wait_until
+
+from necroui.cli import main
+
+CONFLICT = "dependencies flow/x and flow/y conflict in shared.txt"
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Path:
+    return make_origin(tmp_path / "origin", {"README.md": "hello\n",
+                                            "shared.txt": "one\ntwo\nthree\n"})
+
+
+@pytest.fixture
+def flows(tmp_path: Path) -> Iterator[list[Flow]]:
+    made: list[Flow] = []
+    yield made
+    for flow in made:
+        flow.close()
+
+
+def test_a_chain_where_each_task_needs_the_previous_ones_file(
+        tmp_path: Path, origin: Path, flows: list[Flow]) -> None:
+    flow = Flow(tmp_path, origin)
+    flows.append(flow)
+    flow.submit(("a", []), ("b", ["a"]), ("c", ["b"]))
+    flow.run("flow/a", writer({"a.txt": "a\n"}))
+    flow.run("flow/b", needs("a.txt", "b.txt"))  # raises here if a's work did not flow
+    flow.run("flow/c", needs("b.txt", "c.txt"))
+    a, b, c = (flow.wait_state(f"flow/{k}", TaskState.DONE) for k in "abc")
+    assert (b.base, c.base) == (a.head, b.head)  # a chain stays linear
+    assert (a.files_changed, b.files_changed, c.files_changed) == (
+        ("a.txt",), ("b.txt",), ("c.txt",))
+    mirror = flow.pool.mirror_of(str(origin))
+    assert git("--git-dir", str(mirror), "show", f"{c.head}:c.txt", cwd=tmp_path) \
+        == "a\nb.txt\nc.txt"
+    done = {f.key: f for f in flow.snapshot().finished}
+    assert (done["flow/c"].branch, done["flow/c"].head, done["flow/c"].commits) == (
+        "feature/task-flow-c", c.head, 1)
+
+
+def cli(flow: Flow, tmp_path: Path, *args: str) -> str:
+    cfg = tmp_path / "cli.yaml"
+    cfg.write_text(f"dispatcher:\n  registry_path: {flow.config.registry_path}\n"
+                   f"  state_dir: {flow.core.state_dir}\n")
+    result = CliRunner().invoke(main, ["--config", str(cfg), *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def conflicting(tmp_path: Path, origin: Path, flows: list[Flow], *deps: str) -> Flow:
+    """x and y edit the same line of shared.txt; each of ``deps`` needs both."""
+    flow = Flow(tmp_path, origin, api_enabled=True, api_port=0,
+                registry_path=str(tmp_path / "registry.db"))
+    flows.append(flow)
+    flow.submit(("x", []), ("y", []), *[(d, ["x", "y"]) for d in deps])
+    flow.run("flow/x", writer({"shared.txt": "one\nTWO by x\nthree\n", "x.txt": "x\n"}))
+    flow.run("flow/y", writer({"shared.txt": "one\nTWO by y\nthree\n", "y.txt": "y\n"}))
+    for d in deps:
+        wait_until(lambda d=d: (q := flow.queued(f"flow/{d}")) is not None
+                   and q.pending.reason is PendingReason.START_CONFLICT and q, 15,
+                   f"the start conflict of flow/{d}")
+    return flow
+
+
+def test_siblings_editing_the_same_line_make_their_dependent_wait_then_a_fix_and_a_retry(
+        tmp_path: Path, origin: Path, flows: list[Flow]) -> None:
+    flow = conflicting(tmp_path, origin, flows, "z")
+    view = flow.queued("flow/z")
+    assert view is not None and view.pending.message == CONFLICT and view.position is None
+    assert flow.launcher.launch_for("flow/z") == []  # never started, no attempt spent
+    z = flow.task("flow/z")
+    assert z.state is TaskState.READY and z.attempts == 0
+    flow.idle()
+    assert flow.pool.in_use_count() == 0  # no slot taken
+    assert CONFLICT in cli(flow, tmp_path, "status")
+    # a slot that frees does not offer it again: one event, however often slots free
+    flow.submit(("w", []))
+    flow.run("flow/w", writer({"w.txt": "w\n"}))
+    flow.wait_state("flow/w", TaskState.DONE)
+    flow.idle()
+    events = [e for e in flow.registry.get_events(task_key="flow/z")
+              if e.event_type is EventType.START_CONFLICT]
+    assert len(events) == 1 and events[0].details["conflicts"][0]["files"] == ["shared.txt"]
+    assert flow.launcher.launch_for("flow/z") == []
+
+    # the fix: x and y merged with the line resolved, landed on necrocode/flow of the
+    # repository; the retry starts from there
+    mirror = flow.pool.mirror_of(str(origin))
+    heads = {k: flow.task(f"flow/{k}").head for k in "xy"}
+    git("fetch", "-q", str(mirror), f"{heads['x']}:refs/heads/necrocode/flow",
+        f"{heads['y']}:refs/heads/tmp-y", cwd=origin)
+    git("checkout", "-q", "necrocode/flow", cwd=origin)
+    subprocess.run(["git", "merge", "-q", "tmp-y", "-m", "merge"], cwd=origin,
+                   env={**ENV, "HOME": str(origin)}, capture_output=True, check=False)
+    (origin / "shared.txt").write_text("one\nTWO by x and y\nthree\n")
+    git("commit", "-qam", "resolve x and y", cwd=origin)
+    git("checkout", "-q", "trunk", cwd=origin)
+    assert "flow/z: start it from its dependencies' work again" in cli(
+        flow, tmp_path, "retry", "flow/z")
+    seen: dict[str, str] = {}
+
+    def look(worktree: Path) -> None:
+        seen["shared"] = (worktree / "shared.txt").read_text()
+        seen["files"] = " ".join(sorted(p.name for p in worktree.glob("?.txt")))
+        (worktree / "z.txt").write_text("z\n")
+
+    flow.run("flow/z", look)
+    done = flow.wait_state("flow/z", TaskState.DONE)
+    assert seen == {"shared": "one\nTWO by x and y\nthree\n", "files": "x.txt y.txt"}
+    assert done.files_changed == ("z.txt",) and done.attempts == 0
+
+
+def test_start_from_the_base_is_kept_over_a_restart(
+        tmp_path: Path, origin: Path, flows: list[Flow]) -> None:
+    flow = conflicting(tmp_path, origin, flows, "z")
+    flow.core.pause()  # it must not start before the restart
+    assert "(from the base)" not in cli(flow, tmp_path, "retry", "flow/z", "--from-base")
+    z = flow.task("flow/z")
+    assert z.from_base is True and z.state is TaskState.READY
+    flow.close()
+    again = Flow(tmp_path, origin, registry_path=str(tmp_path / "registry.db"))
+    flows.append(again)
+    seen: dict[str, str] = {}
+
+    def look(worktree: Path) -> None:
+        seen["shared"] = (worktree / "shared.txt").read_text()
+        seen["files"] = " ".join(sorted(p.name for p in worktree.glob("?.txt")))
+        (worktree / "z.txt").write_text("z\n")
+
+    again.run("flow/z", look)
+    done = again.wait_state("flow/z", TaskState.DONE)
+    assert seen == {"shared": "one\ntwo\nthree\n", "files": ""}  # the base, nothing merged
+    assert done.base == git("rev-parse", "trunk", cwd=origin)
+    assert done.from_base is False  # the choice is spent once the task is DONE
+
+
+def test_cancel_a_task_held_by_a_start_conflict(tmp_path: Path, origin: Path,
+                                               flows: list[Flow]) -> None:
+    flow = conflicting(tmp_path, origin, flows, "z")
+    assert "cancelled flow/z" in cli(flow, tmp_path, "cancel", "flow/z")
+    flow.wait_state("flow/z", TaskState.CANCELLED)
+    wait_until(lambda: flow.queued("flow/z") is None, 10, "z to leave the queue")
