@@ -316,6 +316,21 @@ class DispatcherCore:
             payload["from_base"] = True
         return self.control("retry", payload)
 
+    def land(self, taskset: str, *, into: str | None = None,
+             check: list[str] | None = None, push: bool = False,
+             land_id: str | None = None) -> str:
+        """Land ``taskset``'s DONE work into its integration branch in a worker of the engine
+        (one landing at a time); the report follows in ``snapshot().landings`` and as a
+        TasksetLanded event. ``check`` None: ``work.land_check``; [] runs none."""
+        payload: dict[str, Any] = {"taskset": taskset, "push": push}
+        if into is not None:
+            payload["into"] = into
+        if check is not None:
+            payload["check"] = list(check)
+        if land_id is not None:
+            payload["id"] = land_id
+        return self.control("land", payload)
+
     def cancel(self, task_key: str) -> str:
         """Cancel a task; a running one has its runner stopped first."""
         return self.control("cancel", {"task": task_key})

@@ -116,6 +116,30 @@ class LandReport:
     def count(self, kind: LandKind) -> int:
         return sum(1 for o in self.outcomes if o.kind is kind)
 
+    @property
+    def summary(self) -> str:
+        """``2 landed, 1 gate failed, 1 waits`` (and the refused pushes)."""
+        counts = [f"{self.count(k)} {k.value}" for k in LandKind if self.count(k)]
+        if self.push_errors:
+            counts.append(f"{len(self.push_errors)} push(es) refused")
+        return ", ".join(counts) or "nothing to land"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LandReport:
+        """The report as the API answers it (``Snapshot.landings``)."""
+        return cls(
+            taskset=str(data["taskset"]), branch=str(data["branch"]),
+            check=tuple(data.get("check") or ()),
+            outcomes=tuple(LandOutcome(key=o["key"], kind=LandKind(o["kind"]),
+                                       message=o.get("message", ""), commit=o.get("commit"),
+                                       files=tuple(o.get("files") or ()),
+                                       output=o.get("output") or "")
+                           for o in data.get("outcomes") or ()),
+            repos=tuple(RepoLanding(repo=r["repo"], branch=r["branch"], head=r.get("head"),
+                                    pushed=tuple(r.get("pushed") or ()))
+                        for r in data.get("repos") or ()),
+            push_errors=tuple(data.get("push_errors") or ()))
+
 
 @dataclass
 class _Repo:

@@ -105,6 +105,7 @@ class EventType(str, Enum):
     LAND_CONFLICT = "LandConflict"  # does not merge into the integration branch
     GATE_FAILED = "GateFailed"  # the landing check failed on the merged tree
     PATHS_OVERLAP = "PathsOverlap"  # tasks that ran at once changed the same files
+    TASKSET_LANDED = "TasksetLanded"  # a landing through the dispatcher finished (its report)
 
 
 def task_key(taskset: str, task_id: str) -> str:

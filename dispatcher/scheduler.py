@@ -21,7 +21,7 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from . import limits
@@ -135,13 +135,16 @@ class Scheduler:
         *,
         now: float | None = None,
         limit: int | None = None,
+        hold: Callable[[Task], bool] | None = None,
     ) -> list[tuple[Task, AgentPool]]:
         """Decide and reserve capacity for as many queued tasks as fit now (at most ``limit``).
 
         Returns ``(task, pool)`` pairs in decision order. Each chosen task has left the queue and
         holds capacity in its pool (``agent_pool_manager.acquire``); the caller releases it when
         the runner ends or its launch fails. Tasks whose ``next_attempt_at`` is in the future
-        are not handed out.
+        are not handed out. ``hold`` is asked about each task a pool could take, before its
+        capacity is reserved: True means it must wait (it has left the queue and the caller
+        keeps it; e.g. its paths overlap a running task's), and the round goes on without it.
         """
         now = time.time() if now is None else now
         pm = agent_pool_manager
@@ -173,16 +176,20 @@ class Scheduler:
                     heapq.heappop(heap)
                 else:
                     task = index.take_head(group)
-                    try:
-                        pm.acquire(pool.name, task)
-                    except DispatcherStateError as exc:
-                        # Queued while it still holds capacity: it runs already; drop it here
-                        # rather than lose the decisions of this round.
-                        log.error("task %s left the queue without a decision: %s", task.key, exc)
+                    if hold is not None and hold(task):
+                        pass  # it waits outside the queue; the next head of its group may go
                     else:
-                        policy.on_assigned(task, pool, now)
-                        self._state_version += 1
-                        decisions.append((task, pool))
+                        try:
+                            pm.acquire(pool.name, task)
+                        except DispatcherStateError as exc:
+                            # Queued while it still holds capacity: it runs already; drop it
+                            # here rather than lose the decisions of this round.
+                            log.error("task %s left the queue without a decision: %s",
+                                      task.key, exc)
+                        else:
+                            policy.on_assigned(task, pool, now)
+                            self._state_version += 1
+                            decisions.append((task, pool))
                     head = index.head(group)
                     if head is None:
                         heapq.heappop(heap)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .models import PoolStatus, RunnerState, Task, TaskEvent, TaskState
+
+if TYPE_CHECKING:
+    from .landing import LandReport
 
 
 def work_fields(task: Task, branch: str | None = None) -> dict[str, Any]:
@@ -173,6 +176,27 @@ class DeadlockView:
 
 
 @dataclass(frozen=True)
+class LandingView:
+    """A landing run through the dispatcher (``land`` verb): in flight, or its report."""
+
+    land_id: str
+    taskset: str
+    state: str  # "landing" | "done" (see report.ok) | "error" (it could not run: error)
+    started_at: float
+    finished_at: float | None = None
+    report: LandReport | None = None
+    error: str | None = None
+
+    @property
+    def summary(self) -> str:
+        if self.error is not None:
+            return f"landing {self.taskset} could not run: {self.error}"
+        if self.report is None:
+            return f"landing {self.taskset}"
+        return f"landed {self.taskset} into {self.report.branch}: {self.report.summary}"
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """The engine's state at one moment."""
 
@@ -196,6 +220,7 @@ class Snapshot:
     problems: tuple[str, ...] = ()  # degraded engine features, one line each
     leader: str | None = None  # ha: the replica holding the Lease (None without ha:)
     replica: str | None = None  # ha: this replica's identity
+    landings: tuple[LandingView, ...] = ()  # recent landings through the dispatcher, oldest first
 
     @property
     def running_total(self) -> int:

@@ -42,7 +42,8 @@ class EngineLike(Protocol):
     def pause(self) -> str: ...
     def resume(self) -> str: ...
     def set_priority(self, task_key: str, priority: int) -> str: ...
-    def retry(self, task_key: str) -> str: ...
+    def retry(self, task_key: str, *, from_base: bool = False) -> str: ...
+    def land(self, taskset: str) -> str: ...
     def cancel(self, task_key: str) -> str: ...
     def set_pool_enabled(self, pool_name: str, enabled: bool) -> str: ...
 
@@ -184,10 +185,20 @@ class NecroApp(App[QuitChoice]):
             return
         self.control("priority", [partial(self.engine.set_priority, k, p) for k, p in changes])
 
-    def retry_tasks(self, keys: Iterable[str]) -> None:
+    def retry_tasks(self, keys: Iterable[str], *, from_base: bool = False) -> None:
         if self.read_only:
             return
-        self.control("retry", [partial(self.engine.retry, k) for k in keys])
+        if from_base:
+            self.control("start from base", [partial(self.engine.retry, k, from_base=True)
+                                             for k in keys])
+        else:
+            self.control("retry", [partial(self.engine.retry, k) for k in keys])
+
+    def land_tasksets(self, tasksets: Iterable[str]) -> None:
+        """Land each taskset through the engine; its report follows as an event."""
+        if self.read_only:
+            return
+        self.control("land", [partial(self.engine.land, name) for name in tasksets])
 
     def cancel_tasks(self, keys: Iterable[str]) -> None:
         if self.read_only:

@@ -1,10 +1,12 @@
 """Commands on the work of tasks: ``necroui land`` (merge DONE work into the integration branch)
 and ``necroui diff`` (a task's work against its base). Both work on the registry and the
-Dispatcher's clones directly: no running Dispatcher is needed."""
+Dispatcher's clones directly: no running Dispatcher is needed. With one running, ``land`` asks
+it (the engine runs one landing at a time) and prints the report it publishes."""
 
 from __future__ import annotations
 
 import shlex
+from typing import Any
 
 import click
 from necrocode.dispatcher.landing import LandKind, LandReport
@@ -61,16 +63,56 @@ def land(state: CliState, taskset: str, into: str | None, check: str | None, pus
     if push_task_branches and not push:
         fail("--push-task-branches applies to --push", "add --push")
     config = state.config()
-    registry = state.open_registry()
-    try:
-        report = Lander(registry, config.resolved_state_dir(), config.work).land(LandRequest(
-            taskset=taskset, into=into, check=argv, push=push,
-            push_task_branches=push_task_branches))
-    finally:
-        registry.close()
+    from . import remote
+
+    if remote.find_dispatcher(config) is not None:  # the engine serializes landings
+        report = _land_through_dispatcher(config, {
+            "taskset": taskset, "into": into, "push": push,
+            "push_task_branches": push_task_branches,
+            **({"check": list(argv)} if argv is not None else {})})
+    else:
+        registry = state.open_registry()
+        try:
+            report = Lander(registry, config.resolved_state_dir(), config.work).land(
+                LandRequest(taskset=taskset, into=into, check=argv, push=push,
+                            push_task_branches=push_task_branches))
+        finally:
+            registry.close()
     _print_report(report)
     if not report.ok:
         raise click.exceptions.Exit(1)
+
+
+POLL = 0.2  # seconds between looks at the running Dispatcher's landing
+
+
+def _land_through_dispatcher(config: Any, payload: dict[str, Any]) -> LandReport:
+    """Ask the running Dispatcher to land, then wait for its report in the status."""
+    import time
+    import uuid
+
+    from necrocode.dispatcher.api.client import ApiError
+
+    from . import remote
+
+    land_id = uuid.uuid4().hex[:12]
+    remote.control(config, "land", {**payload, "id": land_id})
+    while True:
+        try:
+            status = remote.fetch_status(config, queued=0, finished=0, events=0)
+        except ApiError as exc:
+            fail(f"the dispatcher stopped answering during the landing ({exc.message})",
+                 "`necroui tasks --json` shows what landed (the landed field)")
+        if status.get("state") == "not running":
+            fail("the dispatcher stopped before the landing ended",
+                 "`necroui tasks --json` shows what landed; run `necroui land` again")
+        view = next((v for v in status.get("landings") or () if v.get("land_id") == land_id),
+                    None)
+        if view is not None and view.get("state") == "error":
+            fail(str(view.get("error")))
+        if view is not None and view.get("state") == "done" and view.get("report"):
+            return LandReport.from_dict(view["report"])
+        time.sleep(POLL)
 
 
 def _print_report(report: LandReport) -> None:

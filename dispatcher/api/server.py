@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 #: Largest request body accepted, in bytes.
 MAX_BODY = 1 << 20
 
-CONTROL_VERBS = frozenset({"pause", "resume", "priority", "retry", "cancel", "pool"})
+CONTROL_VERBS = frozenset({"pause", "resume", "priority", "retry", "cancel", "pool", "land"})
 
 _RUNNER_PATH = re.compile(r"^/v1/runners/([A-Za-z0-9._:-]{1,200})/(heartbeat|complete)$")
 _CONTROL_PATH = re.compile(r"^/v1/control/([a-z_-]{1,40})$")

@@ -14,6 +14,7 @@ import heapq
 from collections.abc import Callable
 
 from ..models import AgentPool, PoolStatus, Task, TaskState
+from ..path_claims import PathClaims, PathConflict
 from ..pool_manager import AgentPoolManager
 from ..scheduler import Scheduler
 from ..snapshot import Pending
@@ -37,6 +38,10 @@ class Admission:
         # READY tasks whose dependencies' work does not merge: held until an operator acts
         self._conflicts: dict[str, tuple[Task, str]] = {}
         self._conflict_seen: dict[str, str] = {}  # the last conflict reported per task
+        # declared paths of tasks holding capacity, and the READY tasks that wait for them
+        self._claims = PathClaims()
+        self._path_waits: dict[str, tuple[Task, PathConflict]] = {}
+        self._waiters: dict[str, set[str]] = {}  # claiming task -> keys waiting for it
         self._paused = False
         self._dirty = True  # something changed that a round could act on
 
@@ -68,6 +73,10 @@ class Admission:
             self._no_slot.pop(key, None)
             self._conflicts.pop(key, None)
             self._conflict_seen.pop(key, None)
+            self._path_waits.pop(key, None)
+            return
+        if key in self._path_waits:  # offered again when the task it waits for ends
+            self._path_waits[key] = (task, self._path_waits[key][1])
             return
         if key in self._no_slot:
             self._no_slot[key] = task
@@ -98,6 +107,7 @@ class Admission:
         self._no_slot.pop(key, None)
         self._conflicts.pop(key, None)
         self._conflict_seen.pop(key, None)
+        self._path_waits.pop(key, None)
 
     def release_due(self, now: float) -> None:
         """Tasks whose backoff ended go back to the queue."""
@@ -186,19 +196,60 @@ class Admission:
         self._dirty = False
         if self._paused or not len(self.queue):
             return []
-        decisions = self.scheduler.schedule(self.queue, self.pools, now=now)
+        decisions = self.scheduler.schedule(self.queue, self.pools, now=now,
+                                            hold=self._paths_hold)
         if decisions:
             self._dirty = True  # capacity may remain: try again next iteration
         return decisions
 
     def take(self, pool_name: str, task: Task) -> None:
-        """Hold capacity for a runner found alive after a restart."""
+        """Hold capacity (and the declared paths) for a runner found alive after a restart."""
         self.pools.acquire(pool_name, task)
+        self._claims.claim(task.key, _repo(task), task.paths)
 
     def give_back(self, pool_name: str, task: Task) -> None:
-        """Release the capacity held for ``task`` (its runner ended, or never started)."""
+        """Release the capacity held for ``task`` (its runner ended, or never started), and
+        its paths: the tasks that waited for them are offered again."""
         self.pools.release(pool_name, task)
         self._dirty = True
+        self._release_paths(task.key)
+
+    # --- declared paths (R21.5) ------------------------------------------------------------
+    def _paths_hold(self, task: Task) -> bool:
+        """Asked by the round about each task a pool could take: False (and its paths are
+        claimed) when it may start beside the others, True when it must wait."""
+        if not task.paths or not task.repo:
+            return False
+        found = self._claims.conflict(task.key, _repo(task), task.paths)
+        if found is None:
+            self._claims.claim(task.key, _repo(task), task.paths)
+            return False
+        self._path_waits[task.key] = (task, found)
+        self._waiters.setdefault(found.other, set()).add(task.key)
+        self._views.touch(task.key)
+        return True
+
+    def _release_paths(self, key: str) -> None:
+        self._claims.release(key)
+        for waiter in self._waiters.pop(key, ()):
+            held = self._path_waits.pop(waiter, None)
+            if held is None:
+                continue
+            current = self._book.get(waiter, held[0])
+            if current.state is TaskState.READY and not self._has_runner(waiter):
+                self.enqueue(current)
+
+    def path_wait_of(self, key: str) -> PathConflict | None:
+        """Which running task a READY task waits for, and the paths both touch."""
+        held = self._path_waits.get(key)
+        return held[1] if held is not None else None
+
+    def path_waiting(self) -> list[str]:
+        return list(self._path_waits)
+
+    def claimed_paths(self) -> dict[str, tuple[str, ...]]:
+        """Task -> the paths it holds (tasks with declared paths holding capacity)."""
+        return self._claims.claimed()
 
     def runner_ended(self, pool_name: str, task: Task, runtime: float) -> None:
         """A runner's capacity comes back and its runtime counts for its tenant."""
@@ -234,6 +285,8 @@ class Admission:
             self._no_slot[task.key] = task
         elif task.key in self._conflicts:
             self._conflicts[task.key] = (task, self._conflicts[task.key][1])
+        elif task.key in self._path_waits:
+            self._path_waits[task.key] = (task, self._path_waits[task.key][1])
 
     # --- questions -------------------------------------------------------------------------
     def queue_keys(self) -> list[str]:
@@ -254,3 +307,8 @@ class Admission:
     def pools_version(self) -> object:
         """Changes whenever capacity or health changes (pending reasons may be stale)."""
         return (id(self.pools), getattr(self.pools, "version", None))
+
+
+def _repo(task: Task) -> str | None:
+    """The repository a task's paths are claimed in (as the taskset names it: no I/O)."""
+    return task.repo.strip().rstrip("/") if task.repo else None

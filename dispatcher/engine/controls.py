@@ -1,4 +1,5 @@
-"""Operator controls of the engine: pause, resume, priority, retry, cancel, pool on/off.
+"""Operator controls of the engine: pause, resume, priority, retry (or start from the base),
+cancel, pool on/off, land.
 
 :meth:`Controls.apply` runs on the engine thread while the engine runs (the public
 methods of DispatcherCore post a command and wait for its answer), or directly on the caller's
@@ -27,7 +28,7 @@ from .runner_table import RunnerRecord
 logger = logging.getLogger(__name__)
 
 _RETRYABLE = (TaskState.FAILED, TaskState.CANCELLED)
-_WRITES = frozenset({"priority", "retry", "cancel"})  # verbs that write to the registry
+_WRITES = frozenset({"priority", "retry", "cancel", "land"})  # verbs that write to the registry
 
 
 def _payload_key(payload: dict[str, Any]) -> str:
@@ -97,8 +98,11 @@ class Controls:
             if not isinstance(name, str) or not name:
                 raise DispatcherError("pool command needs {\"pool\": NAME, \"enabled\": bool}")
             return self._ctl_pool(name, _truthy(payload.get("enabled", True)))
+        if verb == "land":
+            return self._p.landings.request(payload)
         raise DispatcherError(
-            f"unknown control verb {verb!r}; known: pause, resume, priority, retry, cancel, pool")
+            f"unknown control verb {verb!r}; known: pause, resume, priority, retry, cancel, "
+            "pool, land")
 
     # --- verbs -----------------------------------------------------------------------------
     def _ctl_pause(self, pause: bool) -> str:

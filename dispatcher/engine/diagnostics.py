@@ -33,6 +33,9 @@ class EngineDiagnostics:
     runners_by_pool: dict[str, int]
     queue_length: int
     waiting_for_slot: tuple[str, ...]
+    waiting_for_paths: tuple[str, ...]  # READY tasks waiting for a running task's paths
+    held_by_conflict: tuple[str, ...]  # READY tasks whose dependencies' work does not merge
+    claimed_paths: dict[str, tuple[str, ...]]  # task -> declared paths it holds
     assigned: int
     launch_errors: int
     retried: int
@@ -67,6 +70,9 @@ def diagnose(parts: EngineParts, launches: LaunchPlane, monitor_seq: int,
         runner_ids=tuple(sorted(parts.runners.ids())), runners_by_pool=by_pool,
         queue_length=len(parts.admission.queue),
         waiting_for_slot=tuple(parts.admission.slot_waiting()),
+        waiting_for_paths=tuple(parts.admission.path_waiting()),
+        held_by_conflict=tuple(parts.admission.conflict_held()),
+        claimed_paths=parts.admission.claimed_paths(),
         assigned=launches.assigned, launch_errors=launches.launch_errors,
         retried=parts.settler.retried, heartbeat_timeouts=parts.runners.heartbeat_timeouts,
         state_counts={s: n for s, n in parts.book.counts().items() if n},

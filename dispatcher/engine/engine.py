@@ -31,6 +31,7 @@ from .commands import (
     EngineCall,
     FenceOutcome,
     Heartbeat,
+    LandFinished,
     LaunchFinished,
     LeadershipGained,
     LeadershipLost,
@@ -103,7 +104,8 @@ class Engine:
                             registry_label=registry_label, book=p.book, views=p.views,
                             admission=p.admission, runners=p.runners, launches=self.launches,
                             reconciler=p.reconciler, settler=p.settler, deadlocks=p.deadlocks,
-                            health=p.health, ownership=self.ownership, work=p.work),
+                            health=p.health, ownership=self.ownership, work=p.work,
+                            landings=p.landings),
             seed.metrics, initial_snapshot(seed.config, seed.registry, registry_label,
                                            seed.pools))
         self.state = "stopped"
@@ -160,6 +162,7 @@ class Engine:
         self.parts.fencer.start()
         self.parts.workspaces.start()
         self.parts.work.start()
+        self.parts.landings.start()
         if self.ownership.elected:  # a standby until the Lease is ours: then reconcile
             self.state = "standby"
             self.ownership.start()
@@ -203,6 +206,7 @@ class Engine:
         self.parts.fencer.shutdown()
         self.parts.workspaces.shutdown()
         self.parts.work.shutdown()
+        self.parts.landings.shutdown()
         self.api.stop()
         self.platforms.close()
         self.state = "stopped"
@@ -292,6 +296,8 @@ class Engine:
                     self.launches.finished(key, outcome)
                 case WorkCommitted():
                     self.supervisor.work_committed(cmd)
+                case LandFinished():
+                    p.landings.finished(cmd)
                 case StopConfirmed():
                     self.supervisor.fenced(cmd)
                 case StopUnconfirmed():

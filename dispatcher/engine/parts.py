@@ -29,6 +29,7 @@ from .deadlocks import DeadlockWatch
 from .event_log import EventLog
 from .fencer import Fencer
 from .health import EngineHealth
+from .landings import Landings
 from .reconciler import Reconciler
 from .runner_table import RunnerDirectory, RunnerTable
 from .settler import Settler
@@ -72,6 +73,7 @@ class EngineParts:
     reconciler: Reconciler
     deadlocks: DeadlockWatch
     work: WorkStep  # successful runs whose work is being committed
+    landings: Landings  # the land verb's landings, one at a time
 
     @property
     def config(self) -> DispatcherConfig:
@@ -105,4 +107,6 @@ def build_parts(seed: Seed, post: Callable[[Command], None],
         workspaces=Workspaces(repo_pool, post), reconciler=Reconciler(),
         deadlocks=DeadlockWatch(seed.detector, seed.config.deadlock_check_interval, events,
                                 views, health),
-        work=WorkStep(seed.config.work, post))
+        work=WorkStep(seed.config.work, post),
+        landings=Landings(seed.registry, seed.config.resolved_state_dir(), seed.config.work,
+                          events, views, post, registry_changed=on_refused))

@@ -34,6 +34,7 @@ from ..snapshot import (
 from .admission import Admission
 from .deadlocks import DeadlockWatch
 from .health import EngineHealth
+from .landings import Landings
 from .launch_plane import LaunchPlane
 from .ownership import Ownership
 from .reconciler import Reconciler
@@ -89,6 +90,7 @@ class SnapshotSources:
     health: EngineHealth
     ownership: Ownership
     work: WorkStep
+    landings: Landings
 
     def has_runner(self, key: str) -> bool:
         return self.runners.has_task(key) or key in self.launches or key in self.reconciler \
@@ -175,6 +177,9 @@ class SnapshotBuilder:
                 return pending_paused()
             if src.admission.waits_for_slot(key):
                 return no_slot(task, task.repo)
+            paths = src.admission.path_wait_of(key)
+            if paths is not None:
+                return Pending(PendingReason.PATHS, paths.reason)
             found: Pending = src.admission.explain(task)
         except Exception as exc:  # one task's reason must not stop the snapshot
             src.health.failed("pending reasons", exc, what=key)
@@ -450,5 +455,5 @@ class SnapshotBuilder:
             throughput_interval=src.book.throughput.interval,
             deadlocks=src.deadlocks.views(), heartbeat_timeout=src.config.heartbeat_timeout,
             problems=src.health.problems(), leader=src.ownership.holder(),
-            replica=src.ownership.identity(),
+            replica=src.ownership.identity(), landings=src.landings.views(),
         )

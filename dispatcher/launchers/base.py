@@ -155,6 +155,9 @@ def task_context(task: Task, slot: Slot, runner_id: str, attempt: int) -> dict[s
         "slot_path": slot.slot_path,
         "branch": slot.branch,
         "repo": slot.repo,
+        "base": slot.base,  # the commit its work starts from (dependencies' work merged)
+        "merged_dependencies": list(slot.merged),
+        "gate_failed": task.gate_failed,  # the land check's output when it was sent back
         "timeout": task.timeout,
         "resources": task.resources.to_dict(),
         "metadata": task.metadata,

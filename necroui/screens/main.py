@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 #: Actions that change the engine's state: hidden (not only disabled) in read-only mode.
 MUTATING_ACTIONS = frozenset(
     {"pause_toggle", "priority_up", "priority_down", "priority_set", "retry", "cancel",
-     "pool_toggle", "mark"}
+     "pool_toggle", "mark", "retry_from_base", "land"}
 )
 
 #: Panels in tab order: (panel id, tab label, widget id).
@@ -64,6 +64,10 @@ class MainScreen(Screen[None]):
         Binding("equals_sign", "priority_set", "Set prio", id="priority_set", show=False),
         Binding("r", "retry", "Retry", id="retry"),
         Binding("c", "cancel", "Cancel", id="cancel"),
+        Binding("B", "retry_from_base", "From base", id="retry_from_base", show=False,
+                tooltip="Start the task from the base, without its dependencies' work"),
+        Binding("M", "land", "Land", id="land", show=False,
+                tooltip="Land the selected task's taskset (merge its DONE work)"),
         Binding("e", "pool_toggle", "Pool", id="pool_toggle", tooltip="Enable / disable the pool"),
         Binding("slash", "filter", "Filter", id="filter"),
         Binding("space", "mark", "Mark", id="mark", show=False),
@@ -274,6 +278,22 @@ class MainScreen(Screen[None]):
             self.notify("no task selected", severity="warning")
             return
         self.necro.retry_tasks(keys)
+        self.clear_all_marks()
+
+    def action_retry_from_base(self) -> None:
+        keys = self.target_tasks()
+        if not keys:
+            self.notify("no task selected", severity="warning")
+            return
+        self.necro.retry_tasks(keys, from_base=True)
+        self.clear_all_marks()
+
+    def action_land(self) -> None:
+        keys = self.target_tasks()
+        if not keys:
+            self.notify("no task selected", severity="warning")
+            return
+        self.necro.land_tasksets(sorted({key.rpartition("/")[0] for key in keys}))
         self.clear_all_marks()
 
     def action_cancel(self) -> None:

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from flow_support import Flow, needs, writer
 from git_support import ENV, git, make_origin
-from necrocode.dispatcher.models import EventType, TaskState
+from necrocode.dispatcher.models import EventType, Task, TaskState
 from necrocode.dispatcher.snapshot import PendingReason
 from support import wait_until
 
@@ -158,3 +158,74 @@ def test_cancel_a_task_held_by_a_start_conflict(tmp_path: Path, origin: Path,
     assert "cancelled flow/z" in cli(flow, tmp_path, "cancel", "flow/z")
     flow.wait_state("flow/z", TaskState.CANCELLED)
     wait_until(lambda: flow.queued("flow/z") is None, 10, "z to leave the queue")
+
+
+def test_paths_keep_two_tasks_apart_while_a_third_runs(
+        tmp_path: Path, origin: Path, flows: list[Flow]) -> None:
+    flow = Flow(tmp_path, origin)
+    flows.append(flow)
+    flow.core.pause()  # one round sees all three
+    flow.submit(Task(id="a", title="api", paths=("src/api/",), priority=3),
+                Task(id="b", title="handlers", paths=("src/api/handlers.py",), priority=2),
+                Task(id="c", title="docs", paths=("docs/**",), priority=1))
+    flow.core.resume()
+    launch_a, launch_c = flow.launch("flow/a"), flow.launch("flow/c")
+    view = wait_until(lambda: (q := flow.queued("flow/b")) is not None
+                      and q.pending.reason is PendingReason.PATHS and q, 10, "b to wait")
+    assert view.pending.message == "waits for flow/a: both touch src/api/handlers.py"
+    assert flow.launcher.launch_for("flow/b") == []
+    assert flow.core.diagnose(lambda d: d.claimed_paths) == {
+        "flow/a": ("src/api/",), "flow/c": ("docs/**",)}
+    flow.launcher.finish(launch_c.runner.runner_id, 0)  # c ends: b still waits for a
+    flow.wait_state("flow/c", TaskState.DONE)
+    assert flow.launcher.launch_for("flow/b") == []
+    writer({"src/api/a.py": "a\n"})(Path(launch_a.slot.slot_path))
+    flow.launcher.finish(launch_a.runner.runner_id, 0)
+    flow.run("flow/b", writer({"src/api/handlers.py": "b\n", "README.md": "b was here\n"}))
+    b = flow.wait_state("flow/b", TaskState.DONE)
+    a = flow.task("flow/a")
+    assert (a.finished_at or 0) <= (b.started_at or 0)  # never at the same time
+    flow.idle()
+    assert flow.core.diagnose(lambda d: d.claimed_paths) == {}
+
+
+def test_land_through_the_dispatcher_with_a_passing_then_a_failing_gate_sent_back(
+        tmp_path: Path, origin: Path, flows: list[Flow]) -> None:
+    from necrocode.dispatcher.config import WorkConfig
+
+    flow = Flow(tmp_path, origin, api_enabled=True, api_port=0,
+                registry_path=str(tmp_path / "registry.db"),
+                work=WorkConfig(on_gate_failure="retry"))
+    flows.append(flow)
+    flow.submit(("a", []), ("b", ["a"]))
+    flow.run("flow/a", writer({"a.txt": "a\n"}))
+    flow.run("flow/b", needs("a.txt", "b.txt"))
+    flow.wait_state("flow/b", TaskState.DONE)
+    out = cli(flow, tmp_path, "land", "flow", "--check", "test -f a.txt")
+    assert "landed      flow/a" in out and "landed      flow/b" in out
+    assert "2 landed" in out
+    snap = flow.snapshot()
+    (landing,) = snap.landings
+    assert landing.state == "done" and landing.report is not None and landing.report.ok
+    assert flow.task("flow/b").landed == "necrocode/flow"
+    landed = [e for e in flow.registry.get_events() if e.event_type is EventType.TASKSET_LANDED]
+    assert len(landed) == 1 and landed[0].message.endswith("2 landed")
+
+    # c's work fails the gate: sent back with the check's output, it runs again from its work
+    flow.submit(("c", ["b"]))
+    flow.run("flow/c", writer({"c.txt": "wrong\n"}))
+    first = flow.wait_state("flow/c", TaskState.DONE)
+    result = CliRunner().invoke(main, ["--config", str(tmp_path / "cli.yaml"), "land", "flow",
+                                       "--check", "grep -q right c.txt"])
+    assert result.exit_code == 1, result.output
+    assert "sent back" in result.output
+    again = flow.launch("flow/c", 2)
+    assert "check `grep -q right c.txt` exited 1" in (again.task.gate_failed or "")
+    assert again.slot.base == first.base  # resumes from its own work, measured as before
+    assert (Path(again.slot.slot_path) / "c.txt").read_text() == "wrong\n"
+    writer({"c.txt": "right\n"})(Path(again.slot.slot_path))
+    flow.launcher.finish(again.runner.runner_id, 0)
+    fixed = flow.wait_state("flow/c", TaskState.DONE)
+    assert fixed.commits == 2 and fixed.files_changed == ("c.txt",)
+    out = cli(flow, tmp_path, "land", "flow", "--check", "grep -q right c.txt")
+    assert "landed      flow/c" in out and flow.task("flow/c").gate_failed is None

@@ -265,8 +265,12 @@ class FakeEngine:
         self.bump()
         return f"priority of {task_key}: {old} -> {priority}"
 
-    def retry(self, task_key: str) -> str:
-        self.calls.append(("retry", (task_key,)))
+    def land(self, taskset: str) -> str:
+        self.calls.append(("land", (taskset,)))
+        return f"landing {taskset}"
+
+    def retry(self, task_key: str, *, from_base: bool = False) -> str:
+        self.calls.append(("retry", (task_key, "from_base") if from_base else (task_key,)))
         task = self.registry.tasks.get(task_key)
         if task is None:
             raise TaskNotFoundError(task_key)

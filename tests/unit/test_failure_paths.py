@@ -436,6 +436,9 @@ class H:
         for key, t in running.items():
             if key in by_key and t.runner_id != by_key[key]:
                 out.append(f"{key}: registry runner {t.runner_id}, live runner {by_key[key]}")
+        stray = set(d.claimed_paths) - set(by_key)  # paths are held only while capacity is
+        if stray:
+            out.append(f"paths claimed by {sorted(stray)} without a live runner")
         in_use = self.slots.in_use_count()
         if in_use != len(alive) + len(committing):
             out.append(f"{in_use} slots in use for {len(alive)} live runners and "
