@@ -191,11 +191,12 @@ class Settler:
         self.attempt_failed(task, TaskState.RUNNING, code, reason, message)
 
     def work_recorded(self, run: RunFacts, task: Task, result: RunnerExit,
-                      outcome: WorkOutcome, *, recovered: bool = False) -> Task | None:
+                      outcome: WorkOutcome, *, recovered: bool = False,
+                      summary: str = "") -> Task | None:
         """A successful run's work was committed (or could not be): DONE with the work, a
         failed attempt without retry when it changed nothing and ``work.on_no_changes`` is
         ``fail``, a retryable failed attempt when git could not record it. The DONE version,
-        else None."""
+        else None. ``summary``: the agent's final message, kept for its dependents' prompts."""
         from ..repo_pool.work import WorkVerdict
 
         now = time.time()
@@ -224,6 +225,7 @@ class Settler:
                           details=details, **self._common(run, duration))
         done = self.settle(run.key, TaskState.DONE, event, finished_at=now, last_error=None,
                            next_attempt_at=None, from_base=False,
+                           **({"agent_summary": summary} if summary else {}),
                            **(work.task_updates() if work else {}))
         self._metrics.record_finish(task, run.pool, "done", duration)
         return done

@@ -119,7 +119,7 @@ class Supervisor:
             return
         task = p.book.get(job.key, job.task)
         done = p.settler.work_recorded(job.run, task, job.exit, note.outcome,
-                                       recovered=job.recovered)
+                                       recovered=job.recovered, summary=job.summary)
         p.workspaces.release(job.key, job.slot.slot_id)
         p.views.touch(job.key)
         p.admission.slot_may_have_freed()
