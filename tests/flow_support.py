@@ -39,13 +39,14 @@ class Flow:
     """One started engine; ``run`` plays the agent of the next launch of a task."""
 
     def __init__(self, tmp_path: Path, origin: Path, *, work: WorkConfig | None = None,
-                 slots_per_repo: int = 4, **overrides: Any) -> None:
+                 slots_per_repo: int = 4, registry: TaskRegistry | None = None,
+                 **overrides: Any) -> None:
         self.origin = origin
         self.launcher = FakeLauncher()
         self.config = flow_config(tmp_path, work, slots_per_repo=slots_per_repo, **overrides)
         path = self.config.registry_path
-        self.registry: TaskRegistry = MemoryRegistry() if path in (None, ":memory:") \
-            else open_registry(path)
+        self.registry: TaskRegistry = registry if registry is not None else (
+            MemoryRegistry() if path in (None, ":memory:") else open_registry(path))
         self.core = DispatcherCore(self.config, registry=self.registry,
                                    launchers={PoolType.LOCAL_PROCESS: self.launcher})
         self.pool = RepoPoolManager(self.core.state_dir, slots_per_repo, fetch_interval=0)

@@ -11,7 +11,9 @@ import pytest
 from flow_support import Flow, GitGate, gated_git, writer
 from git_support import git, make_origin
 from necrocode.dispatcher.config import WorkConfig
-from necrocode.dispatcher.models import EventType, RunnerState, TaskState
+from necrocode.dispatcher.errors import RegistryError
+from necrocode.dispatcher.models import EventType, RunnerState, Task, TaskState
+from necrocode.dispatcher.registry import MemoryRegistry
 from support import wait_until
 
 
@@ -104,3 +106,29 @@ def test_a_failed_run_is_not_committed(tmp_path: Path, origin: Path, flows: list
     flow.idle()
     kinds = [e.event_type for e in flow.registry.get_events(task_key="flow/bad")]
     assert EventType.WORK_RECORDED not in kinds
+
+
+class DoneFailsOnce(MemoryRegistry):
+    """The first DONE write fails (a locked database): the Settler tries it again."""
+
+    failed = 0
+
+    def transition(self, key: str, to_state: TaskState, **kwargs: object) -> Task:
+        if to_state is TaskState.DONE and not self.failed:
+            self.failed += 1
+            raise RegistryError("database is locked")
+        return super().transition(key, to_state, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_failed_done_write_after_the_commit_is_tried_again_and_commits_once(
+        tmp_path: Path, origin: Path, flows: list[Flow]) -> None:
+    flow = start(flows, tmp_path, origin, registry=DoneFailsOnce())
+    flow.submit(("a", []))
+    flow.run("flow/a", writer({"a.txt": "a\n"}))
+    done = flow.wait_state("flow/a", TaskState.DONE)
+    flow.idle()
+    assert isinstance(flow.registry, DoneFailsOnce) and flow.registry.failed == 1
+    assert done.commits == 1 and done.files_changed == ("a.txt",)
+    kinds = [e.event_type for e in flow.registry.get_events(task_key="flow/a")]
+    assert kinds.count(EventType.WORK_RECORDED) == 1
+    assert flow.pool.assignments() == {}
