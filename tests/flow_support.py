@@ -4,6 +4,7 @@ RepoPoolManager and a FakeLauncher whose agents the test plays (edit the slot, t
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -136,7 +137,7 @@ class GitGate:
     def install(cls, folder: Path, *, after: bool = False) -> GitGate:
         folder.mkdir(parents=True, exist_ok=True)
         shim = folder / "git"
-        real = "/usr/bin/git"
+        real = shutil.which("git") or "/usr/bin/git"  # looked up before the gate is on PATH
         hold = (f'touch "{folder}/entered"; echo $$ > "{folder}/pid"; '
                 f'while [ ! -e "{folder}/open" ]; do sleep 0.02; done')
         body = (f'"{real}" "$@"; rc=$?; case " $* " in *" commit -q --no-verify "*) {hold};; '
