@@ -50,6 +50,7 @@ from .launchers.base import RunnerLauncher
 from .leader import LeaderElector
 from .metrics import MetricsCollector
 from .models import AgentPool, PoolType, Taskset
+from .ownership import Holder, RegistryLock
 from .pool_manager import AgentPoolManager
 from .registry.base import SubmitResult, TaskRegistry
 from .retry import RetryManager
@@ -142,6 +143,10 @@ class DispatcherCore:
         self.metrics = metrics if metrics is not None else MetricsCollector(self.config)
         self._repo_pool: Any = None
         self._control_lock = threading.RLock()
+        # the lock is tied to the registry's file or folder; one held in memory is private
+        where = getattr(registry, "path", None)
+        self._owner = RegistryLock.for_registry(str(where) if where else ":memory:",
+                                                state_dir=self.state_dir)
         seed = Seed(config=self.config, registry=registry, recorder=self.events,
                     queue=self.queue, pools=self.pool_manager, scheduler=self.scheduler,
                     retry=self.retry_manager, monitor=self.runner_monitor,
@@ -199,19 +204,34 @@ class DispatcherCore:
         return self._engine.platforms.launchers()
 
     # --- lifecycle -------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start the API, reconcile RUNNING tasks, then the engine thread. Returns at once."""
+    def start(self, *, standby: bool = False, stop: threading.Event | None = None,
+              on_wait: Callable[[Holder | None], None] | None = None) -> None:
+        """Take ownership of the registry, start the API, reconcile RUNNING tasks, then the
+        engine thread; returns once the engine runs.
+
+        One Dispatcher owns a registry at a time (a lock beside it, held until :meth:`stop`):
+        another owner is a RegistryOwnedError naming it (pid, host, since), or, with
+        ``standby``, this call waits until that owner ends (``on_wait(holder)`` is told once;
+        ``stop`` set: give up waiting).
+        With ``ha:`` the Lease decides instead, and the engine starts as a standby.
+        """
         if self.is_running:
             raise DispatcherStateError("the dispatcher is already running; stop() it first")
-        other = read_dispatcher_info(self.state_dir)
-        if other is not None and other.get("pid") != _pid():
-            raise DispatcherStateError(
-                f"another dispatcher (pid {other.get('pid')}) runs on this state dir "
-                f"({self.state_dir}) at {other.get('url')}; stop it first, or use another "
-                "registry")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
-        self._engine.start(self)
+        if self.config.ha is None:
+            self._owner.acquire(wait=standby, stop=stop, on_wait=on_wait)
+        try:
+            other = read_dispatcher_info(self.state_dir)
+            if other is not None and other.get("pid") != _pid():
+                raise DispatcherStateError(
+                    f"another dispatcher (pid {other.get('pid')}) runs on this state dir "
+                    f"({self.state_dir}) at {other.get('url')}; stop it first, or give this "
+                    "one another state_dir")
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            self._engine.start(self)
+        except BaseException:
+            self._owner.release()
+            raise
         logger.info("dispatcher started: registry %s, state dir %s", self.registry_label,
                     self.state_dir)
 
@@ -233,6 +253,7 @@ class DispatcherCore:
         self._engine.teardown()
         if not self._engine.drain.leave_running:  # kept: the next start reuses the API port
             remove_dispatcher_info(self.state_dir)
+        self._owner.release()
         if self._owns_registry:
             self._close_registry()
 

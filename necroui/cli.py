@@ -71,13 +71,16 @@ named 'local' running 4 agents, and every skill mapped to it. The registry defau
               help="With --no-tui: print JSON lines instead of text.")
 @click.option("--until-done", is_flag=True,
               help="With --no-tui: stop when no task can make progress any more.")
+@click.option("--standby", is_flag=True,
+              help="When another dispatcher owns the registry, wait and take over when it "
+                   "ends (instead of refusing to start).")
 @click.option("--api-port", type=click.IntRange(0, 65535), metavar="PORT",
               help="Port of the HTTP API on 127.0.0.1 (0: any free port).")
 @click.version_option(package_name="necrocode-dispatcher", prog_name="necroui")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, registry: str | None, log_level: str,
          log_format: str, demo: bool, read_only: bool, no_tui: bool, json_lines: bool,
-         until_done: bool, api_port: int | None) -> None:
+         until_done: bool, standby: bool, api_port: int | None) -> None:
     """necroui: operations console of NecroCode Dispatcher.
 
     Without a command, start the Dispatcher with its live dashboard (or headless with
@@ -103,8 +106,10 @@ def main(ctx: click.Context, config_path: str | None, registry: str | None, log_
         _setup_logging(log_level, log_format)
         run_headless = _import_runner("necroui.headless", "run_headless", "headless mode")
         code = run_headless(config, demo=demo, json_lines=json_lines, until_done=until_done,
-                            log_format=log_format)
+                            log_format=log_format, standby=standby)
     else:
+        if standby:
+            raise click.UsageError("--standby applies to headless runs: add --no-tui")
         run_dashboard = _import_runner("necroui.app", "run_dashboard", "dashboard")
         code = run_dashboard(config, demo=demo, read_only=read_only)
     ctx.exit(int(code or 0))

@@ -100,8 +100,12 @@ def run_headless(
     log_format: str = "text",
     out: TextIO | None = None,
     should_stop: Callable[[], bool] | None = None,
+    standby: bool = False,
 ) -> int:
-    """Run the Dispatcher headless; returns the exit status (0: every task DONE)."""
+    """Run the Dispatcher headless; returns the exit status (0: every task DONE).
+
+    ``standby``: when another dispatcher owns the registry, wait (until a signal) and take
+    over when it ends."""
     from necrocode.dispatcher.core import DispatcherCore
     from necrocode.dispatcher.registry import open_registry
 
@@ -131,7 +135,12 @@ def run_headless(
                 emit({"type": "info", "message": start.hint}, start.hint)
         seq = registry.current_seq()
         signals.install()
-        core.start()
+        def waiting(holder: Any) -> None:
+            who = holder.describe() if holder is not None else "another dispatcher"
+            message = f"standby: the registry is owned by {who}; waiting to take over"
+            emit({"type": "info", "message": message}, message)
+
+        core.start(standby=standby, stop=signals.event, on_wait=waiting)
         emit({"type": "info", "message": "dispatcher started", "api_url": core.api_url,
               "registry": core.registry_label},
              f"dispatcher started (registry {core.registry_label}, api {core.api_url or 'off'})")
