@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..api.connections import ConnectionLimits
 from ..api.tokens import runner_token
 from ..state_files import (
     load_or_create_admin_token,
@@ -62,9 +63,11 @@ class EngineApiHandler:
 class ApiService:
     """The HTTP API of one Dispatcher: its server, runner-token secret and admin token."""
 
-    def __init__(self, host: str, port: int, state_dir: Path) -> None:
+    def __init__(self, host: str, port: int, state_dir: Path,
+                 limits: ConnectionLimits | None = None) -> None:
         self._host = host
         self._port = port
+        self._limits = limits
         self._state_dir = state_dir
         self._server: Any = None
         self._secret = b""
@@ -81,12 +84,14 @@ class ApiService:
         port = self._port or previous_api_port(self._state_dir) or 0
         handler = EngineApiHandler(core)
         try:
-            self._server = ApiServer(self._host, port, handler, self._secret, self.admin_token)
+            self._server = ApiServer(self._host, port, handler, self._secret, self.admin_token,
+                                     self._limits)
             self.url = self._server.start()
         except OSError:
             if port == self._port:
                 raise
-            self._server = ApiServer(self._host, 0, handler, self._secret, self.admin_token)
+            self._server = ApiServer(self._host, 0, handler, self._secret, self.admin_token,
+                                     self._limits)
             self.url = self._server.start()
         write_dispatcher_info(self._state_dir, self.url, registry_label)
         return self.url

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
+from ..agents.prompt import DependencyResult, dependency_results
+from ..api.connections import ConnectionLimits
 from ..errors import DispatcherError, RegistryLostError
 from ..launchers.base import LaunchEnvironment, RunnerLauncher
 from ..leader import LeaderElector
@@ -98,7 +100,10 @@ class Engine:
                                  self.ownership)
         self.drain = Drain(p, self.launches, self._fence)
         self.api = ApiService(seed.config.api_host, seed.config.api_port,
-                              seed.config.resolved_state_dir())
+                              seed.config.resolved_state_dir(), ConnectionLimits(
+                                  seed.config.api_max_connections,
+                                  seed.config.api_max_connections_per_client,
+                                  seed.config.api_read_timeout))
         self.publisher = Publisher(
             SnapshotSources(config=seed.config, registry=seed.registry,
                             registry_label=registry_label, book=p.book, views=p.views,
@@ -190,12 +195,22 @@ class Engine:
 
     def _launch_env(self) -> LaunchEnvironment:
         config = self.parts.config
+        registry = self.parts.registry
+
+        def dependencies(task: Task) -> tuple[DependencyResult, ...]:
+            """What a task's dependencies left, for its prompt (launch workers: a registry
+            read, thread-safe)."""
+            keys = [f"{task.taskset}/{dep}" for dep in task.dependencies]
+            return dependency_results(task, registry.get_tasks(keys)) if keys else ()
+
         return LaunchEnvironment(
             api_url=self.api.url, token_for=self.api.token_for, runs_dir=self.parts.seed.runs_dir,
             heartbeat_interval=config.heartbeat_interval,
             heartbeat_timeout=config.heartbeat_timeout,
             stop_grace=config.runner_stop_grace,
-            on_exit=lambda runner_id: self.post(RunnerExited(runner_id)))
+            on_exit=lambda runner_id: self.post(RunnerExited(runner_id)),
+            prompt_template=config.agent_prompt_template, dependency_results=dependencies,
+            log_max_bytes=config.output_log_max_bytes)
 
     def teardown(self) -> None:
         """After the thread ended: workers, API server and launchers stop; a Lease held is
