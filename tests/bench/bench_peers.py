@@ -22,9 +22,12 @@ to the last one done, with the consumer or engine already started (interpreter s
 are not counted); xargs and parallel are timed whole (their start is a few milliseconds for
 xargs, ~0.2 s of Perl for parallel). CPU seconds: the scheduling process itself (the Dispatcher's
 one process; Huey's consumer and its workers) and the processes it reaped (the commands, and the
-Dispatcher's ``sh`` trampolines); for xargs and parallel, all together. Registry, state dir and
-Huey's database live in ``--dir`` (default ``/var/tmp``): the table names its filesystem
-(ext4 and tmpfs differ several times over for the Dispatcher, which writes files per attempt).
+Dispatcher's ``sh`` trampolines); for xargs and parallel, all together. "Others' load" is the
+CPU the rest of the machine used during each round (busy time in /proc/stat less this
+benchmark's own), in cores: with 2 cores, anything above ~0.2 makes the figures noisy.
+Registry, state dir and Huey's database live in ``--dir`` (default ``/var/tmp``): the table
+names its filesystem (ext4 and tmpfs differ several times over for the Dispatcher, which writes
+files per attempt).
 Prints a Markdown table; nothing is asserted. Every child runs in its own session with a
 timeout and is ended with its whole group; the temporary folders are removed.
 """
@@ -58,6 +61,7 @@ class Sample:
     cpu_self: float | None  # the scheduling process (None: not told apart)
     cpu_children: float
     extra: dict[str, float] = field(default_factory=dict)
+    others: float = 0.0  # cores busy with other people's work during this round
 
 
 @dataclass
@@ -221,17 +225,20 @@ def main() -> int:
             for i, peer in enumerate(peers):
                 folder = Path(tmp) / f"r{r}-p{i}"
                 folder.mkdir()
+                round_watch = LoadWatch()
                 try:
-                    peer.samples.append(peer.run(folder))
+                    s = peer.run(folder)
                 finally:
                     shutil.rmtree(folder, ignore_errors=True)
-                s = peer.samples[-1]
-                print(f"round {r + 1}/{args.rounds}: {peer.name:<32} {s.wall:7.3f} s",
-                      file=sys.stderr, flush=True)
+                s.others = round_watch.stop().other_cores
+                peer.samples.append(s)
+                print(f"round {r + 1}/{args.rounds}: {peer.name:<32} {s.wall:7.3f} s, "
+                      f"other work {s.others:.2f} cores", file=sys.stderr, flush=True)
     watch.stop()
     base = peers[0]
     rows = [[p.name, Spread.of([s.wall for s in p.samples]).fmt(".2f", " s"),
-             ratio_spread(p, base).fmt(".2f", "x"), cpu_cell(p), notes_cell(p)]
+             ratio_spread(p, base).fmt(".2f", "x"), cpu_cell(p),
+             Spread.of([s.others for s in p.samples]).fmt(".2f"), notes_cell(p)]
             for p in peers]
     print(f"\nmachine: {machine()}")
     print(f"{args.tasks} tasks of `true`, concurrency {args.concurrency}, {args.rounds} "
@@ -242,7 +249,8 @@ def main() -> int:
     print()
     print(table(["peer", "dispatch phase, median (min–max)",
                  f"vs `xargs -P{args.concurrency}`, median (min–max)",
-                 "CPU: scheduling process / what it reaped", "notes"], rows))
+                 "CPU: scheduling process / what it reaped", "others' load (cores)", "notes"],
+                rows))
     return 0
 
 
