@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -215,6 +216,32 @@ def child(args: Sequence[str], **kwargs: object) -> Iterator[subprocess.Popen[st
         yield proc
     finally:
         stop_group(proc)
+
+
+#: Runs argv[1:] in a grandchild and prints its wall seconds, peak RSS (kB) and exit status. A
+#: child forked from a big benchmark process would count the parent's pages in its peak RSS
+#: (ru_maxrss keeps the size before exec); forked from this small interpreter, it does not.
+_MEASURE = """
+import os, sys, time
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(time.perf_counter() - t0, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+"""
+
+
+def measured(argv: Sequence[str], timeout: float = 600.0) -> tuple[float, float]:
+    """(wall seconds, peak RSS MB) of a command run to its end (stdout discarded)."""
+    with child([sys.executable, "-S", "-c", _MEASURE, *argv], stdout=subprocess.PIPE) as proc:
+        out, _ = proc.communicate(timeout=timeout)
+    wall, rss_kb, code = out.split()
+    if int(code):
+        raise RuntimeError(f"{' '.join(argv)} exited {code}")
+    return float(wall), int(rss_kb) / 1024
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
