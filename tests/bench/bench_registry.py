@@ -1,8 +1,11 @@
 """Benchmark of the SQLite Task Registry (a script: prints tables, asserts nothing).
 
-    python tests/bench/bench_registry.py [--sizes 1000,10000,100000] [--reps 20]
+    python tests/bench/bench_registry.py [--sizes 1000,10000,100000] [--reps 20] [--repeat 3]
+                                         [--dir /var/tmp]
 
-For each size: submit of a taskset of that many tasks (one transaction), resubmit of the same
+For each size: submit of a taskset of that many tasks (one transaction) beside its floor, a bare
+``executemany`` per table of the very rows that submit wrote into an empty database with the
+same schema, indexes and pragmas (``--repeat`` alternating pairs, medians), resubmit of the same
 file (all unchanged), poll of the change feed after 10 tasks changed (``changes_since`` from the
 previous sequence number, median over repetitions), ``list_tasks(state=READY,
 order_by="priority", limit=100)``, ``count_tasks()``, and the size of the registry on disk. Then
@@ -26,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchlib import filesystem
 from necrocode.dispatcher.models import Task, Taskset, TaskState
 from necrocode.dispatcher.registry import SQLiteRegistry
 
@@ -74,14 +78,55 @@ def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
-def bench_size(folder: Path, n: int, reps: int) -> dict[str, Any]:
-    path = folder / f"registry-{n}.db"
-    reg = SQLiteRegistry(path)
+def bare_insert(source: Path, target: Path) -> float:
+    """Seconds to write ``source``'s rows into an empty database with the same schema and
+    indexes (and the registry's pragmas) with one bare ``executemany`` per table, in one
+    transaction: the floor for a submit of the same tasks."""
+    src = sqlite3.connect(source)
+    schema = [sql for (sql,) in src.execute(
+        "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+        "ORDER BY rowid")]
+    tables = [name for (name,) in src.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+        "ORDER BY rowid")]
+    rows = {t: src.execute(f'SELECT * FROM "{t}"').fetchall() for t in tables}
+    src.close()
+    dst = sqlite3.connect(target, isolation_level=None)
+    dst.execute("PRAGMA journal_mode = WAL")
+    dst.execute("PRAGMA synchronous = NORMAL")
+    dst.execute("PRAGMA temp_store = MEMORY")
+    for sql in schema:
+        dst.execute(sql)
+    t0 = time.perf_counter()
+    dst.execute("BEGIN IMMEDIATE")
+    for t in tables:
+        if rows[t]:
+            marks = ",".join("?" * len(rows[t][0]))
+            dst.executemany(f'INSERT INTO "{t}" VALUES ({marks})', rows[t])
+    dst.execute("COMMIT")
+    elapsed = time.perf_counter() - t0
+    dst.close()
+    return elapsed
+
+
+def bench_size(folder: Path, n: int, reps: int, repeat: int = 1) -> dict[str, Any]:
     taskset = make_taskset(n)
-    cpu0 = time.process_time()
-    submit_s, result = timed(lambda: reg.submit_taskset(taskset))
-    submit_cpu = time.process_time() - cpu0
-    assert len(result.created) == n
+    submits: list[float] = []
+    cpus: list[float] = []
+    bares: list[float] = []
+    for r in range(max(1, repeat)):  # alternating: a submit, then the bare insert of its rows
+        path = folder / f"registry-{n}-{r}.db"
+        reg = SQLiteRegistry(path)
+        cpu0 = time.process_time()
+        submit_s, result = timed(lambda reg=reg: reg.submit_taskset(taskset))  # type: ignore[misc]
+        cpus.append(time.process_time() - cpu0)
+        submits.append(submit_s)
+        assert len(result.created) == n
+        bares.append(bare_insert(path, folder / f"bare-{n}-{r}.db"))
+        if r < max(1, repeat) - 1:
+            reg.close()
+    submit_s, submit_cpu = statistics.median(submits), statistics.median(cpus)
+    bare_s = statistics.median(bares)
     resubmit_s, result = timed(lambda: reg.submit_taskset(taskset))
     assert len(result.unchanged) == n
 
@@ -111,6 +156,10 @@ def bench_size(folder: Path, n: int, reps: int) -> dict[str, Any]:
         "tasks": n,
         "submit_s": submit_s,
         "submit_cpu": submit_cpu,
+        "bare_s": bare_s,
+        "vs_bare": submit_s / bare_s,
+        "vs_bare_range": f"{min(a / b for a, b in zip(submits, bares, strict=True)):.1f}"
+                         f"–{max(a / b for a, b in zip(submits, bares, strict=True)):.1f}x",
         "tasks_per_s": n / submit_s,
         "resubmit_s": resubmit_s,
         "poll_ms": median_ms(polls),
@@ -233,16 +282,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--thread-seconds", type=float, default=2.0)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="submits (each beside a bare executemany of its rows); medians")
+    parser.add_argument("--dir", default=None,
+                        help="folder for the databases (default: the system temp folder)")
     args = parser.parse_args(argv)
     print(machine())
     print(f"load average before: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print()
-    with tempfile.TemporaryDirectory(prefix="bench-registry-") as tmp:
-        rows = [bench_size(Path(tmp), int(n), args.reps) for n in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory(prefix="bench-registry-", dir=args.dir) as tmp:
+        print(f"databases on {filesystem(tmp)} ({tmp}); submits: median of {args.repeat}\n")
+        rows = [bench_size(Path(tmp), int(n), args.reps, args.repeat)
+                for n in args.sizes.split(",")]
         print_table(rows, [
             ("tasks", "tasks", ",d"),
             ("submit_s", "submit (s)", ".2f"),
             ("submit_cpu", "submit CPU (s)", ".2f"),
+            ("bare_s", "bare executemany, same rows and indexes (s)", ".2f"),
+            ("vs_bare", "submit vs bare", ".1f"),
+            ("vs_bare_range", "(min–max)", ""),
             ("tasks_per_s", "tasks/s", ",.0f"),
             ("resubmit_s", "resubmit unchanged (s)", ".2f"),
             ("poll_ms", "poll after 10 changes (ms)", ".2f"),
