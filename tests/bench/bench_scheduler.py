@@ -1,6 +1,6 @@
 """Scheduler benchmark: decisions per second and peak memory per policy and queue size.
 
-Run: ``python tests/bench/bench_scheduler.py [--sizes 1000,10000,100000] [--quick]``
+Run: ``python tests/bench/bench_scheduler.py [--sizes 1000,10000,100000] [--quick] [--repeat 3]``
 
 Workload: 4 skills, 3 pools, one of them full. ``alpha`` and ``beta`` have room for every task;
 ``gamma`` is full from the start (4/4), so skill ``s2`` (mapped to gamma only) can never be
@@ -17,16 +17,22 @@ inflates them less than wall-clock time would. Columns:
   running those rounds (a separate run, since tracemalloc slows Python down);
 - ``full round us``: one schedule() call when every pool is full (must not grow with the queue);
 - ``blocked round us``: one schedule() call when only tasks of the full pool's skill are queued
-  and other pools have room (touches one group head per task shape, not the queue).
+  and other pools have room (touches one group head per task shape, not the queue);
+- ``heapq us`` and ``x heapq``: the floor: a bare ``heapq.heappop`` + ``heappush`` of
+  (priority, ready_at, seq, task) tuples on a heap of the same size (the queue stays full), CPU
+  per pair, the median of ``--repeat`` measurements; ``x heapq`` is the scheduler's CPU per
+  decision over that.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import heapq
 import os
 import platform
 import random
+import statistics
 import sys
 import time
 import tracemalloc
@@ -108,16 +114,21 @@ def run_rounds(s: Scheduler, q: TaskQueue, pm: AgentPoolManager, target: int) ->
     return done, time.process_time() - start
 
 
-def measure(policy: str, n: int, target: int) -> dict[str, float]:
-    s, q, pm = setup(policy, n)
-    gc.collect()
-    t0 = time.process_time()
-    first = s.schedule(q, pm, now=2_000_000.0, limit=1)
-    build = time.process_time() - t0
-    assert first
-    done, secs = run_rounds(s, q, pm, target)
+def measure(policy: str, n: int, target: int, repeat: int = 1) -> dict[str, float]:
+    builds: list[float] = []
+    rates: list[float] = []
+    for _ in range(max(1, repeat)):
+        s, q, pm = setup(policy, n)
+        gc.collect()
+        t0 = time.process_time()
+        first = s.schedule(q, pm, now=2_000_000.0, limit=1)
+        builds.append(time.process_time() - t0)
+        assert first
+        done, secs = run_rounds(s, q, pm, target)
+        rates.append(done / secs if secs else float("inf"))
+        del s, q, pm
+    build = statistics.median(builds)
     # memory, in a separate run
-    del s, q, pm
     gc.collect()
     tracemalloc.start()
     tasks = make_tasks(n)
@@ -137,12 +148,29 @@ def measure(policy: str, n: int, target: int) -> dict[str, float]:
     return {
         "build_ms": build * 1000,
         "decisions": done,
-        "per_s": done / secs if secs else float("inf"),
+        "per_s": statistics.median(rates),
         "tasks_mb": base / 1e6,
         "peak_mb": (peak - base) / 1e6,
         "full_us": full_round(policy, n),
         "blocked_us": blocked_round(policy, n),
     }
+
+
+def heapq_pair_us(n: int, target: int, repeat: int = 3) -> float:
+    """CPU microseconds of one heappop + heappush on a heap of ``n`` task entries."""
+    tasks = make_tasks(n)
+    out = []
+    for _ in range(max(1, repeat)):
+        heap = [(-t.priority, t.ready_at or 0.0, i, t) for i, t in enumerate(tasks)]
+        heapq.heapify(heap)
+        seq = n
+        start = time.process_time()
+        for _ in range(target):
+            _, ready, _, task = heapq.heappop(heap)
+            heapq.heappush(heap, (-task.priority, ready + 1000.0, seq, task))
+            seq += 1
+        out.append((time.process_time() - start) / target * 1e6)
+    return statistics.median(out)
 
 
 def _time_calls(fn: Callable[[], object], calls: int = 2000) -> float:
@@ -203,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policies", default=",".join(p.value for p in SchedulingPolicy))
     ap.add_argument("--target", type=int, default=20_000, help="decisions per measurement")
     ap.add_argument("--quick", action="store_true", help="sizes 1000,10000 only")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="decision measurements per cell (and heapq floors): medians")
     args = ap.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",")]
     if args.quick:
@@ -211,16 +241,19 @@ def main(argv: list[str] | None = None) -> int:
     print("workload: 4 skills, 3 pools (gamma full), priorities 0-9, 3 tenants, 3 shapes")
     header = (f"{'policy':<12} {'queued':>8} {'build ms':>9} {'decisions':>9} "
               f"{'decisions/s':>12} {'tasks MB':>8} {'sched MB':>8} {'full round us':>14} "
-              f"{'blocked round us':>17}")
+              f"{'blocked round us':>17} {'heapq us':>9} {'x heapq':>8}")
     print(header)
     print("-" * len(header))
+    floor = {n: heapq_pair_us(n, args.target, args.repeat) for n in sizes}
     for policy in args.policies.split(","):
         for n in sizes:
-            r = measure(policy, n, args.target)
+            r = measure(policy, n, args.target, args.repeat)
+            per_decision_us = 1e6 / r["per_s"] if r["per_s"] else float("nan")
             print(f"{policy:<12} {n:>8} {r['build_ms']:>9.1f} {r['decisions']:>9.0f} "
                   f"{r['per_s']:>12,.0f} {r['tasks_mb']:>8.1f} {r['peak_mb']:>8.1f} "
                   f"{r['full_us']:>14.1f} "
-                  f"{r['blocked_us']:>17.1f}")
+                  f"{r['blocked_us']:>17.1f} {floor[n]:>9.2f} "
+                  f"{per_decision_us / floor[n]:>7.1f}x")
             sys.stdout.flush()
     return 0
 
