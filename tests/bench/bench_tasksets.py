@@ -1,11 +1,20 @@
-"""Benchmark: parse + validate YAML tasksets and Kiro files of growing size; build the graph.
+"""Benchmark: parse + validate YAML tasksets and Kiro files of growing size; build the graph;
+``necroui submit`` of such a file end to end.
 
-Run: python tests/bench/bench_tasksets.py [sizes...]   (default 1000 10000 100000)
-Prints a table; not collected by pytest.
+Run: python tests/bench/bench_tasksets.py [sizes...] [--submit] [--repeat 3] [--dir /var/tmp]
+(default sizes 1000 10000 100000). In-process: load + validate of a YAML taskset, a Kiro file,
+graph levels and the critical path. With ``--submit``: ``necroui --registry NEW.db submit
+FILE.yaml`` as a subprocess per size (a new registry each time), wall time and peak RSS, beside
+its floors: Python importing ``necroui.cli``, and a bare ``yaml.load`` of the same file with
+libyaml's ``CSafeLoader`` (both subprocesses, interpreter start included); medians of
+``--repeat`` alternating runs with their range. 90% of the tasks have a dependency. Prints
+tables; not collected by pytest.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 import tempfile
 import time
@@ -13,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchlib import LoadWatch, Spread, filesystem, machine, measured, table
 from necrocode.dispatcher.config_loader import default_config
 from necrocode.dispatcher.graph import build_graph, critical_path, levels
 from necrocode.dispatcher.registry.kiro import load_kiro_file
@@ -44,7 +54,7 @@ def timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     return value, time.perf_counter() - start
 
 
-def main(sizes: list[int]) -> None:
+def in_process(sizes: list[int]) -> None:
     config = default_config()
     print(f"{'tasks':>8} {'yaml load+validate':>19} {'kiro parse':>11} {'graph levels':>13} "
           f"{'critical path':>14}")
@@ -61,5 +71,60 @@ def main(sizes: list[int]) -> None:
             print(f"{n:>8} {t_yaml:>18.2f}s {t_kiro:>10.2f}s {t_levels:>12.3f}s {t_crit:>13.3f}s")
 
 
+def end_to_end(sizes: list[int], repeat: int, folder: str) -> None:
+    py = sys.executable
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="necrocode-submit-", dir=folder) as tmp:
+        print(f"\nnecroui submit end to end; files and registries on {filesystem(tmp)} "
+              f"({folder}); {repeat} alternating run(s), medians (min–max)\n")
+        for n in sizes:
+            path = Path(tmp) / f"t{n}.yaml"
+            write_yaml(path, n)
+            runs: dict[str, list[tuple[float, float]]] = {"submit": [], "import": [], "yaml": []}
+            for r in range(repeat):
+                db = Path(tmp) / f"r{n}-{r}.db"
+                runs["submit"].append(measured(
+                    [py, "-m", "necroui", "--registry", str(db), "submit", str(path)]))
+                runs["import"].append(measured([py, "-c", "import necroui.cli"]))
+                runs["yaml"].append(measured([py, "-c", (
+                    "import yaml; yaml.load(open(" + json.dumps(str(path)) + ", 'rb'), "
+                    "Loader=yaml.CSafeLoader)")]))
+                for suffix in ("", "-wal", "-shm"):
+                    Path(str(db) + suffix).unlink(missing_ok=True)
+                print(f"  {n}: run {r + 1}: " + ", ".join(
+                    f"{k} {v[-1][0]:.2f} s" for k, v in runs.items()), file=sys.stderr)
+
+            def cell(key: str, i: int, spec: str, unit: str,
+                     runs: dict[str, list[tuple[float, float]]] = runs) -> str:
+                return Spread.of([x[i] for x in runs[key]]).fmt(spec, unit)
+
+            mb = path.stat().st_size / 1e6
+            rows.append([f"{n:,} ({mb:.1f} MB)", cell("submit", 0, ".2f", " s"),
+                         cell("submit", 1, ".0f", " MB"), cell("import", 0, ".2f", " s"),
+                         cell("yaml", 0, ".2f", " s"), cell("yaml", 1, ".0f", " MB")])
+    print(table(["tasks (YAML size)", "`necroui submit`", "its peak RSS",
+                 "floor: Python + `import necroui.cli`", "floor: bare `yaml.load` (CSafeLoader)",
+                 "its peak RSS"], rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sizes", nargs="*", type=int, default=[1000, 10000, 100000])
+    parser.add_argument("--submit", action="store_true",
+                        help="also necroui submit of each file end to end, beside its floors")
+    parser.add_argument("--only-submit", action="store_true", help="skip the in-process table")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dir", default="/var/tmp")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    watch = LoadWatch()
+    if not args.only_submit:
+        in_process(args.sizes)
+    if args.submit or args.only_submit:
+        end_to_end(args.sizes, args.repeat, args.dir)
+    print()
+    print(watch.stop().line())
+
+
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [1000, 10000, 100000])
+    main()
