@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -182,6 +183,16 @@ def bench_headless(root: Path, n: int, repeat: int, idle_s: float) -> None:
                 [[name, f"{w:.2f} s", f"{m:.0f} MB"] for name, (w, m) in floor]))
 
 
+def thread_groups() -> dict[str, float]:
+    """CPU seconds of this process's Python threads, by name less its pool number."""
+    out: dict[str, float] = {}
+    for t in threading.enumerate():
+        if t.native_id is not None:
+            name = re.sub(r"_\d+$", "", t.name)
+            out[name] = out.get(name, 0.0) + thread_cpu(t.native_id)
+    return out
+
+
 def dispatching_once(root: Path, queued: int, window: int, samples: int) -> dict[str, float]:
     folder = root / f"disp-{queued}-{time.monotonic_ns()}"
     core = DispatcherCore(DispatcherConfig(
@@ -208,6 +219,7 @@ def dispatching_once(root: Path, queued: int, window: int, samples: int) -> dict
             return snap.counters.done, thread_cpu(tid), time.process_time(), time.monotonic()
 
         d0, e0, p0, w0 = wait_done(100)
+        g0 = thread_groups()
         trips: dict[str, list[float]] = {"publish": [], "noop": []}
         gap = 0.05
         for _ in range(samples):  # alternating, spread over the window
@@ -220,6 +232,7 @@ def dispatching_once(root: Path, queued: int, window: int, samples: int) -> dict
                 trips[kind].append(time.perf_counter() - t)
                 time.sleep(gap)
         d1, e1, p1, w1 = wait_done(d0 + window)
+        g1 = thread_groups()
         queue_left = len(core.snapshot().queued)
     finally:
         core.stop(timeout=10)
@@ -229,12 +242,14 @@ def dispatching_once(root: Path, queued: int, window: int, samples: int) -> dict
             "engine_share": (e1 - e0) / max(1e-9, w1 - w0) * 100, "publish_ms": pub * 1000,
             "publish_trip_ms": Spread.of(trips["publish"]).median * 1000,
             "noop_trip_ms": Spread.of(trips["noop"]).median * 1000,
-            "per_s": done / max(1e-9, w1 - w0), "queue_left": queue_left}
+            "per_s": done / max(1e-9, w1 - w0), "queue_left": queue_left,
+            **{f"thread:{k}": (v - g0.get(k, 0.0)) / done * 1000 for k, v in g1.items()}}
 
 
 def bench_dispatching(root: Path, sizes: list[int], window: int, repeat: int,
                       samples: int) -> None:
     rows = []
+    per_thread: dict[str, dict[int, str]] = {}
     for q in sizes:
         runs = []
         for r in range(repeat):
@@ -245,6 +260,9 @@ def bench_dispatching(root: Path, sizes: list[int], window: int, repeat: int,
         def col(key: str, spec: str, unit: str = "", runs: list[dict[str, float]] = runs) -> str:
             return Spread.of([x[key] for x in runs]).fmt(spec, unit)
 
+        for key in sorted({k for x in runs for k in x if k.startswith("thread:")}):
+            per_thread.setdefault(key[7:], {})[q] = Spread.of(
+                [x.get(key, 0.0) for x in runs]).fmt(".2f", " ms")
         rows.append([f"{q:,}", col("engine_ms", ".2f", " ms"), col("process_ms", ".2f", " ms"),
                      col("engine_share", ".0f", " %"), col("per_s", ".0f"),
                      col("publish_ms", ".1f", " ms"), col("publish_trip_ms", ".1f", " ms"),
@@ -254,6 +272,11 @@ def bench_dispatching(root: Path, sizes: list[int], window: int, repeat: int,
     print(table(["queued at start", "engine thread CPU per task", "process CPU per task",
                  "engine thread, % of a core", "tasks/s", "snapshot publication",
                  "refresh_snapshot() round trip", "no-op diagnose() round trip"], rows))
+    print("\nCPU per dispatched task by thread (the rest of the process CPU: threads that "
+          "ended meanwhile, and what is not a Python thread)\n")
+    print(table(["thread", *(f"{q:,} queued" for q in sizes)],
+                [[name, *(cells.get(q, "—") for q in sizes)]
+                 for name, cells in sorted(per_thread.items())]))
 
 
 def main() -> int:
