@@ -108,7 +108,7 @@ def run_dispatcher(folder: Path, n: int, c: int, timeout: float, wrapper: bool) 
             "--tasks", str(n), "--concurrency", str(c)] + (["--wrapper"] if wrapper else [])
     d = run_json_child(argv, timeout)
     return Sample(d["wall"], d["cpu_self"], d["cpu_children"],
-                  {"seen": d["seen"], "submit": d["submit"]})
+                  {"seen": d["seen"], "submit": d["submit"], "sys": d["cpu_sys"]})
 
 
 def run_huey(folder: Path, n: int, c: int, timeout: float, delay: float,
@@ -192,7 +192,10 @@ def cpu_cell(p: Peer) -> str:
     selfs = [s.cpu_self for s in p.samples if s.cpu_self is not None]
     if not selfs:
         return f"{kids:.2f} s (all)"
-    return f"{statistics.median(selfs):.2f} s / {kids:.2f} s"
+    sys_part = ""
+    if p.samples and "sys" in p.samples[0].extra:
+        sys_part = f" ({statistics.median(s.extra['sys'] for s in p.samples):.2f} in the kernel)"
+    return f"{statistics.median(selfs):.2f} s{sys_part} / {kids:.2f} s"
 
 
 def notes_cell(p: Peer) -> str:

@@ -39,10 +39,11 @@ def make_core(root: Path, concurrency: int) -> DispatcherCore:
     return DispatcherCore(config)
 
 
-def cpu() -> tuple[float, float]:
+def cpu() -> tuple[float, float, float]:
+    """CPU seconds: this process, its reaped children, and this process's system (kernel) part."""
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime, me.ru_stime
 
 
 def one_round(root: Path, n: int, concurrency: int, command: list[str]) -> dict[str, object]:
@@ -56,7 +57,7 @@ def one_round(root: Path, n: int, concurrency: int, command: list[str]) -> dict[
         tasks = [Task(id=f"t{i}", title=f"t{i}", taskset="bench", command=list(command))
                  for i in range(n)]
         taskset = Taskset(name="bench", tasks=tasks)
-        self0, kids0 = cpu()
+        self0, kids0, sys0 = cpu()
         wall0, t0 = time.time(), time.perf_counter()
         core.submit(taskset)
         submitted = time.perf_counter() - t0
@@ -69,7 +70,7 @@ def one_round(root: Path, n: int, concurrency: int, command: list[str]) -> dict[
             if c.done + c.failed + c.cancelled >= n:
                 break
         seen = time.perf_counter() - t0
-        self1, kids1 = cpu()
+        self1, kids1, sys1 = cpu()
         done = core.registry.list_tasks(taskset="bench")
     finally:
         core.stop(timeout=10)
@@ -77,7 +78,7 @@ def one_round(root: Path, n: int, concurrency: int, command: list[str]) -> dict[
     return {
         "wall": (max(finished) - wall0) if len(finished) == n else float("nan"),
         "seen": seen, "submit": submitted,
-        "cpu_self": self1 - self0, "cpu_children": kids1 - kids0,
+        "cpu_self": self1 - self0, "cpu_children": kids1 - kids0, "cpu_sys": sys1 - sys0,
         "done": sum(t.state is TaskState.DONE for t in done), "tasks": n,
     }
 
