@@ -1,7 +1,8 @@
 """The Dispatcher beside its peers: the same commands at the same concurrency, in the same run.
 
     python tests/bench/bench_peers.py [--tasks 1000] [--concurrency 16] [--rounds 5]
-                                      [--dir /var/tmp] [--wrapper] [--skip huey,parallel]
+                                      [--dir /var/tmp] [--fresh-ext4 MB] [--wrapper]
+                                      [--skip huey,parallel]
 
 Each round runs every peer once, in the same order (ABCD ABCD ...), so that load from other
 work on the machine falls on all of them alike; the table gives each peer's median over the
@@ -26,8 +27,9 @@ Dispatcher's ``sh`` trampolines); for xargs and parallel, all together. "Others'
 CPU the rest of the machine used during each round (busy time in /proc/stat less this
 benchmark's own), in cores: with 2 cores, anything above ~0.2 makes the figures noisy.
 Registry, state dir and Huey's database live in ``--dir`` (default ``/var/tmp``): the table
-names its filesystem (ext4 and tmpfs differ several times over for the Dispatcher, which writes
-files per attempt).
+names its filesystem (ext4 and tmpfs differ several times over for the Dispatcher, which creates
+files and folders per attempt; so do a newly made ext4 and one aged by many files created and
+deleted: ``--fresh-ext4 MB`` measures on a new one, on a loop device, as root).
 Prints a Markdown table; nothing is asserted. Every child runs in its own session with a
 timeout and is ended with its whole group; the temporary folders are removed.
 """
@@ -44,10 +46,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import LoadWatch, Spread, child, filesystem, machine, stop_group, table
+from benchlib import (
+    LoadWatch,
+    Spread,
+    child,
+    filesystem,
+    fresh_ext4,
+    machine,
+    stop_group,
+    table,
+)
 
 HERE = Path(__file__).resolve().parent
 TRUE = "/bin/true"
@@ -204,6 +216,26 @@ def notes_cell(p: Peer) -> str:
     return "; ".join(filter(None, [p.note, *extra]))
 
 
+def run_rounds(peers: list[Peer], rounds: int, folder: str) -> LoadWatch:
+    """Every peer once per round, in order; each in a folder of its own, removed after it."""
+    watch = LoadWatch()
+    with tempfile.TemporaryDirectory(prefix="necrocode-peers-", dir=folder) as tmp:
+        for r in range(rounds):
+            for i, peer in enumerate(peers):
+                here = Path(tmp) / f"r{r}-p{i}"
+                here.mkdir()
+                round_watch = LoadWatch()
+                try:
+                    s = peer.run(here)
+                finally:
+                    shutil.rmtree(here, ignore_errors=True)
+                s.others = round_watch.stop().other_cores
+                peer.samples.append(s)
+                print(f"round {r + 1}/{rounds}: {peer.name:<32} {s.wall:7.3f} s, "
+                      f"other work {s.others:.2f} cores", file=sys.stderr, flush=True)
+    return watch.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1000)
@@ -215,29 +247,21 @@ def main() -> int:
     parser.add_argument("--wrapper", action="store_true",
                         help="add the runner-wrapper row (about 35 s per round)")
     parser.add_argument("--skip", default="", help="peers left out: parallel,huey,dispatcher")
+    parser.add_argument("--fresh-ext4", type=int, default=0, metavar="MB",
+                        help="put the state on a newly made ext4 of MB megabytes (an image in "
+                             "--dir on a loop device; needs root), removed afterwards")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per child")
     parser.add_argument("--huey-delay", type=float, default=0.001)
     parser.add_argument("--huey-max-delay", type=float, default=0.01)
     args = parser.parse_args()
     notes: list[str] = []
     peers = build_peers(args, notes)
-    fs = filesystem(args.dir)
-    watch = LoadWatch()
-    with tempfile.TemporaryDirectory(prefix="necrocode-peers-", dir=args.dir) as tmp:
-        for r in range(args.rounds):
-            for i, peer in enumerate(peers):
-                folder = Path(tmp) / f"r{r}-p{i}"
-                folder.mkdir()
-                round_watch = LoadWatch()
-                try:
-                    s = peer.run(folder)
-                finally:
-                    shutil.rmtree(folder, ignore_errors=True)
-                s.others = round_watch.stop().other_cores
-                peer.samples.append(s)
-                print(f"round {r + 1}/{args.rounds}: {peer.name:<32} {s.wall:7.3f} s, "
-                      f"other work {s.others:.2f} cores", file=sys.stderr, flush=True)
-    watch.stop()
+    with ExitStack() as stack:
+        where = args.dir
+        if args.fresh_ext4:
+            where = stack.enter_context(fresh_ext4(args.dir, args.fresh_ext4))
+        fs = filesystem(where) + (", newly made" if args.fresh_ext4 else "")
+        watch = run_rounds(peers, args.rounds, where)
     base = peers[0]
     rows = [[p.name, Spread.of([s.wall for s in p.samples]).fmt(".2f", " s"),
              ratio_spread(p, base).fmt(".2f", "x"), cpu_cell(p),
@@ -245,7 +269,7 @@ def main() -> int:
             for p in peers]
     print(f"\nmachine: {machine()}")
     print(f"{args.tasks} tasks of `true`, concurrency {args.concurrency}, {args.rounds} "
-          f"alternating rounds; state on {fs} ({args.dir})")
+          f"alternating rounds; state on {fs} ({where})")
     print(watch.line())
     for note in notes:
         print(f"note: {note}")

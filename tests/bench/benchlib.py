@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -242,6 +244,31 @@ def measured(argv: Sequence[str], timeout: float = 600.0) -> tuple[float, float]
     if int(code):
         raise RuntimeError(f"{' '.join(argv)} exited {code}")
     return float(wall), int(rss_kb) / 1024
+
+
+@contextmanager
+def fresh_ext4(folder: str, size_mb: int = 4096) -> Iterator[str]:
+    """A newly made ext4 filesystem in an image file under ``folder``, mounted through a loop
+    device (needs root, ``mkfs.ext4`` and ``mount``), unmounted and removed afterwards.
+
+    An ext4 that has seen many files created and deleted (a shared machine's root filesystem)
+    makes each new inode cost more (the allocator skips recently deleted inodes): a fresh one
+    gives figures that reproduce; the aged one gives what that machine really costs."""
+    base = Path(tempfile.mkdtemp(prefix="necrocode-ext4-", dir=folder))
+    image, mount = base / "fs.img", base / "mnt"
+    mounted = False
+    try:
+        with open(image, "wb") as fh:
+            fh.truncate(size_mb * 2**20)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, timeout=120)
+        mount.mkdir()
+        subprocess.run(["mount", "-o", "loop", str(image), str(mount)], check=True, timeout=60)
+        mounted = True
+        yield str(mount)
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(mount)], check=False, timeout=120)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
