@@ -49,7 +49,7 @@ from .events import EventRecorder
 from .launchers.base import RunnerLauncher
 from .leader import LeaderElector
 from .metrics import MetricsCollector
-from .models import AgentPool, PoolType, Taskset
+from .models import AgentPool, PoolType, Taskset, Usage
 from .ownership import Holder, RegistryLock
 from .pool_manager import AgentPoolManager
 from .registry.base import SubmitResult, TaskRegistry
@@ -374,9 +374,11 @@ class DispatcherCore:
         0 stops the running runners now); :meth:`stop` waits."""
         self._engine.post(StopEngine(float(timeout), leave_running))
 
-    def heartbeat(self, runner_id: str, progress: str | None = None) -> None:
-        """A runner's sign of life (thread-safe; the HTTP API calls this)."""
-        self._engine.post(Heartbeat(runner_id, progress))
+    def heartbeat(self, runner_id: str, progress: str | None = None,
+                  usage: Usage | None = None) -> None:
+        """A runner's sign of life, with its progress and a coding agent's usage so far
+        (thread-safe; the HTTP API calls this)."""
+        self._engine.post(Heartbeat(runner_id, progress, usage))
 
     def report_completion(self, runner_id: str, report: dict[str, Any]) -> None:
         """A runner's completion report (thread-safe; the HTTP API calls this)."""

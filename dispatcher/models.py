@@ -89,6 +89,7 @@ class EventType(str, Enum):
     RUNNER_TIMED_OUT = "RunnerTimedOut"
     RUNNER_ADOPTED = "RunnerAdopted"
     RUNNER_UNKNOWN = "RunnerUnknown"  # after a restart its platform could not be asked
+    BUDGET_EXCEEDED = "BudgetExceeded"  # a coding agent's run crossed its budget: stopped
     RUNNER_LAUNCH_FAILED = "RunnerLaunchFailed"
     DEADLOCK_DETECTED = "DeadlockDetected"
     POOL_ENABLED = "PoolEnabled"

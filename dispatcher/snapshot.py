@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from .models import PoolStatus, RunnerState, Task, TaskEvent, TaskState
+from .models import PoolStatus, RunnerState, Task, TaskEvent, TaskState, Usage
 
 if TYPE_CHECKING:
     from .landing import LandReport
@@ -43,6 +43,7 @@ class PendingReason(str, Enum):
     POOL_DISABLED = "pool_disabled"  # every mapped pool is disabled
     POOL_UNHEALTHY = "pool_unhealthy"  # mapped pools fail to launch runners
     DEADLOCK = "deadlock"  # part of a dependency cycle
+    OVER_BUDGET = "over_budget"  # its tenant or taskset spent its coding-agent budget
     INVALID_TASK = "invalid_task"  # a number out of range (written by another tool): never runs
     START_CONFLICT = "start_conflict"  # its dependencies' work does not merge: the operator acts
     PATHS = "paths"  # its declared paths overlap those of a running task of its repository
@@ -115,6 +116,8 @@ class RunningTaskView:
     files_changed: tuple[str, ...] = ()
     landed: str | None = None
     gate_failed: str | None = None
+    agent: str | None = None  # the coding agent's preset (None: a plain command)
+    usage: Usage | None = None  # the coding agent's usage so far in this attempt
     rev: int = 0
 
 
@@ -139,6 +142,7 @@ class FinishedTaskView:
     files_changed: tuple[str, ...] = ()
     landed: str | None = None
     gate_failed: str | None = None
+    usage: Usage | None = None  # the coding agent's usage over every attempt
     rev: int = 0
 
     @property
@@ -163,6 +167,7 @@ class Counters:
     retried: int = 0
     launch_errors: int = 0
     heartbeat_timeouts: int = 0
+    usage: Usage = field(default_factory=Usage)  # coding agents' usage over every task
 
 
 @dataclass(frozen=True)

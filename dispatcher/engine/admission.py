@@ -26,7 +26,8 @@ class Admission:
     """Queue, backoff timers, slot waits, pause, capacity (engine thread only)."""
 
     def __init__(self, queue: TaskQueue, scheduler: Scheduler, pools: AgentPoolManager,
-                 book: TaskBook, views: ViewChanges, has_runner: Callable[[str], bool]) -> None:
+                 book: TaskBook, views: ViewChanges, has_runner: Callable[[str], bool],
+                 over_budget: Callable[[Task], str | None] = lambda task: None) -> None:
         self.queue = queue
         self.scheduler = scheduler
         self.pools = pools
@@ -42,6 +43,9 @@ class Admission:
         self._claims = PathClaims()
         self._path_waits: dict[str, tuple[Task, PathConflict]] = {}
         self._waiters: dict[str, set[str]] = {}  # claiming task -> keys waiting for it
+        # READY tasks whose tenant or taskset is over its budget (R20.4): they wait
+        self._over_budget = over_budget
+        self._budget_waits: dict[str, tuple[Task, str]] = {}
         self._paused = False
         self._dirty = True  # something changed that a round could act on
 
@@ -74,6 +78,10 @@ class Admission:
             self._conflicts.pop(key, None)
             self._conflict_seen.pop(key, None)
             self._path_waits.pop(key, None)
+            self._budget_waits.pop(key, None)
+            return
+        if key in self._budget_waits:  # its tenant or taskset is over budget: it waits
+            self._budget_waits[key] = (task, self._budget_waits[key][1])
             return
         if key in self._path_waits:  # offered again when the task it waits for ends
             self._path_waits[key] = (task, self._path_waits[key][1])
@@ -108,6 +116,7 @@ class Admission:
         self._conflicts.pop(key, None)
         self._conflict_seen.pop(key, None)
         self._path_waits.pop(key, None)
+        self._budget_waits.pop(key, None)
 
     def release_due(self, now: float) -> None:
         """Tasks whose backoff ended go back to the queue."""
@@ -197,7 +206,7 @@ class Admission:
         if self._paused or not len(self.queue):
             return []
         decisions = self.scheduler.schedule(self.queue, self.pools, now=now,
-                                            hold=self._paths_hold)
+                                            hold=self._hold)
         if decisions:
             self._dirty = True  # capacity may remain: try again next iteration
         return decisions
@@ -215,6 +224,21 @@ class Admission:
         self._release_paths(task.key)
 
     # --- declared paths (R21.5) ------------------------------------------------------------
+    def _hold(self, task: Task) -> bool:
+        """Asked by the round about each task a pool could take: True when it must wait (its
+        tenant or taskset is over budget, or its paths overlap a running task's)."""
+        reason = self._over_budget(task)
+        if reason:
+            self._budget_waits[task.key] = (task, reason)
+            self._views.touch(task.key)
+            return True
+        return self._paths_hold(task)
+
+    def budget_wait_of(self, key: str) -> str | None:
+        """Why a READY task waits for budget (None: it does not)."""
+        held = self._budget_waits.get(key)
+        return held[1] if held is not None else None
+
     def _paths_hold(self, task: Task) -> bool:
         """Asked by the round about each task a pool could take: False (and its paths are
         claimed) when it may start beside the others, True when it must wait."""

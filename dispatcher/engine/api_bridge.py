@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..agents.supervisor import AgentRuns
 from ..api.connections import ConnectionLimits
 from ..api.tokens import runner_token
 from ..state_files import (
@@ -39,8 +40,8 @@ class EngineApiHandler:
         if state is not DirectoryState.RUNNING:
             return {"ok": False, "action": "stop",
                     "reason": f"runner {runner_id} is not running for this dispatcher"}
-        progress = payload.get("progress")
-        self.core.heartbeat(runner_id, None if progress is None else str(progress)[:500])
+        progress, usage = AgentRuns.heartbeat_usage(payload)
+        self.core.heartbeat(runner_id, None if progress is None else progress[:500], usage)
         return {"ok": True}
 
     def on_complete(self, runner_id: str, payload: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..launchers.base import RunnerExit
-from ..models import Runner, Slot, Task
+from ..models import Runner, Slot, Task, Usage
 
 if TYPE_CHECKING:
     from ..landing import LandReport
@@ -87,6 +87,7 @@ class Heartbeat:
 
     runner_id: str
     progress: str | None = None
+    usage: Usage | None = None  # a coding agent's usage so far (the runner wrapper reads it)
 
 
 @dataclass(frozen=True)

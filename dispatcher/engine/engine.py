@@ -89,7 +89,7 @@ class Engine:
                         admission=p.admission, settler=p.settler, runners=p.runners,
                         directory=p.directory, workspaces=p.workspaces, book=p.book,
                         views=p.views, metrics=seed.metrics, runs_dir=seed.runs_dir,
-                        work=seed.config.work),
+                        work=seed.config.work, agents=p.agents, usage=p.usage),
             self.post, self.platforms.launcher_for, note=self.after_write,
             registry_changed=self.registry_changed, fence=self._fence,
             may_act=self.ownership.may_act)
@@ -109,7 +109,7 @@ class Engine:
                             registry_label=registry_label, book=p.book, views=p.views,
                             admission=p.admission, runners=p.runners, launches=self.launches,
                             reconciler=p.reconciler, settler=p.settler, deadlocks=p.deadlocks,
-                            health=p.health, ownership=self.ownership, work=p.work,
+                            health=p.health, ownership=self.ownership, usage=p.usage, work=p.work,
                             landings=p.landings),
             seed.metrics, initial_snapshot(seed.config, seed.registry, registry_label,
                                            seed.pools))
@@ -133,8 +133,11 @@ class Engine:
             or key in p.work
 
     def note(self, task: Task) -> None:
-        """The newest version of a task: into the TaskBook; the deadlock watch hears of it."""
-        self.parts.deadlocks.note(self.parts.book.apply(task))
+        """The newest version of a task: into the TaskBook; the deadlock watch and the usage
+        ledger hear of it."""
+        change = self.parts.book.apply(task)
+        self.parts.deadlocks.note(change)
+        self.parts.usage.note(change)
 
     def after_write(self, task: Task) -> None:
         """A task this engine wrote: noted, and its echo polled."""
@@ -222,6 +225,7 @@ class Engine:
         self.parts.workspaces.shutdown()
         self.parts.work.shutdown()
         self.parts.landings.shutdown()
+        self.parts.agents.close()
         self.api.stop()
         self.platforms.close()
         self.state = "stopped"
@@ -300,8 +304,8 @@ class Engine:
                     self._registry_dirty = True
                 case RunnerExited(runner_id=rid):
                     p.runners.flag_exit(rid)
-                case Heartbeat(runner_id=rid, progress=progress):
-                    self.supervisor.heartbeat(rid, progress)
+                case Heartbeat(runner_id=rid, progress=progress, usage=usage):
+                    self.supervisor.heartbeat(rid, progress, usage)
                 case CompletionReport(runner_id=rid, report=report):
                     self.supervisor.report(rid, dict(report))
                 case SlotReleased(key=key):
@@ -420,6 +424,9 @@ class Engine:
             for task in self._monitor.poll_changes():
                 self._apply_change(task, now)
         p.admission.release_due(now)
+        if len(p.runners):
+            for update in p.agents.updates():  # coding agents: progress, usage, budgets
+                self.supervisor.agent_progress(update, now)
         if p.runners.has_flagged:
             self.supervisor.check_exits(p.runners.take_flagged())
         due = self.supervisor.next_timeout()

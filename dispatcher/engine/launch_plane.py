@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..agents.supervisor import AgentRuns
 from ..config import WorkConfig
 from ..errors import InvalidTransitionError, RunnerLaunchError, TaskNotFoundError
 from ..events import EventRecorder
@@ -37,6 +38,7 @@ from .runner_table import DirectoryState, RunnerDirectory, RunnerRecord, RunnerT
 from .runs import next_run_number
 from .settler import Settler
 from .taskbook import TaskBook, ViewChanges
+from .usage import UsageLedger
 from .workspaces import Workspaces
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,8 @@ class LaunchParts:
     metrics: MetricsCollector
     runs_dir: Path
     work: WorkConfig  # where a branch starts (its dependencies' work merged)
+    agents: AgentRuns  # coding agents' streams, read from launch to exit
+    usage: UsageLedger  # the budget a run starts with
 
 
 class LaunchPlane:
@@ -347,6 +351,7 @@ class LaunchPlane:
                            attempt=pending.attempt)
         runner.state = RunnerState.RUNNING
         p.runners.add(rec)
+        p.agents.started(running, pool, runner, budget=p.usage.budget_for(running))
         p.admission.launch_succeeded(pool.name)
         p.events.defer(TaskEvent(
             event_type=EventType.RUNNER_STARTED, task_key=key, timestamp=started,

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..agents.checks import budget_of, prices_of
+from ..agents.supervisor import AgentRuns
 from ..config import DispatcherConfig
 from ..deadlock import DeadlockDetector
 from ..events import EventRecorder
@@ -34,6 +36,7 @@ from .reconciler import Reconciler
 from .runner_table import RunnerDirectory, RunnerTable
 from .settler import Settler
 from .taskbook import TaskBook, ViewChanges
+from .usage import UsageLedger
 from .work_step import WorkStep
 from .workspaces import SlotProvider, Workspaces
 
@@ -74,6 +77,8 @@ class EngineParts:
     deadlocks: DeadlockWatch
     work: WorkStep  # successful runs whose work is being committed
     landings: Landings  # the land verb's landings, one at a time
+    agents: AgentRuns  # coding-agent runs: their streams read live (its own thread)
+    usage: UsageLedger  # agent usage per tenant and taskset, and their budgets
 
     @property
     def config(self) -> DispatcherConfig:
@@ -96,7 +101,10 @@ def build_parts(seed: Seed, post: Callable[[Command], None],
     book = TaskBook(views, time.time())
     events = EventLog(seed.recorder)
     health = EngineHealth()
-    admission = Admission(seed.queue, seed.scheduler, seed.pools, book, views, has_runner)
+    usage = UsageLedger({n: budget_of(b) for n, b in seed.config.tenant_budgets.items()},
+                        {n: budget_of(b) for n, b in seed.config.taskset_budgets.items()})
+    admission = Admission(seed.queue, seed.scheduler, seed.pools, book, views, has_runner,
+                          over_budget=usage.hold_reason)
     directory = RunnerDirectory()
     return EngineParts(
         seed=seed, views=views, book=book, events=events, health=health, admission=admission,
@@ -109,4 +117,6 @@ def build_parts(seed: Seed, post: Callable[[Command], None],
                                 views, health),
         work=WorkStep(seed.config.work, post),
         landings=Landings(seed.registry, seed.config.resolved_state_dir(), seed.config.work,
-                          events, views, post, registry_changed=on_refused))
+                          events, views, post, registry_changed=on_refused),
+        agents=AgentRuns(prices=prices_of(seed.config.agent_prices)),
+        usage=usage)

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..launchers.base import RunnerExit, RunnerLauncher
 from ..logging_setup import log_extra
-from ..models import AgentPool, EventType, PoolType, Runner, RunnerState, Slot, Task
+from ..models import AgentPool, EventType, PoolType, Runner, RunnerState, Slot, Task, Usage
 from ..runner_monitor import RunnerMonitor
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class RunnerRecord:
     reported_at: float | None = None
     adopted: bool = False
     heartbeats: int = 0  # heartbeats received: a heartbeating runner is judged by them
+    usage: Usage | None = None  # a coding agent's usage so far in this attempt
     rev: int = 0  # grows when its view changes
 
     @property
@@ -170,7 +171,8 @@ class RunnerTable:
         return list(self._runners)
 
     # --- signs of life ---------------------------------------------------------------------
-    def heartbeat(self, runner_id: str, progress: str | None, now: float) -> bool:
+    def heartbeat(self, runner_id: str, progress: str | None, now: float,
+                  usage: Usage | None = None) -> bool:
         """A heartbeat over the API; False for a runner that is not watched."""
         rec = self._runners.get(runner_id)
         if rec is None:
@@ -180,6 +182,23 @@ class RunnerTable:
         rec.last_sign = now
         if progress is not None:
             rec.progress = progress
+        if usage is not None:
+            rec.usage = usage
+        rec.rev += 1
+        return True
+
+    def sign_of_life(self, runner_id: str, now: float, progress: str | None = None,
+                     usage: Usage | None = None) -> bool:
+        """Output read from the runner's stream: alive, with its latest progress and usage."""
+        rec = self._runners.get(runner_id)
+        if rec is None:
+            return False
+        rec.last_sign = now
+        self._monitor.touch(runner_id, now)
+        if progress:
+            rec.progress = progress
+        if usage is not None:
+            rec.usage = usage
         rec.rev += 1
         return True
 

@@ -17,12 +17,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..agents.supervisor import AttemptOutcome
 from ..config import DispatcherConfig
 from ..errors import InvalidTransitionError, TaskNotFoundError
 from ..launchers.base import RunnerExit
 from ..logging_setup import log_extra
 from ..metrics import MetricsCollector
-from ..models import AgentPool, EventType, Task, TaskEvent, TaskState
+from ..models import AgentPool, EventType, Task, TaskEvent, TaskState, Usage
 from ..retry import RetryManager
 from .commands import FenceOutcome, WorkOutcome
 from .event_log import EventLog
@@ -44,6 +45,17 @@ class RunFacts:
     started_at: float
     attempt: int
     report: dict[str, Any] | None = None  # its completion report over the API, if any
+    agent: AttemptOutcome | None = None  # what its coding agent said of it (None: no agent)
+
+    def agent_updates(self, task: Task) -> dict[str, Any]:
+        """The fields an agent's attempt adds to its task: usage summed over the attempts,
+        its final message (for its dependents' prompts)."""
+        if self.agent is None:
+            return {}
+        out: dict[str, Any] = {"usage": (task.usage or Usage()) + self.agent.usage}
+        if self.agent.final_message:
+            out["agent_summary"] = self.agent.final_message
+        return out
 
 
 @dataclass
@@ -152,8 +164,12 @@ class Settler:
         return code
 
     def succeeded(self, run: RunFacts, result: RunnerExit) -> bool:
-        """**How success is judged**: the run exited 0 (its work is then committed before
-        DONE, see :meth:`work_recorded`)."""
+        """**How success is judged**: by the coding agent's own result where it has one (a
+        CLI may exit 0 when it failed), else the run exited 0 (its work is then committed
+        before DONE, see :meth:`work_recorded`)."""
+        agent = run.agent
+        if agent is not None and (agent.budget_reason or agent.succeeded is False):
+            return False
         return self.exit_code(run, result) == 0
 
     @staticmethod
@@ -164,20 +180,32 @@ class Settler:
                           time.time())
 
     def runner_ended(self, run: RunFacts, task: Task, result: RunnerExit) -> None:
-        """The platform says the runner is gone: DONE on exit 0, else a failed attempt."""
+        """The platform says the runner is gone: DONE when it succeeded, else a failed
+        attempt (a budget crossed: without retry)."""
         now = time.time()
         code = self.exit_code(run, result)
         duration = max(0.0, (result.finished_at or now) - run.started_at)
         common = self._common(run, duration)
-        if code == 0:
+        extra = run.agent_updates(task)
+        if self.succeeded(run, result):
             event = TaskEvent(event_type=EventType.RUNNER_COMPLETED,
                               message=f"exited 0 after {duration:.1f}s",
                               details={"exit_code": 0, "attempt": run.attempt}, **common)
             self.settle(run.key, TaskState.DONE, event, finished_at=now, last_error=None,
-                        next_attempt_at=None)
+                        next_attempt_at=None, **extra)
             self._metrics.record_finish(task, run.pool, "done", duration)
             return
-        message = f"exit code {code}" if code is not None else (result.reason or "killed")
+        agent = run.agent
+        if agent is not None and agent.budget_reason:
+            message, reason, retryable = agent.budget_reason, "budget", False
+        elif agent is not None and agent.succeeded is False:
+            message = f"{agent.agent or 'agent'}: {agent.reason}" if agent.reason \
+                else f"{agent.agent or 'agent'} reported failure"
+            reason, retryable = "agent_failed", True
+        else:
+            message = f"exit code {code}" if code is not None else (result.reason or "killed")
+            reason = "exit_code" if code is not None and code > 0 else "killed"
+            retryable = True
         what = message if not result.reason or result.reason == "exited" \
             else f"{message} ({result.reason})" if code is not None else message
         if result.oom_killed:
@@ -187,8 +215,8 @@ class Settler:
             details={"exit_code": code, "reason": what, "attempt": run.attempt,
                      "oom_killed": result.oom_killed}, **common))
         self._metrics.record_finish(task, run.pool, "failed", duration)
-        reason = "exit_code" if code is not None and code > 0 else "killed"
-        self.attempt_failed(task, TaskState.RUNNING, code, reason, message)
+        self.attempt_failed(task, TaskState.RUNNING, code, reason, message,
+                            retryable=retryable, updates=extra)
 
     def work_recorded(self, run: RunFacts, task: Task, result: RunnerExit,
                       outcome: WorkOutcome, *, recovered: bool = False,
@@ -205,7 +233,8 @@ class Settler:
         if outcome.error is not None:
             self._metrics.record_finish(task, run.pool, "failed", duration)
             self.attempt_failed(task, TaskState.RUNNING, None, "work_error",
-                                f"its work could not be recorded: {outcome.error}")
+                                f"its work could not be recorded: {outcome.error}",
+                                updates=run.agent_updates(task))
             return None
         if work is not None:
             self._events.record(work.event())
@@ -213,7 +242,8 @@ class Settler:
             self._metrics.record_finish(task, run.pool, "failed", duration)
             self.attempt_failed(task, TaskState.RUNNING, None, "no_changes",
                                 f"its run {work.summary} (work.on_no_changes: fail)",
-                                retryable=False, updates=work.task_updates())
+                                retryable=False,
+                                updates={**work.task_updates(), **run.agent_updates(task)})
             return None
         how = "finished while the dispatcher was down (exit 0)" if recovered \
             else f"exited 0 after {duration:.1f}s"
@@ -225,7 +255,8 @@ class Settler:
                           details=details, **self._common(run, duration))
         done = self.settle(run.key, TaskState.DONE, event, finished_at=now, last_error=None,
                            next_attempt_at=None, from_base=False,
-                           **({"agent_summary": summary} if summary else {}),
+                           **{**({"agent_summary": summary} if summary else {}),
+                              **run.agent_updates(task)},
                            **(work.task_updates() if work else {}))
         self._metrics.record_finish(task, run.pool, "done", duration)
         return done
@@ -244,7 +275,8 @@ class Settler:
             self._metrics.record_finish(task, run.pool, outcome.value if outcome is not
                                         FenceOutcome.BUDGET else "failed", duration)
             self.attempt_failed(task, TaskState.RUNNING, None, kind, reason,
-                                retryable=outcome is not FenceOutcome.BUDGET)
+                                retryable=outcome is not FenceOutcome.BUDGET,
+                                updates=run.agent_updates(task))
             return True
         if outcome is FenceOutcome.CANCELLED:
             self._metrics.record_finish(task, run.pool, "cancelled", duration)
@@ -252,14 +284,16 @@ class Settler:
                               message=f"cancelled; runner {run.runner_id} stopped",
                               runner_id=run.runner_id, pool=run.pool.name, duration=duration,
                               slot_id=run.slot_id)
-            self.settle(run.key, TaskState.CANCELLED, event, finished_at=now, runner_id=None)
+            self.settle(run.key, TaskState.CANCELLED, event, finished_at=now, runner_id=None,
+                        **run.agent_updates(task))
             return True
         if outcome is FenceOutcome.SHUTDOWN:
             event = TaskEvent(event_type=EventType.TASK_REQUEUED, task_key=run.key,
                               message="dispatcher stopping: runner stopped, task back to READY "
                                       "(no attempt spent)",
                               runner_id=run.runner_id, pool=run.pool.name, duration=duration)
-            self.settle(run.key, TaskState.READY, event, runner_id=None, next_attempt_at=None)
+            self.settle(run.key, TaskState.READY, event, runner_id=None, next_attempt_at=None,
+                        **run.agent_updates(task))
             return True
         return False  # ORPHAN
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config import DispatcherConfig
-from ..models import RunnerState, Task, TaskEvent, TaskState
+from ..models import AgentPool, RunnerState, Task, TaskEvent, TaskState
 from ..pending import no_slot, pending_for_blocked, pending_paused, pending_retry
 from ..registry.base import TaskRegistry
 from ..snapshot import (
@@ -42,6 +42,7 @@ from .runner_table import RunnerTable
 from .runs import run_number_of
 from .settler import Settler
 from .taskbook import TaskBook, ViewChanges
+from .usage import UsageLedger
 from .work_step import COMMITTING, WorkStep
 
 logger = logging.getLogger(__name__)
@@ -89,12 +90,19 @@ class SnapshotSources:
     deadlocks: DeadlockWatch
     health: EngineHealth
     ownership: Ownership
+    usage: UsageLedger
     work: WorkStep
     landings: Landings
 
     def has_runner(self, key: str) -> bool:
         return self.runners.has_task(key) or key in self.launches or key in self.reconciler \
             or key in self.work
+
+
+def _agent_of(task: Task, pool: AgentPool) -> str | None:
+    """The coding-agent preset a task runs with (None: a plain command)."""
+    name = task.agent or pool.agent
+    return None if name in (None, "command") else name
 
 
 class SnapshotBuilder:
@@ -177,6 +185,9 @@ class SnapshotBuilder:
                 return pending_paused()
             if src.admission.waits_for_slot(key):
                 return no_slot(task, task.repo)
+            over = src.admission.budget_wait_of(key) or src.usage.hold_reason(task)
+            if over:
+                return Pending(PendingReason.OVER_BUDGET, over)
             paths = src.admission.path_wait_of(key)
             if paths is not None:
                 return Pending(PendingReason.PATHS, paths.reason)
@@ -221,7 +232,7 @@ class SnapshotBuilder:
             key=task.key, taskset=task.taskset, task_id=task.id, title=task.title,
             state=task.state, attempts=task.attempts, started_at=task.started_at,
             finished_at=task.finished_at, last_error=task.last_error, pool=pool,
-            **work_fields(task),
+            usage=task.usage, **work_fields(task),
         )
         old = self._finished.get(task.key)
         if old is not None:
@@ -241,7 +252,8 @@ class SnapshotBuilder:
                 slot_id=rec.slot.slot_id if rec.slot else None, attempt=rec.attempt,
                 started_at=rec.started_at, last_sign_of_life=rec.last_sign,
                 runner_state=rec.state, handle=rec.runner.handle, progress=rec.progress,
-                log_path=rec.runner.log_path, rev=rec.rev,
+                log_path=rec.runner.log_path, rev=rec.rev, usage=rec.usage,
+                agent=_agent_of(task, rec.pool),
                 **work_fields(task, rec.slot.branch if rec.slot else None),
             ))
         for pending in self.src.launches.pending():
@@ -439,7 +451,7 @@ class SnapshotBuilder:
             failed=counts.get(TaskState.FAILED, 0), cancelled=counts.get(TaskState.CANCELLED, 0),
             assigned=src.launches.assigned, retried=src.settler.retried,
             launch_errors=src.launches.launch_errors,
-            heartbeat_timeouts=src.runners.heartbeat_timeouts,
+            heartbeat_timeouts=src.runners.heartbeat_timeouts, usage=src.usage.total,
         )
         pools = tuple(src.admission.pool_status())
         self.version += 1

@@ -14,14 +14,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..agents.supervisor import AgentProgress, AgentRuns, AttemptOutcome
 from ..launchers.base import RunnerExit
 from ..logging_setup import log_extra
-from ..models import EventType, RunnerState, Task, TaskEvent
+from ..models import EventType, RunnerState, Task, TaskEvent, Usage
 from .commands import FenceOutcome, StopConfirmed, StopUnconfirmed, WorkCommitted
 from .launch_plane import LaunchPlane
 from .parts import EngineParts
 from .runner_table import RunnerRecord, VerdictKind
-from .settler import RunFacts
+from .settler import RunFacts, Settler
 from .work_step import CommitJob, agent_summary, records_work
 
 logger = logging.getLogger(__name__)
@@ -30,11 +31,11 @@ _FENCE_FOR = {VerdictKind.LOST: FenceOutcome.LOST, VerdictKind.TIMED_OUT: FenceO
               VerdictKind.REPORTED_NO_EXIT: FenceOutcome.REPORTED}
 
 
-def run_facts(rec: RunnerRecord) -> RunFacts:
-    """What the Settler needs of a runner record."""
+def run_facts(rec: RunnerRecord, agent: AttemptOutcome | None = None) -> RunFacts:
+    """What the Settler needs of a runner record (``agent``: what its coding agent said)."""
     return RunFacts(key=rec.key, runner_id=rec.runner_id, pool=rec.pool,
                     slot_id=rec.slot.slot_id if rec.slot else None, started_at=rec.started_at,
-                    attempt=rec.attempt, report=rec.report)
+                    attempt=rec.attempt, report=rec.report, agent=agent)
 
 
 class Supervisor:
@@ -47,12 +48,36 @@ class Supervisor:
         self._place = place
 
     # --- signs of life ---------------------------------------------------------------------
-    def heartbeat(self, runner_id: str, progress: str | None) -> None:
+    def heartbeat(self, runner_id: str, progress: str | None,
+                  usage: Usage | None = None) -> None:
         p = self._p
         rec = p.runners.get(runner_id)
         if rec is not None and runner_id not in p.fencer \
-                and p.runners.heartbeat(runner_id, progress, time.time()):
+                and p.runners.heartbeat(runner_id, progress, time.time(), usage):
             p.views.touch(rec.key)
+
+    def agent_progress(self, update: AgentProgress, now: float) -> None:
+        """A coding agent's stream grew: a sign of life with its last action and usage; a run
+        over its budget is stopped (and fails without retry)."""
+        p = self._p
+        rec = p.runners.get(update.runner_id)
+        if rec is None or update.runner_id in p.fencer:
+            return
+        p.runners.sign_of_life(update.runner_id, now, update.progress or None, update.usage)
+        p.views.touch(rec.key)
+        if update.budget_reason:
+            self.fence(rec, FenceOutcome.BUDGET, update.budget_reason, EventType.BUDGET_EXCEEDED)
+
+    def _judgement(self, rec: RunnerRecord, result: RunnerExit | None) -> AttemptOutcome | None:
+        """What the run's coding agent said of it (None: not an agent run): read from its
+        stream to the end, or from a wrapped runner's completion report."""
+        code = None if result is None else Settler.exit_code(run_facts(rec), result)
+        said = self._p.agents.ended(rec.runner_id, code)
+        if said is None and rec.report:
+            said = AgentRuns.reported(self._p.book.get(rec.key, rec.task), rec.pool, rec.report)
+        if said is not None and said.usage:
+            self._p.metrics.agents.record(said.agent or "agent", rec.task.tenant, said.usage)
+        return said
 
     def report(self, runner_id: str, report: dict[str, Any]) -> None:
         """A completion report: poll the platform now (and fence it later if it does not
@@ -93,7 +118,7 @@ class Supervisor:
         """The platform says the runner is gone: release it, then the Settler decides (a
         successful run in a repository slot first has its work committed)."""
         task = self._p.book.get(rec.key, rec.task)
-        run = run_facts(rec)
+        run = run_facts(rec, self._judgement(rec, result))
         if records_work(rec.slot) and self._p.settler.succeeded(run, result):
             self._commit_work(rec, run, task, result)
             return
@@ -106,8 +131,10 @@ class Supervisor:
         """Runner and capacity released now; the slot once the work is recorded."""
         assert rec.slot is not None
         self.release(rec, keep_slot=True)
+        summary = run.agent.final_message if run.agent and run.agent.final_message \
+            else agent_summary(rec.report)
         self._p.work.begin(CommitJob(run=run, task=task, slot=rec.slot, exit=result,
-                                     summary=agent_summary(rec.report), began_at=time.time()))
+                                     summary=summary, began_at=time.time()))
         self._p.views.touch(rec.key)
 
     def work_committed(self, note: WorkCommitted) -> None:
@@ -167,14 +194,15 @@ class Supervisor:
             return
         fence, _exit = done
         task = p.book.get(rec.key, rec.task)
-        if fence.outcome is FenceOutcome.REPORTED:  # settled by its report, as if it exited
-            run = run_facts(rec)
-            reported = p.settler.reported_exit(run)
-            if records_work(rec.slot) and p.settler.succeeded(run, reported):
-                self._commit_work(rec, run, task, reported)
-                return
+        reported = p.settler.reported_exit(run_facts(rec)) \
+            if fence.outcome is FenceOutcome.REPORTED else None
+        run = run_facts(rec, self._judgement(rec, reported))
+        if reported is not None and records_work(rec.slot) \
+                and p.settler.succeeded(run, reported):  # settled by its report, as if exited
+            self._commit_work(rec, run, task, reported)
+            return
         self.release(rec)
-        if not p.settler.fenced(run_facts(rec), task, fence.outcome, fence.reason):
+        if not p.settler.fenced(run, task, fence.outcome, fence.reason):
             # an orphan: the task was changed by someone else; nothing to write, but it may
             # be READY again (reset by another tool): offer it as it is now
             current = p.book.get(rec.key)

@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from model_server import ModelServer, Script
@@ -235,9 +236,8 @@ def test_budget_crossed_mid_run_then_a_stalled_model_leaves_it_idle(
 def test_a_taskset_runs_through_the_dispatcher_to_done(name: str, tmp_path: Path,
                                                       server: ModelServer,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """The engine as it is today: the preset pool's CLI makes and commits the change, the run
-    is DONE and the work is on the task branch. (The engine does not read the stream yet:
-    tokens are checked in the tests above.)"""
+    """The preset pool's CLI makes and commits the change; the run is DONE, the work is on
+    the task branch, and the tokens the engine read from the CLI's stream are on the task."""
     from git_support import git, make_origin
     from necrocode.dispatcher import DispatcherCore
     from necrocode.dispatcher.config import DispatcherConfig
@@ -274,5 +274,115 @@ def test_a_taskset_runs_through_the_dispatcher_to_done(name: str, tmp_path: Path
                    cwd=tmp_path) == "hello"
         prompts = list((tmp_path / "st").rglob("prompt.md"))
         assert prompts and "# Task app/1: Create hello.txt" in prompts[0].read_text()
+        assert done.usage is not None and done.usage.total_tokens > 0 and done.usage.turns > 0
+        assert done.agent_summary == "Created it"
+        snap = wait_until(lambda: (s := core.snapshot()).counters.usage.total_tokens and s,
+                          10, "usage in the snapshot")
+        assert snap.counters.usage.total_tokens == done.usage.total_tokens
+        assert next(f for f in snap.finished if f.key == "app/1").usage == done.usage
+        body = core.metrics.exposition()[0].decode()
+        assert f'necrocode_dispatcher_agent_tokens_total{{agent="{name}",kind="input",' \
+               f'tenant="app"}}' in body
+    finally:
+        core.stop(timeout=5)
+
+
+def _agent_core(tmp_path: Path, spec: Cli, exe: str, server: ModelServer, name: str,
+                **config: Any) -> Any:
+    from necrocode.dispatcher import DispatcherCore
+    from necrocode.dispatcher.config import DispatcherConfig
+    from necrocode.dispatcher.models import PoolType
+
+    pool = AgentPool(name="coders", type=PoolType.LOCAL_PROCESS, max_concurrency=1,
+                     agent=spec.preset, agent_options={
+                         "model": spec.model, "executable": exe,
+                         "base_url": server.url + spec.url_suffix, "api_key_env": KEY_ENV})
+    base: dict[str, Any] = dict(
+        registry_path=str(tmp_path / "registry.db"), state_dir=str(tmp_path / "st"),
+        poll_interval=0.5, retry_max_attempts=2, retry_backoff_base=1.0, retry_jitter=0.0,
+        agent_pools=[pool], skill_mapping={"default": ["coders"]})
+    base.update(config)
+    return DispatcherCore(DispatcherConfig(**base))
+
+
+def test_the_dispatcher_stops_a_run_over_its_budget_and_fails_it_without_retry(
+        tmp_path: Path, server: ModelServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that crosses its task's max_turns is stopped mid-run by the engine (fenced) and
+    FAILED at once with the budget as its reason; the model was asked no more after that."""
+    from necrocode.dispatcher.models import EventType, Taskset, TaskState
+
+    spec, exe = installed("claude-code")
+    monkeypatch.setenv(KEY_ENV, KEY)
+    server.configure(Script(commands=[f"echo step {i} >> steps.txt; sleep 1" for i in range(8)],
+                            stall_from=6))
+    core = _agent_core(tmp_path, spec, exe, server, "claude-code")
+    core.start()
+    try:
+        core.submit(Taskset(name="b", tasks=[Task(id="1", taskset="b", title="Count steps",
+                                                  max_turns=2)]))
+        failed = wait_until(lambda: (t := core.registry.get_task("b/1")).state
+                            is TaskState.FAILED and t, timeout=120, what="b/1 failed")
+        assert (failed.last_error or "").startswith("budget exceeded: "), failed.last_error
+        assert failed.attempts == 1  # not retried
+        assert failed.usage is not None and failed.usage.turns >= 3
+        kinds = [e.event_type for e in core.registry.get_events(task_key="b/1")]
+        assert EventType.BUDGET_EXCEEDED in kinds and EventType.TASK_RETRIED not in kinds
+        assert not server.stalled.is_set()  # stopped before it reached the stalling step
+    finally:
+        server.release()
+        core.stop(timeout=5)
+
+
+def test_an_agent_that_exits_0_on_failure_fails_its_attempt_and_is_retried(
+        tmp_path: Path, server: ModelServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mini-swe-agent exits 0 when the model refuses it: the engine judges the attempt failed
+    by its own result, retries it per policy, and names the agent's reason."""
+    from necrocode.dispatcher.models import Taskset, TaskState
+
+    spec, exe = installed("mini-swe-agent")
+    monkeypatch.setenv(KEY_ENV, KEY)
+    server.configure(Script(commands=["true"], error_status=401))
+    core = _agent_core(tmp_path, spec, exe, server, "mini-swe-agent")
+    core.start()
+    try:
+        core.submit(Taskset(name="m", tasks=[Task(id="1", taskset="m", title="Say hi")]))
+        failed = wait_until(lambda: (t := core.registry.get_task("m/1")).state
+                            is TaskState.FAILED and t, timeout=240, what="m/1 failed")
+        assert failed.attempts == 2  # retried once, per retry_max_attempts
+        assert "mini-swe-agent" in (failed.last_error or "") and (
+            "401" in (failed.last_error or "") or "Authentication" in (failed.last_error or "")
+        ), failed.last_error
+    finally:
+        core.stop(timeout=5)
+
+
+def test_a_tenant_over_its_budget_waits_with_that_reason(
+        tmp_path: Path, server: ModelServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tenant's budget bounds its runs (the first is stopped when the tenant's total
+    crosses it) and then holds its other tasks, with that pending reason."""
+    from necrocode.dispatcher.models import Taskset, TaskState
+    from necrocode.dispatcher.snapshot import PendingReason
+
+    spec, exe = installed("claude-code")
+    monkeypatch.setenv(KEY_ENV, KEY)
+    server.configure(Script(commands=["echo hi > hi.txt"], final="Done."))
+    core = _agent_core(tmp_path, spec, exe, server, "claude-code",
+                       tenant_budgets={"team": {"max_tokens": 10}})
+    core.start()
+    try:
+        core.submit(Taskset(name="t", tenant="team", tasks=[
+            Task(id="1", taskset="t", title="first", tenant="team", priority=1),
+            Task(id="2", taskset="t", title="second", tenant="team")]))
+        first = wait_until(lambda: (t := core.registry.get_task("t/1")).state
+                           is TaskState.FAILED and t, 180, "the first task ran")
+        assert (first.last_error or "").startswith("budget exceeded: ")
+        view = wait_until(lambda: next((q for q in core.snapshot().queued if q.key == "t/2"
+                                        and q.pending.reason is PendingReason.OVER_BUDGET),
+                                       None), 30, "t/2 waits for budget")
+        assert view.pending.message.startswith("tenant team over budget: ")
+        assert core.registry.get_task("t/2").state is TaskState.READY
+        assert len(core.registry.get_events(task_key="t/2")) and not [
+            e for e in core.registry.get_events(task_key="t/2")
+            if e.event_type.value == "TaskAssigned"]
     finally:
         core.stop(timeout=5)
