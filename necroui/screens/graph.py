@@ -199,9 +199,8 @@ class GraphScreen(Screen[None]):
             task = data.get("task")
             states[node] = state_value(task.state) if task is not None else "missing"
         for table in self.necro.main.task_tables():
-            for key in table._views:  # noqa: SLF001 - same package
+            for key, view in table.model.views.items():
                 if key in states:
-                    view = table._views[key]
                     states[key] = state_value(getattr(view, "state", "running"))
         return states
 

@@ -12,13 +12,13 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from ..widgets import DiffTable
 from .main import MUTATING_ACTIONS, MainScreen
 
 if TYPE_CHECKING:
     from ..app import NecroApp
 
 _EXTRA: tuple[tuple[str, str], ...] = (
-    ("arrows, pgup/pgdn", "move in the focused table"),
     ("enter (graph)", "detail of the task under the graph cursor"),
     ("up/down/left/right (graph)", "move to a dependency / dependent / neighbour"),
 )
@@ -38,7 +38,8 @@ def bindings_table(app: NecroApp) -> Table:
     table.add_column("id", style="grey50")
     # one row per action: q, ctrl+q and ctrl+c quit alike
     rows: dict[str, tuple[list[str], str, list[str]]] = {}
-    for binding in [*MainScreen.BINDINGS, *type(app).BINDINGS]:
+    table_keys = [b for b in DiffTable.BINDINGS if isinstance(b, Binding) and b.id != "select_row"]
+    for binding in [*MainScreen.BINDINGS, *table_keys, *type(app).BINDINGS]:
         if not isinstance(binding, Binding):
             continue
         action = binding.action.split("(")[0]

@@ -17,7 +17,7 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Input, Tab, Tabs
+from textual.widgets import Footer, Input, Tab, Tabs
 
 from ..widgets import (
     DashboardHeader,
@@ -374,11 +374,10 @@ class MainScreen(Screen[None]):
         if key:
             self.necro.open_detail(key)
 
-    @on(DataTable.RowSelected)
-    def _row_selected(self, event: DataTable.RowSelected) -> None:
-        if isinstance(event.data_table, DiffTable) and event.row_key.value:
-            event.stop()
-            self.necro.open_detail(str(event.row_key.value))
+    @on(DiffTable.RowSelected)
+    def _row_selected(self, event: DiffTable.RowSelected) -> None:
+        event.stop()
+        self.necro.open_detail(event.key)
 
     def action_graph(self) -> None:
         self.necro.open_graph(self.selected_task())

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from necrocode.dispatcher.models import PoolStatus
 from rich.text import Text
 from textual.widgets import DataTable
-from textual.widgets.data_table import ColumnKey
 
 from .format import bar, fitted, fmt_quota, one_line
 
@@ -59,16 +58,24 @@ class PoolsTable(DataTable[str | Text]):
         self._cells: dict[str, tuple[str | Text, ...]] = {}
         self.pools: dict[str, PoolStatus] = {}
         self._fitted: tuple[int, int] | None = None
+        self._widths: dict[str, int] = {}
 
     def on_mount(self) -> None:
-        for key, label, width, _ in _COLUMNS:
-            self.add_column(label, key=key, width=width + 1)
+        self._widths = {key: width + 1 for key, _, width, _ in _COLUMNS}
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        for key, label, _, _ in _COLUMNS:
+            self.add_column(label, key=key, width=self._widths[key])
 
     def on_resize(self) -> None:
         self.fit_columns()
 
     def fit_columns(self) -> None:
-        """Fit the columns to the width: health takes the rest, minor columns go when narrow."""
+        """Fit the columns to the width: health takes the rest, minor columns go when narrow.
+
+        New widths rebuild the table (a handful of rows) through DataTable's public API.
+        """
         scrollbar = self.styles.scrollbar_size_vertical if self.row_count + 1 > (
             self.size.height or 99) else 0
         width = self.size.width - scrollbar
@@ -81,16 +88,16 @@ class PoolsTable(DataTable[str | Text]):
                 break
             widths[key] = 0
         widths["health"] = max(4, width - sum(widths.values()))
-        changed = False
-        for key, value in widths.items():
-            column = self.columns.get(ColumnKey(key))
-            if column is not None and column.width != value:
-                column.width = value
-                changed = True
-        if changed:
-            self._update_count += 1
-            self._require_update_dimensions = True
-            self.refresh(layout=True)
+        if widths == self._widths:
+            return
+        self._widths = widths
+        selected = self.selected_pool
+        self.clear(columns=True)
+        self._add_columns()
+        for name, cells in self._cells.items():
+            self.add_row(*cells, key=name)
+        if selected in self._cells:
+            self.move_cursor(row=list(self._cells).index(selected), animate=False)
 
     @property
     def selected_pool(self) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import ClassVar
 
+from necrocode.dispatcher.graph import natural_key
 from necrocode.dispatcher.snapshot import (
     FinishedTaskView,
     PendingReason,
@@ -54,7 +55,7 @@ class QueueTable(DiffTable[QueuedTaskView]):
         Column("pending", "pending reason", width=36, flex=True),
     )
     SORTS: ClassVar[dict[str, SortSpec]] = {
-        "task": SortSpec("task", lambda v, now: v.key),
+        "task": SortSpec("task", lambda v, now: natural_key(v.key)),
         "skill": SortSpec("skill", lambda v, now: (v.skill, -v.priority)),
         "priority": SortSpec("priority", lambda v, now: -v.priority),
         "wait": SortSpec("wait", lambda v, now: v.ready_at if v.ready_at else v.created_at),
@@ -107,7 +108,7 @@ class RunningTable(DiffTable[RunningTaskView]):
         Column("progress", "progress", width=16, flex=True),
     )
     SORTS: ClassVar[dict[str, SortSpec]] = {
-        "task": SortSpec("task", lambda v, now: v.key),
+        "task": SortSpec("task", lambda v, now: natural_key(v.key)),
         "skill": SortSpec("skill", lambda v, now: (v.skill, -v.priority)),
         "priority": SortSpec("priority", lambda v, now: -v.priority),
         "wait": SortSpec("wait", lambda v, now: v.started_at),
@@ -143,7 +144,7 @@ class RunningTable(DiffTable[RunningTaskView]):
 
     def visible_range(self) -> range:
         # Few rows: keep every runtime and heartbeat ticking, even scrolled away.
-        return range(len(self._order))
+        return range(len(self.model.order))
 
 
 class FinishedTable(DiffTable[FinishedTaskView]):
@@ -159,7 +160,7 @@ class FinishedTable(DiffTable[FinishedTaskView]):
     )
     FOLLOW_HEAD: ClassVar[bool] = True  # the newest on top stay in view
     SORTS: ClassVar[dict[str, SortSpec]] = {
-        "task": SortSpec("task", lambda v, now: v.key),
+        "task": SortSpec("task", lambda v, now: natural_key(v.key)),
         "wait": SortSpec("wait", lambda v, now: -(v.duration or 0.0)),
         "skill": SortSpec("skill", lambda v, now: state_value(v.state)),
         "priority": SortSpec("priority", lambda v, now: -(v.finished_at or 0.0)),

@@ -32,7 +32,7 @@ def test_middle_ellipsis_keeps_the_task_id() -> None:
 
 
 def _fills_its_panel(table: DiffTable[object]) -> None:
-    widths = sum(c.width for c in table.columns.values())
+    widths = sum(table.render_widths().values())
     assert table.virtual_size.width <= table.size.width  # no horizontal scrollbar
     assert table.size.width - widths <= table.styles.scrollbar_size_vertical  # nothing left
 

@@ -62,4 +62,4 @@ async def test_detail_fields_by_state() -> None:
         finished = app.main.query_one(FinishedTable)
         assert str(finished.get_cell("chat/1.1", "att")) == "1"
         assert str(finished.get_cell("chat/1.3", "att")) == "3"
-        assert finished.columns[finished.ordered_columns[3].key].label.plain == "runs"
+        assert finished.column_labels[3] == "runs"

@@ -11,26 +11,23 @@ from necroui_fakes import T0, frozen_clock
 from textual.app import App, ComposeResult
 
 from necroui.widgets import QueueTable
+from necroui.widgets.rowmodel import Change
 
 
 class CountingQueue(QueueTable):
-    """Counts the DataTable calls a diff makes."""
+    """Records what each diff did (rows added, removed, updated, reordered)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.counts = {"update_cell": 0, "add_row": 0, "remove_row": 0, "clear": 0}
+        self.changes: list[Change] = []
+        model_apply = self.model.apply
 
-    def update_cell(self, *args: Any, **kwargs: Any) -> None:
-        self.counts["update_cell"] += 1
-        super().update_cell(*args, **kwargs)
+        def apply(views: Any, *, force: bool = False) -> Change:
+            change = model_apply(views, force=force)
+            self.changes.append(change)
+            return change
 
-    def add_row(self, *args: Any, **kwargs: Any) -> Any:
-        self.counts["add_row"] += 1
-        return super().add_row(*args, **kwargs)
-
-    def clear(self, columns: bool = False) -> Any:
-        self.counts["clear"] += 1
-        return super().clear(columns)
+        self.model.apply = apply  # type: ignore[method-assign]
 
 
 class TableApp(App[None]):
@@ -46,7 +43,7 @@ def view(i: int, priority: int = 0) -> QueuedTaskView:
         pending=Pending(PendingReason.QUEUED, "waiting for its turn"))
 
 
-async def test_one_changed_row_updates_one_cell_only() -> None:
+async def test_one_changed_row_updates_one_row_only() -> None:
     app = TableApp()
     async with app.run_test(size=(120, 30)) as pilot:
         table = app.query_one(CountingQueue)
@@ -54,16 +51,19 @@ async def test_one_changed_row_updates_one_cell_only() -> None:
         table.apply(views)
         await pilot.pause()
         assert len(table.shown_keys) == 500
-        table.counts = dict.fromkeys(table.counts, 0)
+        formatted = {k: table.model.cells[k].static for k in table.shown_keys[:20]}
+        assert all(v is not None for v in formatted.values())  # drawn: formatted
+        table.changes.clear()
         changed = list(views)
         changed[10] = dataclasses.replace(views[10], priority=3)  # one cell: prio
         del changed[20]  # one row leaves
         changed.append(view(999))  # one arrives
         table.apply(changed)
         await pilot.pause()
-        # the changed row is re-formatted when drawn: no DataTable.update_cell at all
-        assert table.counts == {"update_cell": 0, "add_row": 1, "remove_row": 0, "clear": 0}
+        assert table.changes == [Change(added=1, removed=1, updated=1, reordered=True)]
         assert table.shown_keys == [v.key for v in changed]
+        for key, cells in formatted.items():  # only the changed row was formatted again
+            assert (table.model.cells[key].static is cells) == (key != "ts/t0010"), key
         assert str(table.get_cell("ts/t0010", "prio")) == "3"
         assert " 3 " in table.render_line(11).text  # header + row 10, drawn with the new value
 
@@ -102,7 +102,7 @@ async def test_bulk_removal_keeps_table_consistent() -> None:
         table.apply(kept)  # 199 rows removed in one pass
         await pilot.pause()
         assert table.row_count == len(kept)
-        assert [r.key.value for r in table.ordered_rows] == [v.key for v in kept]
+        assert table.shown_keys == [v.key for v in kept]
         assert table.selected_key == "ts/t0250"
         assert table.get_row_index("ts/t0003") == 1
 

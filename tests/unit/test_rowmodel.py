@@ -1,0 +1,120 @@
+"""The row model of the dashboard tables, without Textual: diffs by key, filter, sort, cursor."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from necrocode.dispatcher.graph import natural_key
+
+from necroui.widgets.rowmodel import CellValue, Change, RowModel, SortSpec
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    prio: int = 0
+    title: str = ""
+    rev: int = 0
+
+
+class Spec:
+    """Counts formatting calls, as the table would format rows."""
+
+    def __init__(self) -> None:
+        self.formatted: list[str] = []
+
+    def view_key(self, view: Row) -> str:
+        return view.key
+
+    def signature(self, view: Row) -> Hashable:
+        return (view.prio, view.title)
+
+    def static_cells(self, view: Row) -> tuple[CellValue, ...]:
+        self.formatted.append(view.key)
+        return (str(view.prio),)
+
+    def lazy_cells(self, view: Row, now: float) -> tuple[CellValue, ...]:
+        return ()
+
+    def search_text(self, view: Row) -> str:
+        return f"{view.key} {view.title}".lower()
+
+
+SORTS = {
+    "task": SortSpec("task", lambda v, now: natural_key(v.key)),
+    "priority": SortSpec("priority", lambda v, now: -v.prio),
+}
+
+
+def model(rows: list[Row]) -> tuple[RowModel[Row], Spec]:
+    spec = Spec()
+    m: RowModel[Row] = RowModel(spec, SORTS, lambda: 0.0)
+    m.apply(rows)
+    return m, spec
+
+
+def test_an_unchanged_row_costs_nothing_and_a_changed_one_is_formatted_again() -> None:
+    rows = [Row(f"ts/{i}") for i in range(100)]
+    m, spec = model(rows)
+    assert spec.formatted == []  # nothing drawn yet: nothing formatted
+    m.static("ts/5")
+    m.static("ts/6")
+    again = [dataclasses.replace(r) for r in rows]  # equal, new objects
+    assert m.apply(again) == Change()
+    changed = list(again)
+    changed[5] = dataclasses.replace(rows[5], prio=3)
+    assert m.apply(changed) == Change(updated=1)
+    spec.formatted.clear()
+    m.static("ts/5")
+    m.static("ts/6")
+    assert spec.formatted == ["ts/5"]
+
+
+def test_rows_arrive_and_leave_by_key() -> None:
+    m, _ = model([Row("a"), Row("b"), Row("c")])
+    change = m.apply([Row("c"), Row("d"), Row("a")])
+    assert change == Change(added=1, removed=1, updated=0, reordered=True)
+    assert m.order == ["c", "d", "a"] and m.index == {"c": 0, "d": 1, "a": 2}
+
+
+def test_same_rev_skips_the_signature() -> None:
+    m, _ = model([Row("a", rev=1)])
+    assert m.apply([Row("a", prio=9, rev=1)]) == Change()  # the engine says: not changed
+    assert m.apply([Row("a", prio=9, rev=2)]) == Change(updated=1)
+
+
+def test_task_sort_is_natural_and_the_same_key_again_reverses() -> None:
+    m, _ = model([Row("fe.10"), Row("fe.9"), Row("fe.1")])
+    m.set_sort("task")
+    assert m.order == ["fe.1", "fe.9", "fe.10"]
+    m.set_sort("task")
+    assert m.order == ["fe.10", "fe.9", "fe.1"]
+    m.set_sort(None)  # dispatch order
+    assert m.order == ["fe.10", "fe.9", "fe.1"]
+    m.set_sort(None)  # O again: reversed dispatch order
+    assert m.order == ["fe.1", "fe.9", "fe.10"] and m.sort_reverse
+
+
+def test_filter_keeps_marks_and_matches_every_word() -> None:
+    m, _ = model([Row("a", title="Fix login"), Row("b", title="fix logout"), Row("c")])
+    m.toggle_mark("a")
+    m.set_filter("FIX log")
+    assert m.order == ["a", "b"]
+    m.set_filter("logout")
+    assert m.order == ["b"] and m.marked == {"a"}
+    m.apply([Row("a", title="logout too"), Row("b", title="fix logout"), Row("c")])
+    assert m.order == ["a", "b"]  # its new title matches now
+
+
+def test_cursor_follows_its_key_else_its_nearest_neighbour_below() -> None:
+    m, _ = model([Row(k) for k in "abcde"])
+    old = list(m.order)
+    m.apply([Row(k) for k in "eadb"])  # c left
+    assert m.follow_key("b", old, 1) == "b"
+    assert m.follow_key("c", old, 2) == "d"  # below it before
+    m.apply([Row(k) for k in "ab"])
+    assert m.follow_key("e", list("eadb"), 0) == "a"
+    m.apply([])
+    assert m.follow_key("a", ["a", "b"], 0) is None
