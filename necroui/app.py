@@ -26,6 +26,7 @@ from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.screen import Screen
 
+from .bumps import PriorityBumper
 from .screens.main import MUTATING_ACTIONS, MainScreen
 from .screens.modals import QuitChoice, QuitModal
 
@@ -81,7 +82,8 @@ class NecroApp(App[QuitChoice]):
         # ctrl+c / ctrl+q: the same quit flow as q (Textual's own would skip the dialog or only
         # say "press ctrl+q to quit").
         Binding("ctrl+q", "quit_app", "Quit", id="quit_ctrl_q", show=False, priority=True),
-        Binding("ctrl+c", "quit_app", "Quit", id="quit_ctrl_c", show=False, priority=True),
+        # a second ctrl+c while the quit dialog asks stops the runners now (as docker compose)
+        Binding("ctrl+c", "interrupt", "Quit", id="quit_ctrl_c", show=False, priority=True),
         Binding("ctrl+p", "command_palette", "Palette", id="command_palette", show=False),
     ]
 
@@ -106,6 +108,7 @@ class NecroApp(App[QuitChoice]):
                                            else getattr(ui, "keymap", {}) or {})
         self.snapshot: Snapshot | None = None
         self.main = MainScreen()
+        self.bumper = PriorityBumper(engine, self._report_from_thread)
 
     # --- lifecycle -------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -134,7 +137,7 @@ class NecroApp(App[QuitChoice]):
                     self.snapshot = snap
                     self.main.apply(snap)
                     if isinstance(self.screen, QuitModal):
-                        self.screen.set_running(len(snap.running))
+                        self.screen.set_running(len(snap.running))  # 0: closes, quits
                 else:
                     self.main.tick()
         except NoMatches:  # the screen is being torn down (quitting)
@@ -160,6 +163,12 @@ class NecroApp(App[QuitChoice]):
         self.run_worker(work, thread=True, group="control", exit_on_error=False,
                         name=label)
 
+    def _report_from_thread(self, answers: list[str], errors: list[str]) -> None:
+        try:
+            self.call_from_thread(self._report, answers, errors)
+        except RuntimeError:  # the app has exited meanwhile
+            log.info("answers after exit: %s %s", answers, errors)
+
     def _report(self, answers: list[str], errors: list[str]) -> None:
         answers = [fix_plurals(a) for a in answers]
         errors = [fix_plurals(e) for e in errors]
@@ -179,6 +188,12 @@ class NecroApp(App[QuitChoice]):
             self.control("resume", [self.engine.resume])
         else:
             self.control("pause", [self.engine.pause])
+
+    def bump_priorities(self, keys: list[str], delta: int) -> None:
+        """Raise (or lower) priorities by ``delta``; quick presses all count."""
+        if self.read_only or not keys:
+            return
+        self.bumper.bump(keys, delta)
 
     def set_priorities(self, changes: list[tuple[str, int]]) -> None:
         if self.read_only:
@@ -234,6 +249,13 @@ class NecroApp(App[QuitChoice]):
 
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    def action_interrupt(self) -> None:
+        """ctrl+c: ask as q does; a second ctrl+c while asking stops the runners now."""
+        if isinstance(self.screen, QuitModal):
+            self.screen.dismiss(QuitChoice.STOP)
+            return
+        self.action_quit_app()
 
     def action_quit_app(self) -> None:
         if isinstance(self.screen, QuitModal):

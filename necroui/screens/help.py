@@ -38,6 +38,8 @@ def bindings_table(app: NecroApp) -> Table:
     table.add_column("id", style="grey50")
     # one row per action: q, ctrl+q and ctrl+c quit alike
     rows: dict[str, tuple[list[str], str, list[str]]] = {}
+    pause_key = next((app.binding_key(b) for b in MainScreen.BINDINGS
+                      if isinstance(b, Binding) and b.id == "pause"), "p")
     table_keys = [b for b in DiffTable.BINDINGS if isinstance(b, Binding) and b.id != "select_row"]
     for binding in [*MainScreen.BINDINGS, *table_keys, *type(app).BINDINGS]:
         if not isinstance(binding, Binding):
@@ -45,6 +47,8 @@ def bindings_table(app: NecroApp) -> Table:
         action = binding.action.split("(")[0]
         if app.read_only and action in MUTATING_ACTIONS:
             continue
+        if binding.id == "resume" and app.binding_key(binding) == pause_key:
+            continue  # one row: p pauses and resumes
         keys, _, ids = rows.setdefault(binding.action,
                                        ([], binding.tooltip or binding.description, []))
         keys.append(_key_display(app.binding_key(binding)))

@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
 #: Actions that change the engine's state: hidden (not only disabled) in read-only mode.
 MUTATING_ACTIONS = frozenset(
-    {"pause_toggle", "priority_up", "priority_down", "priority_set", "retry", "cancel",
-     "pool_toggle", "mark", "retry_from_base", "land"}
+    {"pause_toggle", "pause", "resume", "priority_up", "priority_down", "priority_set",
+     "retry", "cancel", "pool_toggle", "mark", "retry_from_base", "land"}
 )
 
 #: Panels in tab order: (panel id, tab label, widget id).
@@ -47,7 +47,7 @@ PANELS: tuple[tuple[str, str, str], ...] = (
     ("events", "Events", "events"),
 )
 
-WIDE_MIN = (150, 40)
+WIDE_MIN = (120, 40)
 
 
 class PanelTabs(Tabs, can_focus=False):
@@ -58,7 +58,9 @@ class MainScreen(Screen[None]):
     """The live dashboard."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("p", "pause_toggle", "Pause", id="pause", tooltip="Pause / resume dispatching"),
+        # one key, two bindings: the footer says Pause while running and Resume while paused
+        Binding("p", "pause", "Pause", id="pause", tooltip="Pause / resume dispatching"),
+        Binding("p", "resume", "Resume", id="resume", tooltip="Pause / resume dispatching"),
         Binding("plus", "priority_up", "Prio+", id="priority_up", show=False),
         Binding("minus", "priority_down", "Prio-", id="priority_down", show=False),
         Binding("equals_sign", "priority_set", "Set prio", id="priority_set", show=False),
@@ -166,7 +168,10 @@ class MainScreen(Screen[None]):
     # --- data ------------------------------------------------------------------------------------
     def apply(self, snap: Snapshot) -> None:
         """Apply a new snapshot to every panel."""
+        was_paused = self.paused
         self._snap = snap
+        if self.paused != was_paused:
+            self.refresh_bindings()  # Pause <-> Resume in the footer
         self.query_one(DashboardHeader).apply(snap)
         self.query_one(PoolsTable).apply(snap.pools)
         running = self.query_one(RunningTable)
@@ -212,13 +217,25 @@ class MainScreen(Screen[None]):
     def active_table(self) -> DiffTable[Any]:
         return self.query_one(f"#{self.active_table_id}", DiffTable)
 
+    def focused_table(self) -> DiffTable[Any] | None:
+        """The task table that has the focus now (None: the pools, events or filter do)."""
+        focused = self.focused
+        return focused if isinstance(focused, DiffTable) else None
+
     def selected_task(self) -> str | None:
-        """Key of the selected task in the last focused task table."""
-        return self.active_table.selected_key
+        """Key of the selected task in the focused task table."""
+        table = self.focused_table()
+        return table.selected_key if table is not None else None
 
     def target_tasks(self) -> list[str]:
-        """Marked tasks of the active table, else its selected task."""
-        return self.active_table.target_keys()
+        """Marked tasks of the focused table, else its selected task (none elsewhere)."""
+        table = self.focused_table()
+        return table.target_keys() if table is not None else []
+
+    def _no_task(self) -> None:
+        where = "this table is empty" if self.focused_table() is not None else (
+            "task verbs act on a task table: tab to Running, Queue or Finished")
+        self.notify(f"no task selected: {where}", severity="warning")
 
     def task_priority(self, key: str) -> int | None:
         for table in self.task_tables():
@@ -231,18 +248,29 @@ class MainScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.necro.read_only and action in MUTATING_ACTIONS:
             return False
+        if action in ("pause", "resume"):
+            return (action == "resume") == self.paused
         return True
 
+    @property
+    def paused(self) -> bool:
+        return self._snap is not None and self._snap.state == "paused"
+
     def action_pause_toggle(self) -> None:
+        self.necro.toggle_pause()
+
+    def action_pause(self) -> None:
+        self.necro.toggle_pause()
+
+    def action_resume(self) -> None:
         self.necro.toggle_pause()
 
     def _bump(self, delta: int) -> None:
         keys = self.target_tasks()
         if not keys:
-            self.notify("no task selected", severity="warning")
+            self._no_task()
             return
-        changes = [(k, (self.task_priority(k) or 0) + delta) for k in keys]
-        self.necro.set_priorities(changes)
+        self.necro.bump_priorities(keys, delta)
         self.clear_all_marks()
 
     def action_priority_up(self) -> None:
@@ -254,7 +282,7 @@ class MainScreen(Screen[None]):
     def action_priority_set(self) -> None:
         keys = self.target_tasks()
         if not keys:
-            self.notify("no task selected", severity="warning")
+            self._no_task()
             return
         current = self.task_priority(keys[0]) if len(keys) == 1 else None
         what = keys[0] if len(keys) == 1 else f"{len(keys)} marked tasks"
@@ -275,7 +303,7 @@ class MainScreen(Screen[None]):
     def action_retry(self) -> None:
         keys = self.target_tasks()
         if not keys:
-            self.notify("no task selected", severity="warning")
+            self._no_task()
             return
         self.necro.retry_tasks(keys)
         self.clear_all_marks()
@@ -299,7 +327,7 @@ class MainScreen(Screen[None]):
     def action_cancel(self) -> None:
         keys = self.target_tasks()
         if not keys:
-            self.notify("no task selected", severity="warning")
+            self._no_task()
             return
         what = keys[0] if len(keys) == 1 else f"{len(keys)} marked tasks"
 
@@ -312,6 +340,11 @@ class MainScreen(Screen[None]):
 
     def action_pool_toggle(self) -> None:
         pools = self.query_one(PoolsTable)
+        if not pools.has_focus:
+            # never the pool row a hidden panel last had: the pools panel must be the view
+            self.notify("e toggles the pool under the cursor of the pools panel: tab to it "
+                        "(shift+tab from the running table)", severity="warning")
+            return
         name = pools.selected_pool
         if name is None:
             self.notify("no pool selected", severity="warning")
@@ -358,7 +391,7 @@ class MainScreen(Screen[None]):
             self._update_titles()
 
     def action_sort(self, sort_id: str) -> None:
-        table = self.active_table
+        table = self.focused_table() or self.active_table
         if sort_id and sort_id not in table.SORTS:
             self.notify(f"the {table.id} cannot sort by {sort_id}", severity="warning")
             return
@@ -366,7 +399,11 @@ class MainScreen(Screen[None]):
         self._update_titles()
 
     def action_mark(self) -> None:
-        self.active_table.toggle_mark()
+        table = self.focused_table()
+        if table is None:
+            self._no_task()
+            return
+        table.toggle_mark()
         self._update_titles()
 
     def action_detail(self) -> None:

@@ -32,8 +32,8 @@ class ConfirmModal(ModalScreen[bool]):
         with Vertical(classes="dialog"):
             yield Label(self.question, classes="question")
             with Horizontal(classes="buttons"):
-                yield Button("No", id="no", variant="primary")
-                yield Button(self.yes_label, id="yes", variant="error")
+                yield Button("No (n)", id="no", variant="primary")
+                yield Button(f"{self.yes_label} (y)", id="yes", variant="error")
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
@@ -111,15 +111,15 @@ class QuitModal(ModalScreen[QuitChoice]):
         with Vertical(classes="dialog wide"):
             yield Label(self._question(), classes="question", id="quit-question")
             yield Label(
-                "[b]w[/b]ait for them to finish · [b]l[/b]eave them for the next start · "
-                "[b]s[/b]top them (tasks go back to ready)",
-                classes="hint",
+                "w: wait for them to finish · l: leave them for the next start · "
+                "s: stop them (tasks go back to ready) · ctrl+c again: stop now",
+                classes="hint", markup=False,
             )
             with Horizontal(classes="buttons"):
-                yield Button("Back", id="back", variant="primary")
-                yield Button("Wait", id="wait")
-                yield Button("Leave", id="leave")
-                yield Button("Stop", id="stop", variant="error")
+                yield Button("Back (esc)", id="back", variant="primary")
+                yield Button("Wait (w)", id="wait")
+                yield Button("Leave (l)", id="leave")
+                yield Button("Stop (s)", id="stop", variant="error")
 
     def _question(self) -> str:
         if not self.running:
@@ -127,7 +127,11 @@ class QuitModal(ModalScreen[QuitChoice]):
         return f"{self.running} runner(s) still running. Quit how?"
 
     def set_running(self, running: int) -> None:
-        """Follow the snapshot the header shows (runners end while the dialog is open)."""
+        """Follow the snapshot the header shows (runners end while the dialog is open); when
+        the last one has ended there is nothing to ask: the dialog closes and the quit goes on."""
+        if running == 0 and self.is_current:
+            self.dismiss(QuitChoice.WAIT)
+            return
         if running != self.running:
             self.running = running
             self.query_one("#quit-question", Label).update(self._question())

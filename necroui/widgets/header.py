@@ -19,6 +19,16 @@ def sparkline(values: tuple[int, ...] | list[int]) -> str:
     return "".join(_BLOCKS[min(7, round(v / top * 7))] for v in values)
 
 
+def capacity(snap: Snapshot) -> int:
+    """Runners that can run at once now: the enabled pools' slots, at most the global cap."""
+    pools = sum(p.max_concurrency for p in snap.pools if p.enabled)
+    if not snap.pools:
+        return snap.max_global_concurrency
+    if snap.max_global_concurrency and snap.max_global_concurrency > 0:
+        return min(pools, snap.max_global_concurrency)
+    return pools
+
+
 def header_text(snap: Snapshot | None, *, read_only: bool = False, filter_text: str = "") -> Text:
     """The header's two lines as rich Text."""
     text = Text(no_wrap=True, overflow="ellipsis")
@@ -33,16 +43,20 @@ def header_text(snap: Snapshot | None, *, read_only: bool = False, filter_text: 
     c = snap.counters
     text.append(" " + str(snap.policy), style="bold")
     text.append("  run ", style="grey62")
-    text.append(f"{snap.running_total}/{snap.max_global_concurrency}", style="bold")
+    text.append(f"{snap.running_total}/{capacity(snap)}", style="bold")
     text.append("  done ", style="grey62")
     text.append(str(c.done), style="bold green")
-    text.append(" fail ", style="grey62")
+    text.append(" failed ", style="grey62")
     text.append(str(c.failed), style="bold red" if c.failed else "bold")
     if c.cancelled:
-        text.append(" cxl ", style="grey62")
+        text.append(" cancelled ", style="grey62")
         text.append(str(c.cancelled), style="magenta")
-    text.append(" /", style="grey62")
-    text.append(str(c.total), style="bold")
+    text.append(" of ", style="grey62")
+    text.append(f"{c.total:,}", style="bold")
+    text.append(" tasks", style="grey62")
+    if c.retried:
+        text.append("  retries ", style="grey62")
+        text.append(str(c.retried), style="bold yellow")
     text.append("\n")
     cycles = sum(1 for d in snap.deadlocks if d.kind == "cycle")
     blocked = sum(len(d.tasks) for d in snap.deadlocks if d.kind != "cycle")
@@ -82,6 +96,7 @@ class DashboardHeader(Static):
         self._snap = snap
         key = (snap.state, snap.policy, snap.counters, snap.running_total, snap.registry_path,
                snap.api_url, snap.deadlocks, self.filter_text, snap.max_global_concurrency,
+               tuple((p.max_concurrency, p.enabled) for p in snap.pools),
                snap.throughput[-24:], snap.throughput_interval)
         if key != self._last:
             self._last = key
