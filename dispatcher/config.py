@@ -15,6 +15,7 @@ from typing import Any
 
 from .ha_config import HAConfig
 from .models import AgentPool, SchedulingPolicy
+from .notify_config import NotifyConfig
 
 DEFAULT_STATE_DIR = ".necrocode"
 DEFAULT_REGISTRY = f"{DEFAULT_STATE_DIR}/registry.db"
@@ -100,6 +101,7 @@ class DispatcherConfig:
     ui: UIConfig = field(default_factory=UIConfig)
     work: WorkConfig = field(default_factory=WorkConfig)
     ha: HAConfig | None = None  # the ``ha:`` section: leader election through a Lease
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     def __post_init__(self) -> None:
         if type(self.heartbeat_interval) is _Derived:

@@ -39,6 +39,7 @@ from .config_rules import policy_names, validate_config
 from .errors import ConfigError, Problem
 from .ha_config import ha_from_yaml, ha_to_dict
 from .models import AgentPool, PoolType, SchedulingPolicy
+from .notify_config import notify_from_section, notify_to_dict
 from .work_config import work_from_section, work_to_dict
 from .yaml_source import (
     Locate,
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 __all__ = ["config_from_mapping", "config_to_dict", "default_config", "dispatcher_keys",
            "load_config_file", "policy_names", "validate_config"]
 
-SECTIONS = ("dispatcher", "agent_pools", "skill_mapping", "ui", "work", "ha")
+SECTIONS = ("dispatcher", "agent_pools", "skill_mapping", "ui", "work", "ha", "notify")
 POOL_KEYS = ("type", "max_concurrency", "cpu_quota", "memory_quota", "enabled", "config",
              "agent_command", "agent", "agent_options")
 UI_KEYS = ("refresh_interval", "keymap")
@@ -166,6 +167,8 @@ def config_from_mapping(data: Any, source: str = "<dict>", *,
     kwargs["work"] = work_from_section(_section(data, "work", locate, problems), locate, problems)
     if data.get("ha") is not None:
         kwargs["ha"] = ha_from_yaml(_section(data, "ha", locate, problems), locate, problems)
+    kwargs["notify"] = notify_from_section(_section(data, "notify", locate, problems), locate,
+                                           problems)
 
     config = DispatcherConfig(**kwargs)
     problems += validate_config(config, source=source, locate=locate)
@@ -326,6 +329,7 @@ def config_to_dict(config: DispatcherConfig) -> dict[str, Any]:
         "skill_mapping": {k: list(v) for k, v in config.skill_mapping.items()},
         "ui": {"refresh_interval": config.ui.refresh_interval, "keymap": dict(config.ui.keymap)},
         "work": work_to_dict(config.work),
+        "notify": notify_to_dict(config.notify),
     }
     if config.ha is not None:
         out["ha"] = ha_to_dict(config.ha)

@@ -16,6 +16,7 @@ from .config import DispatcherConfig, UIConfig, WorkConfig
 from .config_loader import POOL_KEYS
 from .ha_config import HAConfig
 from .models import AgentPool
+from .notify_config import NotifyConfig
 
 #: What each key means, by ``section.key``.
 MEANINGS: dict[str, str] = {
@@ -122,6 +123,13 @@ MEANINGS: dict[str, str] = {
     "(shorter than duration).",
     "ha.retry_period": "Seconds between renewals and between a standby's attempts.",
     "ha.identity": "This replica's name in the Lease; null: <hostname>-<pid>.",
+    "notify.command": "argv run for each notice, the notice as JSON on stdin (no shell); "
+    "null: none.",
+    "notify.webhook": "http(s) URL POSTed each notice as JSON; null: none.",
+    "notify.events": "Notice kinds sent to the hooks (task_failed, budget_stop, conflict, "
+    "gate_failed, taskset_finished); null: every kind.",
+    "notify.timeout": "Seconds per hook call; a slower command is killed.",
+    "notify.queue_size": "Notices waiting for slow hooks; past it the oldest are dropped.",
 }
 
 
@@ -161,7 +169,7 @@ def config_reference() -> list[KeyDoc]:
     """Every key of the config file, in file order."""
     out: list[KeyDoc] = []
     for f in fields(DispatcherConfig):
-        if f.name in ("agent_pools", "skill_mapping", "ui", "work", "ha"):
+        if f.name in ("agent_pools", "skill_mapping", "ui", "work", "ha", "notify"):
             continue
         key = f"dispatcher.{f.name}"
         out.append(KeyDoc(key, str(f.type), _show(_default(f)), MEANINGS.get(key, "")))
@@ -182,6 +190,9 @@ def config_reference() -> list[KeyDoc]:
         key = f"ha.{f.name}"
         default = "required" if f.name == "lease" else _show(_default(f))
         out.append(KeyDoc(key, str(f.type), default, MEANINGS.get(key, "")))
+    for f in fields(NotifyConfig):
+        key = f"notify.{f.name}"
+        out.append(KeyDoc(key, str(f.type), _show(_default(f)), MEANINGS.get(key, "")))
     return out
 
 

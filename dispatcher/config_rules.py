@@ -17,11 +17,12 @@ from .agents.checks import agent_problems, config_problems
 from .config import DispatcherConfig, UIConfig
 from .errors import Problem
 from .models import AgentPool, PoolType, SchedulingPolicy
+from .notify_config import validate_notify
 from .work_config import validate_work
 from .yaml_source import Locate, Path_, dotted, type_name
 
 #: Fields of DispatcherConfig that are not plain settings of the ``dispatcher:`` section.
-NOT_SCALAR = frozenset({"agent_pools", "skill_mapping", "ui", "work", "ha"})
+NOT_SCALAR = frozenset({"agent_pools", "skill_mapping", "ui", "work", "ha", "notify"})
 
 
 def policy_names() -> list[str]:
@@ -135,6 +136,7 @@ def validate_config(config: DispatcherConfig, *, source: str = "DispatcherConfig
     _validate_skill_mapping(config, pool_names, add)
     _validate_ui(config.ui, add)
     validate_work(config.work, add)
+    validate_notify(config.notify, add)
     return problems
 
 

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Protocol
 
 from necrocode.dispatcher.config import DispatcherConfig
 from necrocode.dispatcher.errors import DispatcherError
+from necrocode.dispatcher.notify import Notice, NoticeDeriver
 from necrocode.dispatcher.snapshot import Snapshot
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
@@ -29,6 +30,7 @@ from textual.screen import Screen
 from .bumps import PriorityBumper
 from .screens.main import MUTATING_ACTIONS, MainScreen
 from .screens.modals import QuitChoice, QuitModal
+from .widgets import DashboardHeader
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,8 @@ class NecroApp(App[QuitChoice]):
         self.snapshot: Snapshot | None = None
         self.main = MainScreen()
         self.bumper = PriorityBumper(engine, self._report_from_thread)
+        self.notices = NoticeDeriver()
+        self.unacknowledged: list[Notice] = []  # failures the operator has not looked at
 
     # --- lifecycle -------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -136,6 +140,7 @@ class NecroApp(App[QuitChoice]):
                 ):
                     self.snapshot = snap
                     self.main.apply(snap)
+                    self._tell(self.notices.feed(snap))
                     if isinstance(self.screen, QuitModal):
                         self.screen.set_running(len(snap.running))  # 0: closes, quits
                 else:
@@ -162,6 +167,27 @@ class NecroApp(App[QuitChoice]):
 
         self.run_worker(work, thread=True, group="control", exit_on_error=False,
                         name=label)
+
+    def _tell(self, notices: list[Notice]) -> None:
+        """Toast and bell for what needs the operator; failures wait for F (acknowledge)."""
+        if not notices:
+            return
+        for notice in notices[:5]:
+            self.notify(notice.message, title=notice.kind.value.replace("_", " "),
+                        severity=notice.severity,  # type: ignore[arg-type]
+                        timeout=10 if notice.severity == "error" else 6)
+        if len(notices) > 5:
+            self.notify(f"… and {len(notices) - 5} more", severity="warning")
+        self.bell()
+        failures = [n for n in notices if n.severity == "error"]
+        if failures:
+            self.unacknowledged.extend(failures)
+            self.main.query_one(DashboardHeader).set_unacknowledged(len(self.unacknowledged))
+
+    def acknowledge_failures(self) -> None:
+        """The operator has seen the failures (F): the header stops counting them."""
+        self.unacknowledged.clear()
+        self.main.query_one(DashboardHeader).set_unacknowledged(0)
 
     def _report_from_thread(self, answers: list[str], errors: list[str]) -> None:
         try:
@@ -343,12 +369,17 @@ def run_dashboard(config: DispatcherConfig, *, demo: bool = False, read_only: bo
 
         notice = prepare_demo(engine).hint
     engine.start()
+    from necrocode.dispatcher.notify import start_hooks
+
+    hooks = start_hooks(engine, config.notify)  # notify: hooks, off the engine and UI threads
     choice: QuitChoice | None = None
     try:
         app = NecroApp(engine, read_only=read_only, notice=notice)
         choice = app.run()
     finally:
         _stop_engine(engine, config, choice)
+        if hooks is not None:
+            hooks.stop(timeout=config.notify.timeout)
     return 0
 
 

@@ -28,6 +28,7 @@ from ..widgets import (
     QueueTable,
     RunningTable,
 )
+from ..widgets.format import state_value
 from .modals import ConfirmModal, FilterInput, PriorityModal
 
 if TYPE_CHECKING:
@@ -75,6 +76,8 @@ class MainScreen(Screen[None]):
         Binding("space", "mark", "Mark", id="mark", show=False),
         Binding("enter", "detail", "Detail", id="detail"),
         Binding("g", "graph", "Graph", id="graph"),
+        Binding("F", "failed_only", "Failed only", id="failed_only", show=False,
+                tooltip="Finished panel: failed tasks only (again: all); acknowledges failures"),
         Binding("d", "deadlocks", "Stuck tasks", id="deadlocks", show=False,
                 tooltip="Dependency cycles and tasks blocked by failures"),
         Binding("S", "sort('skill')", "Sort skill", id="sort_skill", show=False),
@@ -92,6 +95,7 @@ class MainScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__(id="main")
         self.active_table_id = "running-table"
+        self.failed_only = False
         self._snap: Snapshot | None = None
         self._filter_timer: Timer | None = None
 
@@ -187,6 +191,18 @@ class MainScreen(Screen[None]):
         for table in self.task_tables():
             table.tick()
 
+    def action_failed_only(self) -> None:
+        finished = self.query_one(FinishedTable)
+        self.failed_only = not self.failed_only
+        if self.failed_only:
+            finished.set_only(lambda v: state_value(v.state) == "failed")
+        else:
+            finished.set_only(None)
+        self.necro.acknowledge_failures()
+        self.show_panel("finished")
+        self.set_focus(finished)
+        self._update_titles()
+
     def _update_titles(self) -> None:
         counts = {
             "running": self.query_one(RunningTable),
@@ -199,6 +215,13 @@ class MainScreen(Screen[None]):
                 continue
             shown, total = table.shown_count, table.total
             title = f"{label} {total}" if shown == total else f"{label} {shown}/{total}"
+            if pid == "finished" and self._snap is not None:
+                c = self._snap.counters
+                ever = c.done + c.failed + c.cancelled  # the panel keeps the newest only
+                if self.failed_only:
+                    title = f"Failed {shown} of {c.failed:,} (F: all)"
+                elif ever > total:
+                    title = f"{label} {shown:,} of {ever:,}"
             if table.sort_id:
                 title += f" ↕{table.sort_id}{'↑' if table.sort_reverse else ''}"
             if table.marked:

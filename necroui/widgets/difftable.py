@@ -252,6 +252,10 @@ class DiffTable(ScrollView, Generic[V], can_focus=True):
         """Show only rows whose text contains every word of ``text`` (case-insensitive)."""
         self._changed(lambda: self.model.set_filter(text))
 
+    def set_only(self, only: Callable[[Any], bool] | None) -> None:
+        """Show only rows whose view passes ``only`` (None: every row)."""
+        self._changed(lambda: self.model.set_only(only))
+
     def set_sort(self, sort_id: str | None, reverse: bool | None = None) -> None:
         """Sort by a :attr:`SORTS` id (None: the snapshot's order); the same id twice reverses."""
         if sort_id is not None and sort_id not in self.SORTS:

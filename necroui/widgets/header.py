@@ -29,7 +29,8 @@ def capacity(snap: Snapshot) -> int:
     return pools
 
 
-def header_text(snap: Snapshot | None, *, read_only: bool = False, filter_text: str = "") -> Text:
+def header_text(snap: Snapshot | None, *, read_only: bool = False, filter_text: str = "",
+                unacknowledged: int = 0) -> Text:
     """The header's two lines as rich Text."""
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(" necroui ", style="bold white on dark_green")
@@ -58,6 +59,9 @@ def header_text(snap: Snapshot | None, *, read_only: bool = False, filter_text: 
         text.append("  retries ", style="grey62")
         text.append(str(c.retried), style="bold yellow")
     text.append("\n")
+    if unacknowledged:
+        text.append(f" ⚠ {unacknowledged} new failure{'s' if unacknowledged > 1 else ''} (F) ",
+                    style="bold white on red")
     cycles = sum(1 for d in snap.deadlocks if d.kind == "cycle")
     blocked = sum(len(d.tasks) for d in snap.deadlocks if d.kind != "cycle")
     if cycles:
@@ -88,6 +92,7 @@ class DashboardHeader(Static):
         super().__init__(header_text(None), id=id)
         self.read_only = read_only
         self.filter_text = ""
+        self.unacknowledged = 0
         self._snap: Snapshot | None = None
         self._last: tuple[object, ...] | None = None
 
@@ -97,10 +102,17 @@ class DashboardHeader(Static):
         key = (snap.state, snap.policy, snap.counters, snap.running_total, snap.registry_path,
                snap.api_url, snap.deadlocks, self.filter_text, snap.max_global_concurrency,
                tuple((p.max_concurrency, p.enabled) for p in snap.pools),
-               snap.throughput[-24:], snap.throughput_interval)
+               snap.throughput[-24:], snap.throughput_interval, self.unacknowledged)
         if key != self._last:
             self._last = key
-            self.update(header_text(snap, read_only=self.read_only, filter_text=self.filter_text))
+            self.update(header_text(snap, read_only=self.read_only, filter_text=self.filter_text,
+                                    unacknowledged=self.unacknowledged))
+
+    def set_unacknowledged(self, count: int) -> None:
+        """Failures told but not looked at yet (F looks)."""
+        self.unacknowledged = count
+        if self._snap is not None:
+            self.apply(self._snap)
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text

@@ -81,6 +81,7 @@ class RowModel(Generic[V]):
         self.index: dict[str, int] = {}  # key shown -> its row
         self.marked: set[str] = set()
         self.filter_text = ""
+        self.only: Callable[[Any], bool] | None = None  # a view filter besides the words
         self.sort_id: str | None = None
         self.sort_reverse = False
         self.max_key_len = 0
@@ -126,6 +127,8 @@ class RowModel(Generic[V]):
         return changed
 
     def matches(self, key: str) -> bool:
+        if self.only is not None and not self.only(self.views[key]):
+            return False
         if not self.filter_text:
             return True
         text = self._search.get(key)
@@ -204,6 +207,8 @@ class RowModel(Generic[V]):
         return Change(updated=updated, reordered=reordered)
 
     def matches_view(self, key: str, view: V) -> bool:
+        if self.only is not None and not self.only(view):
+            return False
         if not self.filter_text:
             return True
         text = self._search.get(key)
@@ -219,6 +224,11 @@ class RowModel(Generic[V]):
         after = self.index
         return Change(added=sum(1 for k in after if k not in before),
                       removed=sum(1 for k in before if k not in after), reordered=reordered)
+
+    def set_only(self, only: Callable[[Any], bool] | None) -> Change:
+        """Show only rows whose view passes ``only`` (None: all), besides the filter words."""
+        self.only = only
+        return self.set_filter(self.filter_text)
 
     def set_sort(self, sort_id: str | None, reverse: bool | None = None) -> Change:
         """Sort by a :attr:`sorts` id (None: the snapshot's order); the same id twice reverses."""
@@ -237,7 +247,8 @@ class RowModel(Generic[V]):
 
     def _desired(self) -> list[str]:
         rank = self.rank
-        keys = [k for k in rank if self.matches(k)] if self.filter_text else list(rank)
+        keys = ([k for k in rank if self.matches(k)] if self.filter_text or self.only
+                else list(rank))
         if self.sort_id is None:
             return keys[::-1] if self.sort_reverse else keys
         value = self.sorts[self.sort_id].value

@@ -16,7 +16,7 @@ def test_readme_reference_lists_every_key() -> None:
     for doc in config_reference():
         section, _, rest = doc.key.partition(".")
         name = rest.removeprefix("NAME.")
-        cell = f"| `{doc.key}` |" if section in ("ui", "work", "ha") else f"| `{name}` |"
+        cell = f"| `{doc.key}` |" if section in ("ui", "work", "ha", "notify") else f"| `{name}` |"
         if section == "skill_mapping":
             cell = "`skill_mapping`"
         if cell not in text:

@@ -164,7 +164,7 @@ def test_file_that_is_not_a_mapping(tmp_path: Path) -> None:
     problems = load_problems(tmp_path, "- a\n- b\n")
     assert problems == [f"{tmp_path / 'dispatcher.yaml'}:1: expected a mapping of sections, got "
                         "a list (the file has the sections dispatcher, agent_pools, "
-                        "skill_mapping, ui, work, ha)"]
+                        "skill_mapping, ui, work, ha, notify)"]
 
 
 def test_validate_config_built_in_code() -> None:

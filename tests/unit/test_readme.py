@@ -12,6 +12,7 @@ import pytest
 from necrocode.dispatcher.config import DispatcherConfig, UIConfig, WorkConfig
 from necrocode.dispatcher.ha_config import HAConfig
 from necrocode.dispatcher.models import AgentPool
+from necrocode.dispatcher.notify_config import NotifyConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -45,7 +46,7 @@ def _as_readme(value: Any) -> str:
     return str(value)
 
 
-SECTIONS = {"agent_pools", "skill_mapping", "ui", "work", "ha"}
+SECTIONS = {"agent_pools", "skill_mapping", "ui", "work", "ha", "notify"}
 
 
 @pytest.mark.parametrize(
@@ -56,6 +57,7 @@ SECTIONS = {"agent_pools", "skill_mapping", "ui", "work", "ha"}
         ("ui.", UIConfig, set()),  # the ui: section
         ("work.", WorkConfig, set()),  # the work: section
         ("ha.", HAConfig, set()),  # the ha: section (lease is required: no default)
+        ("notify.", NotifyConfig, set()),  # the notify: section
     ],
 )
 def test_every_config_key_is_documented_with_its_default(prefix: str, cls: type,
