@@ -98,8 +98,11 @@ class NecroApp(App[QuitChoice]):
         refresh_interval: float | None = None,
         keymap: dict[str, str] | None = None,
         notice: str | None = None,
+        owns_engine: bool = True,
     ) -> None:
         super().__init__()
+        # False when attached: quitting leaves the remote dispatcher and its runners alone
+        self.owns_engine = owns_engine
         self.notice = notice  # shown once at start (e.g. "the demo already ran in …")
         self.engine = engine
         self.read_only = read_only
@@ -133,6 +136,10 @@ class NecroApp(App[QuitChoice]):
             return
         if not self.main.is_mounted:
             return
+        connection = getattr(self.engine, "connection", None)  # attached: the link's state
+        if connection is not None:
+            header = self.main.query_one(DashboardHeader)
+            header.set_connection(None if connection.ok else connection.message)
         try:
             with self.batch_update():
                 if snap is not None and (
@@ -288,7 +295,7 @@ class NecroApp(App[QuitChoice]):
             return  # already asking
         # the snapshot the header shows (self.snapshot), not a newer one it has not drawn yet
         running = len(self.snapshot.running) if self.snapshot else 0
-        if running:
+        if running and self.owns_engine:
 
             def done(choice: QuitChoice | None) -> None:
                 if choice and choice is not QuitChoice.BACK:

@@ -16,6 +16,7 @@ from necrocode.dispatcher.config_loader import config_to_dict
 from necrocode.dispatcher.models import TaskState
 
 from . import console
+from .cli_attach import COMMANDS as ATTACH_COMMANDS
 from .cli_common import (
     CONFIG_ENV,
     REGISTRY_ENV,
@@ -86,7 +87,8 @@ def main(ctx: click.Context, config_path: str | None, registry: str | None, log_
     Without a command, start the Dispatcher with its live dashboard (or headless with
     --no-tui). The commands below work on the Task Registry and the config.
     """
-    state = CliState(config_path=config_path, registry=registry, api_port=api_port)
+    state = CliState(config_path=config_path, registry=registry, api_port=api_port,
+                     read_only=read_only)
     ctx.obj = state
     if ctx.invoked_subcommand is not None:
         _setup_logging(log_level, log_format)
@@ -490,7 +492,7 @@ def config_keys(markdown: bool) -> None:
     console.print_rows(["KEY", "DEFAULT", "MEANING"], rows)
 
 
-for _command in [*CONTROL_COMMANDS, *WORK_COMMANDS, import_necrocode]:
+for _command in [*CONTROL_COMMANDS, *WORK_COMMANDS, *ATTACH_COMMANDS, import_necrocode]:
     main.add_command(_command)
 
 __all__ = ["main", "registry_control"]

@@ -28,6 +28,7 @@ class CliState:
     config_path: str | None = None
     registry: str | None = None
     api_port: int | None = None
+    read_only: bool = False  # --read-only before a command (necroui --read-only attach URL)
     _config: DispatcherConfig | None = field(default=None, repr=False)
 
     def config(self) -> DispatcherConfig:

@@ -5,7 +5,8 @@ Routes (JSON in and out):
 - ``POST /v1/runners/{id}/heartbeat`` and ``POST /v1/runners/{id}/complete``: Bearer token of
   that runner (:func:`~.tokens.runner_token`). A heartbeat answer may carry
   ``{"action": "stop"}``: the runner must stop its agent (the wrapper does).
-- ``GET /v1/status`` and ``POST /v1/control/{verb}``: Bearer admin token.
+- ``GET /v1/status``, ``GET /v1/snapshot?since=V&wait=S`` (diffs, long-polled) and
+  ``POST /v1/control/{verb}``: Bearer admin token.
 - ``GET /metrics`` (Prometheus text, no token) and ``GET /healthz``.
 
 The server never touches engine state: it authenticates, parses and calls the :class:`ApiHandler`
@@ -36,6 +37,7 @@ from ..errors import (
 )
 from .connections import ConnectionGate, ConnectionLimits
 from .payloads import MAX_DEPTH, PayloadError, check_control, check_depth, check_report
+from .snapshots import SnapshotFeed, SnapshotQueryError, parse_query, source_of
 from .tokens import tokens_equal, verify_runner_token
 
 logger = logging.getLogger(__name__)
@@ -243,6 +245,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 self._send_json(200, api.handler.status(**limits) if limits
                                 else api.handler.status())
                 return
+            if path == "/v1/snapshot":  # diffs for remote consoles (necroui attach)
+                if method != "GET":
+                    raise _HttpError(405, "use GET")
+                self._require_admin()
+                self._send_json(200, _snapshot_answer(api, self.path))
+                return
             match = _CONTROL_PATH.match(path)
             if match:
                 if method != "POST":
@@ -298,6 +306,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
 
+def _snapshot_answer(api: ApiServer, path: str) -> dict[str, Any]:
+    try:
+        since, wait, instance = parse_query(path)
+    except SnapshotQueryError as exc:
+        raise _HttpError(400, str(exc)) from None
+    source = source_of(api.handler)
+    if source is None:
+        raise _HttpError(404, "this dispatcher does not serve snapshot diffs")
+    return api.snapshots.answer(source, since, wait, instance)
+
+
 class ApiServer:
     """The HTTP API on ``host:port`` (port 0: any free port), served from daemon threads."""
 
@@ -321,6 +340,7 @@ class ApiServer:
         self.admin_token = admin_token
         self.limits = limits or ConnectionLimits()
         self.gate = ConnectionGate(self.limits)
+        self.snapshots = SnapshotFeed()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 

@@ -142,6 +142,11 @@ def load_detail(app: NecroApp, key: str) -> DetailData:
     """Read the task, its dependency chain, dependents and events from the registry."""
     registry = app.engine.registry
     data = DetailData()
+    if registry is None:  # attached over the HTTP API: the snapshot's fields only
+        data.error = ("attached over the HTTP API: the dependencies, events and log of a task "
+                      "are read from the registry on the dispatcher's machine "
+                      f"(there: necroui show {key})")
+        return data
     try:
         task = registry.get_task(key)
     except Exception as exc:  # noqa: BLE001 - shown on screen

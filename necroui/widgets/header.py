@@ -30,10 +30,12 @@ def capacity(snap: Snapshot) -> int:
 
 
 def header_text(snap: Snapshot | None, *, read_only: bool = False, filter_text: str = "",
-                unacknowledged: int = 0) -> Text:
-    """The header's two lines as rich Text."""
+                unacknowledged: int = 0, connection: str | None = None) -> Text:
+    """The header's two lines as rich Text (``connection``: why the link is down)."""
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(" necroui ", style="bold white on dark_green")
+    if connection:
+        text.append(f" {connection} ", style="bold white on red")
     if snap is None:
         text.append("  waiting for the engine's first snapshot…", style="italic")
         return text
@@ -93,6 +95,7 @@ class DashboardHeader(Static):
         self.read_only = read_only
         self.filter_text = ""
         self.unacknowledged = 0
+        self.connection: str | None = None
         self._snap: Snapshot | None = None
         self._last: tuple[object, ...] | None = None
 
@@ -102,11 +105,23 @@ class DashboardHeader(Static):
         key = (snap.state, snap.policy, snap.counters, snap.running_total, snap.registry_path,
                snap.api_url, snap.deadlocks, self.filter_text, snap.max_global_concurrency,
                tuple((p.max_concurrency, p.enabled) for p in snap.pools),
-               snap.throughput[-24:], snap.throughput_interval, self.unacknowledged)
+               snap.throughput[-24:], snap.throughput_interval, self.unacknowledged,
+               self.connection)
         if key != self._last:
             self._last = key
             self.update(header_text(snap, read_only=self.read_only, filter_text=self.filter_text,
-                                    unacknowledged=self.unacknowledged))
+                                    unacknowledged=self.unacknowledged,
+                                    connection=self.connection))
+
+    def set_connection(self, problem: str | None) -> None:
+        """Show why the link to an attached dispatcher is down (None: it is up)."""
+        if problem == self.connection:
+            return
+        self.connection = problem
+        if self._snap is not None:
+            self.apply(self._snap)
+        else:
+            self.update(header_text(None, connection=problem))
 
     def set_unacknowledged(self, count: int) -> None:
         """Failures told but not looked at yet (F looks)."""
