@@ -264,6 +264,12 @@ class NecroApp(App[QuitChoice]):
 
         self.push_screen(TaskDetailScreen(key))
 
+    def open_agent_log(self, key: str, attempt: int | None = None) -> None:
+        """The agent view of a task: its attempt's log full screen, prompt, diff, verbs."""
+        from .screens.agentlog import AgentLogScreen
+
+        self.push_screen(AgentLogScreen(key, attempt))
+
     def open_graph(self, key: str | None) -> None:
         from .screens.graph import GraphScreen
 
@@ -340,6 +346,9 @@ class NecroApp(App[QuitChoice]):
             ("detail", "Task detail", "fields, dependencies, events, log (enter)",
              main.action_detail),
             ("graph", "Dependency graph", "around the selected task (g)", main.action_graph),
+            ("agent_log", "Agent view: log, prompt, diff",
+             "the selected task's attempt full screen: follow, search, wrap (L)",
+             main.action_agent_log),
             ("deadlocks", "Stuck tasks: cycles and blocked by failures",
              "each with its suggestion; r there retries the root (d)", main.action_deadlocks),
             ("help", "Help: keys", "every key binding (?)", self.action_help),
@@ -399,8 +408,8 @@ def _isatty(stream: Any) -> bool:
 
 def _stderr_redirected() -> bool:
     """stderr is not a terminal while stdout or the controlling terminal (/dev/tty) is."""
-    if _isatty(sys.stderr):
-        return False
+    if _isatty(sys.stderr) or os.environ.get("TEXTUAL_DRIVER"):
+        return False  # a terminal, or a driver of its own (textual-serve's web driver)
     if _isatty(sys.stdout):
         return True
     try:
