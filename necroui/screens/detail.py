@@ -268,7 +268,14 @@ class TaskDetailScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", id="detail_back"),
         Binding("g", "graph", "Graph", id="detail_graph"),
+        Binding("L,l", "agent_log", "Log", id="detail_log"),
+        Binding("r", "retry", "Retry", id="detail_retry"),
+        Binding("c", "cancel", "Cancel", id="detail_cancel"),
+        Binding("plus", "bump(1)", "Prio+", show=False, id="detail_priority_up"),
+        Binding("minus", "bump(-1)", "Prio-", show=False, id="detail_priority_down"),
+        Binding("p", "pause", "Pause/resume", show=False, id="detail_pause"),
     ]
+    MUTATING = frozenset({"retry", "cancel", "bump", "pause"})
 
     def __init__(self, key: str) -> None:
         super().__init__(classes="detail")
@@ -381,8 +388,34 @@ class TaskDetailScreen(Screen[None]):
         value = getattr(config, "retry_max_attempts", None)
         return max(1, int(value)) if value else None
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.necro.read_only and action in self.MUTATING:
+            return False
+        return True
+
     def action_back(self) -> None:
         self.app.pop_screen()
 
     def action_graph(self) -> None:
         self.necro.open_graph(self.key)
+
+    def action_agent_log(self) -> None:
+        self.necro.open_agent_log(self.key)
+
+    def action_retry(self) -> None:
+        self.necro.retry_tasks([self.key])
+
+    def action_cancel(self) -> None:
+        from .modals import ConfirmModal
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.necro.cancel_tasks([self.key])
+
+        self.app.push_screen(ConfirmModal(f"Cancel {self.key}?", yes_label="Cancel task"), done)
+
+    def action_bump(self, delta: int) -> None:
+        self.necro.bump_priorities([self.key], delta)
+
+    def action_pause(self) -> None:
+        self.necro.toggle_pause()

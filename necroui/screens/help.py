@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from ..app import NecroApp
 
 _EXTRA: tuple[tuple[str, str], ...] = (
+    ("L (agent view)", "/ search, n/N next/previous match, w wrap, f follow, [ ] earlier/later "
+     "attempt, P prompt, D diff, s save; r c + - p act on the task"),
     ("enter (graph)", "detail of the task under the graph cursor"),
     ("up/down/left/right (graph)", "move to a dependency / dependent / neighbour"),
 )

@@ -105,3 +105,24 @@ async def test_read_only_hides_the_verbs_of_the_agent_view(runs: Path, tmp_path:
         await pilot.press("r", "c", "plus", "p")
         await settle(pilot)
         assert engine.calls == []
+
+
+async def test_verbs_work_from_the_detail_screen(engine: FakeEngine) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await select(pilot, "queue-table", "chat/3.1")
+        before = engine.registry.tasks["chat/3.1"].priority
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.press("plus", "plus")
+        await settle(pilot)
+        assert engine.registry.tasks["chat/3.1"].priority == before + 2
+        await pilot.press("c")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(pilot)
+        assert ("cancel", ("chat/3.1",)) in engine.calls
+        await pilot.press("L")
+        await pilot.pause()
+        assert isinstance(app.screen, AgentLogScreen) and app.screen.key == "chat/3.1"
