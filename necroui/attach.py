@@ -163,14 +163,9 @@ class RemoteEngine:
     def set_priority(self, task_key: str, priority: int) -> str:
         return self.control("priority", {"task": task_key, "priority": priority})
 
-    def current_priority(self, task_key: str) -> int:
-        """The priority the newest snapshot shows (the bumper's base over the API)."""
-        snap = self._snap
-        for view in (*(snap.queued if snap else ()), *(snap.running if snap else ())):
-            if view.key == task_key:
-                return int(view.priority)
-        raise DispatcherError(f"task {task_key} is not queued or running: its priority cannot "
-                              "change")
+    def bump_priority(self, task_key: str, delta: int) -> str:
+        """A relative change applied by the dispatcher itself: quick presses all count."""
+        return self.control("priority", {"task": task_key, "delta": delta})
 
     def retry(self, task_key: str) -> str:
         return self.control("retry", {"task": task_key})

@@ -76,12 +76,5 @@ class PriorityBumper:
     def _send(self, key: str, delta: int) -> str:
         if self.atomic:
             return str(self.engine.bump_priority(key, delta))
-        reader = getattr(self.engine, "current_priority", None)
-        if callable(reader):  # remote: the newest snapshot, then wait for the write to show
-            snap = self.engine.snapshot()
-            answer = str(self.engine.set_priority(key, int(reader(key)) + delta))
-            if snap is not None:
-                self.engine.wait_for_snapshot(snap.version, timeout=2.0)
-            return answer
         current = int(self.engine.registry.get_task(key).priority)
         return str(self.engine.set_priority(key, current + delta))
