@@ -31,7 +31,8 @@ from .snapshot import (
 
 ROW_LISTS = ("queued", "running", "finished")
 _SCALARS = ("taken_at", "state", "policy", "max_global_concurrency", "registry_path", "api_url",
-            "throughput_interval", "heartbeat_timeout")
+            "throughput_interval", "heartbeat_timeout", "leader", "replica")
+# Not carried yet: ``landings`` (nested land reports); a remote console shows none.
 
 
 class SnapshotHistory:
@@ -83,6 +84,7 @@ def diff(old: Snapshot | None, new: Snapshot) -> dict[str, Any]:
     """The changes from ``old`` to ``new`` as JSON data (``old`` None: the whole snapshot)."""
     if old is None:
         data = new.to_dict()
+        data.pop("landings", None)
         data["full"] = True
         return data
     out: dict[str, Any] = {"full": False, "base": old.version, "version": new.version}
@@ -90,6 +92,7 @@ def diff(old: Snapshot | None, new: Snapshot) -> dict[str, Any]:
         out[name] = getattr(new, name)
     out["counters"] = asdict(new.counters)
     out["throughput"] = list(new.throughput)
+    out["problems"] = list(new.problems)
     if new.pools != old.pools:
         out["pools"] = _jsonable([asdict(p) for p in new.pools])
     if new.deadlocks != old.deadlocks:
@@ -154,6 +157,7 @@ def snapshot_from_dict(data: dict[str, Any]) -> Snapshot:
         events=tuple(_event(e) for e in data.get("events") or ()),
         counters=Counters(**_known(Counters, data.get("counters") or {})),
         throughput=tuple(data.get("throughput") or ()),
+        problems=tuple(data.get("problems") or ()),
         deadlocks=tuple(DeadlockView(**{**_known(DeadlockView, d), "tasks": tuple(d["tasks"])})
                         for d in data.get("deadlocks") or ()),
         **kwargs,
@@ -200,5 +204,6 @@ def apply(base: Snapshot | None, data: dict[str, Any]) -> Snapshot:
         events=events,
         counters=Counters(**_known(Counters, data["counters"])),
         throughput=tuple(data["throughput"]),
+        problems=tuple(data.get("problems") or ()),
         **rows,
     )

@@ -167,8 +167,14 @@ class RemoteEngine:
         """A relative change applied by the dispatcher itself: quick presses all count."""
         return self.control("priority", {"task": task_key, "delta": delta})
 
-    def retry(self, task_key: str) -> str:
-        return self.control("retry", {"task": task_key})
+    def retry(self, task_key: str, *, from_base: bool = False) -> str:
+        payload: dict[str, Any] = {"task": task_key}
+        if from_base:
+            payload["from_base"] = True
+        return self.control("retry", payload)
+
+    def land(self, taskset: str) -> str:
+        return self.control("land", {"taskset": taskset, "push": False})
 
     def cancel(self, task_key: str) -> str:
         return self.control("cancel", {"task": task_key})

@@ -51,7 +51,8 @@ def bindings_table(app: NecroApp) -> Table:
             continue
         if binding.id == "resume" and app.binding_key(binding) == pause_key:
             continue  # one row: p pauses and resumes
-        keys, _, ids = rows.setdefault(binding.action,
+        row = "quit_app" if binding.action == "interrupt" else binding.action  # ctrl+c: quit
+        keys, _, ids = rows.setdefault(row,
                                        ([], binding.tooltip or binding.description, []))
         keys.append(_key_display(app.binding_key(binding)))
         ids.append(binding.id or "")
