@@ -70,6 +70,7 @@ class Scheduler:
         self._order_cache: tuple[tuple[int, int, int], float | None, list[Task]] | None = None
         self._lock = threading.Lock()
         self._invalid_logged: set[str] = set()
+        self.saw_invalid = False  # a round met tasks that can never be scheduled
 
     @property
     def policy_name(self) -> str:
@@ -113,9 +114,13 @@ class Scheduler:
         (each is logged once as an error); the engine calls this after a round and fails them
         with the reason, so each fails alone and visibly.
         """
+        if not self.saw_invalid:
+            return []
         with task_queue.lock:
-            found = [(t, why) for t in task_queue.tasks()
-                     if (why := limits.task_problem(t)) is not None]
+            self.saw_invalid = False
+            index = self._index(task_queue, time.time())
+            found = [(t, limits.task_problem(t) or "invalid")
+                     for t in index.live_tasks(INVALID_GROUP)]
             for task, why in found:
                 task_queue.remove(task.key)
                 self._report_invalid(task, why)
@@ -208,10 +213,9 @@ class Scheduler:
         for group in list(index.groups):
             g: Group = group  # type: ignore[assignment]
             if g == INVALID_GROUP:
-                for entry in index.live_entries(g):
-                    bad = index._queue.get(entry[-1])
-                    if bad is not None:
-                        self._report_invalid(bad, limits.task_problem(bad) or "invalid")
+                self.saw_invalid = True  # take_invalid hands them out to be failed
+                for bad in index.live_tasks(g):
+                    self._report_invalid(bad, limits.task_problem(bad) or "invalid")
                 continue
             if pm.select_pool(g[1], g[2], g[3]) is None:
                 self._warn_if_never(index, g, pm)
@@ -230,7 +234,7 @@ class Scheduler:
             return
         self._never_checked.add(shape)
         head = index.head(group)
-        task = None if head is None else index._queue.get(head[-1])
+        task = None if head is None else index.task_of(head)
         if task is None:
             return
         why = _pending.explain_placement(task, pm)

@@ -167,6 +167,14 @@ class QueueIndex:
             del self.groups[group], self._live[group], self._stale[group]
         return self._queue._pop_locked(key)
 
+    def task_of(self, entry: Entry) -> Task | None:
+        """The task an entry stands for (None: no longer queued)."""
+        return self._queue.get(entry[-1])
+
+    def live_tasks(self, group: Hashable) -> list[Task]:
+        """The queued tasks of ``group``, unordered."""
+        return [t for e in self.live_entries(group) if (t := self.task_of(e)) is not None]
+
     def live_entries(self, group: Hashable) -> list[Entry]:
         """The live entries of ``group``, unordered."""
         gen_of = self._queue._gen

@@ -46,6 +46,7 @@ class Admission:
         # READY tasks whose tenant or taskset is over its budget (R20.4): they wait
         self._over_budget = over_budget
         self._budget_waits: dict[str, tuple[Task, str]] = {}
+        self._invalid: list[tuple[Task, str]] = []  # found by a round, to be failed
         self._paused = False
         self._dirty = True  # something changed that a round could act on
 
@@ -209,7 +210,15 @@ class Admission:
                                             hold=self._hold)
         if decisions:
             self._dirty = True  # capacity may remain: try again next iteration
+        for task, why in self.scheduler.take_invalid(self.queue):
+            self._invalid.append((task, why))
         return decisions
+
+    def take_invalid(self) -> list[tuple[Task, str]]:
+        """READY tasks that can never be scheduled (a number out of range, written by another
+        tool), with the reason: the engine fails each of them alone."""
+        found, self._invalid = self._invalid, []
+        return found
 
     def take(self, pool_name: str, task: Task) -> None:
         """Hold capacity (and the declared paths) for a runner found alive after a restart."""

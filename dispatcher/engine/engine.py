@@ -486,6 +486,9 @@ class Engine:
         decisions = self.parts.admission.round(now)
         for task, pool in decisions:
             self.launches.launch(task, pool, now)
+        for task, why in self.parts.admission.take_invalid():  # each fails alone, visibly
+            self.parts.settler.attempt_failed(task, TaskState.READY, None, "invalid_task",
+                                              f"cannot be scheduled: {why}", retryable=False)
         if decisions:
             self.parts.metrics.observe_round(time.perf_counter() - started)
 

@@ -13,7 +13,6 @@ platform that no RUNNING task claims are stopped before their task may run again
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -21,13 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..launchers.base import attempt_dir
+from ..launchers.base import attempt_dir, read_exit_record
 from ..models import AgentPool, PoolType, Runner, Task
 from .runs import run_number_of
 
 logger = logging.getLogger(__name__)
 
-EXIT_STATUS_FILE = "exit_status.json"
 FIRST_ASK_AGAIN = 2.0  # seconds before an unreachable platform is asked again (doubling)
 MAX_ASK_AGAIN = 60.0
 
@@ -118,19 +116,10 @@ def plan_reconcile(running: list[Task], views: Mapping[str, PlatformView],
 
 def read_exit_status(runs_dir: Path, task: Task) -> dict[str, Any] | None:
     """The exit status the task's current run recorded (None when missing, unreadable, or
-    written by another run)."""
-    path = attempt_dir(runs_dir, task, run_number_of(task)) / EXIT_STATUS_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    written by another run: a status must name this run's runner)."""
+    if not task.runner_id:
         return None
-    if not isinstance(data, dict):
-        return None
-    if "exit_code" not in data and "returncode" in data:
-        data["exit_code"] = data["returncode"]
-    if data.get("runner_id") and task.runner_id and data["runner_id"] != task.runner_id:
-        return None  # a different run of the same attempt number
-    return data
+    return read_exit_record(attempt_dir(runs_dir, task, run_number_of(task)), task.runner_id)
 
 
 @dataclass

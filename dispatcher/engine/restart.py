@@ -20,6 +20,7 @@ from typing import Any
 
 from ..launchers.base import RunnerExit, RunnerLauncher, short_error
 from ..launchers.procfs import kill_group
+from ..launchers.proctree import runner_processes
 from ..logging_setup import log_extra
 from ..models import (
     AgentPool,
@@ -94,9 +95,11 @@ class Restart:
             launcher = self._platforms.launcher_for(step.pool)
             assert launcher is not None
             self._forget_unknown(step.task.key)
+            self._ensure_started_event(step.task, step.runner.handle)
             self._adopt(step.task, step.runner, launcher, step.pool)
         for step in plan.by_action(Action.SETTLE):
             self._forget_unknown(step.task.key)
+            self._ensure_started_event(step.task, None)
             self._settle_from_status(step.task, dict(step.status or {}))
         local = plan.by_action(Action.FENCE_LOCAL)
         stuck = self._fence_untracked({s.task.runner_id for s in local if s.task.runner_id})
@@ -115,6 +118,28 @@ class Restart:
             self._hold_unknown(step, now)
         for runner, pool in plan.orphans:
             self._fence_orphan(runner, pool)
+
+    def _ensure_started_event(self, task: Task, handle: str | None) -> None:
+        """A run that ran has its RunnerStarted: a kill -9 between a launch and the batched
+        write of that event loses it, so it is written now, marked as recovered."""
+        rid = task.runner_id
+        if not rid:
+            return
+        try:
+            seen = self._p.registry.get_events(
+                task_key=task.key, since=(task.started_at or 0.0) - 1.0,
+                event_types=[EventType.RUNNER_STARTED])
+        except Exception as exc:  # the start is only not recorded twice: say it, go on
+            logger.warning("could not check the RunnerStarted of %s: %s", task.key, exc,
+                           extra=log_extra(task=task.key))
+            return
+        if any(e.runner_id == rid for e in seen):
+            return
+        self._p.events.record(TaskEvent(
+            event_type=EventType.RUNNER_STARTED, task_key=task.key, runner_id=rid,
+            slot_id=task.assigned_slot, timestamp=task.started_at or time.time(),
+            message=f"runner {rid} started ({handle or '?'}); recorded after a restart, its "
+                    "first record was lost", details={"recovered": True, "handle": handle}))
 
     def _local_pool(self, task: Task) -> AgentPool:
         pools = [p for p in self._p.seed.pools.pools_for_skill(task.required_skill)
@@ -236,7 +261,7 @@ class Restart:
         if not runner_ids:
             return stuck
         groups: dict[int, str] = {}
-        for pid, rid in _processes_of(runner_ids).items():
+        for pid, rid in runner_processes(runner_ids).items():
             try:
                 groups.setdefault(os.getpgid(pid), rid)
             except OSError:
@@ -310,28 +335,3 @@ class Restart:
                                   "back to READY (no attempt spent)")
         self._p.settler.settle(task.key, TaskState.READY, event, runner_id=None,
                              next_attempt_at=None)
-
-
-def _processes_of(runner_ids: set[str]) -> dict[int, str]:
-    """Local processes whose environment names one of ``runner_ids`` (pid -> runner id)."""
-    wanted = {f"NECROCODE_RUNNER_ID={rid}".encode(): rid for rid in runner_ids}
-    found: dict[int, str] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return found
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                env = fh.read()
-        except OSError:
-            continue
-        for item in env.split(b"\0"):
-            if item.startswith(b"NECROCODE_RUNNER_ID="):
-                rid = wanted.get(item)
-                if rid is not None:
-                    found[int(entry)] = rid
-                break
-    return found

@@ -87,6 +87,7 @@ class Settler:
         self._on_written = on_written
         self._on_refused = on_refused
         self._deferred: list[DeferredWrite] = []
+        self._after: dict[str, Callable[[Task | None], None]] = {}  # see when_settled
         self._retried = 0
 
     # --- counters and deferred writes ------------------------------------------------------
@@ -111,6 +112,8 @@ class Settler:
         those tasks); returns what they would have recorded."""
         dropped = [d.what for d in self._deferred]
         self._deferred = []
+        for key in list(self._after):  # what waited for them is let go
+            self._settled(key, None)
         return dropped
 
     def retry_deferred(self, now: float) -> None:
@@ -134,6 +137,7 @@ class Settler:
         except (InvalidTransitionError, TaskNotFoundError) as exc:
             logger.warning("%s refused: %s", what, exc, extra=log_extra(task=key))
             self._on_refused()
+            self._settled(key, None)
             return None
         except Exception as exc:
             problem = f"{type(exc).__name__}: {exc}"
@@ -151,7 +155,18 @@ class Settler:
             logger.info("%s done after %d tries", what, retry_of.tries + 1,
                         extra=log_extra(task=key))
         self._on_written(task)
+        self._settled(key, task)
         return task
+
+    def when_settled(self, key: str, then: Callable[[Task | None], None]) -> None:
+        """Call ``then`` once the next settlement write of ``key`` has landed (with the task)
+        or was refused (None), also when it lands only after retries."""
+        self._after[key] = then
+
+    def _settled(self, key: str | None, task: Task | None) -> None:
+        then = self._after.pop(key, None) if key is not None else None
+        if then is not None:
+            then(task)
 
     # --- outcomes --------------------------------------------------------------------------
     @staticmethod

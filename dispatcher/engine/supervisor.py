@@ -17,7 +17,7 @@ from typing import Any
 from ..agents.supervisor import AgentProgress, AgentRuns, AttemptOutcome
 from ..launchers.base import RunnerExit
 from ..logging_setup import log_extra
-from ..models import EventType, RunnerState, Task, TaskEvent, Usage
+from ..models import EventType, RunnerState, Slot, Task, TaskEvent, TaskState, Usage
 from .commands import FenceOutcome, StopConfirmed, StopUnconfirmed, WorkCommitted
 from .launch_plane import LaunchPlane
 from .parts import EngineParts
@@ -145,12 +145,19 @@ class Supervisor:
         if job is None:
             return
         task = p.book.get(job.key, job.task)
-        done = p.settler.work_recorded(job.run, task, job.exit, note.outcome,
-                                       recovered=job.recovered, summary=job.summary)
-        p.workspaces.release(job.key, job.slot.slot_id)
-        p.views.touch(job.key)
+        # the slot is kept until the outcome is in the registry (a write retried after a
+        # registry fault too): a restart meanwhile finds the work where the task says it is
+        p.settler.when_settled(job.key, lambda done: self._work_settled(job.key, job.slot,
+                                                                        done))
+        p.settler.work_recorded(job.run, task, job.exit, note.outcome,
+                                recovered=job.recovered, summary=job.summary)
+
+    def _work_settled(self, key: str, slot: Slot, done: Task | None) -> None:
+        p = self._p
+        p.workspaces.release(key, slot.slot_id)
+        p.views.touch(key)
         p.admission.slot_may_have_freed()
-        if done is not None:
+        if done is not None and done.state is TaskState.DONE:
             for overlap in p.work.check_overlap(done).overlaps:
                 p.events.record(overlap.event())
 

@@ -129,7 +129,9 @@ def test_kill_9_of_the_leader_hands_its_job_to_the_standby(
                         str(tasks)], check=True, capture_output=True, timeout=60)
         key = f"{ha_key}/long"
         wait_until(lambda: jobs_of(cluster, key), 60, "the leader's Job", 0.1)
-        started = [e for e in events(registry, key) if e.event_type is EventType.RUNNER_STARTED]
+        started = wait_until(lambda: [e for e in events(registry, key)
+                                      if e.event_type is EventType.RUNNER_STARTED], 30,
+                             "its RunnerStarted", 0.1)
         assert len(started) == 1
         time.sleep(1.0)
         assert elected(registry) == ["replica-a"]  # b waits as a standby

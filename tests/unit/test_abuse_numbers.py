@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 from necrocode.dispatcher import limits
 from necrocode.dispatcher.api.server import ApiServer
 from necrocode.dispatcher.config import DispatcherConfig
-from necrocode.dispatcher.models import AgentPool, Resources, Task, Taskset
+from necrocode.dispatcher.models import AgentPool, Resources, Task, Taskset, TaskState
 from necrocode.dispatcher.pool_manager import AgentPoolManager
 from necrocode.dispatcher.registry import open_registry
 from necrocode.dispatcher.scheduler import Scheduler
@@ -258,6 +258,12 @@ def test_headless_run_finishes_the_good_tasks_next_to_a_stored_bad_one(
     assert "DONE            3" in result.output, result.output
     assert "bad/x" in result.output and "cannot be scheduled" in result.output
     assert result.exit_code == 1  # one task not DONE
+    registry = open_registry(env["NECROCODE_REGISTRY"])
+    try:  # it failed alone, with the reason, instead of staying READY for ever
+        bad = registry.get_task("bad/x")
+        assert bad.state is TaskState.FAILED and "cannot be scheduled" in (bad.last_error or "")
+    finally:
+        registry.close()
 
 
 def test_tasksets_built_in_code_are_checked_too() -> None:

@@ -95,3 +95,31 @@ def test_restart_with_platform_down_then_runner_gone_requeues_once(tmp_path: Pat
         assert h.registry.get_task("ts/r").attempts == 0  # no attempt spent
     finally:
         core2.stop(timeout=1)
+
+
+def test_a_lost_runner_started_event_is_written_at_the_restart(tmp_path: Path) -> None:
+    """A kill -9 between a launch and the batched RunnerStarted write: the restart that adopts
+    the runner records its start (once), so no run is missing its RunnerStarted."""
+    from necrocode.dispatcher.models import TaskEvent, Taskset
+    from necrocode.dispatcher.registry import MemoryRegistry
+    from test_core import make_config
+
+    registry = MemoryRegistry()
+    registry.submit_taskset(Taskset(name="ts", tasks=[Task(id="r", title="R", taskset="ts")]))
+    rid = "r-ts-r-a1-0a1b2c"
+    registry.transition("ts/r", TaskState.RUNNING, expected=TaskState.READY, runner_id=rid,
+                        started_at=time.time(), event=TaskEvent(
+                            event_type=EventType.TASK_ASSIGNED, task_key="ts/r", runner_id=rid,
+                            message="assigned"))
+    for _ in range(2):  # a second restart does not write it again
+        launcher = FakeLauncher()
+        launcher.add_adoptable(Runner(runner_id=rid, task_key="ts/r", pool_name="local",
+                                      state=RunnerState.RUNNING))
+        core = DispatcherCore(make_config(tmp_path), registry=registry,
+                              launchers={PoolType.LOCAL_PROCESS: launcher})
+        core.start()
+        core.stop(timeout=0, leave_running=True)
+    started = [e for e in registry.get_events(task_key="ts/r")
+               if e.event_type is EventType.RUNNER_STARTED]
+    assert len(started) == 1 and started[0].runner_id == rid
+    assert started[0].details.get("recovered") is True

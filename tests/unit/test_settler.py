@@ -119,3 +119,19 @@ def test_a_full_disk_keeps_the_write_flat_and_warns_once(
                                 "necrocode.dispatcher.events"]
     kinds = [e.event_type for e in reg.get_events(task_key=task.key)]
     assert kinds.count(EventType.RUNNER_COMPLETED) == 1
+
+
+def test_what_waits_for_a_settlement_waits_until_it_lands() -> None:
+    """when_settled: the callback (e.g. releasing the run's slot) runs when the write is in the
+    registry, not when it was first tried on a full disk."""
+    reg = DiskFull()
+    settler, _ = make(reg)
+    task = running(reg)
+    landed: list[TaskState | None] = []
+    reg.full = True
+    settler.when_settled(task.key, lambda t: landed.append(t.state if t else None))
+    settler.runner_ended(facts(task), task, RunnerExit(0, "exited", time.time()))
+    assert landed == [] and settler.has_deferred
+    reg.full = False
+    settler.retry_deferred(time.time() + 60)
+    assert landed == [TaskState.DONE]
