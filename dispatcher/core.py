@@ -50,6 +50,7 @@ from .launchers.base import RunnerLauncher
 from .leader import LeaderElector
 from .metrics import MetricsCollector
 from .models import AgentPool, PoolType, Taskset, Usage
+from .notify import SnapshotNotifier
 from .ownership import Holder, RegistryLock
 from .pool_manager import AgentPoolManager
 from .registry.base import SubmitResult, TaskRegistry
@@ -143,6 +144,7 @@ class DispatcherCore:
         self.metrics = metrics if metrics is not None else MetricsCollector(self.config)
         self._repo_pool: Any = None
         self._control_lock = threading.RLock()
+        self._hooks: SnapshotNotifier | None = None  # the notify: hooks while running
         # the lock is tied to the registry's file or folder; one held in memory is private
         where = getattr(registry, "path", None)
         self._owner = RegistryLock.for_registry(str(where) if where else ":memory:",
@@ -232,6 +234,9 @@ class DispatcherCore:
         except BaseException:
             self._owner.release()
             raise
+        from .notify import start_hooks
+
+        self._hooks = start_hooks(self, self.config.notify)  # notify: off the engine thread
         logger.info("dispatcher started: registry %s, state dir %s", self.registry_label,
                     self.state_dir)
 
@@ -251,6 +256,9 @@ class DispatcherCore:
                 logger.error("engine thread did not stop in time")
         self._engine.thread = None
         self._engine.teardown()
+        if self._hooks is not None:  # the last notices (a finished taskset) still go out
+            self._hooks.stop(timeout=self.config.notify.timeout)
+            self._hooks = None
         if not self._engine.drain.leave_running:  # kept: the next start reuses the API port
             remove_dispatcher_info(self.state_dir)
         self._owner.release()

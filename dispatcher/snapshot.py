@@ -223,6 +223,7 @@ class Snapshot:
     deadlocks: tuple[DeadlockView, ...] = ()
     heartbeat_timeout: float = 60.0
     problems: tuple[str, ...] = ()  # degraded engine features, one line each
+    capacity: int = 0  # runners that can run at once now: enabled, healthy pools, global cap
     leader: str | None = None  # ha: the replica holding the Lease (None without ha:)
     replica: str | None = None  # ha: this replica's identity
     landings: tuple[LandingView, ...] = ()  # recent landings through the dispatcher, oldest first

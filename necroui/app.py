@@ -384,18 +384,13 @@ def run_dashboard(config: DispatcherConfig, *, demo: bool = False, read_only: bo
         from .demo import prepare_demo
 
         notice = prepare_demo(engine).hint
-    engine.start()
-    from necrocode.dispatcher.notify import start_hooks
-
-    hooks = start_hooks(engine, config.notify)  # notify: hooks, off the engine and UI threads
+    engine.start()  # its notify: hooks run off the engine and UI threads
     choice: QuitChoice | None = None
     try:
         app = NecroApp(engine, read_only=read_only, notice=notice)
         choice = app.run()
     finally:
         _stop_engine(engine, config, choice)
-        if hooks is not None:
-            hooks.stop(timeout=config.notify.timeout)
     return 0
 
 

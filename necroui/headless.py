@@ -107,7 +107,6 @@ def run_headless(
     ``standby``: when another dispatcher owns the registry, wait (until a signal) and take
     over when it ends."""
     from necrocode.dispatcher.core import DispatcherCore
-    from necrocode.dispatcher.notify import SnapshotNotifier, start_hooks
     from necrocode.dispatcher.registry import open_registry
 
     stream = out or sys.stdout
@@ -121,7 +120,6 @@ def run_headless(
     signals = _Signals()
     started = time.time()
     core: DispatcherCore | None = None
-    hooks: SnapshotNotifier | None = None
     reasons: dict[str, str] = {}
     try:
         core = DispatcherCore(config, registry=registry)
@@ -143,7 +141,6 @@ def run_headless(
             emit({"type": "info", "message": message}, message)
 
         core.start(standby=standby, stop=signals.event, on_wait=waiting)
-        hooks = start_hooks(core, config.notify)  # notify: hooks, off the engine thread
         emit({"type": "info", "message": "dispatcher started", "api_url": core.api_url,
               "registry": core.registry_label},
              f"dispatcher started (registry {core.registry_label}, api {core.api_url or 'off'})")
@@ -175,12 +172,8 @@ def run_headless(
         reasons = pending_reasons(core.snapshot())
         seq = _stop(core, config, signals, registry, emit, seq)
         seq = _print_events(registry, seq, emit)
-        if hooks is not None:
-            hooks.stop(timeout=config.notify.timeout)
     except DispatcherError as exc:
         emit({"type": "error", "message": str(exc)}, f"error: {exc}")
-        if hooks is not None:
-            hooks.stop(timeout=1)
         if core is not None and (core.is_running or core.crash is not None):
             core.stop(timeout=0)
         registry.close()

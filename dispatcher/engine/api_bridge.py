@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..agents.supervisor import AgentRuns
 from ..api.connections import ConnectionLimits
 from ..api.tokens import runner_token
+from ..snapshot import Snapshot
 from ..state_files import (
     load_or_create_admin_token,
     load_or_create_secret,
@@ -49,6 +50,14 @@ class EngineApiHandler:
             return {"ok": False, "reason": f"runner {runner_id} is not known (already settled?)"}
         self.core.report_completion(runner_id, dict(payload))
         return {"ok": True}
+
+    def snapshot(self) -> Snapshot:
+        """The newest snapshot (never blocks)."""
+        return self.core.snapshot()
+
+    def wait_for_snapshot(self, after_version: int, timeout: float | None = None) -> Snapshot:
+        """A snapshot newer than ``after_version`` (or the newest, after ``timeout``)."""
+        return self.core.wait_for_snapshot(after_version, timeout)
 
     def status(self, **limits: int | None) -> dict[str, Any]:
         """The snapshot; ``queued``/``finished``/``events`` limit those lists."""

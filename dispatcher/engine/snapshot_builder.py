@@ -461,6 +461,8 @@ class SnapshotBuilder:
                                src.config.scheduling_policy)),
             max_global_concurrency=src.config.max_global_concurrency,
             registry_path=src.registry_label, api_url=api_url, pools=pools,
+            capacity=min(src.config.max_global_concurrency,
+                         sum(p.max_concurrency for p in pools if p.enabled and p.healthy)),
             queued=queued, running=self._running_views(), finished=tuple(finished),
             events=tuple(self._events), counters=counters,
             throughput=src.book.throughput.values(),
