@@ -191,13 +191,14 @@ class ProcessTrees:
         ``kill_wait`` seconds after SIGKILL: the tree is then not known gone.
         """
         reap()
-        if not self.members(tree):
+        seen: dict[int, int] = {}  # every member met during this kill: pid -> start ticks
+        if not self._note(tree, seen):
             return "gone"
         self._send(tree, signal.SIGTERM)
-        if self._wait_gone(tree, grace, reap):
+        if self._wait_gone(tree, grace, reap, seen):
             return "terminated"
         self._send(tree, signal.SIGKILL)
-        if not self._wait_gone(tree, kill_wait, reap):
+        if not self._wait_gone(tree, kill_wait, reap, seen):
             logger.warning("runner %s: processes %s still there %gs after SIGKILL",
                            tree.runner_id, self.members(tree), kill_wait)
             return "stuck"
@@ -234,12 +235,30 @@ class ProcessTrees:
         else:
             _signal(runner_processes([tree.runner_id]), sig)
 
-    def _wait_gone(self, tree: Tree, timeout: float, reap: Callable[[], object]) -> bool:
+    def _note(self, tree: Tree, seen: dict[int, int]) -> bool:
+        """Add the tree's live members to ``seen``; True while any process of ``seen`` lives.
+
+        A process met once is waited for by its stat until it is a zombie or gone: one that is
+        exiting has already lost its memory (its environment reads empty, so the scan no
+        longer finds it) but may still run for a while.
+        """
+        for pid in self.members(tree):
+            if pid not in seen:
+                st = procfs.read_stat(pid)
+                if st is not None:
+                    seen[pid] = st.start_ticks
+        for pid, ticks in list(seen.items()):
+            if not procfs.same_process(pid, ticks):
+                del seen[pid]
+        return bool(seen)
+
+    def _wait_gone(self, tree: Tree, timeout: float, reap: Callable[[], object],
+                   seen: dict[int, int]) -> bool:
         deadline = time.monotonic() + max(0.0, timeout)
         delay = 0.005
         while True:
             reap()
-            if not self.members(tree):
+            if not self._note(tree, seen):
                 return True
             if time.monotonic() >= deadline:
                 return False
