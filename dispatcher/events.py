@@ -23,6 +23,7 @@ from typing import Any
 from .errors import InvalidTransitionError, TaskNotFoundError
 from .logging_setup import log_extra
 from .models import EventType, Task, TaskEvent, TaskState
+from .registry._common import TransitionRequest, TransitionResult
 from .registry.base import TaskRegistry
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,17 @@ class EventRecorder:
             with self._lock:
                 self._remember(event)
         return task
+
+    def transition_many(self, requests: Sequence[TransitionRequest]) -> list[TransitionResult]:
+        """Several compare-and-sets with their events in ONE registry transaction; refusals are
+        answered in place. A failure of the whole batch raises (nothing written): callers try
+        each request again on its own."""
+        results = self.registry.transition_many(requests)
+        with self._lock:
+            for req, result in zip(requests, results, strict=True):
+                if req.event is not None and isinstance(result, Task):
+                    self._remember(req.event)
+        return results
 
     def update(self, key: str, *, event: TaskEvent | None = None, **updates: Any) -> Task:
         """Field update plus its event (same fallback rules as :meth:`transition`)."""

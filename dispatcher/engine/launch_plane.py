@@ -29,11 +29,13 @@ from ..launchers.base import RunnerLauncher, new_runner_id
 from ..logging_setup import log_extra
 from ..metrics import MetricsCollector
 from ..models import AgentPool, EventType, RunnerState, Slot, Task, TaskEvent, TaskState
+from ..registry._common import TransitionRequest
 from ..registry.base import TaskRegistry
 from ..repo_pool.start import StartConflict, plan_start
 from .admission import Admission
 from .commands import Command, FenceOutcome, LaunchFinished, LaunchOutcome, LaunchResult
 from .event_log import EventLog
+from .group_commit import GroupCommit
 from .runner_table import DirectoryState, RunnerDirectory, RunnerRecord, RunnerTable
 from .runs import next_run_number
 from .settler import Settler
@@ -98,6 +100,7 @@ class LaunchPlane:
         self._registry_changed = registry_changed  # someone else moved a task: poll
         self._fence = fence
         self._may_act = may_act  # this replica owns the registry (thread-safe)
+        self._commits = GroupCommit(parts.recorder)  # the workers' assignments, batched
         self._launching: dict[str, PendingLaunch] = {}  # task key -> launch
         self._ids: dict[str, str] = {}  # runner id -> task key
         self._unsure: dict[str, str] = {}  # task key -> runner id of an unknown assignment
@@ -222,10 +225,11 @@ class LaunchPlane:
             runner_id=pending.runner_id, slot_id=slot.slot_id, pool=pool.name,
             details={"attempt": pending.attempt, "branch": slot.branch})
         try:
-            running = p.recorder.transition(
-                key, TaskState.RUNNING, expected=TaskState.READY, event=assigned,
-                runner_id=pending.runner_id, assigned_slot=slot.slot_id,
-                reserved_branch=slot.branch, started_at=now, next_attempt_at=None)
+            running = self._commits.transition(TransitionRequest(
+                key, TaskState.RUNNING, TaskState.READY, assigned, {
+                    "runner_id": pending.runner_id, "assigned_slot": slot.slot_id,
+                    "reserved_branch": slot.branch, "started_at": now,
+                    "next_attempt_at": None}))
         except Exception as exc:
             found = self._committed_anyway(pending, exc)
             if isinstance(found, LaunchResult):

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..models import Task, TaskEvent, Taskset, TaskState
+
+if TYPE_CHECKING:
+    from ._common import TransitionRequest, TransitionResult
 
 #: Fields that :meth:`TaskRegistry.update_task` and ``transition(..., **updates)`` may change.
 UPDATABLE_FIELDS = frozenset(
@@ -151,6 +154,12 @@ class TaskRegistry(Protocol):
         Entering DONE unblocks dependents whose dependencies are all DONE (BLOCKED -> READY,
         with a TaskReady event each) in the same transaction. Returns the updated task.
         """
+        ...
+
+    def transition_many(self, requests: Sequence[TransitionRequest]) -> list[TransitionResult]:
+        """Several :meth:`transition` calls in ONE transaction, in order; a refused request is
+        answered with its InvalidTransitionError / TaskNotFoundError in its place, any other
+        failure writes nothing and raises."""
         ...
 
     def update_task(self, key: str, *, event: TaskEvent | None = None, **updates: Any) -> Task:
