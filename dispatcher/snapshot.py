@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from .models import PoolStatus, RunnerState, Task, TaskEvent, TaskState, Usage
@@ -75,9 +76,9 @@ class QueuedTaskView:
     ready_at: float | None
     created_at: float
     attempts: int
-    position: int | None  # 1-based place in the dispatch order; None for BLOCKED tasks
     pending: Pending
     next_attempt_at: float | None = None
+    in_queue: bool = True  # READY and waiting for its turn (it has a queue position)
     # its work (R21): the branch and what its last run recorded, landing
     branch: str | None = None
     head: str | None = None
@@ -232,9 +233,27 @@ class Snapshot:
     def running_total(self) -> int:
         return len(self.running)
 
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for view in self.queued:
+            if view.in_queue and view.state is TaskState.READY:
+                out[view.key] = len(out) + 1
+        return out
+
+    def position_of(self, key: str) -> int | None:
+        """A queued task's 1-based place in the dispatch order (None: BLOCKED, or READY but
+        waiting outside the queue: no slot yet, paths, budget). Computed from this snapshot's
+        order on first use, so publishing a snapshot never renumbers every queued view."""
+        return self._positions.get(key)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (``get_status()``, ``GET /v1/status``)."""
-        return _jsonable(asdict(self))
+        """JSON-ready dict (``get_status()``, ``GET /v1/status``); queued tasks carry their
+        ``position``."""
+        data: dict[str, Any] = _jsonable(asdict(self))
+        for entry in data["queued"]:
+            entry["position"] = self.position_of(entry["key"])
+        return data
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,11 +1,13 @@
 """Builds the engine's frozen :class:`~.snapshot.Snapshot` after changes.
 
 Per-task views are cached and rebuilt only for tasks that changed since the last snapshot
-(``rev`` grows when a view's content changes). The dispatch order of the whole queue (and every
-pending reason) is recomputed on every snapshot for small queues and at most once a second for
-big ones; in between, every snapshot renumbers the cached order (tasks that left dropped, so
-positions stay 1..n) and updates capacity reasons when the pools changed (per task shape), so
-10,000 queued tasks do not make the engine lag.
+(``rev`` grows when a view's content changes). A queued view carries no queue position (the
+snapshot derives positions from its order on demand, :meth:`Snapshot.position_of`), so a
+dispatch that moves every task up one place changes no view and a console redraws no row for
+it. The dispatch order of the whole queue (and every pending reason) is recomputed on every
+snapshot for small queues and at most once a second for big ones; in between, tasks that left
+are dropped from the cached order and capacity reasons are updated when the pools changed (per
+task shape), so 10,000 queued tasks do not make the engine lag.
 """
 
 from __future__ import annotations
@@ -204,21 +206,21 @@ class SnapshotBuilder:
 
     # --- views -----------------------------------------------------------------------------
     def _queued_view(self, task: Task, now: float) -> QueuedTaskView:
-        """The view of a queued task; its position is set afterwards by :meth:`_renumber`."""
+        """The view of a queued task (the cached one when nothing it shows changed)."""
         old = self._queued.get(task.key)
-        position = old.position if old is not None else None
         pending = self._pending_for(task, now)
+        in_queue = task.state is TaskState.READY and task.key in self.src.admission.queue
         sig = (task.title, task.state, task.required_skill, task.tenant, task.priority,
                task.ready_at, task.created_at, task.attempts, pending, task.next_attempt_at,
                task.branch, task.reserved_branch, task.head, task.commits, task.files_changed,
-               task.landed, task.gate_failed)
+               task.landed, task.gate_failed, in_queue)
         if old is not None and self._sigs.get(task.key) == sig:
             return old
         view = QueuedTaskView(
             key=task.key, taskset=task.taskset, task_id=task.id, title=task.title,
             state=task.state, skill=task.required_skill, tenant=task.tenant,
             priority=task.priority, ready_at=task.ready_at, created_at=task.created_at,
-            attempts=task.attempts, position=position, pending=pending,
+            attempts=task.attempts, in_queue=in_queue, pending=pending,
             next_attempt_at=task.next_attempt_at, rev=0 if old is None else old.rev + 1,
             **work_fields(task),
         )
@@ -339,33 +341,28 @@ class SnapshotBuilder:
                 sigs[key] = sig[:8] + (answer,) + sig[9:]
         return True
 
-    def _renumber(self, ordered: list[str], rest: list[str]) -> tuple[QueuedTaskView, ...]:
-        """The queued views in dispatch order, positions 1..n among the tasks still queued.
-
-        ``ordered``: READY keys in the cached dispatch order (tasks that left dropped);
-        ``rest``: the others (READY since the last full refresh first, then BLOCKED). A READY
-        task waiting in the dispatch queue gets the next position; BLOCKED tasks, and READY
-        ones outside the queue (no slot yet, retry pending outside it) have none. Only views
-        whose position changed are replaced, so this costs O(queue) without explaining again.
-        """
-        views = self._queued
+    def _assemble(self, ordered: list[str], rest: list[str]) -> tuple[QueuedTaskView, ...]:
+        """The queued views in dispatch order: ``ordered`` (READY keys in the cached dispatch
+        order, tasks that left dropped), then ``rest`` (READY since the last full refresh
+        first, then BLOCKED). A view is replaced only when the task entered or left the
+        dispatch queue (waiting for a slot, paths or budget outside it) without changing
+        otherwise; no view changes because others moved."""
+        views, sigs = self._queued, self._sigs
         in_queue = self.src.admission.queue
         out: list[QueuedTaskView] = []
-        position = 0
-        for keys, check in ((ordered, False), (rest, True)):
+        for keys in (ordered, rest):
             for key in keys:
                 view = views[key]
-                if view.state is TaskState.READY and (not check or key in in_queue):
-                    position += 1
-                    pos: int | None = position
-                else:
-                    pos = None
-                if view.position != pos:
-                    view = _view_with(view, position=pos)
+                queued = view.state is TaskState.READY and key in in_queue
+                if view.in_queue != queued:
+                    view = _view_with(view, in_queue=queued)
                     views[key] = view
+                    sig = sigs.get(key)
+                    if sig is not None:
+                        sigs[key] = sig[:-1] + (queued,)
                 out.append(view)
-        self._rest_sorted = [views[k] for k in rest] if self._rest_sorted is not None \
-            else None
+        if self._rest_sorted is not None:
+            self._rest_sorted = [views[k] for k in rest]
         return tuple(out)
 
     # --- assembly --------------------------------------------------------------------------
@@ -419,7 +416,7 @@ class SnapshotBuilder:
             ready = [k for k in self._order if k in keys and k in views]
             rest = self._sorted_rest({k for k in keys - self._order_set if k in views},
                                      rebuild)
-            self._queued_tuple = self._renumber(ready, [v.key for v in rest])
+            self._queued_tuple = self._assemble(ready, [v.key for v in rest])
         queued = self._queued_tuple
         if full and len(self._queued_keys) > FULL_REFRESH_SMALL:
             # big queues: a full refresh may cost at most ~5% of the engine's time

@@ -196,7 +196,8 @@ def fields_table(task: Task, now: float, snap: Snapshot | None = None,
     running = next((v for v in snap.running if v.key == task.key), None) if snap else None
     if queued is not None:
         rows.append(("pending", Text(queued.pending.message, style="bold")))
-        rows.append(("queue position", str(queued.position) if queued.position is not None
+        position = snap.position_of(task.key) if snap else None
+        rows.append(("queue position", str(position) if position is not None
                      else "- (not placeable yet)"))
     if running is not None:
         hb_age = now - running.last_sign_of_life

@@ -193,7 +193,9 @@ class MainScreen(Screen[None]):
         running = self.query_one(RunningTable)
         running.heartbeat_timeout = snap.heartbeat_timeout
         running.apply(snap.running)
-        self.query_one(QueueTable).apply(snap.queued)
+        queue = self.query_one(QueueTable)
+        queue.position_of = snap.position_of
+        queue.apply(snap.queued)
         self.query_one(FinishedTable).apply(snap.finished)
         self.query_one(EventTail).apply(snap.events)
         self._update_titles()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from functools import lru_cache
 from typing import Any, ClassVar
 
@@ -69,6 +69,12 @@ class QueueTable(DiffTable[QueuedTaskView]):
         "tenant": SortSpec("tenant", lambda v, now: v.tenant),
     }
 
+    def __init__(self, *, clock: object, id: str | None = None) -> None:
+        super().__init__(clock=clock, id=id)  # type: ignore[arg-type]
+        # the shown snapshot's positions (set before each apply): views carry none, so a
+        # dispatch that moves every task up changes no row, only the visible "#" cells
+        self.position_of: Callable[[str], int | None] = lambda key: None
+
     def signature(self, view: QueuedTaskView) -> Hashable:
         return (
             view.state,
@@ -91,7 +97,8 @@ class QueueTable(DiffTable[QueuedTaskView]):
         )
 
     def lazy_cells(self, view: QueuedTaskView, now: float) -> tuple[CellValue, ...]:
-        pos = "-" if view.position is None else str(view.position)
+        position = self.position_of(view.key)
+        pos = "-" if position is None else str(position)
         since = view.ready_at if view.ready_at else view.created_at
         return (pos, fmt_duration(now - since))
 

@@ -63,7 +63,7 @@ def queued(i: int, rev: int = 1, priority: int | None = None) -> QueuedTaskView:
         state=TaskState.READY if i % 5 else TaskState.BLOCKED, skill=SKILLS[i % 4],
         tenant=f"tenant{i % 3}", priority=i % 10 if priority is None else priority,
         ready_at=T0 - 10_000 + i, created_at=T0 - 20_000 + i, attempts=0,
-        position=i + 1 if i % 5 else None,
+        in_queue=bool(i % 5),
         pending=Pending(PendingReason.POOL_FULL, f"pool '{SKILLS[i % 4]}' full (4/4)"), rev=rev)
 
 

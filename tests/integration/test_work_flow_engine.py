@@ -84,7 +84,7 @@ def test_siblings_editing_the_same_line_make_their_dependent_wait_then_a_fix_and
         tmp_path: Path, origin: Path, flows: list[Flow]) -> None:
     flow = conflicting(tmp_path, origin, flows, "z")
     view = flow.queued("flow/z")
-    assert view is not None and view.pending.message == CONFLICT and view.position is None
+    assert view is not None and view.pending.message == CONFLICT and not view.in_queue
     assert flow.launcher.launch_for("flow/z") == []  # never started, no attempt spent
     z = flow.task("flow/z")
     assert z.state is TaskState.READY and z.attempts == 0

@@ -203,9 +203,9 @@ class FakeEngine:
         blocked = [t for t in tasks if t.state is TaskState.BLOCKED]
         queued = tuple(
             QueuedTaskView(t.key, t.taskset, t.id, t.title, t.state, t.required_skill, t.tenant,
-                           t.priority, t.ready_at, t.created_at, t.attempts,
-                           i + 1 if t.state is TaskState.READY else None, self._pending(t))
-            for i, t in enumerate([*ready, *blocked])
+                           t.priority, t.ready_at, t.created_at, t.attempts, self._pending(t),
+                           in_queue=t.state is TaskState.READY)
+            for t in [*ready, *blocked]
         )
         running = tuple(
             RunningTaskView(t.key, t.taskset, t.id, t.title, t.required_skill, t.tenant,

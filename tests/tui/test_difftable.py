@@ -39,7 +39,7 @@ def view(i: int, priority: int = 0) -> QueuedTaskView:
     return QueuedTaskView(
         key=f"ts/t{i:04d}", taskset="ts", task_id=f"t{i:04d}", title=f"t{i}",
         state=TaskState.READY, skill="s", tenant="ts", priority=priority, ready_at=T0 - 100,
-        created_at=T0 - 200, attempts=0, position=i + 1,
+        created_at=T0 - 200, attempts=0, in_queue=True,
         pending=Pending(PendingReason.QUEUED, "waiting for its turn"))
 
 

@@ -119,12 +119,13 @@ def test_real_true_processes_keep_runner_started_first(tmp_path: Path) -> None:
 def check_queue_views(snap: Any) -> None:
     """Positions 1..k in order (None only for tasks that cannot be dispatched yet), and no
     "global limit reached (n/n)" reason while the same snapshot shows fewer runners."""
-    positions = [v.position for v in snap.queued if v.position is not None]
+    positions = [p for v in snap.queued if (p := snap.position_of(v.key)) is not None]
     assert positions == list(range(1, len(positions) + 1)), \
         f"snapshot {snap.version}: positions {positions[:20]}..."
     ready = [v for v in snap.queued if v.state is TaskState.READY]
-    assert all(v.position is not None for v in ready), f"snapshot {snap.version}"
-    assert all(v.position is None for v in snap.queued if v.state is TaskState.BLOCKED)
+    assert all(snap.position_of(v.key) is not None for v in ready), f"snapshot {snap.version}"
+    assert all(snap.position_of(v.key) is None for v in snap.queued
+               if v.state is TaskState.BLOCKED)
     running = len(snap.running)
     limit = snap.max_global_concurrency
     if running < limit:
@@ -165,7 +166,7 @@ def test_queue_positions_and_reasons_follow_every_snapshot(tmp_path: Path) -> No
                                     for v in snap.queued):
                     break
         assert seen >= 12
-        first = next(v for v in snap.queued if v.position == 1)
+        first = next(v for v in snap.queued if snap.position_of(v.key) == 1)
         launched = {launch.task.key for launch in launcher.launches}
         assert first.key not in launched
     finally:

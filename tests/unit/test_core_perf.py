@@ -108,7 +108,7 @@ def test_incremental_rest_order_equals_a_full_sort() -> None:
     def view(key: str, state: TaskState, priority: int) -> QueuedTaskView:
         return QueuedTaskView(key=key, taskset="r", task_id=key, title="", state=state,
                               skill="", tenant="r", priority=priority, ready_at=None,
-                              created_at=0.0, attempts=0, position=None,
+                              created_at=0.0, attempts=0,
                               pending=Pending(PendingReason.QUEUED, ""))
 
     rng = random.Random(7)

@@ -52,7 +52,7 @@ def submit(config: DispatcherConfig, *tasks: Task) -> None:
 def view(key: str, state: TaskState, reason: PendingReason) -> QueuedTaskView:
     return QueuedTaskView(key=key, taskset="h", task_id=key, title="", state=state, skill="",
                           tenant="h", priority=0, ready_at=None, created_at=0.0, attempts=0,
-                          position=None, pending=Pending(reason, reason.value))
+                          pending=Pending(reason, reason.value))
 
 
 def snap(*queued: QueuedTaskView, running: int = 0) -> Snapshot:

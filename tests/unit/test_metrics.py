@@ -55,7 +55,7 @@ def queued(key: str, skill: str = "", state: TaskState = TaskState.READY) -> Que
     return QueuedTaskView(
         key=key, taskset=taskset, task_id=task_id, title=key, state=state, skill=skill,
         tenant=taskset, priority=0, ready_at=0.0, created_at=0.0, attempts=0,
-        position=1 if state == TaskState.READY else None,
+        in_queue=state == TaskState.READY,
         pending=Pending(PendingReason.QUEUED, "queued"))
 
 

@@ -38,7 +38,7 @@ T0 = 1_700_000_000.0
 
 def queued(key: str) -> QueuedTaskView:
     taskset, _, tid = key.partition("/")
-    return QueuedTaskView(key, taskset, tid, tid, TaskState.READY, "s", "t", 0, T0, T0, 0, 1,
+    return QueuedTaskView(key, taskset, tid, tid, TaskState.READY, "s", "t", 0, T0, T0, 0,
                           Pending(PendingReason.QUEUED, "its turn"))
 
 

@@ -31,7 +31,7 @@ T0 = 1_700_000_000.0
 
 def q(i: int, rev: int = 1, prio: int = 0) -> QueuedTaskView:
     return QueuedTaskView(f"ts/{i}", "ts", str(i), f"task {i}", TaskState.READY, "s", "t", prio,
-                          T0, T0, 0, i + 1, Pending(PendingReason.POOL_FULL, "pool full"),
+                          T0, T0, 0, Pending(PendingReason.POOL_FULL, "pool full"),
                           rev=rev)
 
 
