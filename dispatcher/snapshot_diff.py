@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, fields
 from typing import Any
 
-from .models import PoolStatus, PoolType, RunnerState, TaskEvent, TaskState
+from .models import PoolStatus, PoolType, RunnerState, TaskEvent, TaskState, Usage
 from .snapshot import (
     Counters,
     DeadlockView,
@@ -31,7 +31,7 @@ from .snapshot import (
 
 ROW_LISTS = ("queued", "running", "finished")
 _SCALARS = ("taken_at", "state", "policy", "max_global_concurrency", "registry_path", "api_url",
-            "throughput_interval", "heartbeat_timeout", "leader", "replica")
+            "throughput_interval", "heartbeat_timeout", "leader", "replica", "capacity")
 # Not carried yet: ``landings`` (nested land reports); a remote console shows none.
 
 
@@ -111,6 +111,18 @@ def diff(old: Snapshot | None, new: Snapshot) -> dict[str, Any]:
 # --- JSON -> views ------------------------------------------------------------------------------
 
 
+def _usage(value: Any) -> Usage | None:
+    """A view's ``usage`` back as :class:`Usage` (hashable, with ``total_tokens``)."""
+    return Usage.from_dict(value) if isinstance(value, dict) else value
+
+
+def _counters(d: dict[str, Any]) -> Counters:
+    known = _known(Counters, d)
+    if "usage" in known:
+        known["usage"] = _usage(known["usage"]) or Usage()
+    return Counters(**known)
+
+
 def _queued(d: dict[str, Any]) -> QueuedTaskView:
     p = d["pending"]
     return QueuedTaskView(**{**d, "state": TaskState(d["state"]),
@@ -118,11 +130,13 @@ def _queued(d: dict[str, Any]) -> QueuedTaskView:
 
 
 def _running(d: dict[str, Any]) -> RunningTaskView:
-    return RunningTaskView(**{**d, "runner_state": RunnerState(d["runner_state"])})
+    return RunningTaskView(**{**d, "runner_state": RunnerState(d["runner_state"]),
+                              "usage": _usage(d.get("usage"))})
 
 
 def _finished(d: dict[str, Any]) -> FinishedTaskView:
-    return FinishedTaskView(**{**d, "state": TaskState(d["state"])})
+    return FinishedTaskView(**{**d, "state": TaskState(d["state"]),
+                               "usage": _usage(d.get("usage"))})
 
 
 def _pool(d: dict[str, Any]) -> PoolStatus:
@@ -155,7 +169,7 @@ def snapshot_from_dict(data: dict[str, Any]) -> Snapshot:
         version=int(data["version"]),
         pools=tuple(_pool(_known(PoolStatus, p)) for p in data.get("pools") or ()),
         events=tuple(_event(e) for e in data.get("events") or ()),
-        counters=Counters(**_known(Counters, data.get("counters") or {})),
+        counters=_counters(data.get("counters") or {}),
         throughput=tuple(data.get("throughput") or ()),
         problems=tuple(data.get("problems") or ()),
         deadlocks=tuple(DeadlockView(**{**_known(DeadlockView, d), "tasks": tuple(d["tasks"])})
@@ -174,7 +188,7 @@ def apply(base: Snapshot | None, data: dict[str, Any]) -> Snapshot:
     if base is None or base.version != data.get("base"):
         raise ValueError(f"diff from version {data.get('base')} does not apply to "
                          f"{None if base is None else base.version}")
-    rows: dict[str, Any] = {k: data[k] for k in _SCALARS}
+    rows: dict[str, Any] = {k: data.get(k, getattr(base, k)) for k in _SCALARS}
     for name, (cls, make) in _MAKERS.items():
         change = data[name]
         by_key = {v.key: v for v in getattr(base, name)}
@@ -202,7 +216,7 @@ def apply(base: Snapshot | None, data: dict[str, Any]) -> Snapshot:
         deadlocks=(tuple(DeadlockView(**{**_known(DeadlockView, d), "tasks": tuple(d["tasks"])})
                          for d in data["deadlocks"]) if "deadlocks" in data else base.deadlocks),
         events=events,
-        counters=Counters(**_known(Counters, data["counters"])),
+        counters=_counters(data["counters"]),
         throughput=tuple(data["throughput"]),
         problems=tuple(data.get("problems") or ()),
         **rows,

@@ -112,3 +112,22 @@ def test_snapshot_from_dict_ignores_fields_it_does_not_know() -> None:
     data = snap(1, [q(1)]).to_dict()
     data["queued"][0]["usage"] = {"cost_usd": 1.5}  # a newer server's extra field
     assert snapshot_from_dict(data).queued[0].key == "ts/1"
+
+
+def test_usage_and_capacity_come_back_as_they_were() -> None:
+    from necrocode.dispatcher.models import Usage
+
+    spent = Usage(1200, 300, 100, 0.42, 3)
+    running = dataclasses.replace(r(1), agent="codex", usage=spent)
+    finished = dataclasses.replace(f(1), usage=Usage(50, 5))
+    old = snap(1, [q(1)], capacity=3)
+    new = snap(2, [q(1)], capacity=5, running=(running,), finished=(finished,),
+               counters=Counters(total=10, usage=spent))
+    for client in (apply(apply(None, diff(None, old)), json.loads(json.dumps(diff(old, new)))),
+                   apply(None, json.loads(json.dumps(diff(None, new))))):
+        same(client, new)
+        assert client.capacity == 5
+        assert client.running[0].usage == spent and client.finished[0].usage == Usage(50, 5)
+        assert isinstance(client.counters.usage, Usage)
+        assert client.counters.usage.total_tokens == 1500
+        hash(client.running[0].usage)  # the console's row signatures hash it
