@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from necrocode.dispatcher.models import Task, TaskEvent
+from necrocode.dispatcher.models import Task, TaskEvent, Usage
 from necrocode.dispatcher.snapshot import Snapshot
 from rich.console import Group
 from rich.table import Table
@@ -27,12 +27,14 @@ from textual.widgets import Footer, RichLog, Static
 
 from ..widgets.eventtail import event_line
 from ..widgets.format import (
+    budget_text,
     fmt_datetime,
     fmt_duration,
     heartbeat_style,
     runs_of,
     state_text,
     state_value,
+    usage_text,
 )
 
 if TYPE_CHECKING:
@@ -230,6 +232,7 @@ def fields_table(task: Task, now: float, snap: Snapshot | None = None,
         rows += [("runner", task.runner_id or "-"), ("slot", task.assigned_slot or "-")]
         if state == "running" and task.started_at:
             rows.append(("running for", fmt_duration(now - (task.started_at or now))))
+    rows += agent_rows(task, running.usage if running is not None else None)
     if task.next_attempt_at:
         rows.append(("next attempt", fmt_datetime(task.next_attempt_at)))
     if task.last_error:
@@ -239,6 +242,22 @@ def fields_table(task: Task, now: float, snap: Snapshot | None = None,
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def agent_rows(task: Task, this_run: Usage | None) -> list[tuple[str, Any]]:
+    """The coding agent's rows: preset, usage (this run's when running, all runs'), budget."""
+    rows: list[tuple[str, Any]] = []
+    if task.agent:
+        rows.append(("agent", task.agent))
+    if this_run is not None:
+        rows.append(("usage (this run)", Text(usage_text(this_run), style="magenta")))
+    if task.usage is not None:
+        rows.append(("usage (all runs)" if this_run is not None else "usage",
+                     Text(usage_text(task.usage), style="magenta")))
+    budget = budget_text(task.max_cost_usd, task.max_tokens, task.max_turns, this_run)
+    if budget:
+        rows.append(("budget (per run)", budget))
+    return rows
 
 
 def deps_text(data: DetailData) -> Text:

@@ -10,7 +10,6 @@ used: ``ScrollView``, ``render_line``, component classes, bindings and messages.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from rich.segment import Segment
@@ -23,7 +22,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from .format import KeyText, middle_ellipsis
+from .columns import Column, fit_columns, header_line, row_line
 from .rowmodel import CellValue, Change, RowModel, SortSpec
 
 V = TypeVar("V")
@@ -31,23 +30,6 @@ V = TypeVar("V")
 MARK = "●"
 
 __all__ = ["MARK", "CellValue", "Column", "DiffTable", "SortSpec"]
-
-
-@dataclass(frozen=True)
-class Column:
-    """One column: key, header label, content width and whether it ticks with the clock.
-
-    ``flex``: the column takes the width its panel has left (the last column: pending reason,
-    last error); ``width`` is then its minimum before other columns are dropped. ``drop``: a
-    column that may be hidden when the panel is narrow, the highest number first.
-    """
-
-    key: str
-    label: str
-    width: int = 8
-    lazy: bool = False  # depends on the clock or on the row's position: refreshed when visible
-    flex: bool = False
-    drop: int = 0
 
 
 class DiffTable(ScrollView, Generic[V], can_focus=True):
@@ -125,13 +107,15 @@ class DiffTable(ScrollView, Generic[V], can_focus=True):
     def __init__(self, *, clock: Callable[[], float], id: str | None = None) -> None:
         super().__init__(id=id)
         self.clock = clock
-        self.model: RowModel[V] = RowModel(self, self.SORTS, clock)
+        self._auto = any(c.auto for c in self.COLUMNS)
+        self.model: RowModel[V] = RowModel(self, self.SORTS, clock,
+                                           self.row_flags if self._auto else None)
         self.cursor_row = 0
         # The task the cursor is on, kept by KEY across refreshes, re-sorts and filters (the
         # row index of a task changes all the time in a live queue).
         self._cursor_key: str | None = None
         self._widths: list[int] = []  # render width of each column (mark, task, COLUMNS)
-        self._fitted: tuple[int, bool, int] | None = None
+        self._fitted: tuple[int, bool, int, frozenset[str]] | None = None
         self.hidden_columns: set[str] = set()
         self._layout = self._column_layout()
         self._lines: dict[str, tuple[object, object, bool, int, Strip]] = {}
@@ -162,6 +146,10 @@ class DiffTable(ScrollView, Generic[V], can_focus=True):
     def search_text(self, view: V) -> str:
         """Lower-case text the filter matches against."""
         raise NotImplementedError
+
+    def row_flags(self, view: V) -> frozenset[str]:
+        """The ``auto`` columns this row has something for (asked only when the row changes)."""
+        return frozenset()
 
     def view_key(self, view: V) -> str:
         return str(cast(Any, view).key)
@@ -280,7 +268,10 @@ class DiffTable(ScrollView, Generic[V], can_focus=True):
         """Bring the table to ``views`` (snapshot order): rows arrive, change and leave by key."""
         follow = (self.FOLLOW_HEAD and self.model.sort_id is None and self.cursor_row <= 0
                   and int(self.scroll_y) == 0)
+        in_use = self.model.in_use
         self._changed(lambda: self.model.apply(views), follow_head=follow)
+        if self.model.in_use != in_use:  # an auto column comes or goes (tokens, cost)
+            self._fit()
 
     def _changed(self, change: Callable[[], Change], *, follow_head: bool = False) -> None:
         key = self._cursor_key if self._cursor_key in self.model.index else self.selected_key
@@ -399,33 +390,15 @@ class DiffTable(ScrollView, Generic[V], can_focus=True):
     def column_widths(self, width: int) -> dict[str, int]:
         """Content widths of the columns for a panel ``width`` wide (0: hidden)."""
         task = max(self.TASK_MIN, min(self.TASK_MAX, self.model.max_key_len))
-        gaps = {c.key: 0 if c.flex else 1 for c in self.COLUMNS}
-        widths = {c.key: c.width for c in self.COLUMNS}
-        flex = next((c for c in self.COLUMNS if c.flex), None)
-
-        def left() -> int:
-            used = 2 + task + 1 + sum(w + gaps[k] for k, w in widths.items()
-                                      if flex is None or k != flex.key)
-            return width - used
-
-        for col in sorted((c for c in self.COLUMNS if c.drop), key=lambda c: -c.drop):
-            if flex is None or left() >= flex.width:
-                break
-            widths[col.key] = 0
-            gaps[col.key] = 0
-        if flex is not None:
-            short = flex.width - left()
-            if short > 0:
-                task = max(self.TASK_MIN, task - short)
-            widths[flex.key] = max(4, left())
-        return {"task": task, **widths}
+        return fit_columns(self.COLUMNS, width, task, self.TASK_MIN, self.model.in_use)
 
     def _fit(self) -> None:
         """Give the columns the panel's width (on resize and when the scrollbar comes or goes)."""
         rows = len(self.model.order)
         width = self.size.width
         scrollbar = rows + 1 > self.size.height
-        key = (width, scrollbar, min(self.model.max_key_len, self.TASK_MAX))
+        key = (width, scrollbar, min(self.model.max_key_len, self.TASK_MAX),
+               self.model.in_use)
         if key != self._fitted and width:
             self._fitted = key
             avail = width - (self.styles.scrollbar_size_vertical if scrollbar else 0)
@@ -472,11 +445,7 @@ class DiffTable(ScrollView, Generic[V], can_focus=True):
         return Strip(Segment.apply_style(strip, post_style=cursor), strip.cell_length)
 
     def _header_strip(self, style: Style, width: int) -> Strip:
-        line = Text(no_wrap=True, end="")
-        for label, w in zip(self.column_labels, self._widths, strict=False):
-            if w:
-                line.append(label[:w].ljust(w))
-        return self._strip(line, style, width)
+        return self._strip(header_line(self.column_labels, self._widths), style, width)
 
     def _row_strip(self, key: str, base: Style, width: int) -> Strip:
         model = self.model
@@ -486,14 +455,8 @@ class DiffTable(ScrollView, Generic[V], can_focus=True):
         if (cached is not None and cached[0] is static and cached[1] is lazy
                 and cached[2] == marked and cached[3] == self._epoch):
             return cached[4]
-        line = Text(no_wrap=True, end="")
         widths = self._widths or [2, self.TASK_MIN + 1] + [c.width + 1 for c in self.COLUMNS]
-        line.append((MARK if marked else "").ljust(widths[0]))
-        if widths[1]:
-            line.append(middle_ellipsis(key, widths[1]).ljust(widths[1]))
-        for (is_lazy, i), w in zip(self._layout, widths[2:], strict=False):
-            if w:  # a text may take its gap too (as wide as the column, cut there)
-                _append_cell(line, (lazy if is_lazy else static)[i], w)
+        line = row_line(MARK if marked else "", key, widths, self._layout, static, lazy)
         strip = self._strip(line, base, width)
         if len(self._lines) > 4 * max(50, self.size.height):
             self._lines.clear()  # only lines on screen are worth keeping
@@ -531,17 +494,3 @@ class DiffTable(ScrollView, Generic[V], can_focus=True):
         changed = self.model.tick(keys, self.clock() if now is None else now)
         for key in changed:
             self._refresh_key(key)
-
-
-def _append_cell(line: Text, value: CellValue, width: int) -> None:
-    """One cell cut to ``width`` columns (an ellipsis where its Text asks), padded to it."""
-    if isinstance(value, KeyText):
-        line.append(middle_ellipsis(value.key, width).ljust(width))
-        return
-    if isinstance(value, str):
-        line.append(value[:width].ljust(width))
-        return
-    cell = value.copy()
-    cell.truncate(width, overflow=value.overflow or "crop")
-    cell.pad_right(width - cell.cell_len)
-    line.append_text(cell)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from necrocode.dispatcher.models import TaskState
+from necrocode.dispatcher.models import TaskState, Usage
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.measure import Measurement
 from rich.text import Text
@@ -169,3 +169,70 @@ def truncate(text: str | None, width: int) -> str:
         return ""
     line = " ".join(str(text).split())
     return line if len(line) <= width else line[: max(0, width - 1)] + "…"
+
+
+def fmt_tokens(count: int | None) -> str:
+    """Compact token count: ``950``, ``12.3k``, ``4.56M``; ``-`` when none."""
+    if not count:
+        return "-"
+    if count < 1000:
+        return str(count)
+    if count < 100_000:
+        return f"{count / 1000:.1f}k"
+    if count < 1_000_000:
+        return f"{count // 1000}k"
+    if count < 100_000_000:
+        return f"{count / 1_000_000:.2f}M".replace(".00M", "M")
+    return f"{count // 1_000_000}M"
+
+
+def fmt_cost(usd: float | None) -> str:
+    """A cost in USD: ``$0.004``, ``$0.42``, ``$12.30``, ``$1,234``; ``-`` when unknown."""
+    if usd is None:
+        return "-"
+    if usd < 0.1:
+        return f"${usd:.3f}"
+    if usd < 1000:
+        return f"${usd:.2f}"
+    return f"${usd:,.0f}"
+
+
+def usage_of(view: object) -> tuple[int, float | None] | None:
+    """(input + output tokens, cost in USD or None) of a view's ``usage``; None without one.
+
+    ``usage`` is a :class:`~necrocode.dispatcher.models.Usage` (a dict from older clients)."""
+    usage = getattr(view, "usage", None)
+    if usage is None:
+        return None
+    if isinstance(usage, dict):
+        tokens = int(usage.get("input_tokens") or 0) + int(usage.get("output_tokens") or 0)
+        cost = usage.get("cost_usd")
+        return tokens, float(cost) if isinstance(cost, int | float) else None
+    return int(usage.total_tokens), usage.cost_usd
+
+
+def usage_text(usage: Usage) -> str:
+    """A coding agent's usage in full: ``12,000 in (3,000 cached) · 345 out · 7 turns · $0.42``."""
+    parts = [f"{usage.input_tokens:,} in"
+             + (f" ({usage.cached_tokens:,} cached)" if usage.cached_tokens else ""),
+             f"{usage.output_tokens:,} out"]
+    if usage.turns:
+        parts.append(f"{usage.turns} turn{'s' if usage.turns != 1 else ''}")
+    parts.append(fmt_cost(usage.cost_usd) if usage.cost_usd is not None else "cost unknown")
+    return " · ".join(parts)
+
+
+def budget_text(max_cost_usd: float | None, max_tokens: int | None, max_turns: int | None,
+                spent: Usage | None = None) -> str:
+    """A run's budget (``$1.00 · 50,000 tokens · 30 turns``), with what ``spent`` used of it."""
+    parts = []
+    if max_cost_usd is not None:
+        cost = None if spent is None else spent.cost_usd
+        parts.append(("" if cost is None else f"{fmt_cost(cost)} of ") + fmt_cost(max_cost_usd))
+    if max_tokens is not None:
+        used = "" if spent is None else f"{spent.total_tokens:,} of "
+        parts.append(f"{used}{max_tokens:,} tokens")
+    if max_turns is not None:
+        used = "" if spent is None else f"{spent.turns} of "
+        parts.append(f"{used}{max_turns} turns")
+    return " · ".join(parts)

@@ -6,7 +6,7 @@ from necrocode.dispatcher.snapshot import Snapshot
 from rich.text import Text
 from textual.widgets import Static
 
-from .format import ENGINE_STATE_STYLES
+from .format import ENGINE_STATE_STYLES, fmt_cost, fmt_tokens
 
 _BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -17,16 +17,6 @@ def sparkline(values: tuple[int, ...] | list[int]) -> str:
         return ""
     top = max(values) or 1
     return "".join(_BLOCKS[min(7, round(v / top * 7))] for v in values)
-
-
-def capacity(snap: Snapshot) -> int:
-    """Runners that can run at once now: the enabled pools' slots, at most the global cap."""
-    pools = sum(p.max_concurrency for p in snap.pools if p.enabled)
-    if not snap.pools:
-        return snap.max_global_concurrency
-    if snap.max_global_concurrency and snap.max_global_concurrency > 0:
-        return min(pools, snap.max_global_concurrency)
-    return pools
 
 
 def header_text(snap: Snapshot | None, *, read_only: bool = False, filter_text: str = "",
@@ -46,7 +36,8 @@ def header_text(snap: Snapshot | None, *, read_only: bool = False, filter_text: 
     c = snap.counters
     text.append(" " + str(snap.policy), style="bold")
     text.append("  run ", style="grey62")
-    text.append(f"{snap.running_total}/{capacity(snap)}", style="bold")
+    # what can run now (the engine's: enabled, healthy pools under the global cap)
+    text.append(f"{snap.running_total}/{snap.capacity}", style="bold")
     text.append("  done ", style="grey62")
     text.append(str(c.done), style="bold green")
     text.append(" failed ", style="grey62")
@@ -60,6 +51,13 @@ def header_text(snap: Snapshot | None, *, read_only: bool = False, filter_text: 
     if c.retried:
         text.append("  retries ", style="grey62")
         text.append(str(c.retried), style="bold yellow")
+    spent = c.usage
+    if spent is not None and (spent.total_tokens or spent.cost_usd is not None):
+        text.append("  tokens ", style="grey62")
+        text.append(fmt_tokens(spent.total_tokens), style="bold magenta")
+        if spent.cost_usd is not None:
+            text.append(" cost ", style="grey62")
+            text.append(fmt_cost(spent.cost_usd), style="bold magenta")
     text.append("\n")
     if unacknowledged:
         text.append(f" ⚠ {unacknowledged} new failure{'s' if unacknowledged > 1 else ''} (F) ",
@@ -103,8 +101,7 @@ class DashboardHeader(Static):
         """Redraw from a snapshot."""
         self._snap = snap
         key = (snap.state, snap.policy, snap.counters, snap.running_total, snap.registry_path,
-               snap.api_url, snap.deadlocks, self.filter_text, snap.max_global_concurrency,
-               tuple((p.max_concurrency, p.enabled) for p in snap.pools),
+               snap.api_url, snap.deadlocks, self.filter_text, snap.capacity,
                snap.throughput[-24:], snap.throughput_interval, self.unacknowledged,
                self.connection)
         if key != self._last:

@@ -70,8 +70,15 @@ class RowModel(Generic[V]):
     """Rows keyed by task key, in the order shown; diff-updated from snapshot sequences."""
 
     def __init__(self, spec: RowSpec[V], sorts: dict[str, SortSpec],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float],
+                 flags: Callable[[V], frozenset[str]] | None = None) -> None:
         self.spec = spec
+        # ``flags``: what a row has to show (e.g. "tokens"), asked only when the row changes;
+        # :attr:`in_use` is the union over the rows, kept by counts (O(changes) per apply)
+        self.flags = flags
+        self.in_use: frozenset[str] = frozenset()
+        self._flags: dict[str, frozenset[str]] = {}
+        self._flag_counts: dict[str, int] = {}
         self.sorts = sorts
         self.clock = clock
         self.views: dict[str, V] = {}
@@ -170,6 +177,8 @@ class RowModel(Generic[V]):
             if old is not None and not force and sig == sigs.get(key):
                 continue
             sigs[key] = sig
+            if self.flags is not None:
+                self._set_flags(key, self.flags(view))
             self._search.pop(key, None)
             row = cells.get(key)
             if row is None:
@@ -187,6 +196,8 @@ class RowModel(Generic[V]):
         gone = old_views.keys() - new_views.keys()
         removed = 0
         for key in gone:
+            if key in self._flags:
+                self._set_flags(key, frozenset())
             sigs.pop(key, None)
             self._search.pop(key, None)
             cells.pop(key, None)
@@ -205,6 +216,24 @@ class RowModel(Generic[V]):
         # positions changed in the snapshot order: re-sort only without a sort of our own
         reordered = self._reorder(always=self.sort_id is None or bool(updated))
         return Change(updated=updated, reordered=reordered)
+
+    def _set_flags(self, key: str, new: frozenset[str]) -> None:
+        old = self._flags.get(key, frozenset())
+        if new == old:
+            return
+        counts, crossed = self._flag_counts, False
+        for flag in old - new:
+            counts[flag] -= 1
+            crossed = crossed or not counts[flag]
+        for flag in new - old:
+            counts[flag] = counts.get(flag, 0) + 1
+            crossed = crossed or counts[flag] == 1
+        if new:
+            self._flags[key] = new
+        else:
+            del self._flags[key]
+        if crossed:
+            self.in_use = frozenset(f for f, n in counts.items() if n)
 
     def matches_view(self, key: str, view: V) -> bool:
         if self.only is not None and not self.only(view):

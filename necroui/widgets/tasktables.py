@@ -18,12 +18,15 @@ from .difftable import CellValue, Column, DiffTable, SortSpec
 from .format import (
     fitted,
     fmt_clock,
+    fmt_cost,
     fmt_duration,
+    fmt_tokens,
     heartbeat_text,
     runs_of,
     state_text,
     state_value,
     truncate,
+    usage_of,
 )
 
 _INF = float("inf")
@@ -47,6 +50,27 @@ _PENDING_STYLES: dict[PendingReason, str] = {
     PendingReason.POOL_UNHEALTHY: "yellow",
     PendingReason.PAUSED: "yellow",
 }
+
+
+_TOKENS = frozenset({"tokens"})
+_TOKENS_COST = frozenset({"tokens", "cost"})
+_NONE: frozenset[str] = frozenset()
+
+
+def usage_flags(view: object) -> frozenset[str]:
+    """``tokens`` when the row has a coding agent's usage, ``cost`` too when it has a cost."""
+    spent = usage_of(view)
+    if spent is None:
+        return _NONE
+    return _TOKENS if spent[1] is None else _TOKENS_COST
+
+
+def usage_cells(view: object) -> tuple[str, str]:
+    """The TOKENS and COST cells of a view (``-`` when its task reported none)."""
+    spent = usage_of(view)
+    if spent is None:
+        return "-", "-"
+    return fmt_tokens(spent[0]), fmt_cost(spent[1])
 
 
 class QueueTable(DiffTable[QueuedTaskView]):
@@ -116,9 +140,11 @@ class RunningTable(DiffTable[RunningTaskView]):
         Column("pool", "pool", width=9),
         Column("runtime", "runtime", width=7, lazy=True),
         Column("hb", "heartbeat", width=9, lazy=True),
-        Column("att", "run", width=3, drop=1),
-        Column("runner", "runner", width=16, drop=3),
-        Column("slot", "slot", width=10, drop=2),
+        Column("att", "run", width=3, drop=3),
+        Column("tokens", "tokens", width=6, drop=2, auto=True),
+        Column("cost", "cost", width=7, drop=1, auto=True),
+        Column("runner", "runner", width=16, drop=5),
+        Column("slot", "slot", width=10, drop=4),
         Column("progress", "progress", width=16, flex=True),
     )
     SORTS: ClassVar[dict[str, SortSpec]] = {
@@ -134,12 +160,17 @@ class RunningTable(DiffTable[RunningTaskView]):
         self.heartbeat_timeout = 60.0
 
     def signature(self, view: RunningTaskView) -> Hashable:
-        return (view.pool, view.runner_id, view.slot_id, view.attempt, view.progress)
+        return (view.pool, view.runner_id, view.slot_id, view.attempt, view.progress,
+                usage_of(view))
+
+    def row_flags(self, view: RunningTaskView) -> frozenset[str]:
+        return usage_flags(view)
 
     def static_cells(self, view: RunningTaskView) -> tuple[CellValue, ...]:
         return (
             truncate(view.pool, 9),
             str(view.attempt),
+            *usage_cells(view),
             truncate(view.runner_id, 16),
             truncate(view.slot_id or "-", 10),
             fitted(view.progress),
@@ -166,11 +197,13 @@ class FinishedTable(DiffTable[FinishedTaskView]):
 
     COLUMNS: ClassVar[tuple[Column, ...]] = (
         Column("outcome", "outcome", width=9),
-        Column("att", "runs", width=4),
-        Column("duration", "duration", width=8, drop=1),
-        Column("at", "finished", width=8),
-        Column("pool", "pool", width=10, drop=2),
-        Column("error", "last error", width=24, flex=True),
+        Column("att", "runs", width=4, drop=4),
+        Column("duration", "duration", width=8, drop=5),
+        Column("at", "finished", width=8, drop=2),
+        Column("tokens", "tokens", width=6, drop=3, auto=True),
+        Column("cost", "cost", width=7, drop=1, auto=True),
+        Column("pool", "pool", width=10, drop=6),
+        Column("error", "last error", width=20, flex=True),
     )
     FOLLOW_HEAD: ClassVar[bool] = True  # the newest on top stay in view
     SORTS: ClassVar[dict[str, SortSpec]] = {
@@ -183,7 +216,10 @@ class FinishedTable(DiffTable[FinishedTaskView]):
 
     def signature(self, view: FinishedTaskView) -> Hashable:
         return (view.state, view.attempts, view.started_at, view.finished_at, view.last_error,
-                view.pool)
+                view.pool, usage_of(view))
+
+    def row_flags(self, view: FinishedTaskView) -> frozenset[str]:
+        return usage_flags(view)
 
     def static_cells(self, view: FinishedTaskView) -> tuple[CellValue, ...]:
         return (
@@ -191,6 +227,7 @@ class FinishedTable(DiffTable[FinishedTaskView]):
             str(runs_of(view.state, view.attempts)),
             fmt_duration(view.duration),
             fmt_clock(view.finished_at),
+            *usage_cells(view),
             truncate(view.pool or "-", 10),
             fitted(view.last_error, "red"),
         )

@@ -21,6 +21,7 @@ from necrocode.dispatcher.models import (
     TaskEvent,
     Taskset,
     TaskState,
+    Usage,
 )
 from necrocode.dispatcher.snapshot import (
     Counters,
@@ -167,6 +168,7 @@ class FakeEngine:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.version = 1
         self.heartbeats: dict[str, float] = {}
+        self.usage: dict[str, Usage] = {}  # a coding agent's usage per task (running/finished)
         self._snap: Snapshot | None = None
 
     # --- snapshot ------------------------------------------------------------------------------
@@ -212,12 +214,13 @@ class FakeEngine:
                             t.priority, t.runner_id or "", _pool_of(t), t.assigned_slot,
                             t.attempts or 1, t.started_at or T0,
                             self.heartbeats.get(t.key, T0 - 5 - 20 * n), RunnerState.RUNNING,
-                            progress="working")
+                            progress="working", usage=self.usage.get(t.key))
             for n, t in enumerate(t for t in tasks if t.state is TaskState.RUNNING)
         )
         finished = tuple(sorted(
             (FinishedTaskView(t.key, t.taskset, t.id, t.title, t.state, t.attempts,
-                              t.started_at, t.finished_at, t.last_error, _pool_of(t))
+                              t.started_at, t.finished_at, t.last_error, _pool_of(t),
+                              usage=self.usage.get(t.key))
              for t in tasks if t.state.terminal),
             key=lambda v: -(v.finished_at or 0)))
         pools = []
@@ -233,7 +236,10 @@ class FakeEngine:
         counters = Counters(total=len(tasks), blocked=counts[TaskState.BLOCKED],
                             ready=counts[TaskState.READY], running=counts[TaskState.RUNNING],
                             done=counts[TaskState.DONE], failed=counts[TaskState.FAILED],
-                            cancelled=counts[TaskState.CANCELLED])
+                            cancelled=counts[TaskState.CANCELLED],
+                            usage=sum(self.usage.values(), Usage()))
+        slots = sum(p.max_concurrency for p in self.config.agent_pools
+                    if self.pool_enabled[p.name])
         return Snapshot(
             version=self.version, taken_at=T0, state=self.state, policy="priority",
             max_global_concurrency=self.config.max_global_concurrency,
@@ -241,6 +247,7 @@ class FakeEngine:
             pools=tuple(pools), queued=queued, running=running, finished=finished,
             events=tuple(self.registry.events[-50:]), counters=counters,
             throughput=(0, 1, 3, 2, 5, 4, 6, 3, 2, 4), heartbeat_timeout=60.0,
+            capacity=min(slots, self.config.max_global_concurrency),
         )
 
     # --- control (what DispatcherCore offers) -------------------------------------------------

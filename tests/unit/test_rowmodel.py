@@ -118,3 +118,25 @@ def test_cursor_follows_its_key_else_its_nearest_neighbour_below() -> None:
     assert m.follow_key("e", list("eadb"), 0) == "a"
     m.apply([])
     assert m.follow_key("a", ["a", "b"], 0) is None
+
+
+def test_flags_in_use_follow_the_rows_and_are_asked_only_of_changed_rows() -> None:
+    asked: list[str] = []
+
+    def flags(view: Row) -> frozenset[str]:
+        asked.append(view.key)
+        return frozenset({"tokens"}) if view.prio else frozenset()
+
+    rows = [Row(f"ts/{i}") for i in range(1000)]
+    m: RowModel[Row] = RowModel(Spec(), SORTS, lambda: 0.0, flags)
+    m.apply(rows)
+    assert m.in_use == frozenset() and len(asked) == 1000
+    asked.clear()
+    rows = [*rows[:5], dataclasses.replace(rows[5], prio=1), *rows[6:]]
+    m.apply(rows)
+    assert m.in_use == {"tokens"} and asked == ["ts/5"]  # one row changed: one asked
+    asked.clear()
+    m.apply([dataclasses.replace(r) for r in rows])  # equal views: nothing asked
+    assert asked == [] and m.in_use == {"tokens"}
+    m.apply(rows[:5] + rows[6:])  # the row with usage leaves
+    assert m.in_use == frozenset() and asked == []
