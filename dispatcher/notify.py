@@ -74,21 +74,26 @@ class Notice:
 _CONFLICT_EVENTS = {EventType.START_CONFLICT, EventType.LAND_CONFLICT}
 
 
-def _is_budget(message: str, details: dict[str, Any]) -> bool:
-    return bool(details.get("budget")) or "budget" in message.lower()
+def _is_budget(details: dict[str, Any]) -> bool:
+    """A TaskFailed whose reason is the budget (the engine's ``details.reason``)."""
+    return details.get("reason") == "budget"
 
 
 class NoticeDeriver:
     """Turns a stream of snapshots into notices (pure: no threads, no I/O).
 
     Events are taken once each (by their registry ``seq``); a taskset is finished when it had
-    tasks queued or running in the previous snapshot and has none now.
+    tasks queued or running in the previous snapshot and has none now. A budget stop is known
+    by the engine's ``BudgetExceeded`` event (the run is stopped) or a ``TaskFailed`` whose
+    ``details.reason`` is ``budget``, never by message text; the task's failure that follows
+    its stop is not told twice.
     """
 
     def __init__(self) -> None:
         self._seq = -1
         self._active: set[str] | None = None
         self._failed_seen: set[str] = set()
+        self._budget_told: set[str] = set()  # tasks whose budget stop was told
 
     def feed(self, snap: Snapshot) -> list[Notice]:
         """The notices since the last snapshot fed (none for the first one: that is history)."""
@@ -111,13 +116,16 @@ class NoticeDeriver:
         if not first:
             for view in snap.finished:
                 if (view.state == TaskState.FAILED and view.key not in self._failed_seen
+                        and view.key not in self._budget_told
                         and not any(n.task == view.key for n in notices)):
                     message = view.last_error or "failed"
-                    kind = (NoticeKind.BUDGET_STOP if _is_budget(message, {})
-                            else NoticeKind.TASK_FAILED)
-                    notices.append(Notice(kind, f"{view.key} failed: {message}", view.key,
-                                          view.taskset, view.finished_at or snap.taken_at))
+                    notices.append(Notice(NoticeKind.TASK_FAILED, f"{view.key} failed: {message}",
+                                          view.key, view.taskset,
+                                          view.finished_at or snap.taken_at))
         self._failed_seen = failed_now | {n.task for n in notices if n.task}
+        if self._budget_told:  # a stopped task retried (queued again) may fail anew
+            queued_now = {v.key for v in snap.queued}
+            self._budget_told = {k for k in self._budget_told if k not in queued_now}
         active = {v.taskset for v in snap.queued} | {v.taskset for v in snap.running}
         if not first and self._active is not None:
             for taskset in sorted(self._active - active):
@@ -134,8 +142,17 @@ class NoticeDeriver:
                     details: dict[str, Any], at: float) -> Notice | None:
         taskset = task.rpartition("/")[0] if task else None
         text = f"{task}: {message}" if task and message else (message or str(task))
+        if kind is EventType.BUDGET_EXCEEDED:
+            if task:
+                self._budget_told.add(task)
+            return Notice(NoticeKind.BUDGET_STOP, f"{task}: stopped, {message}" if task
+                          else message, task, taskset, at, {**details, "reason": "budget"})
         if kind is EventType.TASK_FAILED:
-            if _is_budget(message, details):
+            if _is_budget(details):
+                if task in self._budget_told:
+                    return None  # its stop was told (BudgetExceeded): the failure follows
+                if task:
+                    self._budget_told.add(task)
                 return Notice(NoticeKind.BUDGET_STOP, text, task, taskset, at, dict(details))
             return Notice(NoticeKind.TASK_FAILED, text, task, taskset, at, dict(details))
         if kind in _CONFLICT_EVENTS:

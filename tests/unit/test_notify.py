@@ -64,7 +64,8 @@ def test_history_is_not_news_then_each_event_counts_once() -> None:
     events = (*old, event(2, EventType.TASK_FAILED, "a/2", "exit code 2"),
               event(3, EventType.START_CONFLICT, "b/1", "conflict in x.py"),
               event(4, EventType.GATE_FAILED, "b/2", "make test failed"),
-              event(5, EventType.TASK_FAILED, "b/3", "over budget: $2.10 > $2.00"))
+              event(5, EventType.TASK_FAILED, "b/3", "budget exceeded: 2.10/2.00 USD",
+                    reason="budget"))
     notices = d.feed(snap(2, events=events, queued=(queued("b/9"),),
                           finished=(finished("a/2", TaskState.FAILED, "exit code 2"),)))
     kinds = [(n.kind, n.task) for n in notices]
@@ -74,6 +75,31 @@ def test_history_is_not_news_then_each_event_counts_once() -> None:
     assert notices[-1].taskset == "a" and "finished (1 failed)" in notices[-1].message
     assert d.feed(snap(3, events=events, queued=(queued("b/9"),),
                        finished=(finished("a/2", TaskState.FAILED),))) == []
+
+
+def test_a_budget_stop_is_known_by_its_event_and_told_once() -> None:
+    d = NoticeDeriver()
+    d.feed(snap(1, queued=(queued("a/1"),)))
+    stop = event(2, EventType.BUDGET_EXCEEDED, "a/1", "budget exceeded: 1.23/1.00 USD")
+    running = (event(1, EventType.TASK_CREATED, "a/1"), stop)
+    notices = d.feed(snap(2, events=running, queued=(queued("a/9"),)))
+    assert [(n.kind, n.task) for n in notices] == [(NoticeKind.BUDGET_STOP, "a/1")]
+    assert notices[0].severity == "error" and "1.23/1.00 USD" in notices[0].message
+    failed = (*running, event(3, EventType.TASK_FAILED, "a/1",
+                              "failed not retryable: budget exceeded: 1.23/1.00 USD",
+                              reason="budget"))
+    later = d.feed(snap(3, events=failed, queued=(queued("a/9"),), finished=(
+        finished("a/1", TaskState.FAILED, "budget exceeded: 1.23/1.00 USD"),)))
+    assert later == []  # the failure that follows the stop is the same news
+
+
+def test_budget_in_a_message_is_not_a_budget_stop() -> None:
+    d = NoticeDeriver()
+    d.feed(snap(1, queued=(queued("a/1"),)))
+    said = event(2, EventType.TASK_FAILED, "a/1", "tests of the budget module failed",
+                 reason="exit_code")
+    notices = d.feed(snap(2, events=(said,), queued=(queued("a/9"),)))
+    assert [n.kind for n in notices] == [NoticeKind.TASK_FAILED]
 
 
 def test_a_failure_past_the_event_tail_is_still_told() -> None:
