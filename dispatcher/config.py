@@ -30,12 +30,23 @@ class _Derived(float):
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
 
 
+OSC_MODES = ("9", "777", "off")  # ui.notify_osc: which desktop-notification escape, if any
+
+
 @dataclass
 class UIConfig:
     """Settings of the necroui console."""
 
     refresh_interval: float = 0.5  # seconds between dashboard refreshes
     keymap: dict[str, str] = field(default_factory=dict)  # binding id -> keys, e.g. {"pause": "P"}
+    notify_osc: str = "off"  # desktop notifications as terminal escapes: "9", "777" or "off"
+
+    def __post_init__(self) -> None:
+        # YAML reads ``9`` as a number and ``off`` as false: both mean what they say here
+        if self.notify_osc is False:
+            self.notify_osc = "off"
+        elif isinstance(self.notify_osc, int) and not isinstance(self.notify_osc, bool):
+            self.notify_osc = str(self.notify_osc)
 
 
 @dataclass

@@ -6,7 +6,7 @@ The file has the seed's three sections plus optional ``ui:`` and ``work:`` secti
     agent_pools:     # pool name -> {type, max_concurrency, cpu_quota, memory_quota, enabled,
                      #               config, agent_command}
     skill_mapping:   # skill -> [pool name, ...]; the ``default`` entry catches the rest
-    ui:              # {refresh_interval, keymap}
+    ui:              # {refresh_interval, keymap, notify_osc}
     work:            # how work flows between tasks (see work_config)
     ha:              # {lease, namespace, duration, renew_deadline, retry_period, identity}
 
@@ -59,7 +59,7 @@ __all__ = ["config_from_mapping", "config_to_dict", "default_config", "dispatche
 SECTIONS = ("dispatcher", "agent_pools", "skill_mapping", "ui", "work", "ha", "notify")
 POOL_KEYS = ("type", "max_concurrency", "cpu_quota", "memory_quota", "enabled", "config",
              "agent_command", "agent", "agent_options")
-UI_KEYS = ("refresh_interval", "keymap")
+UI_KEYS = ("refresh_interval", "keymap", "notify_osc")
 #: Keys of a pool's ``config`` that name files, resolved against the config file's folder.
 PATH_KEYS = frozenset({"job_template", "kubeconfig"})
 
@@ -327,7 +327,8 @@ def config_to_dict(config: DispatcherConfig) -> dict[str, Any]:
         "dispatcher": section,
         "agent_pools": pools,
         "skill_mapping": {k: list(v) for k, v in config.skill_mapping.items()},
-        "ui": {"refresh_interval": config.ui.refresh_interval, "keymap": dict(config.ui.keymap)},
+        "ui": {"refresh_interval": config.ui.refresh_interval, "keymap": dict(config.ui.keymap),
+               "notify_osc": config.ui.notify_osc},
         "work": work_to_dict(config.work),
         "notify": notify_to_dict(config.notify),
     }

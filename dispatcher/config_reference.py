@@ -98,6 +98,9 @@ MEANINGS: dict[str, str] = {
     "tasks without a skill or with an unmapped one.",
     "ui.refresh_interval": "Seconds between dashboard refreshes.",
     "ui.keymap": "Key rebinding: binding id -> keys, e.g. {pause: P}.",
+    "ui.notify_osc": "Desktop notifications from the console as terminal escapes: 9 (OSC 9: "
+                     "iTerm2, WezTerm, kitty, Windows Terminal), 777 (OSC 777: foot, "
+                     "rxvt-unicode, VTE terminals) or off.",
     "work.commit_author": "Author and committer of the commits the Dispatcher makes "
     "('Name <email>').",
     "work.commit_message": "Message of the commit of a run's leftover changes: {key}, {id}, "

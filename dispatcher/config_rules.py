@@ -14,7 +14,7 @@ from typing import Any
 
 from . import limits
 from .agents.checks import agent_problems, config_problems
-from .config import DispatcherConfig, UIConfig
+from .config import OSC_MODES, DispatcherConfig, UIConfig
 from .errors import Problem
 from .models import AgentPool, PoolType, SchedulingPolicy
 from .notify_config import validate_notify
@@ -238,3 +238,7 @@ def _validate_ui(ui: UIConfig, add: Callable[..., None]) -> None:
         add(("ui", "keymap"),
             f"expected a mapping of binding id to keys, got {type_name(ui.keymap)}",
             'e.g. keymap: {pause: "P"}')
+    if ui.notify_osc not in OSC_MODES:
+        add(("ui", "notify_osc"), f"expected one of 9, 777, off, got {ui.notify_osc!r}",
+            "9: OSC 9 (iTerm2, WezTerm, kitty, Windows Terminal); 777: OSC 777 (foot, VTE); "
+            "off: toasts and the bell only")

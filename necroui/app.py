@@ -28,6 +28,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 
 from .bumps import PriorityBumper
+from .desktop import DesktopNotifier
 from .screens.main import MUTATING_ACTIONS, MainScreen
 from .screens.modals import QuitChoice, QuitModal
 from .widgets import DashboardHeader
@@ -99,6 +100,8 @@ class NecroApp(App[QuitChoice]):
         keymap: dict[str, str] | None = None,
         notice: str | None = None,
         owns_engine: bool = True,
+        notify_osc: str | None = None,
+        osc_write: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__()
         # False when attached: quitting leaves the remote dispatcher and its runners alone
@@ -115,6 +118,9 @@ class NecroApp(App[QuitChoice]):
         self.main = MainScreen()
         self.bumper = PriorityBumper(engine, self._report_from_thread)
         self.notices = NoticeDeriver()
+        # desktop notifications (ui.notify_osc): the escape goes where Textual draws
+        self.desktop = DesktopNotifier(notify_osc or getattr(ui, "notify_osc", "off") or "off",
+                                       osc_write or self._write_to_terminal)
         self.unacknowledged: list[Notice] = []  # failures the operator has not looked at
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -186,10 +192,23 @@ class NecroApp(App[QuitChoice]):
         if len(notices) > 5:
             self.notify(f"… and {len(notices) - 5} more", severity="warning")
         self.bell()
+        self.desktop.tell(notices)
         failures = [n for n in notices if n.severity == "error"]
         if failures:
             self.unacknowledged.extend(failures)
             self.main.query_one(DashboardHeader).set_unacknowledged(len(self.unacknowledged))
+
+    def _write_to_terminal(self, data: str) -> None:
+        """Raw bytes to the terminal, in order with the frames (none headless or in a browser)."""
+        if self.is_headless or self.is_web:
+            return
+        # Textual has no public handle on its driver; its write queues behind the frames
+        driver = getattr(self, "_driver", None)
+        if driver is not None:
+            driver.write(data)
+        elif sys.__stderr__ is not None:  # not started yet: where the driver will draw
+            sys.__stderr__.write(data)
+            sys.__stderr__.flush()
 
     def acknowledge_failures(self) -> None:
         """The operator has seen the failures (F): the header stops counting them."""

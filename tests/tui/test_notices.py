@@ -57,3 +57,34 @@ async def test_the_finished_panel_says_how_many_of_all() -> None:
     async with app.run_test(size=(160, 50)) as pilot:
         await settle(pilot)
         assert app.main.query_one("#box-finished").border_title == "Finished 2 of 4"
+
+
+async def test_a_budget_stop_is_told_once_with_bell_toast_and_desktop_notification() -> None:
+    import io
+
+    engine = FakeEngine()
+    written = io.StringIO()
+    app = make_app(engine, notify_osc="9", osc_write=written.write)
+    bells: list[int] = []
+    app.bell = lambda: bells.append(1)  # type: ignore[method-assign]
+    async with app.run_test(size=(160, 50), notifications=True) as pilot:
+        await settle(pilot)
+        engine.registry.record(TaskEvent(EventType.BUDGET_EXCEEDED, "chat/2.1", T0,
+                                         "budget exceeded: 1.23/1.00 USD"))
+        engine.bump()
+        await settle(pilot)
+        assert bells == [1]
+        assert written.getvalue() == ("\x1b]9;necroui: budget stop: chat/2.1: stopped, "
+                                      "budget exceeded: 1.23/1.00 USD\x07")
+        task = engine.registry.tasks["chat/2.1"]  # the failure that follows the stop
+        task.state, task.finished_at = TaskState.FAILED, T0
+        task.last_error = "budget exceeded: 1.23/1.00 USD"
+        engine.registry.record(TaskEvent(EventType.TASK_FAILED, "chat/2.1", T0,
+                                         "budget exceeded: 1.23/1.00 USD",
+                                         details={"reason": "budget"}))
+        engine.bump()
+        await settle(pilot)
+        assert bells == [1] and written.getvalue().count("\x1b]9;") == 1  # told once
+        messages = [str(n.message) for n in app._notifications]  # noqa: SLF001
+        assert sum("chat/2.1" in m for m in messages) == 1
+        assert app.main.query_one(DashboardHeader).unacknowledged == 1
