@@ -17,7 +17,8 @@ class Column:
 
     ``flex``: the column takes the width its panel has left (the last column: pending reason,
     last error); ``width`` is then its minimum before other columns are dropped. ``drop``: a
-    column that may be hidden when the panel is narrow, the highest number first. ``auto``: a
+    column that may be hidden when the panel is narrow, the highest number first; the last one
+    (``drop=1``) stays while the flex column keeps its ``least`` width. ``auto``: a
     column shown only while some row has something for it (the row model's ``in_use``: tokens
     and cost only when a coding agent reported them).
     """
@@ -29,6 +30,7 @@ class Column:
     flex: bool = False
     drop: int = 0
     auto: bool = False
+    least: int = 0  # flex column: the width it gives up to keep the ``drop=1`` column
 
 
 def fit_columns(columns: Sequence[Column], width: int, task: int, task_min: int,
@@ -51,6 +53,8 @@ def fit_columns(columns: Sequence[Column], width: int, task: int, task_min: int,
     for col in sorted((c for c in columns if c.drop), key=lambda c: -c.drop):
         if flex is None or left() >= flex.width:
             break
+        if col.drop == 1 and flex.least and left() >= flex.least:
+            break  # the last to go stays: the flex column makes do with its least
         widths[col.key] = 0
         gaps[col.key] = 0
     if flex is not None:

@@ -51,13 +51,6 @@ def header_text(snap: Snapshot | None, *, read_only: bool = False, filter_text: 
     if c.retried:
         text.append("  retries ", style="grey62")
         text.append(str(c.retried), style="bold yellow")
-    spent = c.usage
-    if spent is not None and (spent.total_tokens or spent.cost_usd is not None):
-        text.append("  tokens ", style="grey62")
-        text.append(fmt_tokens(spent.total_tokens), style="bold magenta")
-        if spent.cost_usd is not None:
-            text.append(" cost ", style="grey62")
-            text.append(fmt_cost(spent.cost_usd), style="bold magenta")
     text.append("\n")
     if unacknowledged:
         text.append(f" ⚠ {unacknowledged} new failure{'s' if unacknowledged > 1 else ''} (F) ",
@@ -70,6 +63,14 @@ def header_text(snap: Snapshot | None, *, read_only: bool = False, filter_text: 
         text.append(f" {blocked} blocked by failures", style="bold yellow")
     if snap.deadlocks:
         text.append(" (d) ", style="grey62")
+    spent = c.usage  # coding agents' totals: early on the line, kept at 80 columns
+    if spent is not None and (spent.total_tokens or spent.cost_usd is not None):
+        text.append(" tokens ", style="grey62")
+        text.append(fmt_tokens(spent.total_tokens), style="bold magenta")
+        if spent.cost_usd is not None:
+            text.append(" cost ", style="grey62")
+            text.append(fmt_cost(spent.cost_usd), style="bold magenta")
+        text.append(" ")
     if snap.throughput:
         text.append(" done/" + f"{snap.throughput_interval:g}s ", style="grey62")
         text.append(sparkline(snap.throughput[-24:]), style="green")

@@ -199,11 +199,11 @@ class FinishedTable(DiffTable[FinishedTaskView]):
         Column("outcome", "outcome", width=9),
         Column("att", "runs", width=4, drop=4),
         Column("duration", "duration", width=8, drop=5),
-        Column("at", "finished", width=8, drop=2),
-        Column("tokens", "tokens", width=6, drop=3, auto=True),
+        Column("at", "finished", width=8, drop=3),
+        Column("tokens", "tokens", width=6, drop=2, auto=True),
         Column("cost", "cost", width=7, drop=1, auto=True),
         Column("pool", "pool", width=10, drop=6),
-        Column("error", "last error", width=20, flex=True),
+        Column("error", "last error", width=20, flex=True, least=12),
     )
     FOLLOW_HEAD: ClassVar[bool] = True  # the newest on top stay in view
     SORTS: ClassVar[dict[str, SortSpec]] = {

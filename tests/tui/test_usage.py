@@ -142,6 +142,7 @@ async def test_detail_shows_the_agent_its_usage_and_budget() -> None:
             await pilot.pause()
             if key == "chat/2.1":
                 assert "agent claude-code" in text
+                assert "command (built by the claude-code preset)" in text
                 assert ("usage (this run) 12,000 in (3,000 cached) · 345 out · 7 turns · $0.42"
                         in text)
                 assert "usage (all runs) 30,000 in · 900 out · 12 turns · $1.10" in text
