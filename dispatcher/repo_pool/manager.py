@@ -110,9 +110,12 @@ class RepoPoolManager:
             if held is not None:
                 logger.warning("task %s already holds slot %s; reusing it", task.key, held.slot_id)
                 return held
-            if not task.repo:
-                return self._allocate_scratch(task)
-            return self._allocate_worktree(task, task.repo, start)
+            if task.repo:
+                return self._allocate_worktree(task, task.repo, start)
+            rec = self._claim_scratch(task)
+        if rec is None:
+            return None
+        return self._prepare_scratch(rec)
 
     def mirror_of(self, repo: str) -> Path:
         """The bare clone of ``repo`` (created on the first slot of one of its tasks)."""
@@ -190,16 +193,29 @@ class RepoPoolManager:
             return sum(1 for r in self._slots.values() if r.task is not None)
 
     # --- scratch --------------------------------------------------------------------------------
-    def _allocate_scratch(self, task: Task) -> Slot | None:
+    def _claim_scratch(self, task: Task) -> _SlotRecord | None:
+        """Take a free scratch slot for ``task`` (under the lock): no other allocation can
+        have it while it is made ready outside the lock."""
         rec = self._pick(None, SCRATCH, self.scratch_slots)
-        if rec is None:
-            return None
-        evict(rec.path, f"slot {rec.slot_id}")  # nothing of an earlier run may stay in it
-        empty_dir(rec.path)
-        rec.branch = None
-        rec.task = task.key
-        self._save()
-        return rec.to_slot()
+        if rec is not None:
+            rec.branch = None
+            rec.task = task.key
+        return rec
+
+    def _prepare_scratch(self, rec: _SlotRecord) -> Slot:
+        """Empty a claimed scratch slot of an earlier run's processes and files — outside the
+        lock, so concurrent launches (and releases) do not wait for each other's /proc scan
+        and deletes — then record it. A failure gives the slot back."""
+        try:
+            evict(rec.path, f"slot {rec.slot_id}")  # nothing of an earlier run may stay in it
+            empty_dir(rec.path)
+        except BaseException:
+            with self._lock:
+                rec.task = None
+            raise
+        with self._lock:
+            self._save()
+            return rec.to_slot()
 
     # --- worktrees ------------------------------------------------------------------------------
     def _allocate_worktree(self, task: Task, repo: str,
