@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +38,6 @@ from ..errors import RunnerLaunchError
 from ..models import AgentPool, Runner, RunnerState, Slot, Task
 from . import procfs
 from .base import (
-    EXIT_STATUS_FILE,
-    RUNNER_RECORD_FILE,
     LaunchEnvironment,
     RunnerExit,
     RunnerLauncher,
@@ -48,79 +47,24 @@ from .base import (
     attempt_dir,
     log_cap_for,
     new_runner_id,
-    read_exit_record,
     runner_env,
+)
+from .local_files import (
+    EXIT_FILE,
+    LOG_FILE,
+    RUNNER_FILE,
+    TRAMPOLINE,
+    read_exit_status,
+    write_record,
 )
 from .logwatch import LogCapper
 from .proctree import ProcessTrees, Tree
 
 logger = logging.getLogger(__name__)
 
-LOG_FILE = "output.log"
-EXIT_FILE = EXIT_STATUS_FILE
-RUNNER_FILE = RUNNER_RECORD_FILE
-
-#: The trampoline: run "$@" (argv as positional parameters, never re-parsed), then record its
-#: exit status unless the agent runner wrapper already wrote a richer one. Shell builtins only:
-#: a `mv` for a tmp+rename would add an exec per task (~6 ms here, 3x the cost of the agent's
-#: own exec). The status is one small write() of a complete JSON document instead, and readers
-#: (:func:`read_exit_status`) treat an empty or partial file as "no status yet", so a reader
-#: never acts on half a status; a sh killed between open and write leaves the same "no status"
-#: a sh killed before it ever ran the line would.
-#: First the trampoline moves itself into the runner's cgroup (when there is one), so that
-#: everything the agent starts is in it; the status names the runner that wrote it.
-TRAMPOLINE = (
-    '[ -z "$NECROCODE_CGROUP" ] || { echo $$ > "$NECROCODE_CGROUP/cgroup.procs"; } 2>/dev/null; '
-    '"$@"; rc=$?; f=$NECROCODE_EXIT_FILE; '
-    'if [ -n "$f" ] && [ ! -e "$f" ]; then '
-    'printf \'{"exit_code": %d, "runner_id": "%s", "source": "trampoline"}\\n\' '
-    '"$rc" "$NECROCODE_RUNNER_ID" > "$f"; fi; exit "$rc"'
-)
-
 # Inherited variables that must not leak into a runner (the Dispatcher's own contract names).
 _DROP_PREFIXES = ("NECROCODE_", "RUNNER_")
 _DROP_NAMES = frozenset({"TASK_CONTEXT", "POOL_NAME"})
-
-
-def _write_record(path: Path, record: dict[str, Any]) -> None:
-    """Write ``runner.json`` with one write() of the whole document into a new file.
-
-    No tmp file and rename: that created and deleted an extra inode per task (a large share of
-    a short task's cost on ext4). Readers (:meth:`LocalProcessLauncher.reconcile`) skip a file
-    that does not parse, so a Dispatcher killed between the create and the write leaves the
-    same "no record" as one killed before the create: the restarted engine then finds the
-    process by its ``NECROCODE_RUNNER_ID`` and stops it before requeueing the task.
-    """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, _dumps(record).encode())
-    finally:
-        os.close(fd)
-
-
-_dumps = json.JSONEncoder(separators=(", ", ": ")).encode
-
-
-def read_exit_status(adir: str | Path, runner_id: str | None = None) -> RunnerExit | None:
-    """The exit status recorded in an attempt directory, or None if there is none (yet).
-
-    With ``runner_id``, only a status that runner wrote (:func:`~.base.read_exit_record`).
-    """
-    path = Path(adir) / EXIT_FILE
-    try:
-        data = (json.loads(path.read_text()) if runner_id is None
-                else read_exit_record(adir, runner_id))
-        mtime = path.stat().st_mtime
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    code = data.get("exit_code")
-    return RunnerExit(
-        exit_code=int(code) if isinstance(code, int) else None,
-        reason=str(data.get("reason") or "exited"),
-        finished_at=float(data.get("finished_at") or mtime),
-    )
 
 
 def runner_id_for(task: Task, attempt: int) -> str:
@@ -175,7 +119,8 @@ class LocalProcessLauncher(RunnerLauncher):
         self._found: set[tuple[str, str]] = set()
         self._tracked: dict[str, _Tracked] = {}
         self._records: dict[str, dict[str, Any]] = {}
-        self._watcher = procfs.ExitWatcher(env.on_exit, use_pidfd=use_pidfd)
+        self._exit_lock = threading.Lock()  # t.exit: the watcher's thread and stop()
+        self._watcher = procfs.ExitWatcher(self._exited, use_pidfd=use_pidfd)
         self._boot_id = procfs.boot_id()
 
     # --- launch ------------------------------------------------------------------------------
@@ -244,7 +189,7 @@ class LocalProcessLauncher(RunnerLauncher):
             "cpu": task.resources.cpu, "memory_mb": task.resources.memory_mb,
             "cgroup": cgroup,
         }
-        _write_record(adir / RUNNER_FILE, record)
+        write_record(adir / RUNNER_FILE, record)
         self._tracked[runner_id] = _Tracked(runner_id, proc.pid, proc.pid, ticks, adir, proc,
                                             cgroup=cgroup)
         self._records[runner_id] = record
@@ -301,19 +246,7 @@ class LocalProcessLauncher(RunnerLauncher):
         if t.exit is not None:
             return t.exit
         if t.proc is not None:
-            rc = t.proc.poll()
-            if rc is None:
-                return None
-            recorded = read_exit_status(t.adir, t.runner_id)
-            if rc >= 0:
-                t.exit = RunnerExit(rc, recorded.reason if recorded else "exited",
-                                    recorded.finished_at if recorded else time.time())
-            elif recorded is not None:
-                t.exit = recorded
-            else:
-                t.exit = RunnerExit(None, f"signal {-rc}", time.time())
-            self.trees.forget_if_empty(t.tree)
-            return t.exit
+            return self._reap_child(t)
         recorded = read_exit_status(t.adir, t.runner_id)
         if recorded is not None:
             t.exit = recorded
@@ -346,9 +279,44 @@ class LocalProcessLauncher(RunnerLauncher):
         reason = {"killed": f"killed (SIGKILL after {grace:g}s grace)",
                   "terminated": "stopped (SIGTERM)"}.get(how, "stopped")
         code = exit_.exit_code if exit_ is not None else None
-        t.exit = RunnerExit(code, reason, time.time())
+        with self._exit_lock:
+            t.exit = RunnerExit(code, reason, time.time())
         logger.info("stopped runner %s (pgid %d): %s", t.runner_id, t.pgid, reason)
         return StopResult.gone(t.exit)
+
+    def _reap_child(self, t: _Tracked) -> RunnerExit | None:
+        """The exit of a child of ours once it ended (reaped, its status read), else None.
+
+        Called by the exit watcher's thread as soon as the child ends, so the engine thread
+        finds the exit made; a concurrent call from the engine may see None while the watcher
+        holds the child, and is woken again once the exit is set.
+        """
+        assert t.proc is not None
+        rc = t.proc.poll()
+        if rc is None:
+            return None
+        if t.exit is not None:
+            return t.exit
+        recorded = read_exit_status(t.adir, t.runner_id)
+        if rc >= 0:
+            exit_ = RunnerExit(rc, recorded.reason if recorded else "exited",
+                               recorded.finished_at if recorded else time.time())
+        elif recorded is not None:
+            exit_ = recorded
+        else:
+            exit_ = RunnerExit(None, f"signal {-rc}", time.time())
+        self.trees.forget_if_empty(t.tree)
+        with self._exit_lock:  # a stop() may have said how it ended meanwhile
+            if t.exit is None:
+                t.exit = exit_
+            return t.exit
+
+    def _exited(self, runner_id: str) -> None:
+        """The exit watcher's callback (its own thread): make the exit, then wake the engine."""
+        t = self._tracked.get(runner_id)
+        if t is not None and t.proc is not None and t.exit is None:
+            self._reap_child(t)
+        self.env.on_exit(runner_id)
 
     def _tree(self, t: _Tracked) -> Tree:
         """The runner's tree; without its group when the group's pid was recycled."""
