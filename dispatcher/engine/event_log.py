@@ -7,10 +7,12 @@ first, so a runner that exits at once never shows its RunnerCompleted before its
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..events import EventRecorder
 from ..models import Task, TaskEvent, TaskState
+from ..registry._common import TransitionRequest, TransitionResult
 
 
 class EventLog:
@@ -44,6 +46,12 @@ class EventLog:
         """A compare-and-set transition with its event (after the batched events)."""
         self.flush()
         return self.recorder.transition(key, state, expected=expected, event=event, **updates)
+
+    def transition_many(self, requests: Sequence[TransitionRequest]) -> list[TransitionResult]:
+        """Several transitions with their events in one transaction (after the batched
+        events); see :meth:`EventRecorder.transition_many`."""
+        self.flush()
+        return self.recorder.transition_many(requests)
 
     def update(self, key: str, *, event: TaskEvent | None = None, **updates: Any) -> Task:
         self.flush()

@@ -7,13 +7,18 @@ the task (**this is where a retry is decided**: :meth:`Settler.attempt_failed`),
 transition and its event, and counts it. A registry write that fails for any reason other than a
 refusal is kept and tried again with backoff (flat, oldest first, a warning once per problem), so
 a settlement is never lost and a task never stays RUNNING without a runner.
+
+Runs that ended successfully in one engine iteration are written together (:meth:`batch`: one
+registry transaction for all their DONE transitions); any other write first writes what the
+batch holds, so the registry sees the settlements in the order they were decided.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +29,7 @@ from ..launchers.base import RunnerExit
 from ..logging_setup import log_extra
 from ..metrics import MetricsCollector
 from ..models import AgentPool, EventType, Task, TaskEvent, TaskState, Usage
+from ..registry._common import TransitionRequest
 from ..retry import RetryManager
 from .commands import FenceOutcome, WorkOutcome
 from .event_log import EventLog
@@ -58,6 +64,15 @@ class RunFacts:
         return out
 
 
+@dataclass(frozen=True)
+class _Queued:
+    """A settlement held by an open :meth:`Settler.batch`."""
+
+    what: str
+    request: TransitionRequest
+    write: Callable[[], Task]
+
+
 @dataclass
 class DeferredWrite:
     """A settlement write that failed and waits for another try."""
@@ -89,6 +104,8 @@ class Settler:
         self._deferred: list[DeferredWrite] = []
         self._after: dict[str, Callable[[Task | None], None]] = {}  # see when_settled
         self._retried = 0
+        self._batching = False
+        self._queued: list[_Queued] = []  # DONE settlements of the open batch
 
     # --- counters and deferred writes ------------------------------------------------------
     @property
@@ -130,8 +147,45 @@ class Settler:
         are logged and dropped; any other failure is kept and tried again."""
         return self._write(what, write, key)
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Hold the DONE settlements decided inside the block and write them in one
+        transaction when it ends (the block's other writes write them first)."""
+        self._batching = True
+        try:
+            yield
+        finally:
+            self._batching = False
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the settlements the batch holds: one transaction; should the registry refuse
+        the whole of it, each is written on its own (with the usual retries)."""
+        if not self._queued:
+            return
+        queued, self._queued = self._queued, []
+        if len(queued) == 1:  # alone: the usual write (and its fallbacks)
+            self._write(queued[0].what, queued[0].write, queued[0].request.key)
+            return
+        try:
+            results = self._events.transition_many([q.request for q in queued])
+        except Exception:  # nothing was written: one by one, each kept for retry on failure
+            for q in queued:
+                self._write(q.what, q.write, q.request.key)
+            return
+        for q, result in zip(queued, results, strict=True):
+            key = q.request.key
+            if isinstance(result, Task):
+                self._on_written(result)
+                self._settled(key, result)
+            else:
+                logger.warning("%s refused: %s", q.what, result, extra=log_extra(task=key))
+                self._on_refused()
+                self._settled(key, None)
+
     def _write(self, what: str, write: Callable[[], Task], key: str | None,
                retry_of: DeferredWrite | None = None) -> Task | None:
+        self.flush()
         try:
             task = write()
         except (InvalidTransitionError, TaskNotFoundError) as exc:
@@ -206,8 +260,17 @@ class Settler:
             event = TaskEvent(event_type=EventType.RUNNER_COMPLETED,
                               message=f"exited 0 after {duration:.1f}s",
                               details={"exit_code": 0, "attempt": run.attempt}, **common)
-            self.settle(run.key, TaskState.DONE, event, finished_at=now, last_error=None,
-                        next_attempt_at=None, **extra)
+            updates = {"finished_at": now, "last_error": None, "next_attempt_at": None,
+                       **extra}
+            if self._batching:  # written with the other runs that ended meanwhile
+                self._queued.append(_Queued(
+                    f"moving {run.key} to done",
+                    TransitionRequest(run.key, TaskState.DONE, TaskState.RUNNING, event, updates),
+                    lambda: self._events.transition(run.key, TaskState.DONE,
+                                                    expected=TaskState.RUNNING, event=event,
+                                                    **updates)))
+            else:
+                self.settle(run.key, TaskState.DONE, event, **updates)
             self._metrics.record_finish(task, run.pool, "done", duration)
             return
         agent = run.agent

@@ -88,8 +88,9 @@ class Supervisor:
     # --- exits and verdicts ----------------------------------------------------------------
     def check_exits(self, runner_ids: list[str]) -> None:
         """Poll the platform for these runners and finish those that ended."""
-        for rec, result in self._p.runners.poll_exits(runner_ids, skip=self._p.fencer):
-            self.runner_ended(rec, result)
+        with self._p.settler.batch():  # the successful ones: one registry transaction
+            for rec, result in self._p.runners.poll_exits(runner_ids, skip=self._p.fencer):
+                self.runner_ended(rec, result)
 
     def check_liveness(self, now: float) -> None:
         """Fence the runners the RunnerTable gives a verdict on."""

@@ -135,3 +135,90 @@ def test_what_waits_for_a_settlement_waits_until_it_lands() -> None:
     reg.full = False
     settler.retry_deferred(time.time() + 60)
     assert landed == [TaskState.DONE]
+
+
+class BatchFails(MemoryRegistry):
+    """A registry whose ``transition_many`` fails (nothing written) while ``broken`` is set,
+    and counts how the settlements were written."""
+
+    broken = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+        self.singles = 0
+
+    def transition_many(self, requests: Any) -> Any:
+        if self.broken:
+            raise OSError(28, "No space left on device")
+        self.batches.append(len(requests))
+        return super().transition_many(requests)
+
+    def transition(self, *args: Any, **kwargs: Any) -> Task:
+        self.singles += 1
+        return super().transition(*args, **kwargs)
+
+
+def three_running(reg: MemoryRegistry) -> list[Task]:
+    reg.submit_taskset(Taskset(name="ts", tasks=[Task(id=i, title=i) for i in "abc"]))
+    return [reg.transition(f"ts/{i}", TaskState.RUNNING, expected=TaskState.READY,
+                           runner_id="r-1") for i in "abc"]
+
+
+def test_runs_ended_together_are_done_in_one_transaction_in_order() -> None:
+    reg = BatchFails()
+    settler, written = make(reg)
+    tasks = three_running(reg)
+    reg.singles = 0
+    settled: list[str] = []
+    with settler.batch():
+        for task in tasks:
+            settler.when_settled(task.key, lambda t, k=task.key: settled.append(k))
+            settler.runner_ended(facts(task), task, RunnerExit(0, "exited", time.time()))
+        assert all(reg.get_task(t.key).state is TaskState.RUNNING for t in tasks)  # held
+    assert reg.batches == [3] and reg.singles == 0
+    assert [t.state for t in written] == [TaskState.DONE] * 3
+    assert settled == ["ts/a", "ts/b", "ts/c"]  # slots are let go once each is written
+    kinds = [e.event_type for e in reg.get_events() if e.task_key == "ts/b"]
+    assert kinds.count(EventType.RUNNER_COMPLETED) == 1
+
+
+def test_a_failure_in_a_batch_writes_what_the_batch_held_first() -> None:
+    reg = BatchFails()
+    settler, _ = make(reg)
+    a, b, c = three_running(reg)
+    with settler.batch():
+        settler.runner_ended(facts(a), a, RunnerExit(0, "exited", time.time()))
+        settler.runner_ended(facts(b), b, RunnerExit(0, "exited", time.time()))
+        settler.runner_ended(facts(c), c, RunnerExit(3, "exited", time.time()))  # a retry
+        assert reg.get_task(a.key).state is TaskState.DONE  # written before c's failure
+    assert reg.batches == [2]
+    assert reg.get_task(c.key).state is TaskState.READY
+
+
+def test_a_batch_the_registry_cannot_take_is_written_one_by_one_or_kept() -> None:
+    reg = BatchFails()
+    settler, _ = make(reg)
+    tasks = three_running(reg)
+    reg.broken = True
+    with settler.batch():
+        for task in tasks:
+            settler.runner_ended(facts(task), task, RunnerExit(0, "exited", time.time()))
+    assert reg.batches == []  # the batch failed: each went on its own
+    assert all(reg.get_task(t.key).state is TaskState.DONE for t in tasks)
+    assert not settler.has_deferred
+
+
+def test_a_refusal_in_a_batch_drops_that_settlement_only() -> None:
+    reg = BatchFails()
+    settler, written = make(reg)
+    a, b, c = three_running(reg)
+    reg.transition(b.key, TaskState.CANCELLED, expected=TaskState.RUNNING)  # moved on meanwhile
+    refusals: list[str] = []
+    settler.when_settled(b.key, lambda t: refusals.append(repr(t)))
+    with settler.batch():
+        for task in (a, b, c):
+            settler.runner_ended(facts(task), task, RunnerExit(0, "exited", time.time()))
+    assert reg.get_task(b.key).state is TaskState.CANCELLED
+    assert {t.key for t in written} == {a.key, c.key}
+    assert refusals == ["None"] and not settler.has_deferred
