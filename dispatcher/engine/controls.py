@@ -214,6 +214,10 @@ class Controls:
         if task.state.terminal:
             raise InvalidTransitionError(key, task.state.value, TaskState.CANCELLED.value,
                                          "the task has already finished")
+        if key in self._p.work:  # its runner is gone: nothing to stop, DONE in a moment
+            raise InvalidTransitionError(key, task.state.value, TaskState.CANCELLED.value,
+                                         "its run succeeded and its work is being committed "
+                                         "on its branch; once DONE, retry it to run it again")
         pending = self._launches.request_stop(key, FenceOutcome.CANCELLED,
                                               "cancelled by an operator")
         if pending is not None:

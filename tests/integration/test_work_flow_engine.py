@@ -230,3 +230,34 @@ def test_land_through_the_dispatcher_with_a_passing_then_a_failing_gate_sent_bac
     assert fixed.commits == 2 and fixed.files_changed == ("c.txt",)
     out = cli(flow, tmp_path, "land", "flow", "--check", "grep -q right c.txt")
     assert "landed      flow/c" in out and flow.task("flow/c").gate_failed is None
+
+
+def test_a_cancel_while_its_work_is_committed_is_refused_with_the_reason(
+        tmp_path: Path, origin: Path, flows: list[Flow],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from necrocode.dispatcher.engine import work_step
+    from necrocode.dispatcher.errors import InvalidTransitionError
+
+    gate, entered = threading.Event(), threading.Event()
+    real = work_step.finish_work
+
+    def held(*args: object, **kwargs: object) -> object:
+        entered.set()
+        gate.wait(15)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(work_step, "finish_work", held)
+    flow = Flow(tmp_path, origin)
+    flows.append(flow)
+    flow.submit(("a", []))
+    flow.run("flow/a", writer({"a.txt": "a\n"}))
+    assert entered.wait(15)  # exited 0; its work is being committed
+    with pytest.raises(InvalidTransitionError, match="being committed"):
+        flow.core.cancel("flow/a")
+    gate.set()
+    done = flow.wait_state("flow/a", TaskState.DONE)
+    assert done.files_changed == ("a.txt",)
+    flow.idle()
+    assert flow.pool.in_use_count() == 0  # its slot let go once
