@@ -1,9 +1,10 @@
 """DockerLauncher: one container per Agent Runner, through the Docker Engine (``docker`` SDK).
 
-The engine thread calls launch/poll/stop/reconcile/release. Two kinds of helper threads run here:
-one watches the engine's ``die`` events for managed containers and calls ``env.on_exit`` so the
-engine polls at once; one per container copies its output into the attempt's ``output.log``.
-``poll`` also inspects a container every few seconds, so an exit is seen even if an event is lost.
+The engine thread calls launch/poll/stop/reconcile/release. Two kinds of helper threads
+(:mod:`.docker_watch`) run beside it: one watches the engine's ``die`` events for managed
+containers and calls ``env.on_exit`` so the engine polls at once; one per container copies its
+output into the attempt's ``output.log``. ``poll`` also inspects a container every few seconds,
+so an exit is seen even if an event is lost.
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..agent_runner.logcap import cap_log, tail_of
 from ..errors import RunnerLaunchError
 from ..models import AgentPool, Runner, RunnerState, Slot, Task, now
 from .base import (
@@ -45,6 +44,13 @@ from .docker_spec import (
     build_container_spec,
     exit_reason,
 )
+from .docker_watch import (
+    DeathWatch,
+    TrackedContainer,
+    close_quietly,
+    finish_logs,
+    start_log_copy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,25 +68,6 @@ def unreachable_message(exc: BaseException) -> str:
         f"cannot reach the Docker engine at {docker_host_description()}: is dockerd running? "
         f"check DOCKER_HOST (`docker ps` must work for this user) [{exc}]"
     )
-
-
-@dataclass
-class _Tracked:
-    """What the launcher knows of one of its containers."""
-
-    runner_id: str
-    container_id: str
-    name: str
-    pool: str
-    log_path: Path | None
-    mem_limit_mb: int | None = None
-    keep: bool = False
-    last_inspect: float = 0.0
-    died: bool = False  # a die event arrived; inspect at the next poll
-    exit: RunnerExit | None = None
-    log_thread: threading.Thread | None = None
-    log_error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class DockerLauncher(RunnerLauncher):
@@ -101,11 +88,9 @@ class DockerLauncher(RunnerLauncher):
         self._client = client
         self._client_factory = client_factory
         self._lock = threading.RLock()
-        self._tracked: dict[str, _Tracked] = {}
+        self._tracked: dict[str, TrackedContainer] = {}
         self._log_caps: dict[str, int] = {}  # pool -> output.log cap (tail kept)
-        self._events_thread: threading.Thread | None = None
-        self._events_stream: Any | None = None
-        self._closing = threading.Event()
+        self._deaths = DeathWatch(self._new_client, self._died, shared=lambda: self._client)
 
     # --- client ---------------------------------------------------------------------------
     def _new_client(self) -> Any:
@@ -142,7 +127,7 @@ class DockerLauncher(RunnerLauncher):
         adir.mkdir(parents=True, exist_ok=True)
         spec = build_container_spec(task, slot, pool, runner_id, attempt, self.env, adir, settings)
         client = self.client()
-        self._ensure_events_thread()
+        self._deaths.ensure_running()
         container = self._create(client, spec.create_kwargs(), settings, pool)
         try:
             container.start()
@@ -156,7 +141,7 @@ class DockerLauncher(RunnerLauncher):
         log_path.touch()
         self._log_caps[pool.name] = log_cap_for(pool, self.env)
         mem_mb = spec.mem_limit // (1024 * 1024) if spec.mem_limit else None
-        tracked = _Tracked(
+        tracked = TrackedContainer(
             runner_id=runner_id,
             container_id=container.id,
             name=spec.name,
@@ -168,7 +153,7 @@ class DockerLauncher(RunnerLauncher):
         )
         with self._lock:
             self._tracked[runner_id] = tracked
-        self._start_log_thread(container, tracked)
+        start_log_copy(container, tracked, self._log_cap(tracked))
         runner = Runner(
             runner_id=runner_id,
             task_key=task.key,
@@ -225,112 +210,20 @@ class DockerLauncher(RunnerLauncher):
             raise RunnerLaunchError(unreachable_message(exc), pool=pool.name) from exc
 
     # --- logs -------------------------------------------------------------------------------
-    def _start_log_thread(self, container: Any, tracked: _Tracked) -> None:
-        if tracked.log_path is None:
-            return
-        thread = threading.Thread(
-            target=self._copy_logs, args=(container, tracked),
-            name=f"docker-logs-{tracked.name}", daemon=True,
-        )
-        tracked.log_thread = thread
-        thread.start()
-
-    def _copy_logs(self, container: Any, tracked: _Tracked) -> None:
-        """Stream the container's stdout+stderr (from its start) into the attempt log, capped
-        at the pool's output_log_max_bytes with the tail kept."""
-        assert tracked.log_path is not None
-        cap, written = self._log_caps.get(tracked.pool, self.env.log_max_bytes), 0
-        try:
-            tracked.log_path.parent.mkdir(parents=True, exist_ok=True)
-            tracked.log_path.write_bytes(b"")
-            with open(tracked.log_path, "ab") as out:
-                for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
-                    out.write(chunk)
-                    out.flush()
-                    written += len(chunk)
-                    if cap and written > cap:  # O_APPEND: writes go on after the kept tail
-                        cap_log(tracked.log_path, cap)
-                        written = tracked.log_path.stat().st_size
-        except Exception as exc:  # the engine went away, the container was removed
-            tracked.log_error = str(exc)
-            log.info("log stream of %s ended early (%s); its whole log is fetched when it "
-                     "ends", tracked.name, exc)
-
-    def _finish_logs(self, container: Any, tracked: _Tracked) -> None:
-        """Wait for the log copy to end; if it failed, fetch the whole log once instead."""
-        thread = tracked.log_thread
-        if thread is not None:
-            thread.join(timeout=10.0)
-        if tracked.log_path is None:
-            return
-        if thread is None or thread.is_alive() or tracked.log_error:
-            try:
-                data = container.logs(stdout=True, stderr=True)
-                cap = self._log_caps.get(tracked.pool, self.env.log_max_bytes)
-                tracked.log_path.write_bytes(tail_of(data, cap))
-            except Exception as exc:
-                log.warning("could not fetch the log of container %s: %s", tracked.name, exc)
-
     # --- watching ---------------------------------------------------------------------------
-    def _ensure_events_thread(self) -> None:
+    def _died(self, runner_id: str) -> None:
+        """A managed container died (the watch's thread): poll it now, if it is ours."""
         with self._lock:
-            if self._events_thread is not None and self._events_thread.is_alive():
-                return
-            self._closing.clear()
-            self._events_thread = threading.Thread(
-                target=self._watch_events, name="docker-events", daemon=True
-            )
-            self._events_thread.start()
+            tracked = self._tracked.get(runner_id)
+            if tracked is not None:
+                tracked.died = True
+        if tracked is not None:
+            self.env.on_exit(runner_id)
 
-    def _watch_events(self) -> None:
-        """Call env.on_exit for every managed container that dies; reconnect if the stream ends."""
-        since = int(time.time()) - 1
-        delay = 0.5
-        warned = False
-        while not self._closing.is_set():
-            client: Any = None
-            try:
-                client = self._client_factory() if self._client_factory else self._new_client()
-                stream = client.events(
-                    decode=True,
-                    since=since,
-                    filters={"label": f"{LABEL_MANAGED}=true", "event": "die", "type": "container"},
-                )
-                self._events_stream = stream
-                delay = 0.5
-                if warned:
-                    log.info("docker events stream works again")
-                    warned = False
-                for event in stream:
-                    since = int(event.get("time") or time.time())
-                    attrs = (event.get("Actor") or {}).get("Attributes") or {}
-                    runner_id = attrs.get(LABEL_RUNNER)
-                    if not runner_id:
-                        continue
-                    with self._lock:
-                        tracked = self._tracked.get(runner_id)
-                        if tracked is not None:
-                            tracked.died = True
-                    if tracked is not None:
-                        self.env.on_exit(runner_id)
-                    if self._closing.is_set():
-                        break
-            except Exception as exc:
-                if self._closing.is_set():
-                    break
-                if not warned:  # exits are then seen by polling only: said once per outage
-                    log.warning("docker events stream failed (%s); exits are polled until it "
-                                "works again (retrying in %.1fs)", exc, delay)
-                    warned = True
-            finally:
-                self._events_stream = None
-                if client is not None and client is not self._client:
-                    _close_quietly(client, "docker client of the events stream")
-            if self._closing.wait(delay):
-                break
-            delay = min(delay * 2, 10.0)
+    def _log_cap(self, tracked: TrackedContainer) -> int:
+        return self._log_caps.get(tracked.pool, self.env.log_max_bytes)
 
-    def _container(self, tracked: _Tracked) -> Any | None:
+    def _container(self, tracked: TrackedContainer) -> Any | None:
         import docker.errors as derr
 
         try:
@@ -366,7 +259,7 @@ class DockerLauncher(RunnerLauncher):
         return self._collect(container, tracked, state)
 
     def _collect(
-        self, container: Any, tracked: _Tracked, state: dict[str, Any], prefix: str = ""
+        self, container: Any, tracked: TrackedContainer, state: dict[str, Any], prefix: str = ""
     ) -> RunnerExit:
         """Read the exit of a stopped container, finish its log, then remove it."""
         code, reason = exit_reason(state, tracked.mem_limit_mb)
@@ -376,14 +269,14 @@ class DockerLauncher(RunnerLauncher):
             finished_at=_parse_time(state.get("FinishedAt")) or now(),
             oom_killed=bool(state.get("OOMKilled")),
         )
-        self._finish_logs(container, tracked)
+        finish_logs(container, tracked, self._log_cap(tracked))
         if not tracked.keep:
             self._remove_quietly(container)
         return tracked.exit
 
-    def _track_from_runner(self, runner: Runner) -> _Tracked:
+    def _track_from_runner(self, runner: Runner) -> TrackedContainer:
         cid = str(runner.details.get("container_id") or runner.handle or "")
-        tracked = _Tracked(
+        tracked = TrackedContainer(
             runner_id=runner.runner_id, container_id=cid,
             name=str(runner.details.get("container_name") or cid), pool=runner.pool_name,
             log_path=Path(runner.log_path) if runner.log_path else None,
@@ -483,7 +376,7 @@ class DockerLauncher(RunnerLauncher):
             )
         except Exception as exc:
             raise RunnerLaunchError(unreachable_message(exc), pool=pool.name) from exc
-        self._ensure_events_thread()
+        self._deaths.ensure_running()
         settings = DockerPoolSettings.from_pool(pool)
         out: list[Runner] = []
         for container in containers:
@@ -499,7 +392,7 @@ class DockerLauncher(RunnerLauncher):
             self._log_caps[pool.name] = log_cap_for(pool, self.env)
             host_cfg = container.attrs.get("HostConfig") or {}
             mem = int(host_cfg.get("Memory") or 0) // (1024 * 1024) or None
-            tracked = _Tracked(
+            tracked = TrackedContainer(
                 runner_id=runner_id, container_id=container.id, name=container.name,
                 pool=pool.name, log_path=log_path, mem_limit_mb=mem,
                 keep=settings.keep_containers, last_inspect=time.monotonic(),
@@ -508,7 +401,8 @@ class DockerLauncher(RunnerLauncher):
                 self._tracked[runner_id] = tracked
             running = bool(state.get("Running"))
             if running:
-                self._start_log_thread(container, tracked)  # rewrites output.log from the start
+                # rewrites output.log from the start
+                start_log_copy(container, tracked, self._log_cap(tracked))
             else:
                 self._collect(container, tracked, state)
             out.append(Runner(
@@ -555,12 +449,7 @@ class DockerLauncher(RunnerLauncher):
 
     def close(self) -> None:
         """Stop the events thread and the log threads (containers keep running)."""
-        self._closing.set()
-        stream = self._events_stream
-        if stream is not None:
-            _close_quietly(stream, "docker events stream")
-        if self._events_thread is not None:
-            self._events_thread.join(timeout=5.0)
+        self._deaths.close()
         with self._lock:
             tracked = list(self._tracked.values())
         for item in tracked:
@@ -568,15 +457,7 @@ class DockerLauncher(RunnerLauncher):
                 item.log_thread.join(timeout=0.5)
         client = self._client
         if client is not None:
-            _close_quietly(client, "docker client")
-
-
-def _close_quietly(obj: Any, what: str) -> None:
-    """Close a client or stream that is being thrown away; a failure there loses nothing."""
-    try:
-        obj.close()
-    except Exception as exc:
-        log.info("closing the %s failed: %s", what, exc)
+            close_quietly(client, "docker client")
 
 
 def _parse_time(value: Any) -> float | None:
