@@ -369,44 +369,16 @@ class Engine:
     # --- leadership (ha:) ------------------------------------------------------------------
     def _take_over(self) -> None:
         """The Lease is ours: adopt what the previous leader left running, then dispatch."""
-        if self.ownership.leading or self.drain.requested:
+        if self.drain.requested:
             return
-        self.ownership.leading = True
-        logger.info("leader: %s holds the Lease; reconciling, then dispatching",
-                    self.ownership.identity())
-        self.parts.events.record(TaskEvent(
-            event_type=EventType.LEADER_ELECTED,
-            message=f"{self.ownership.identity()} leads (it holds the Lease); adopting what "
-                    "the previous leader left running",
-            details={"replica": self.ownership.identity()}))
-        self.restart.reconcile()
-        self.state = "running"
-        self._registry_dirty = True
-        self.parts.views.mark()
+        if self.ownership.take_over(self.parts, self.restart.reconcile):
+            self.state = "running"
+            self._registry_dirty = True
 
     def _stand_down(self, reason: str) -> None:
-        """The Lease is lost: act no more. Runners are left running for the new leader
-        (nothing is stopped, settled or written); this replica waits as a standby."""
-        p = self.parts
-        if not self.ownership.leading:
-            return
-        self.ownership.leading = False
-        self.state = "standby"
-        left = p.runners.ids()
-        for rec in list(p.runners):
-            p.runners.remove(rec.runner_id)
-            p.admission.give_back(rec.pool.name, rec.task)
-        for key in list(p.reconciler.unknown):
-            run = p.reconciler.resolve(key)
-            if run is not None and run.holds_capacity:
-                p.admission.give_back(run.pool.name, run.task)
-        p.fencer.forget_all()
-        p.work.forget_all()  # their tasks stay RUNNING: the new leader commits and settles
-        dropped = p.settler.drop_deferred()
-        logger.warning("standby: lost the Lease (%s); %d runner(s) left to the new leader%s",
-                       reason, len(left), f"; {len(dropped)} pending write(s) left to its "
-                       "reconcile" if dropped else "")
-        p.views.mark()
+        """The Lease is lost: act no more (see :meth:`Ownership.stand_down`)."""
+        if self.ownership.stand_down(self.parts, reason):
+            self.state = "standby"
 
     def _iterate(self, now: float) -> None:
         p = self.parts

@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..leader import LeaderElector
+from ..models import EventType, TaskEvent
 from .commands import Command, LeadershipGained, LeadershipLost
+
+if TYPE_CHECKING:
+    from .parts import EngineParts
 
 logger = logging.getLogger(__name__)
 
@@ -55,3 +60,45 @@ class Ownership:
         """Hand the Lease over at once (a standby need not wait for it to expire)."""
         if self._elector is not None:
             self._elector.stop(release=True)
+
+    # --- the engine thread's moves ---------------------------------------------------------
+    def take_over(self, parts: EngineParts, reconcile: Callable[[], None]) -> bool:
+        """Become the acting leader: record it, adopt what the previous leader left running
+        (``reconcile``). False when this engine leads already."""
+        if self.leading:
+            return False
+        self.leading = True
+        logger.info("leader: %s holds the Lease; reconciling, then dispatching",
+                    self.identity())
+        parts.events.record(TaskEvent(
+            event_type=EventType.LEADER_ELECTED,
+            message=f"{self.identity()} leads (it holds the Lease); adopting what "
+                    "the previous leader left running",
+            details={"replica": self.identity()}))
+        reconcile()
+        parts.views.mark()
+        return True
+
+    def stand_down(self, parts: EngineParts, reason: str) -> bool:
+        """The Lease is lost: act no more. Runners are left running for the new leader
+        (nothing is stopped, settled or written); the engine forgets them and waits as a
+        standby. False when it did not lead."""
+        if not self.leading:
+            return False
+        self.leading = False
+        left = parts.runners.ids()
+        for rec in list(parts.runners):
+            parts.runners.remove(rec.runner_id)
+            parts.admission.give_back(rec.pool.name, rec.task)
+        for key in list(parts.reconciler.unknown):
+            run = parts.reconciler.resolve(key)
+            if run is not None and run.holds_capacity:
+                parts.admission.give_back(run.pool.name, run.task)
+        parts.fencer.forget_all()
+        parts.work.forget_all()  # their tasks stay RUNNING: the new leader commits and settles
+        dropped = parts.settler.drop_deferred()
+        logger.warning("standby: lost the Lease (%s); %d runner(s) left to the new leader%s",
+                       reason, len(left), f"; {len(dropped)} pending write(s) left to its "
+                       "reconcile" if dropped else "")
+        parts.views.mark()
+        return True
