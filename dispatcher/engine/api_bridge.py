@@ -36,8 +36,8 @@ class EngineApiHandler:
 
     def on_heartbeat(self, runner_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         state = self.core.runner_directory.state(runner_id)
-        if state is DirectoryState.LAUNCHING:
-            return {"ok": True}  # its launch is being registered
+        if state in (DirectoryState.LAUNCHING, DirectoryState.ADOPTING):
+            return {"ok": True}  # its launch is being registered, or it is about to be adopted
         if state is not DirectoryState.RUNNING:
             return {"ok": False, "action": "stop",
                     "reason": f"runner {runner_id} is not running for this dispatcher"}

@@ -163,6 +163,8 @@ class Engine:
         self.drain.reset()
         self.crash = None
         seed.recorder.replay()
+        if not self.ownership.elected:
+            self.restart.expect()  # heartbeats of the runners it will adopt: keep going
         if seed.config.api_enabled:
             self.api.start(core, self.publisher.builder.src.registry_label)
         self.platforms.setup(self._launch_env())

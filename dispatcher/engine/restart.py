@@ -59,10 +59,20 @@ class Restart:
         self._has_runner = has_runner
         self._note = note
         self._fence = fence
+        self._expected: list[Task] | None = None  # RUNNING tasks read by expect()
+
+    def expect(self) -> None:
+        """Before the API serves: the runners of RUNNING tasks are expected (ADOPTING), so a
+        heartbeat that comes before :meth:`reconcile` has found them is not told to stop."""
+        self._expected = self._p.registry.list_tasks(state=TaskState.RUNNING)
+        self._p.directory.expect(t.runner_id for t in self._expected if t.runner_id)
 
     def reconcile(self) -> None:
         """Match RUNNING tasks to live runners (adopt) or settle them."""
-        running = self._p.registry.list_tasks(state=TaskState.RUNNING)
+        running = self._expected
+        self._expected = None
+        if running is None:
+            running = self._p.registry.list_tasks(state=TaskState.RUNNING)
         views = {pool.name: self._ask_platform(pool)
                  for pool in self._p.seed.pools.pools.values()}
         for view in views.values():
@@ -71,7 +81,13 @@ class Restart:
         plan = plan_reconcile(running, views, self._candidates,
                               lambda t: read_exit_status(self._p.seed.runs_dir, t))
         self._carry_out(plan, time.time())
+        self._p.directory.expected_done(keep=self._unknown_runner_ids())
         self._p.workspaces.release_leaked(self._has_runner)
+
+    def _unknown_runner_ids(self) -> list[str]:
+        """Runners of the tasks left unknown (their platform could not be asked yet)."""
+        return [r.task.runner_id for r in self._p.reconciler.unknown.values()
+                if r.task.runner_id]
 
     def _candidates(self, task: Task) -> list[str]:
         """The pools a task may run on (its skill's mapping)."""
@@ -207,6 +223,7 @@ class Restart:
         plan = plan_reconcile(still, views, self._candidates,
                               lambda t: read_exit_status(self._p.seed.runs_dir, t))
         self._carry_out(plan, time.time())
+        self._p.directory.expected_done(keep=self._unknown_runner_ids())
 
     # --- acting ----------------------------------------------------------------------------
     def _adopt(self, task: Task, runner: Runner, launcher: RunnerLauncher,

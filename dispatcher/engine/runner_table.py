@@ -14,7 +14,7 @@ import enum
 import logging
 import os
 import threading
-from collections.abc import Container, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +93,7 @@ class DirectoryState(str, enum.Enum):
     """What other threads may know of a runner id."""
 
     LAUNCHING = "launching"  # being started; its reports are kept for it
+    ADOPTING = "adopting"  # a restarted engine expects it (its task is RUNNING): keep going
     RUNNING = "running"
     STOPPING = "stopping"  # being fenced: it should stop (the API tells it so)
 
@@ -115,6 +116,22 @@ class RunnerDirectory:
     def state(self, runner_id: str) -> DirectoryState | None:
         with self._lock:
             return self._states.get(runner_id)
+
+    def expect(self, runner_ids: Iterable[str]) -> None:
+        """Runners a restarted engine is about to look for (ADOPTING): their heartbeats in the
+        meantime must not tell them to stop."""
+        with self._lock:
+            for rid in runner_ids:
+                self._states.setdefault(rid, DirectoryState.ADOPTING)
+
+    def expected_done(self, keep: Iterable[str] = ()) -> None:
+        """Reconcile has decided: forget the ADOPTING runners it did not adopt, except
+        ``keep`` (runners of pools that could not be asked yet)."""
+        kept = set(keep)
+        with self._lock:
+            for rid in [r for r, st in self._states.items()
+                        if st is DirectoryState.ADOPTING and r not in kept]:
+                del self._states[rid]
 
 
 class RunnerTable:

@@ -192,7 +192,8 @@ def test_restart_adopts_running_containers(
     task = wait_state(second, "dock/slow", TaskState.DONE)
     kinds = [e.event_type for e in events(second, "dock/slow")]
     assert EventType.RUNNER_ADOPTED in kinds
-    assert kinds.count(EventType.RUNNER_STARTED) == 1  # never started twice
+    assert kinds.count(EventType.RUNNER_STARTED) == 1, [  # never started twice
+        (e.event_type.value, e.message) for e in events(second, "dock/slow")]
     assert task.attempts == 0
     started = next(e for e in events(second, "dock/slow")
                    if e.event_type is EventType.RUNNER_STARTED)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from necrocode.dispatcher.config import DispatcherConfig
 from necrocode.dispatcher.core import DispatcherCore
+from necrocode.dispatcher.engine.api_bridge import EngineApiHandler
 from necrocode.dispatcher.errors import DispatcherError, TaskNotFoundError
 from necrocode.dispatcher.launchers.fake import FakeLauncher
 from necrocode.dispatcher.models import (
@@ -527,3 +529,52 @@ def test_cancel_while_a_launch_fails_still_cancels(tmp_path: Path) -> None:
     finally:
         h.launcher.gate.set()
         h.core.stop(timeout=0.5)
+
+
+class SlowToAnswer(FakeLauncher):
+    """A platform that takes its time answering the restart's reconcile (held by ``gate``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.asked = threading.Event()
+
+    def reconcile(self, pool: AgentPool) -> list[Runner]:
+        self.asked.set()
+        self.gate.wait(10)
+        return super().reconcile(pool)
+
+
+def test_a_heartbeat_before_the_restart_has_adopted_its_runner_is_not_told_to_stop(
+        tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.core.start()
+    h.submit(Task(id="r", title="R"))
+    rid = h.runner_of("ts/r")
+    h.core.stop(timeout=5, leave_running=True)
+    runner = h.launcher.runner(rid)
+    launcher2 = SlowToAnswer()
+    launcher2.add_adoptable(Runner(runner_id=rid, task_key="ts/r", pool_name="local",
+                                   slot_id=runner.slot_id, state=RunnerState.RUNNING))
+    core2 = DispatcherCore(h.config, registry=h.registry,
+                           launchers={PoolType.LOCAL_PROCESS: launcher2})
+    starting = threading.Thread(target=core2.start)
+    starting.start()
+    try:
+        assert launcher2.asked.wait(10)  # the restart is asking the platform what still runs
+        answer = EngineApiHandler(core2).on_heartbeat(rid, {})
+        assert answer == {"ok": True}  # the runner keeps going: it is about to be adopted
+        other = EngineApiHandler(core2).on_heartbeat("r-nobody", {})
+        assert other.get("action") == "stop"  # a runner no RUNNING task names is still told
+        launcher2.gate.set()
+        starting.join(10)
+        assert EventType.RUNNER_ADOPTED in h.events("ts/r")
+        assert EngineApiHandler(core2).on_heartbeat(rid, {}) == {"ok": True}
+        launcher2.finish(rid, 0)
+        h.wait_state("ts/r", TaskState.DONE)
+        assert launcher2.launches == [] and launcher2.stops == []
+        assert EngineApiHandler(core2).on_heartbeat(rid, {}).get("action") == "stop"
+    finally:
+        launcher2.gate.set()
+        starting.join(10)
+        core2.stop(timeout=1)
