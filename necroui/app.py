@@ -381,7 +381,8 @@ class NecroApp(App[QuitChoice]):
                                 lambda s=sort_id: main.action_sort(s))
 
 
-def run_dashboard(config: DispatcherConfig, *, demo: bool = False, read_only: bool = False) -> int:
+def run_dashboard(config: DispatcherConfig, *, demo: bool = False, read_only: bool = False,
+                  agents: bool = False) -> int:
     """Start the engine, run the dashboard, stop the engine as the operator chose. Exit code.
 
     Textual draws on stderr: when stderr is redirected but a terminal is there (stdout or
@@ -402,7 +403,7 @@ def run_dashboard(config: DispatcherConfig, *, demo: bool = False, read_only: bo
     if demo:
         from .demo import prepare_demo
 
-        notice = prepare_demo(engine).hint
+        notice = prepare_demo(engine, agents=agents).hint
     engine.start()  # its notify: hooks run off the engine and UI threads
     choice: QuitChoice | None = None
     try:

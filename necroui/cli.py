@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from necrocode.dispatcher.config import load_config
-from necrocode.dispatcher.config_loader import config_to_dict
 from necrocode.dispatcher.models import TaskState
 
 from . import console
@@ -25,6 +23,7 @@ from .cli_common import (
     fail,
     pass_state,
 )
+from .cli_config import config as config_group
 from .cli_control import COMMANDS as CONTROL_COMMANDS
 from .cli_control import registry_control
 from .cli_necrocode import import_necrocode
@@ -37,6 +36,7 @@ LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
 MAIN_EPILOG = """\b
 Examples:
   necroui --demo                         dashboard with a demo taskset
+  necroui --demo --agents                the demo as coding agents: tokens, cost, budget
   necroui --no-tui --demo --until-done   run the demo headless, exit when done
   necroui submit tasks.yaml              add or update a taskset
   necroui tasks --state ready            list tasks that may run now
@@ -65,6 +65,9 @@ named 'local' running 4 agents, and every skill mapped to it. The registry defau
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Log lines as text or as JSON objects.")
 @click.option("--demo", is_flag=True, help="Submit the demo taskset first (fake agents).")
+@click.option("--agents", is_flag=True,
+              help="With --demo: the tasks run the claude-code preset on a stand-in for Claude "
+                   "Code (no model, no key): tokens, cost and a budget stop show.")
 @click.option("--read-only", is_flag=True, help="Dashboard without any key that changes state.")
 @click.option("--no-tui", is_flag=True,
               help="Run headless: progress lines on stdout, a summary, exit 0 if all tasks DONE.")
@@ -80,7 +83,7 @@ named 'local' running 4 agents, and every skill mapped to it. The registry defau
 @click.version_option(package_name="necrocode-dispatcher", prog_name="necroui")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, registry: str | None, log_level: str,
-         log_format: str, demo: bool, read_only: bool, no_tui: bool, json_lines: bool,
+         log_format: str, demo: bool, agents: bool, read_only: bool, no_tui: bool, json_lines: bool,
          until_done: bool, standby: bool, api_port: int | None) -> None:
     """necroui: operations console of NecroCode Dispatcher.
 
@@ -102,18 +105,20 @@ def main(ctx: click.Context, config_path: str | None, registry: str | None, log_
                                    "add --no-tui")
     elif read_only:
         raise click.UsageError("--read-only applies to the dashboard: drop --no-tui")
+    if agents and not demo:
+        raise click.UsageError("--agents is a variant of the demo: add --demo")
     config = state.config()
     state.registry_path()  # a directory is a clear message, not "unable to open database file"
     if no_tui:
         _setup_logging(log_level, log_format)
         run_headless = _import_runner("necroui.headless", "run_headless", "headless mode")
-        code = run_headless(config, demo=demo, json_lines=json_lines, until_done=until_done,
-                            log_format=log_format, standby=standby)
+        code = run_headless(config, demo=demo, agents=agents, json_lines=json_lines,
+                            until_done=until_done, log_format=log_format, standby=standby)
     else:
         if standby:
             raise click.UsageError("--standby applies to headless runs: add --no-tui")
         run_dashboard = _import_runner("necroui.app", "run_dashboard", "dashboard")
-        code = run_dashboard(config, demo=demo, read_only=read_only)
+        code = run_dashboard(config, demo=demo, read_only=read_only, agents=agents)
     ctx.exit(int(code or 0))
 
 
@@ -418,81 +423,8 @@ def plan(state: CliState, taskset: str, timeline: bool, as_json: bool) -> None:
 # --- config ------------------------------------------------------------------------------------
 
 
-@main.group(cls=NecroGroup, epilog="""\b
-Examples:
-  necroui config check config/dispatcher.yaml
-  necroui --config my.yaml config show
-  necroui config keys --markdown
-""")
-def config() -> None:
-    """Check, show or document the Dispatcher configuration."""
-
-
-@config.command("check", epilog="""\b
-Examples:
-  necroui config check config/dispatcher.yaml
-  necroui --config my.yaml config check
-""")
-@click.argument("file", type=click.Path(dir_okay=False), required=False)
-@pass_state
-def config_check(state: CliState, file: str | None) -> None:
-    """Check a config FILE: print OK and a summary, or every problem (exit 1).
-
-    FILE defaults to the one given with --config (or $NECROCODE_CONFIG).
-    """
-    file = file or state.config_path
-    if not file:
-        fail("no config file to check", "give FILE, or --config FILE before the command")
-    cfg = load_config(file)
-    policy = getattr(cfg.scheduling_policy, "value", cfg.scheduling_policy)
-    click.echo(f"OK: {file}")
-    click.echo(f"  policy {policy}, at most {cfg.max_global_concurrency} runners at once, "
-               f"poll every {cfg.poll_interval:g}s, heartbeat timeout {cfg.heartbeat_timeout:g}s")
-    for pool in cfg.agent_pools:
-        limits = [f"{pool.max_concurrency} at once"]
-        if pool.cpu_quota is not None:
-            limits.append(f"cpu {pool.cpu_quota:g}")
-        if pool.memory_quota is not None:
-            limits.append(f"memory {pool.memory_quota} MB")
-        off = "" if pool.enabled else ", disabled"
-        click.echo(f"  pool {pool.name}: {pool.type.value}, {', '.join(limits)}{off}")
-    for skill, pools in cfg.skill_mapping.items():
-        click.echo(f"  skill {skill} -> {', '.join(pools)}")
-    if not cfg.skill_mapping:
-        click.echo("  no skill_mapping: tasks go to any pool")
-
-
-@config.command("show")
-@pass_state
-def config_show(state: CliState) -> None:
-    """Print the effective config as YAML (from --config, else the defaults)."""
-    import yaml
-
-    data = config_to_dict(state.config())
-    data["dispatcher"]["registry_path"] = str(state.config().resolved_registry_path())
-    source = state.config_path or "built-in defaults"
-    click.echo(f"# effective configuration ({source})")
-    click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
-
-
-@config.command("keys", epilog="""\b
-Examples:
-  necroui config keys
-  necroui config keys --markdown > docs/config.md
-""")
-@click.option("--markdown", is_flag=True, help="Print a Markdown table (for documentation).")
-def config_keys(markdown: bool) -> None:
-    """List every config key with its type, default and meaning."""
-    from necrocode.dispatcher.config_reference import config_reference, reference_markdown
-
-    if markdown:
-        click.echo(reference_markdown(), nl=False)
-        return
-    rows = [(d.key, d.default, d.meaning) for d in config_reference()]
-    console.print_rows(["KEY", "DEFAULT", "MEANING"], rows)
-
-
-for _command in [*CONTROL_COMMANDS, *WORK_COMMANDS, *ATTACH_COMMANDS, import_necrocode]:
+for _command in [*CONTROL_COMMANDS, *WORK_COMMANDS, *ATTACH_COMMANDS, import_necrocode,
+                 config_group]:
     main.add_command(_command)
 
 __all__ = ["main", "registry_control"]

@@ -95,6 +95,7 @@ def run_headless(
     config: DispatcherConfig,
     *,
     demo: bool = False,
+    agents: bool = False,
     json_lines: bool = False,
     until_done: bool = False,
     log_format: str = "text",
@@ -105,7 +106,8 @@ def run_headless(
     """Run the Dispatcher headless; returns the exit status (0: every task DONE).
 
     ``standby``: when another dispatcher owns the registry, wait (until a signal) and take
-    over when it ends."""
+    over when it ends. ``agents``: with ``demo``, the tasks run coding-agent presets on the
+    demo's stand-in (tokens, cost, a budget stop)."""
     from necrocode.dispatcher.core import DispatcherCore
     from necrocode.dispatcher.registry import open_registry
 
@@ -126,7 +128,7 @@ def run_headless(
         if demo:
             from necroui.demo import prepare_demo
 
-            start = prepare_demo(core)
+            start = prepare_demo(core, agents=agents)
             n = start.submitted
             if n:
                 emit({"type": "info", "message": f"submitted the demo taskset: {n} tasks"},

@@ -2,7 +2,9 @@
 
 ``necroui --demo`` (dashboard) and ``necroui --no-tui --demo`` call :func:`demo_config` to give
 the default configuration three local pools (one per demo skill) and short retry backoffs, and
-:func:`submit_demo` to submit ``demo.yaml`` when the registry holds no tasks yet.
+:func:`submit_demo` to submit ``demo.yaml`` when the registry holds no tasks yet. With
+``--agents`` the same tasks run the real ``claude-code`` preset on a stand-in for Claude Code
+(:mod:`.fake_claude`), so tokens, turns, cost and a budget stop show without a model.
 """
 
 from __future__ import annotations
@@ -107,10 +109,48 @@ def _with_this_python(taskset: Any) -> Any:
     return taskset
 
 
-def prepare_demo(core: Any) -> DemoStart:
+#: The agents demo's task stopped by its budget: its tokens cross max_tokens at the 5th turn.
+BUDGET_TASK, BUDGET_TOKENS = "be.7", 50_000
+_FAKE = ("necroui.demo.fake_agent",)
+
+
+def fake_claude_path() -> Path:
+    """The demo's stand-in for ``claude`` (written at each agents demo start, for this Python)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    path = cache / "necrocode" / "demo" / "claude"
+    script = (f"#!{sys.executable}\n# necroui --demo --agents: a stand-in for Claude Code\n"
+              "import sys\nfrom necroui.demo.fake_claude import main\nsys.exit(main())\n")
+    if not path.is_file() or path.read_text(encoding="utf-8") != script:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".claude.{os.getpid()}")
+        tmp.write_text(script, encoding="utf-8")
+        tmp.chmod(0o755)
+        tmp.replace(path)  # atomic: a run starting now sees the old or the new one
+    return path
+
+
+def _as_agents(taskset: Any) -> Any:
+    """The demo's tasks as coding-agent runs: the ``claude-code`` preset on the stand-in, the
+    fake agent's options passed on, one task with a token budget it crosses."""
+    executable = str(fake_claude_path())
+    for task in taskset.tasks:
+        if not task.command or tuple(task.command[1:3]) != ("-m", *_FAKE):
+            continue
+        extra = list(task.command[3:])
+        if task.id == BUDGET_TASK:
+            extra = ["--seconds", "6", "--turns", "8"]
+            task.max_tokens = BUDGET_TOKENS
+        task.command = None
+        task.agent = "claude-code"
+        task.agent_options = {"executable": executable, "extra_args": extra}
+    return taskset
+
+
+def prepare_demo(core: Any, *, agents: bool = False) -> DemoStart:
     """Submit the demo taskset through ``core`` (a DispatcherCore) when the registry is empty;
     when it already holds a demo that has nothing left to run, the hint says how to start
-    afresh (the console shows it as a notification, headless prints it)."""
+    afresh (the console shows it as a notification, headless prints it). ``agents``: the
+    tasks run the ``claude-code`` preset on the demo's stand-in (tokens, cost, a budget)."""
     from necrocode.dispatcher.models import TaskState
     from necrocode.dispatcher.tasksets import load_taskset_file
 
@@ -125,7 +165,8 @@ def prepare_demo(core: Any) -> DemoStart:
         return DemoStart(0, f"the demo already ran in {where}; delete that file or pass "
                             "--registry to start afresh")
     taskset, _warnings = load_taskset_file(demo_taskset_path(), core.config, core.registry)
-    result = core.submit(_with_this_python(taskset))
+    taskset = _as_agents(taskset) if agents else _with_this_python(taskset)
+    result = core.submit(taskset)
     return DemoStart(len(result.created))
 
 
@@ -137,5 +178,5 @@ def submit_demo(core: Any) -> int:
     return prepare_demo(core).submitted
 
 
-__all__ = ["DEMO_TASKSET", "DemoStart", "demo_config", "demo_taskset_path", "prepare_demo",
-           "submit_demo"]
+__all__ = ["DEMO_TASKSET", "DemoStart", "demo_config", "demo_taskset_path", "fake_claude_path",
+           "prepare_demo", "submit_demo"]

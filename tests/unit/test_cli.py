@@ -395,7 +395,11 @@ def test_bare_command_dashboard(env: dict[str, str], monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "necroui.app", app)
     result = CliRunner().invoke(main, ["--read-only"], env=env)
     assert result.exit_code == 0
-    assert seen == {"demo": False, "read_only": True}
+    assert seen == {"demo": False, "read_only": True, "agents": False}
+    assert CliRunner().invoke(main, ["--demo", "--agents"], env=env).exit_code == 0
+    assert seen == {"demo": True, "read_only": False, "agents": True}
+    alone = CliRunner().invoke(main, ["--agents"], env=env)
+    assert alone.exit_code == 2 and "--agents is a variant of the demo: add --demo" in alone.output
 
 
 def test_missing_runner_module_is_a_clear_message(env: dict[str, str],

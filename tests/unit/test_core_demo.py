@@ -93,3 +93,57 @@ def test_demo_submit_writes_this_python_and_hints_a_finished_demo(tmp_path: Path
         assert again.hint is not None and "reg.db" in again.hint and "--registry" in again.hint
     finally:
         core.close()
+
+
+@pytest.mark.parametrize(("attempt", "ok"), [("1", False), ("2", True)])
+def test_the_stand_in_for_claude_speaks_what_the_real_preset_reads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        attempt: str, ok: bool) -> None:
+    from necrocode.dispatcher.agents import get_preset
+
+    from necroui.demo.fake_claude import cost_of, turn_usage
+    from necroui.demo.fake_claude import main as fake_claude
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NECROCODE_TASK_KEY", "demo/x.1")
+    monkeypatch.setenv("NECROCODE_ATTEMPT", attempt)
+    monkeypatch.setenv("NECROUI_DEMO_SPEED", "0")
+    argv = ["-p", "the prompt", "--output-format", "stream-json", "--verbose",
+            "--dangerously-skip-permissions", "--seconds", "1", "--turns", "4",
+            "--fail-attempts", "1"]
+    assert fake_claude(argv) == (0 if ok else 1)
+    preset = get_preset("claude-code")
+    parser = preset.parser()
+    parser.feed(capsys.readouterr().out.encode())
+    parser.finish()
+    usage, turns = parser.state.usage, 4 if ok else 2
+    spent = [turn_usage("demo/x.1", n) for n in range(1, turns + 1)]
+    assert usage.turns == turns and usage.output_tokens == sum(u["output_tokens"] for u in spent)
+    assert usage.cached_tokens == sum(u["cache_read_input_tokens"] for u in spent)
+    assert usage.cost_usd == pytest.approx(sum(cost_of(u) for u in spent), abs=1e-5)
+    assert preset.judge(parser.state, 0 if ok else 1).succeeded is ok
+    assert (tmp_path / "x.1.txt").exists() is ok
+
+
+def test_the_agents_demo_runs_every_task_on_the_claude_preset(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    from necrocode.dispatcher.core import DispatcherCore
+
+    from necroui.demo import BUDGET_TASK, BUDGET_TOKENS, prepare_demo
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    config = demo_config(DispatcherConfig(registry_path=str(tmp_path / "reg.db"),
+                                          state_dir=str(tmp_path / "st"), api_enabled=False))
+    core = DispatcherCore(config)
+    try:
+        assert prepare_demo(core, agents=True).submitted == 30
+        tasks = core.registry.list_tasks()
+        claude = tmp_path / "cache" / "necrocode" / "demo" / "claude"
+        assert claude.stat().st_mode & 0o111  # executable, for the preset's argv[0]
+        assert {t.agent for t in tasks} == {"claude-code"} and not any(t.command for t in tasks)
+        assert {t.agent_options["executable"] for t in tasks} == {str(claude)}
+        budget = [t for t in tasks if t.max_tokens]
+        assert [(t.id, t.max_tokens) for t in budget] == [(BUDGET_TASK, BUDGET_TOKENS)]
+    finally:
+        core.close()
