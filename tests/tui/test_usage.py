@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 from necrocode.dispatcher.models import Usage
+from necrocode.dispatcher.snapshot import Snapshot
 from necroui_fakes import FakeEngine
 from textual.widgets import Static
 from tui_helpers import make_app, plain, screen_lines, select, settle
@@ -150,3 +151,21 @@ async def test_detail_shows_the_agent_its_usage_and_budget() -> None:
             else:
                 assert "usage 1,500,000 in · 40,000 out · 30 turns · cost unknown" in text
                 assert "budget" not in text and "agent " not in text
+
+
+async def test_at_80_columns_the_header_keeps_both_lines_and_the_totals() -> None:
+    class Busy(FakeEngine):  # a first line longer than 80 columns
+        def _build(self) -> Snapshot:
+            snap = super()._build()
+            return dataclasses.replace(snap, counters=dataclasses.replace(
+                snap.counters, done=1234, failed=56, cancelled=7, total=10_000, retried=321))
+
+    engine = Busy()
+    engine.usage = agent_engine().usage
+    app = make_app(engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        first, second, third = screen_lines(app)[:3]
+        assert first.startswith(" necroui ") and "run 3/6" in first
+        assert second.startswith(" tokens 1.55M cost $0.42  done/10s")  # cut, not wrapped
+        assert third.startswith(" pool ")  # the pools panel right below: nothing pushed out
