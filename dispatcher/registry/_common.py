@@ -24,6 +24,7 @@ from ..models import (
     Taskset,
     TaskState,
     Usage,
+    shallow_copy,
     task_key,
 )
 from .base import UPDATABLE_FIELDS, SubmitResult
@@ -64,19 +65,17 @@ def clone(task: Task, **changes: Any) -> Task:
 
     Values in ``changes`` must already be normalised (see :func:`check_updates`).
     """
-    new = object.__new__(Task)
-    attrs = new.__dict__
-    attrs.update(task.__dict__)
-    attrs["dependencies"] = list(task.dependencies)
-    attrs["metadata"] = dict(task.metadata)
-    attrs["artifacts"] = list(task.artifacts)
-    attrs["agent_options"] = dict(task.agent_options)
+    new = shallow_copy(task)
+    new.dependencies = list(task.dependencies)
+    new.metadata = dict(task.metadata)
+    new.artifacts = list(task.artifacts)
+    new.agent_options = dict(task.agent_options)
     res = task.resources
-    attrs["resources"] = Resources(res.cpu, res.memory_mb)
+    new.resources = Resources(res.cpu, res.memory_mb)
     if task.command is not None:
-        attrs["command"] = list(task.command)
-    if changes:
-        attrs.update(changes)
+        new.command = list(task.command)
+    for name, value in changes.items():
+        setattr(new, name, value)
     return new
 
 
@@ -262,8 +261,9 @@ def normalize_tasks(taskset: Taskset) -> list[Task]:
         if not tenant or tenant == task.taskset:  # defaulted from its (old) taskset name
             tenant = default_tenant
         # A shallow copy: the registry stores deep copies or serialises, never these objects.
-        new = object.__new__(Task)
-        new.__dict__.update(task.__dict__, taskset=taskset.name, tenant=tenant)
+        new = shallow_copy(task)
+        new.taskset = taskset.name
+        new.tenant = tenant
         out.append(new)
     return out
 

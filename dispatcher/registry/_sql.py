@@ -7,6 +7,7 @@ in the ``data`` JSON object, which leaves out values equal to their default to s
 from __future__ import annotations
 
 import json
+import operator
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -127,14 +128,17 @@ _JSON_DEFAULTS: dict[str, Any] = {
     "agent_summary": None,
     "from_base": False,
 }
-_JSON_ITEMS = tuple(_JSON_DEFAULTS.items())
+_JSON_NAMES = tuple(_JSON_DEFAULTS)
+_JSON_DEFAULT_VALUES = tuple(_JSON_DEFAULTS.values())
+_json_values = operator.attrgetter(*_JSON_NAMES)
 _dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 def encode_data(task: Task) -> str:
     """The JSON blob of a task: its non-column fields that differ from their defaults."""
-    attrs = task.__dict__
-    data = {name: attrs[name] for name, default in _JSON_ITEMS if attrs[name] != default}
+    data = {name: value for name, value, default
+            in zip(_JSON_NAMES, _json_values(task), _JSON_DEFAULT_VALUES, strict=True)
+            if value != default}
     resources = task.resources
     if resources.cpu != 1.0 or resources.memory_mb != 512:
         data["resources"] = resources.to_dict()

@@ -283,9 +283,8 @@ def encode_task(task: Task, old: dict[str, Any] | None) -> dict[str, Any]:
     old = old or {}
     extra: dict[str, Any] = {"created_at": task.created_at, "updated_at": task.updated_at,
                              "state": task.state.value}
-    attrs = task.__dict__
     for name, default in _EXTRA_FIELDS.items():
-        value = attrs[name]
+        value = getattr(task, name)
         if value != default:
             extra[name] = (list(value) if isinstance(value, list | tuple)
                            else value.to_dict() if isinstance(value, Usage) else value)
