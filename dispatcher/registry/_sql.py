@@ -7,9 +7,8 @@ in the ``data`` JSON object, which leaves out values equal to their default to s
 from __future__ import annotations
 
 import json
-import operator
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..models import EventType, Resources, Task, TaskEvent, Taskset, TaskState
@@ -128,29 +127,69 @@ _JSON_DEFAULTS: dict[str, Any] = {
     "agent_summary": None,
     "from_base": False,
 }
-_JSON_NAMES = tuple(_JSON_DEFAULTS)
-_JSON_DEFAULT_VALUES = tuple(_JSON_DEFAULTS.values())
-_json_values = operator.attrgetter(*_JSON_NAMES)
 _dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
-def encode_data(task: Task) -> str:
-    """The JSON blob of a task: its non-column fields that differ from their defaults."""
-    data = {name: value for name, value, default
-            in zip(_JSON_NAMES, _json_values(task), _JSON_DEFAULT_VALUES, strict=True)
-            if value != default}
-    resources = task.resources
-    if resources.cpu != 1.0 or resources.memory_mb != 512:
-        data["resources"] = resources.to_dict()
-    if task.usage is not None:  # summed agent usage: a JSON object, read back as Usage
-        data["usage"] = task.usage.to_dict()
-    return _dumps(data) if data else "{}"
+def _make_dumps_fast() -> Callable[[Any], str]:
+    """``_dumps`` through the C encoder without its per-call set-up (``JSONEncoder.encode``
+    costs about 1.5 us before the first byte; this about 0.2 us). The same text as ``_dumps``;
+    only a self-containing value fails differently (RecursionError instead of ValueError),
+    which task data cannot be (it comes from YAML without recursive aliases, or JSON)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # a Python without the C accelerator
+        return _dumps
+    encode = make(None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False,
+                  False, True)
+
+    def dumps(value: Any) -> str:
+        return "".join(encode(value, 0))
+
+    return dumps
+
+
+_dumps_fast = _make_dumps_fast()
+
+
+def _make_encode_data() -> Callable[[Task], str]:
+    """:func:`encode_data`, generated as straight-line code from ``_JSON_DEFAULTS`` (one
+    attribute read and one comparison per field: about twice as fast as a loop over the
+    fields, which counts at 100,000 tasks a submit)."""
+    lines = ["def encode_data(task):", "    data = {}"]
+    scope: dict[str, Any] = {"_dumps": _dumps_fast, "_default_cpu": Resources().cpu,
+                             "_default_memory": Resources().memory_mb}
+    for i, (name, default) in enumerate(_JSON_DEFAULTS.items()):
+        test = "is not None" if default is None else f"!= _d{i}"
+        scope[f"_d{i}"] = default
+        lines += [f"    value = task.{name}", f"    if value {test}:",
+                  f"        data[{name!r}] = value"]
+    lines += [
+        "    res = task.resources",
+        "    if res.cpu != _default_cpu or res.memory_mb != _default_memory:",
+        "        data['resources'] = {'cpu': res.cpu, 'memory_mb': res.memory_mb}",
+        "    if task.usage is not None:",
+        "        data['usage'] = task.usage.to_dict()",
+        "    return _dumps(data) if data else '{}'",
+    ]
+    exec("\n".join(lines) + "\n", scope)  # noqa: S102 - code made from the field names only
+    encode: Callable[[Task], str] = scope["encode_data"]
+    encode.__doc__ = ("The JSON blob of a task: its non-column fields that differ from their "
+                      "defaults (resources and summed agent usage as JSON objects).")
+    return encode
+
+
+#: ``encode_data(task)``: the JSON blob of a task (its non-column fields that differ from
+#: their defaults; resources and summed agent usage as objects, read back by row_to_task).
+encode_data: Callable[[Task], str] = _make_encode_data()
+
+#: TaskState -> its text in the ``state`` column (``Enum.value`` is a slow descriptor).
+_STATE_TEXT = {s: s.value for s in TaskState}
 
 
 def task_row(task: Task, seq: int, position: int) -> tuple[Any, ...]:
     """The full row of a task for INSERT_TASK."""
     return (
-        task.key, task.taskset, task.id, task.state.value, task.required_skill, task.tenant,
+        f"{task.taskset}/{task.id}", task.taskset, task.id, _STATE_TEXT[task.state],
+        task.required_skill, task.tenant,
         task.priority, task.ready_at, task.created_at, task.updated_at, seq, position,
         encode_data(task),
     )
@@ -159,7 +198,7 @@ def task_row(task: Task, seq: int, position: int) -> tuple[Any, ...]:
 def task_update_row(task: Task, seq: int) -> tuple[Any, ...]:
     """Parameters of UPDATE_TASK for a changed task."""
     return (
-        task.state.value, task.required_skill, task.tenant, task.priority, task.ready_at,
+        _STATE_TEXT[task.state], task.required_skill, task.tenant, task.priority, task.ready_at,
         task.updated_at, seq, encode_data(task), task.key,
     )
 

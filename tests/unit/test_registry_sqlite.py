@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 from pathlib import Path
@@ -120,3 +121,30 @@ def test_connections_of_finished_threads_are_closed(tmp_path: Path) -> None:
     assert len(reg._conns) <= 2  # this thread's and the last finished thread's
     reg.close()
     assert reg._conns == []
+
+
+def test_every_stored_field_survives_a_row_round_trip() -> None:
+    """The generated row codec writes each field that differs from its default, and only
+    those: a task with every field set comes back equal, a default one is ``{}``."""
+    from necrocode.dispatcher.models import Resources, Usage
+    from necrocode.dispatcher.registry import _sql
+
+    assert _sql.encode_data(Task("d")) == "{}"
+    task = Task(
+        "1", title="t", taskset="s", description="d", state=S.RUNNING, dependencies=["0"],
+        required_skill="k", priority=3, tenant="x", resources=Resources(2.0, 64),
+        command=["c"], timeout=1.5, max_attempts=4, metadata={"m": [1, "é"]}, repo="/r",
+        optional=True, estimated_duration=9.0, created_at=1.0, ready_at=2.0, updated_at=3.0,
+        started_at=4.0, finished_at=5.0, attempts=2, next_attempt_at=6.0, last_error="e",
+        runner_id="r", assigned_slot="sl", reserved_branch="b", artifacts=["a"],
+        paths=("p/*",), branch="br", base="ba", head="he", commits=2, files_changed=("f",),
+        landed="main", gate_failed="g", agent="codex", agent_options={"model": "m"},
+        max_cost_usd=1.5, max_tokens=10, max_turns=3, usage=Usage(1, 2, 0, 0.5, 1),
+        agent_summary="sum", from_base=True,
+    )
+    plain = Task("1")
+    assert [f.name for f in dataclasses.fields(Task)
+            if getattr(task, f.name) == getattr(plain, f.name)] == ["id"]
+    row = _sql.task_row(task, seq=7, position=0)
+    back = _sql.row_to_task(row)
+    assert back == task
