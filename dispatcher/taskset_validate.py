@@ -8,7 +8,7 @@ problem is reported at once.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from . import limits
 from .config import DispatcherConfig
@@ -43,6 +43,39 @@ def validate_taskset(
     if problems:
         raise TasksetError(problems, title=f"invalid taskset {source}; nothing written")
     return warnings
+
+
+def _acyclic(tasks: Sequence[Task]) -> bool:
+    """Whether the dependency edges among ``tasks`` (of one taskset) have no cycle: Kahn's
+    algorithm on plain dicts, several times faster than building the graph (the common case)."""
+    keys = {t.key for t in tasks}
+    waiting: dict[str, int] = {}
+    dependents: dict[str, list[str]] = {}
+    for task in tasks:
+        key = task.key
+        count = 0
+        for dep in task.dependencies:
+            dep_key = dep if "/" in dep else f"{task.taskset}/{dep}"
+            if dep_key in keys:
+                dependents.setdefault(dep_key, []).append(key)
+                count += 1
+        waiting[key] = count
+    todo = [k for k, n in waiting.items() if n == 0]
+    done = 0
+    while todo:
+        key = todo.pop()
+        done += 1
+        for dependent in dependents.get(key, ()):
+            waiting[dependent] -= 1
+            if waiting[dependent] == 0:
+                todo.append(dependent)
+    return done == len(waiting)
+
+
+def _cycles(tasks: Iterable[Task]) -> list[list[str]]:
+    """One cycle per knot (:func:`~.graph.find_cycles`), searched only when there is one."""
+    tasks = list(tasks)
+    return [] if _acyclic(tasks) else find_cycles(build_graph(tasks))
 
 
 def validate_all(
@@ -105,8 +138,7 @@ def validate_all(
                 hint = f"did you mean {close[0]!r}?" if close else "define that task or remove it"
                 add(task.id, "depends_on", f"unknown dependency {dep!r}", hint, where)
     # Cycles among the known edges (an unknown dependency cannot be part of one).
-    graph = build_graph(union.values())
-    for cycle in find_cycles(graph):
+    for cycle in _cycles(union.values()):
         ids_in = [k.rpartition("/")[2] for k in cycle]
         if len(ids_in) == 1:
             continue  # reported above as "depends on itself"

@@ -229,6 +229,12 @@ def _parse(doc: YamlDocument, source: str, base_dir: Path | None) -> _Parsed:
     agent_defaults = task_agent_fields(data, {}, (), lambda p, m, h="": out.add(
         p, dotted(p), m, h))
 
+    inherited: dict[str, Any] | None = None
+    if agent_defaults.get("agent") is None:  # else each task reports an unknown agent itself
+        quiet: list[str] = []
+        inherited = task_agent_fields({}, agent_defaults, (), lambda p, m, h="": quiet.append(m))
+        if quiet:
+            inherited = None
     raw_tasks = data.get("tasks")
     where_task: dict[str, Path_] = {}
     all_ids: set[str] = set()
@@ -257,7 +263,7 @@ def _parse(doc: YamlDocument, source: str, base_dir: Path | None) -> _Parsed:
             seen[tid] = i
             where_task[tid] = path
         before = len(out.problems)
-        task = _parse_task(item, path, doc, out, taskset, base_dir, agent_defaults)
+        task = _parse_task(item, path, doc, out, taskset, base_dir, agent_defaults, inherited)
         if task is None:
             continue
         if duplicate:  # its dependencies are checked; it takes no part in the graph
@@ -294,7 +300,13 @@ def _scalar_text(value: Any, path: Path_, doc: YamlDocument) -> str | None:
 
 
 def _parse_task(item: Any, path: Path_, doc: YamlDocument, out: _Collector, taskset: Taskset,
-                base_dir: Path | None, agent_defaults: dict[str, Any]) -> Task | None:
+                base_dir: Path | None, agent_defaults: dict[str, Any],
+                inherited: dict[str, Any] | None = None) -> Task | None:
+    """One task of the file, or None without a usable id; its problems go to ``out``.
+
+    ``inherited``: the agent fields of a task that names none (the taskset's), when those
+    cannot be wrong; None to check every task's own way.
+    """
     if not isinstance(item, dict):
         out.add(path, f"tasks[#{path[-1] + 1}]",  # type: ignore[operator]
                 f"expected a task (a mapping with id and title), got {type_name(item)}")
@@ -383,8 +395,12 @@ def _parse_task(item: Any, path: Path_, doc: YamlDocument, out: _Collector, task
     for index, why in path_problems:
         out.add((*path, "paths") if index is None else (*path, "paths", index),
                 f"{label}.paths", why, 'e.g. "src/api/**" or "docs/*.md"')
-    agent = task_agent_fields(item, agent_defaults, path, lambda p, m, h="": bad(
-        ".".join(str(x) for x in p[len(path):]), m, h))
+    if inherited is not None and not any(k in item for k in TASKSET_AGENT_KEYS):
+        # What task_agent_fields gives an item without agent keys (checked once per file).
+        agent = {**inherited, "agent_options": dict(inherited["agent_options"])}
+    else:
+        agent = task_agent_fields(item, agent_defaults, path, lambda p, m, h="": bad(
+            ".".join(str(x) for x in p[len(path):]), m, h))
     if tid is None:
         return None
     if len(out.problems) > before:
