@@ -3,8 +3,10 @@
 ``necroui --demo`` (dashboard) and ``necroui --no-tui --demo`` call :func:`demo_config` to give
 the default configuration three local pools (one per demo skill) and short retry backoffs, and
 :func:`submit_demo` to submit ``demo.yaml`` when the registry holds no tasks yet. With
-``--agents`` the same tasks run the real ``claude-code`` preset on a stand-in for Claude Code
-(:mod:`.fake_claude`), so tokens, turns, cost and a budget stop show without a model.
+``--agents`` the same tasks run coding-agent presets: a real CLI when one is installed
+(:mod:`.real_agents`: Claude Code, Codex, Gemini CLI or mini-swe-agent against a scripted model
+server on 127.0.0.1), else the ``claude-code`` preset on a stand-in for Claude Code
+(:mod:`.fake_claude`) — so tokens, turns, cost and a budget stop show without a model.
 """
 
 from __future__ import annotations
@@ -129,21 +131,56 @@ def fake_claude_path() -> Path:
     return path
 
 
-def _as_agents(taskset: Any) -> Any:
-    """The demo's tasks as coding-agent runs: the ``claude-code`` preset on the stand-in, the
-    fake agent's options passed on, one task with a token budget it crosses."""
-    executable = str(fake_claude_path())
+#: With a real CLI on the scripted model: each request counts 100+ input tokens, so this budget
+#: is crossed at the second request.
+REAL_BUDGET_TOKENS = 200
+
+
+def _as_agents(taskset: Any, real: tuple[Any, str] | None = None) -> Any:
+    """The demo's tasks as coding-agent runs, one task with a token budget it crosses: the
+    real CLI ``real`` (:func:`.real_agents.find_cli`) on the scripted model server, else the
+    ``claude-code`` preset on the stand-in with the fake agent's options passed on."""
+    executable = str(fake_claude_path()) if real is None else real[1]
     for task in taskset.tasks:
         if not task.command or tuple(task.command[1:3]) != ("-m", *_FAKE):
             continue
-        extra = list(task.command[3:])
+        task.command, extra = None, list(task.command[3:])
+        if real is not None:
+            from .real_agents import agent_options
+
+            task.agent = real[0].preset
+            task.agent_options = agent_options(real[0], executable)
+            if task.id == BUDGET_TASK:
+                task.max_tokens = REAL_BUDGET_TOKENS
+            continue
         if task.id == BUDGET_TASK:
             extra = ["--seconds", "6", "--turns", "8"]
             task.max_tokens = BUDGET_TOKENS
-        task.command = None
         task.agent = "claude-code"
         task.agent_options = {"executable": executable, "extra_args": extra}
     return taskset
+
+
+def _agents_start(taskset: Any) -> tuple[Any, str]:
+    """The agents demo's taskset and what to tell about it (which CLI runs, or how to get
+    one)."""
+    from .real_agents import CHOICE_ENV, CLIS, find_cli, install_hint
+
+    try:
+        real = find_cli()
+    except ValueError as exc:  # a bad NECROUI_DEMO_AGENT: said, and the stand-in plays
+        return _as_agents(taskset), f"{exc}; a stand-in plays Claude Code"
+    if real is None:
+        chosen = CLIS.get(os.environ.get(CHOICE_ENV, ""))
+        if chosen is not None:
+            return _as_agents(taskset), (f"{CHOICE_ENV}={chosen.preset}: {chosen.program} is "
+                                         f"not installed ({chosen.install}); a stand-in "
+                                         "plays Claude Code")
+        return _as_agents(taskset), install_hint()
+    taskset = _as_agents(taskset, real)
+    url = taskset.tasks[0].agent_options.get("base_url", "") if taskset.tasks else ""
+    return taskset, (f"agents demo: the real {real[0].program} ({real[1]}) runs each task "
+                     f"against a scripted model at {url} (no key, no network)")
 
 
 def prepare_demo(core: Any, *, agents: bool = False) -> DemoStart:
@@ -165,9 +202,13 @@ def prepare_demo(core: Any, *, agents: bool = False) -> DemoStart:
         return DemoStart(0, f"the demo already ran in {where}; delete that file or pass "
                             "--registry to start afresh")
     taskset, _warnings = load_taskset_file(demo_taskset_path(), core.config, core.registry)
-    taskset = _as_agents(taskset) if agents else _with_this_python(taskset)
+    hint = None
+    if agents:
+        taskset, hint = _agents_start(taskset)
+    else:
+        taskset = _with_this_python(taskset)
     result = core.submit(taskset)
-    return DemoStart(len(result.created))
+    return DemoStart(len(result.created), hint)
 
 
 def submit_demo(core: Any) -> int:

@@ -21,10 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
-from model_server import ModelServer, Script  # noqa: E402
 from necrocode.dispatcher.agents.launch import plan_attempt  # noqa: E402
 from necrocode.dispatcher.models import AgentPool, Slot, Task  # noqa: E402
 from test_agents_real import CLIS, KEY, KEY_ENV, Harness, find_cli  # noqa: E402
+
+from necroui.demo.model_server import ModelServer, Script  # noqa: E402
 
 SCRIPT = Script(commands=["printf 'hello\\n' > hello.txt"], final="Created hello.txt")
 

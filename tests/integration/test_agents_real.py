@@ -9,15 +9,12 @@ installed skips its tests with the reason. No request leaves 127.0.0.1.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from model_server import ModelServer, Script
 from necrocode.dispatcher.agents.budget import Budget
 from necrocode.dispatcher.agents.launch import watch_spec
 from necrocode.dispatcher.agents.stream import AttemptResult, StreamReader
@@ -26,44 +23,15 @@ from necrocode.dispatcher.launchers.local import LocalProcessLauncher
 from necrocode.dispatcher.models import AgentPool, Runner, Slot, Task
 from support import wait_until
 
+from necroui.demo.model_server import ModelServer, Script
+from necroui.demo.real_agents import CLIS
+from necroui.demo.real_agents import AgentCli as Cli
+from necroui.demo.real_agents import find_executable as find_cli
+
 pytestmark = pytest.mark.slow
 
-CACHE = Path(os.environ.get("NECROCODE_AGENTS_CACHE", Path.home() / ".cache/necrocode/agents"))
 KEY_ENV = "NECROCODE_TEST_MODEL_KEY"
 KEY = "sk-scripted-test-key-0123456789"
-
-
-@dataclass(frozen=True)
-class Cli:
-    preset: str
-    env: str  # NECROCODE_AGENT_<NAME> exported by .ci/agents.sh
-    program: str
-    cache_glob: str  # where .ci/agents.sh installs it
-    url_suffix: str  # what the CLI expects after host:port
-    model: str
-
-
-CLIS = {
-    "claude-code": Cli("claude-code", "NECROCODE_AGENT_CLAUDE", "claude",
-                       "claude-*/node_modules/.bin/claude", "", "claude-sonnet-4-5"),
-    "codex": Cli("codex", "NECROCODE_AGENT_CODEX", "codex", "codex-*/node_modules/.bin/codex",
-                 "/v1", "test-model"),
-    "gemini": Cli("gemini", "NECROCODE_AGENT_GEMINI", "gemini",
-                  "gemini-*/node_modules/.bin/gemini", "", "gemini-2.5-flash"),
-    "mini-swe-agent": Cli("mini-swe-agent", "NECROCODE_AGENT_MINI", "mini",
-                          "mini-swe-agent-*/venv/bin/mini", "/v1", "test-model"),
-}
-
-
-def find_cli(cli: Cli) -> str | None:
-    """The CLI's executable: as exported by .ci/agents.sh, in its cache, or on PATH."""
-    given = os.environ.get(cli.env)
-    if given and os.access(given, os.X_OK):
-        return given
-    cached = sorted(CACHE.glob(cli.cache_glob))
-    if cached:
-        return str(cached[-1])
-    return shutil.which(cli.program)
 
 
 def installed(name: str) -> tuple[Cli, str]:
@@ -386,3 +354,37 @@ def test_a_tenant_over_its_budget_waits_with_that_reason(
             if e.event_type.value == "TaskAssigned"]
     finally:
         core.stop(timeout=5)
+
+
+def test_the_agents_demo_runs_the_real_cli_against_the_scripted_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``necroui --no-tui --demo --agents`` with Claude Code installed: every demo task is a
+    real ``claude`` run against the demo's scripted model on 127.0.0.1 (tokens from the server,
+    turns and cost as the CLI reports them), and the demo's budget task is stopped by its
+    budget."""
+    import json
+
+    from click.testing import CliRunner
+
+    from necroui.cli import main
+    from necroui.demo import BUDGET_TASK
+
+    installed("claude-code")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NECROCODE_CONFIG", raising=False)
+    monkeypatch.setenv("NECROUI_DEMO_AGENT", "claude-code")
+    env = {"NECROCODE_REGISTRY": str(tmp_path / "reg.db")}
+    result = CliRunner().invoke(main, ["--no-tui", "--demo", "--agents", "--until-done"],
+                                env=env)
+    assert "the real claude" in result.output and "scripted model at http://127.0.0.1:" \
+        in result.output, result.output
+    assert "DONE           29" in result.output and "FAILED          1" in result.output, \
+        result.output
+    listed = CliRunner().invoke(main, ["tasks", "--json"], env=env)
+    tasks = {t["key"]: t for t in json.loads(listed.output)}
+    done = [t for t in tasks.values() if t["state"] == "done"]
+    assert all(t["agent"] == "claude-code" for t in tasks.values())
+    assert all(t["usage"]["input_tokens"] > 0 and t["usage"]["turns"] >= 2 for t in done)
+    assert all((t["usage"]["cost_usd"] or 0) > 0 for t in done)  # Claude Code prices its model
+    stopped = tasks[f"demo/{BUDGET_TASK}"]
+    assert stopped["state"] == "failed" and "budget exceeded" in stopped["last_error"]

@@ -22,6 +22,7 @@ async def test_the_agents_demo_shows_tokens_cost_and_its_budget_stop(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NECROUI_DEMO_SPEED", "0.05")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("NECROUI_DEMO_AGENT", "stand-in")
     config = demo_config(DispatcherConfig(
         registry_path=str(tmp_path / "reg.db"), state_dir=str(tmp_path / "st"),
         api_enabled=False, poll_interval=0.2))

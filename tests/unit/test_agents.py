@@ -1,9 +1,9 @@
 """Agent presets: invocations, parsers on recorded output, judgements, budgets, prompts.
 
 ``agent_output/*`` was recorded from the real CLIs against the scripted model server
-(tests/model_server.py): a run that creates hello.txt in 3 steps (100/110/120 input and 20 output
-tokens per step) and a run answered HTTP 401. aider is not installed by CI: its two logs are
-written after aider 0.86's ``--no-pretty`` output (AGENTS.md).
+(necroui/demo/model_server.py): a run that creates hello.txt in 3 steps (100/110/120 input
+and 20 output tokens per step) and a run answered HTTP 401. aider is not installed by CI: its
+two logs are written after aider 0.86's ``--no-pretty`` output (AGENTS.md).
 """
 
 from __future__ import annotations

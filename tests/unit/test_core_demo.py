@@ -133,6 +133,7 @@ def test_the_agents_demo_runs_every_task_on_the_claude_preset(tmp_path: Path,
     from necroui.demo import BUDGET_TASK, BUDGET_TOKENS, prepare_demo
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("NECROUI_DEMO_AGENT", "stand-in")
     config = demo_config(DispatcherConfig(registry_path=str(tmp_path / "reg.db"),
                                           state_dir=str(tmp_path / "st"), api_enabled=False))
     core = DispatcherCore(config)
@@ -145,5 +146,35 @@ def test_the_agents_demo_runs_every_task_on_the_claude_preset(tmp_path: Path,
         assert {t.agent_options["executable"] for t in tasks} == {str(claude)}
         budget = [t for t in tasks if t.max_tokens]
         assert [(t.id, t.max_tokens) for t in budget] == [(BUDGET_TASK, BUDGET_TOKENS)]
+    finally:
+        core.close()
+
+
+@pytest.mark.parametrize("choice,said", [
+    ("auto", "no coding-agent CLI is installed, so a stand-in plays Claude Code; install one"),
+    ("codex", "NECROUI_DEMO_AGENT=codex: codex is not installed (npm install -g @openai/codex)"),
+    ("bogus", "NECROUI_DEMO_AGENT='bogus': expected auto, stand-in or one of claude-code"),
+])
+def test_the_agents_demo_without_a_real_cli_says_how_to_get_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, choice: str, said: str) -> None:
+    from necrocode.dispatcher.core import DispatcherCore
+
+    from necroui.demo import prepare_demo
+    from necroui.demo.real_agents import CLIS
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("NECROCODE_AGENTS_CACHE", str(tmp_path / "no-agents"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    for cli in CLIS.values():
+        monkeypatch.delenv(cli.env, raising=False)
+    monkeypatch.setenv("NECROUI_DEMO_AGENT", choice)
+    config = demo_config(DispatcherConfig(registry_path=str(tmp_path / "reg.db"),
+                                          state_dir=str(tmp_path / "st"), api_enabled=False))
+    core = DispatcherCore(config)
+    try:
+        start = prepare_demo(core, agents=True)
+        assert start.submitted == 30 and start.hint is not None and said in start.hint
+        stand_in = str(tmp_path / "cache" / "necrocode" / "demo" / "claude")
+        assert {t.agent_options["executable"] for t in core.registry.list_tasks()} == {stand_in}
     finally:
         core.close()

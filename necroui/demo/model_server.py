@@ -1,4 +1,4 @@
-"""A scripted model server on 127.0.0.1 for the real agent CLIs (tests only).
+"""A scripted model server on 127.0.0.1 for the real agent CLIs (the agents demo and the tests).
 
 It speaks OpenAI Responses (Codex, streamed SSE), OpenAI Chat Completions (mini-swe-agent,
 aider), Anthropic Messages (Claude Code, SSE) and Gemini ``streamGenerateContent`` (SSE). It is
@@ -53,8 +53,8 @@ class ModelServer:
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        port = self._httpd.server_address[1]
+        return f"http://127.0.0.1:{port}"
 
     def __enter__(self) -> ModelServer:
         self._thread.start()
@@ -142,6 +142,7 @@ def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
         def _responses(self, kind: str, value: str, step: int, streamed: bool) -> None:
             inp, out = _usage(step)
             rid = f"resp_{step}_{time.monotonic_ns()}"
+            item: dict[str, Any]
             if kind == "shell":
                 item = {"type": "function_call", "id": f"fc_{rid}", "call_id": f"call_{rid}",
                         "name": "exec_command", "arguments": json.dumps({"cmd": value}),
@@ -211,7 +212,7 @@ def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
             else:
                 start = {"type": "text", "text": ""}
                 delta = {"type": "text_delta", "text": value}
-            events = [
+            events: list[tuple[str, dict[str, Any]]] = [
                 ("message_start", {"message": {**msg, "content": [], "stop_reason": None,
                                                "usage": {**usage, "output_tokens": 1}}}),
                 ("content_block_start", {"index": 0, "content_block": start}),
