@@ -174,8 +174,10 @@ def test_kill_9_then_restart_finishes_everything_once(tmp_path: Path) -> None:
         first = subprocess.Popen([*necroui_cmd(), "--no-tui", "--until-done"], cwd=tmp_path,
                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_until(lambda: registry.count_tasks()[TaskState.RUNNING] >= 4, 60,
-                       "4 tasks running")
+            trace = tmp_path / "trace.log"  # the agents write a start line once they run
+            wait_until(lambda: registry.count_tasks()[TaskState.RUNNING] >= 4
+                       and trace.exists() and trace.read_text().count("start ") >= 4, 60,
+                       "4 tasks running with their agents started")
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=30)
@@ -188,7 +190,8 @@ def test_kill_9_then_restart_finishes_everything_once(tmp_path: Path) -> None:
         assert len(tasks) == 8 and all(t.state is TaskState.DONE for t in tasks)
         kinds = [e.event_type for e in registry.get_events()]
         recovered = [e for e in registry.get_events() if _recovered(e)]
-        assert EventType.RUNNER_ADOPTED in kinds or recovered
+        assert EventType.RUNNER_ADOPTED in kinds or recovered, [
+            (e.event_type.value, e.task_key, e.message) for e in registry.get_events()]
     finally:
         registry.close()
     assert_no_overlap(read_trace(tmp_path / "trace.log"))
