@@ -17,6 +17,7 @@ import networkx as nx
 
 from .config import DispatcherConfig
 from .errors import DeadlockDetectedError
+from .graph import is_acyclic
 from .models import Task, TaskState, task_key
 from .snapshot import DeadlockView
 
@@ -111,6 +112,10 @@ def _find_cycles(g: nx.DiGraph) -> list[list[str]]:
     return cycles
 
 
+#: States of a dependency that blocks its dependents for good.
+_ROOT_STATES = frozenset({TaskState.FAILED, TaskState.CANCELLED})
+
+
 class DeadlockDetector:
     """Finds dependency cycles and tasks blocked for good by a failed dependency."""
 
@@ -132,6 +137,9 @@ class DeadlockDetector:
 
     def detect(self, tasks: Iterable[Task]) -> DeadlockReport:
         """Every cycle and every task blocked for good, without raising."""
+        tasks = list(tasks)
+        if not any(t.state in _ROOT_STATES for t in tasks) and is_acyclic(tasks):
+            return DeadlockReport()  # the common case, without a graph of every task
         g = self.build_graph(tasks)
         cycles = []
         for cycle in _find_cycles(g):

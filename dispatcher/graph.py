@@ -12,7 +12,7 @@ This is the seed's ``graph_visualizer``: :func:`to_dot` and :func:`to_mermaid` e
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import networkx as nx
@@ -47,6 +47,34 @@ def build_graph(tasks: Iterable[Task]) -> nx.DiGraph:
                 g.add_node(dep_key, task=None, missing=True)
             g.add_edge(dep_key, task.key)
     return g
+
+
+def is_acyclic(tasks: Sequence[Task]) -> bool:
+    """Whether the dependency edges among ``tasks`` have no cycle (dependencies outside them
+    ignored): Kahn's algorithm on plain dicts, several times faster and smaller than building
+    the graph, for the common case; :func:`find_cycles` names the cycles when there are."""
+    keys = {t.key for t in tasks}
+    waiting: dict[str, int] = {}
+    dependents: dict[str, list[str]] = {}
+    for task in tasks:
+        key = task.key
+        count = 0
+        for dep in task.dependencies:
+            dep_key = dep if "/" in dep else f"{task.taskset}/{dep}"
+            if dep_key in keys:
+                dependents.setdefault(dep_key, []).append(key)
+                count += 1
+        waiting[key] = count
+    todo = [k for k, n in waiting.items() if n == 0]
+    done = 0
+    while todo:
+        key = todo.pop()
+        done += 1
+        for dependent in dependents.get(key, ()):
+            waiting[dependent] -= 1
+            if waiting[dependent] == 0:
+                todo.append(dependent)
+    return done == len(waiting)
 
 
 def find_cycles(g: nx.DiGraph) -> list[list[str]]:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from . import limits
 from .config import DispatcherConfig
 from .errors import Problem, TasksetError
-from .graph import build_graph, cycle_text, find_cycles
+from .graph import build_graph, cycle_text, find_cycles, is_acyclic
 from .models import Task, Taskset
 from .names import name_problem
 from .registry.base import TaskRegistry
@@ -45,37 +45,10 @@ def validate_taskset(
     return warnings
 
 
-def _acyclic(tasks: Sequence[Task]) -> bool:
-    """Whether the dependency edges among ``tasks`` (of one taskset) have no cycle: Kahn's
-    algorithm on plain dicts, several times faster than building the graph (the common case)."""
-    keys = {t.key for t in tasks}
-    waiting: dict[str, int] = {}
-    dependents: dict[str, list[str]] = {}
-    for task in tasks:
-        key = task.key
-        count = 0
-        for dep in task.dependencies:
-            dep_key = dep if "/" in dep else f"{task.taskset}/{dep}"
-            if dep_key in keys:
-                dependents.setdefault(dep_key, []).append(key)
-                count += 1
-        waiting[key] = count
-    todo = [k for k, n in waiting.items() if n == 0]
-    done = 0
-    while todo:
-        key = todo.pop()
-        done += 1
-        for dependent in dependents.get(key, ()):
-            waiting[dependent] -= 1
-            if waiting[dependent] == 0:
-                todo.append(dependent)
-    return done == len(waiting)
-
-
 def _cycles(tasks: Iterable[Task]) -> list[list[str]]:
     """One cycle per knot (:func:`~.graph.find_cycles`), searched only when there is one."""
     tasks = list(tasks)
-    return [] if _acyclic(tasks) else find_cycles(build_graph(tasks))
+    return [] if is_acyclic(tasks) else find_cycles(build_graph(tasks))
 
 
 def validate_all(

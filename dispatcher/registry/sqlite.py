@@ -390,7 +390,7 @@ class SQLiteRegistry:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY {_sql.ORDER_SQL[order_by]} LIMIT ? OFFSET ?"
         params += [-1 if limit is None else limit, offset]
-        return [_sql.row_to_task(r) for r in self._conn().execute(sql, params)]
+        return _sql.rows_to_tasks(self._conn().execute(sql, params), limit is None or limit > 2000)
 
     def count_tasks(self, *, taskset: str | None = None) -> dict[TaskState, int]:
         """Number of tasks per state (every state present, zero included)."""
@@ -513,7 +513,7 @@ class SQLiteRegistry:
                 f"SELECT {_sql.TASK_COLUMNS} FROM tasks WHERE seq > ? ORDER BY seq LIMIT ?",
                 (seq, -1 if limit is None else limit),
             ).fetchall()
-        tasks = [_sql.row_to_task(r) for r in rows]
+        tasks = _sql.rows_to_tasks(rows, len(rows) > 2000)
         if limit is not None and len(rows) >= limit and rows:
             return ChangeBatch(tasks, int(rows[-1][10]))
         return ChangeBatch(tasks, max(current, seq))

@@ -52,3 +52,10 @@ def test_copy_pickle_and_replace_keep_working() -> None:
     assert pickle.loads(pickle.dumps(task)) == task
     assert task.copy(title="u").title == "u"
     assert Task.from_dict(task.to_dict()) == task
+
+
+def test_keys_are_shared_strings() -> None:
+    from necrocode.dispatcher.models import task_key
+
+    a, b = Task(id="x", taskset="s"), Task(id="x", taskset="s")
+    assert a.key == "s/x" and a.key is b.key is task_key("s", "x")
