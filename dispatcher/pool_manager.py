@@ -276,6 +276,26 @@ class AgentPoolManager:
             self._global_running += 1
             self._version += 1
 
+    def acquire_shape(self, pool: AgentPool, key: str, cpu_m: int, memory_mb: int) -> None:
+        """:meth:`acquire` for the Scheduler, which already knows the task's checked shape
+        (milli-cores and MB of a valid task: its group) and the pool :meth:`select_pool` gave:
+        the same accounting without checking the numbers again (its hot path)."""
+        with self._lock:
+            other = self._held_in.get(key)
+            if other is not None:
+                raise DispatcherStateError(
+                    f"task {key!r} already holds capacity in pool {other!r}; "
+                    "release it before acquiring again"
+                )
+            st = self._states[pool.name]
+            st.holders[key] = (cpu_m, memory_mb)
+            self._held_in[key] = pool.name
+            st.running += 1
+            st.cpu_m += cpu_m
+            st.memory_mb += memory_mb
+            self._global_running += 1
+            self._version += 1
+
     def release(self, pool_name: str, task: Task | str) -> bool:
         """Give back what ``task`` acquired in ``pool_name``; False (logged) if it held nothing."""
         with self._lock:

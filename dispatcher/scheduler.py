@@ -165,6 +165,10 @@ class Scheduler:
             index = self._index(task_queue, now)
             parts = self._open_heads(index, pm)
             policy = self.policy
+            # the base class's on_assigned does nothing: not called per decision then
+            assigned: Callable[[Task, AgentPool, float], None] | None = policy.on_assigned
+            if getattr(assigned, "__func__", None) is Policy.on_assigned:
+                assigned = None
             max_global = pm.max_global_concurrency
             while parts:
                 if limit is not None and len(decisions) >= limit:
@@ -185,14 +189,15 @@ class Scheduler:
                         pass  # it waits outside the queue; the next head of its group may go
                     else:
                         try:
-                            pm.acquire(pool.name, task)
+                            pm.acquire_shape(pool, task.key, group[2], group[3])
                         except DispatcherStateError as exc:
                             # Queued while it still holds capacity: it runs already; drop it
                             # here rather than lose the decisions of this round.
                             log.error("task %s left the queue without a decision: %s",
                                       task.key, exc)
                         else:
-                            policy.on_assigned(task, pool, now)
+                            if assigned is not None:
+                                assigned(task, pool, now)
                             self._state_version += 1
                             decisions.append((task, pool))
                     head = index.head(group)

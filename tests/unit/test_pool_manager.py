@@ -193,3 +193,20 @@ def test_version_changes_with_load() -> None:
     v = pm.version
     pm.set_pool_enabled("local", False)
     assert pm.version > v
+
+
+def test_acquire_shape_counts_like_acquire() -> None:
+    """The Scheduler's acquire (the shape its group checked) leaves the same accounting."""
+    from necrocode.dispatcher.errors import DispatcherStateError
+    from necrocode.dispatcher.pool_manager import cpu_millis
+
+    one, two = AgentPoolManager(seed_config()), AgentPoolManager(seed_config())
+    t = task("a", cpu=1.5, mem=1024, skill="backend")
+    one.acquire("docker", t)
+    two.acquire_shape(two.get_pool("docker"), t.key, cpu_millis(1.5), 1024)
+    assert one.get_pool_status("docker") == two.get_pool_status("docker")
+    assert one.holders("docker") == two.holders("docker") == [t.key]
+    assert one.global_running == two.global_running == 1
+    with pytest.raises(DispatcherStateError):
+        two.acquire_shape(two.get_pool("k8s"), t.key, 1500, 1024)
+    assert two.release("docker", t) and two.global_running == 0
