@@ -53,15 +53,15 @@ def is_acyclic(tasks: Sequence[Task]) -> bool:
     """Whether the dependency edges among ``tasks`` have no cycle (dependencies outside them
     ignored): Kahn's algorithm on plain dicts, several times faster and smaller than building
     the graph, for the common case; :func:`find_cycles` names the cycles when there are."""
-    keys = {t.key for t in tasks}
+    keys = [t.key for t in tasks]
+    known = set(keys)
     waiting: dict[str, int] = {}
     dependents: dict[str, list[str]] = {}
-    for task in tasks:
-        key = task.key
+    for key, task in zip(keys, tasks, strict=True):
         count = 0
         for dep in task.dependencies:
             dep_key = dep if "/" in dep else f"{task.taskset}/{dep}"
-            if dep_key in keys:
+            if dep_key in known:
                 dependents.setdefault(dep_key, []).append(key)
                 count += 1
         waiting[key] = count

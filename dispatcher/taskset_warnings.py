@@ -43,10 +43,15 @@ def command_warnings(taskset: Taskset, config: DispatcherConfig) -> list[str]:
     """
     pools = {p.name: p for p in config.agent_pools}
     needy: dict[str, list[str]] = {}
+    candidates: dict[str, list[str]] = {}  # per skill
     for task in taskset.tasks:
         if task.command or task.state is TaskState.DONE:
             continue
-        for name in _candidate_pools(task.required_skill, config):
+        skill = task.required_skill
+        names = candidates.get(skill)
+        if names is None:
+            names = candidates[skill] = _candidate_pools(skill, config)
+        for name in names:
             pool = pools.get(name)
             if pool is not None and not (pool.agent_command
                                          or (pool.config or {}).get("agent_command")):
@@ -68,23 +73,33 @@ def quota_warnings(taskset: Taskset, config: DispatcherConfig) -> list[str]:
     """Tasks no pool would take: an unmapped skill, or resources above every quota."""
     warnings: list[str] = []
     pools = {p.name: p for p in config.agent_pools}
+    verdicts: dict[tuple[str, float, int], str | None] = {}  # one answer per task shape
     for task in taskset.tasks:
-        names = _candidate_pools(task.required_skill, config)
-        candidates = [pools[n] for n in names if n in pools]
-        key = task_key(taskset.name, task.id)
-        if not candidates:
-            warnings.append(f"{key}: no pool takes skill {task.required_skill or '(none)'!r} "
-                            "and there is no 'default' in skill_mapping; it will wait")
-            continue
-        cpu, mem = task.resources.cpu, task.resources.memory_mb
-        fits = [p for p in candidates
-                if (p.cpu_quota is None or cpu <= p.cpu_quota)
-                and (p.memory_quota is None or mem <= p.memory_quota)]
-        if not fits:
-            quotas = ", ".join(f"{p.name} ({_quota_text(p)})" for p in candidates)
-            warnings.append(f"{key}: resources cpu {cpu:g}, memory {mem} MB exceed the quota "
-                            f"of every pool it can go to: {quotas}; it will wait")
+        shape = (task.required_skill, task.resources.cpu, task.resources.memory_mb)
+        if shape not in verdicts:
+            verdicts[shape] = _quota_problem(shape, pools, config)
+        problem = verdicts[shape]
+        if problem is not None:
+            warnings.append(f"{task_key(taskset.name, task.id)}: {problem}")
     return warnings
+
+
+def _quota_problem(shape: tuple[str, float, int], pools: dict[str, AgentPool],
+                   config: DispatcherConfig) -> str | None:
+    """Why no pool would take a task of ``shape`` (skill, cpu, memory), or None."""
+    skill, cpu, mem = shape
+    candidates = [pools[n] for n in _candidate_pools(skill, config) if n in pools]
+    if not candidates:
+        return (f"no pool takes skill {skill or '(none)'!r} and there is no 'default' in "
+                "skill_mapping; it will wait")
+    fits = [p for p in candidates
+            if (p.cpu_quota is None or cpu <= p.cpu_quota)
+            and (p.memory_quota is None or mem <= p.memory_quota)]
+    if fits:
+        return None
+    quotas = ", ".join(f"{p.name} ({_quota_text(p)})" for p in candidates)
+    return (f"resources cpu {cpu:g}, memory {mem} MB exceed the quota of every pool it can go "
+            f"to: {quotas}; it will wait")
 
 
 __all__ = ["AGENT_COMMAND_EXAMPLE", "command_warnings", "quota_warnings"]

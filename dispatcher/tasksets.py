@@ -80,6 +80,7 @@ TASK_KEYS = ("id", "title", "description", "skill", "priority", "depends_on", "r
              "command", "timeout", "max_attempts", "tenant", "metadata", "estimate", "optional",
              "repo", "paths", *TASKSET_AGENT_KEYS)
 RESOURCE_KEYS = ("cpu", "memory_mb")
+_TASK_KEY_SET = frozenset(TASK_KEYS)
 
 
 class _Collector:
@@ -319,7 +320,7 @@ def _parse_task(item: Any, path: Path_, doc: YamlDocument, out: _Collector, task
         out.add((*path, *key.split(".")), f"{label}.{key}", message, hint)
 
     for key in item:
-        if str(key) not in TASK_KEYS:
+        if key not in _TASK_KEY_SET and str(key) not in _TASK_KEY_SET:
             out.unknown((*path, str(key)), f"{label}.{key}", str(key), TASK_KEYS,
                         f"task {tid or '#' + str(int(path[-1]) + 1)}")
     if "id" not in item:
