@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, KeysView
 from typing import Any
 
 from .models import Task
@@ -297,6 +297,11 @@ class TaskQueue:
         """The queued tasks, unordered."""
         with self._lock:
             return list(self._tasks.values())
+
+    def keys(self) -> KeysView[str]:
+        """The keys of the queued tasks: a live view (membership tests at C speed, for the
+        thread that owns the queue)."""
+        return self._tasks.keys()
 
     def __contains__(self, key: object) -> bool:
         if isinstance(key, Task):

@@ -348,26 +348,45 @@ class SnapshotBuilder:
             views[key] = _view_with(view, pending=answer)
         return True
 
-    def _assemble(self, ordered: list[str], rest: list[str]) -> tuple[QueuedTaskView, ...]:
-        """The queued views in dispatch order: ``ordered`` (READY keys in the cached dispatch
-        order, tasks that left dropped), then ``rest`` (READY since the last full refresh
+    def _assemble(self, order: list[str], keys: set[str],
+                  rest: list[str]) -> tuple[QueuedTaskView, ...]:
+        """The queued views in dispatch order: the keys of ``order`` (the cached dispatch
+        order) still queued (in ``keys``), then ``rest`` (READY since the last full refresh
         first, then BLOCKED). A view is replaced only when the task entered or left the
         dispatch queue (waiting for a slot, paths or budget outside it) without changing
-        otherwise; no view changes because others moved."""
+        otherwise; no view changes because others moved. One pass, membership tests on sets
+        and dict views only: this runs at every snapshot that has a change."""
         views = self._queued
-        in_queue = self.src.admission.queue
+        in_queue = self.src.admission.queue.keys()
+        ready = TaskState.READY
         out: list[QueuedTaskView] = []
-        for keys in (ordered, rest):
-            for key in keys:
-                view = views[key]
-                queued = view.state is TaskState.READY and key in in_queue
-                if view.in_queue != queued:
-                    view = _view_with(view, in_queue=queued)
-                    views[key] = view
-                out.append(view)
+        append = out.append
+        get = views.get
+        for key in order:
+            if key not in keys:
+                continue
+            view = get(key)
+            if view is None:
+                continue
+            queued = view.state is ready and key in in_queue
+            if view.in_queue is not queued:
+                view = self._flip(key, view, queued)
+            append(view)
+        for key in rest:
+            view = views[key]
+            queued = view.state is ready and key in in_queue
+            if view.in_queue is not queued:
+                view = self._flip(key, view, queued)
+            append(view)
         if self._rest_sorted is not None:
             self._rest_sorted = [views[k] for k in rest]
         return tuple(out)
+
+    def _flip(self, key: str, view: QueuedTaskView, queued: bool) -> QueuedTaskView:
+        """The view of a task that entered or left the dispatch queue."""
+        view = _view_with(view, in_queue=queued)
+        self._queued[key] = view
+        return view
 
     # --- assembly --------------------------------------------------------------------------
     def build(self, now: float, state: str, api_url: str | None) -> Snapshot:
@@ -417,10 +436,9 @@ class SnapshotBuilder:
         if structure or self._queued_tuple is None:
             views = self._queued
             keys = self._queued_keys
-            ready = [k for k in self._order if k in keys and k in views]
             rest = self._sorted_rest({k for k in keys - self._order_set if k in views},
                                      rebuild)
-            self._queued_tuple = self._assemble(ready, [v.key for v in rest])
+            self._queued_tuple = self._assemble(self._order, keys, [v.key for v in rest])
         queued = self._queued_tuple
         if full and len(self._queued_keys) > FULL_REFRESH_SMALL:
             # big queues: a full refresh may cost at most ~5% of the engine's time
