@@ -135,5 +135,5 @@ def agent_options(cli: AgentCli, exe: str) -> dict[str, Any]:
             "api_key_env": KEY_ENV, "executable": exe}
 
 
-__all__ = ["CHOICE_ENV", "CLIS", "DEMO_SCRIPT", "AgentCli", "DemoModel", "agent_options", "find_cli",
-           "find_executable", "install_hint"]
+__all__ = ["CHOICE_ENV", "CLIS", "DEMO_SCRIPT", "AgentCli", "DemoModel", "agent_options",
+           "find_cli", "find_executable", "install_hint"]
