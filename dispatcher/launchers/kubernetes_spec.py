@@ -357,7 +357,10 @@ def job_exit(
         msg = (failed or {}).get("message") or ""
         return RunnerExit(None, f"Job failed: {why or 'unknown'}{': ' + msg if msg else ''}",
                           finished)
-    lost = _lost_reason(pods)
+    # a pod being deleted while its Job has no verdict yet is not lost: the Job controller
+    # deletes the pods of a Job past its activeDeadlineSeconds first and marks the Job Failed
+    # (DeadlineExceeded) right after, and a pod deleted by anyone else fails the Job too
+    lost = _lost_reason(pods, deleted=False)
     if lost:
         return RunnerExit(None, f"pod lost: {lost}", finished)
     return None
@@ -377,15 +380,17 @@ def _terminated(pods: list[dict[str, Any]], container: str) -> tuple[int | None,
     return None, ""
 
 
-def _lost_reason(pods: list[dict[str, Any]]) -> str:
+def _lost_reason(pods: list[dict[str, Any]], *, deleted: bool = True) -> str:
+    """Why the runner's pod is lost ("" if it is not); ``deleted``: a pod being deleted while
+    it still runs counts as lost."""
     for pod in pods:
         status = pod.get("status") or {}
         reason = status.get("reason") or ""
         if status.get("phase") == "Unknown" or reason in LOST_POD_REASONS:
             message = status.get("message") or ""
             return f"{reason or 'phase Unknown'}{': ' + message if message else ''}"
-        if (pod.get("metadata") or {}).get("deletionTimestamp") and status.get("phase") in (
-                "Pending", "Running"):
+        if deleted and (pod.get("metadata") or {}).get("deletionTimestamp") and status.get(
+                "phase") in ("Pending", "Running"):
             return "pod deleted"
     return ""
 

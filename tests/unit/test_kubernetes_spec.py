@@ -82,6 +82,12 @@ def pods(exit_code: int | None = None, reason: str = "", *, phase: str = "Runnin
     return [{"metadata": {"name": "p"}, "status": status}]
 
 
+def _deleting(pod_list: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for pod in pod_list:
+        pod["metadata"]["deletionTimestamp"] = "2026-12-01T00:00:00Z"
+    return pod_list
+
+
 def job(*conds: tuple[str, str], **status: Any) -> dict[str, Any]:
     return {"status": {"conditions": [{"type": t, "status": "True", "reason": r}
                                       for t, r in conds], **status}}
@@ -100,9 +106,15 @@ def job(*conds: tuple[str, str], **status: Any) -> dict[str, Any]:
         (job(active=1), pods(phase="Unknown"), None, "pod lost: phase Unknown"),
         (None, pods(), None, "Job deleted outside"),  # someone deleted the Job
         (job(("Failed", "PodFailurePolicy")), [], None, "Job failed: PodFailurePolicy"),
+        # the Job controller deletes the pods of a Job past its deadline, then marks it
+        # Failed: a pod being deleted under a Job without a verdict is not lost yet
+        (job(active=1), _deleting(pods()), None, None),
+        (job(("Failed", "DeadlineExceeded")), _deleting(pods()), None, "DeadlineExceeded"),
+        (job(("Failed", "BackoffLimitExceeded")), _deleting(pods()), None,
+         "pod lost: pod deleted"),
     ],
     ids=["running", "complete", "failed", "oom", "deadline", "evicted", "unknown", "deleted",
-         "other-failure"],
+         "other-failure", "deleting-no-verdict", "deleting-deadline", "deleting-failed"],
 )
 def test_job_exit(job_obj: dict[str, Any] | None, pod_list: list[dict[str, Any]],
                   code: int | None, reason: str | None) -> None:
