@@ -10,6 +10,7 @@ deadlocks, step the drain, publish a snapshot.
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue as queue_mod
 import threading
@@ -194,6 +195,10 @@ class Engine:
         for task in self._monitor.poll_changes():
             self._apply_change(task, now)
         self._publish(now, force=True)
+        # what the start built (every task, view and index) joins the collector's oldest
+        # generation at once, so young collections stop walking it (a big queue's start)
+        gc.freeze()
+        gc.unfreeze()
         self._registry_dirty = True
         self.thread = threading.Thread(target=self._run, name="necrocode-engine", daemon=True)
         self.thread.start()
