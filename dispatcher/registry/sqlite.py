@@ -1,7 +1,8 @@
 """The embedded Task Registry: one SQLite file in WAL mode.
 
 Safe for several threads (a connection per thread; writes in one process queue on a lock) and
-for several processes (WAL, ``busy_timeout``, every write in ``BEGIN IMMEDIATE``). Each write
+for several processes (WAL, ``busy_timeout``, every write in ``BEGIN IMMEDIATE``): the file and
+its connections are :class:`~.sqlite_file.SQLiteFile`. Each write
 takes numbers from one change sequence: a task row stores the number of its latest change
 (indexed, so :meth:`SQLiteRegistry.changes_since` costs O(changes)) and each event its own.
 """
@@ -9,19 +10,14 @@ takes numbers from one change sequence: a task row stores the number of its late
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
-import threading
-import weakref
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from ..errors import (
     InvalidTransitionError,
-    RegistryError,
-    RegistryLostError,
     TaskNotFoundError,
 )
 from ..models import Task, TaskEvent, Taskset, TaskState, now
@@ -46,6 +42,7 @@ from ._common import (
     with_seq,
 )
 from .base import ChangeBatch, SubmitResult
+from .sqlite_file import SQLiteFile
 
 log = logging.getLogger(__name__)
 
@@ -56,130 +53,33 @@ class SQLiteRegistry:
     """Task Registry stored in one SQLite file (created with its schema when missing)."""
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
-        self.path = Path(path)
+        self._db = SQLiteFile(path, busy_timeout=busy_timeout)
+        self.path = self._db.path
         self.busy_timeout = busy_timeout
-        self._local = threading.local()
-        # every connection with its thread; those of finished threads are closed when the
-        # next connection opens (servers that start a thread per request do not leak them)
-        self._conns: list[tuple[weakref.ref[threading.Thread], sqlite3.Connection]] = []
-        self._conns_lock = threading.Lock()
-        self._write_lock = threading.Lock()
-        self._closed = False
-        self._init_schema()
-        self._identity = self._file_identity()
-
-    def _file_identity(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return st.st_dev, st.st_ino
 
     def check_present(self) -> None:
         """Raise RegistryLostError when the file was deleted or replaced since it was opened
         (a stat: cheap enough for every poll)."""
-        if self._identity is not None and self._file_identity() != self._identity:
-            raise RegistryLostError(
-                f"the registry file {str(self.path)!r} was deleted or replaced while the "
-                "dispatcher used it; it stopped rather than go on with an empty registry. "
-                "Restore the file (and its -wal file) from a backup and start again, or start "
-                "with a new --registry")
+        self._db.check_present()
 
-    # --- connections and transactions ------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(
-                self.path, timeout=self.busy_timeout, isolation_level=None,
-                check_same_thread=False,
-            )
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                log.warning("registry %s: journal_mode is %s, not wal", self.path, mode)
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA temp_store = MEMORY")
-        except sqlite3.Error as exc:
-            raise RegistryError(
-                f"cannot open the registry {str(self.path)!r}: {exc}; check the path and its "
-                "permissions (--registry / NECROCODE_REGISTRY)"
-            ) from exc
-        return conn
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._db.write()
+
+    def _read(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._db.read()
 
     def _conn(self) -> sqlite3.Connection:
-        if self._closed:
-            raise RegistryError(f"the registry {str(self.path)!r} is closed")
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-            with self._conns_lock:
-                live = []
-                for ref, other in self._conns:
-                    thread = ref()
-                    if thread is not None and thread.is_alive():
-                        live.append((ref, other))
-                    else:
-                        other.close()
-                live.append((weakref.ref(threading.current_thread()), conn))
-                self._conns = live
-        return conn
+        return self._db.conn()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE): everything in it commits or nothing."""
-        with self._write_lock:
-            conn = self._conn()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise RegistryError(f"registry {str(self.path)!r} is busy: {exc}") from exc
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise RegistryError(
-                        f"registry {str(self.path)!r}: write failed, nothing written: {exc}"
-                    ) from exc
-                raise
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction: every query in it sees the same snapshot."""
-        conn = self._conn()
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.execute("COMMIT")
-
-    def _init_schema(self) -> None:
-        with self._write() as conn:
-            for statement in _sql.SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            row = conn.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO schema_version VALUES (?)", (_sql.SCHEMA_VERSION,))
-                conn.execute("INSERT OR IGNORE INTO counters VALUES ('seq', 0)")
-            elif row[0] > _sql.SCHEMA_VERSION:
-                raise RegistryError(
-                    f"the registry {str(self.path)!r} has schema version {row[0]}, newer than "
-                    f"this Dispatcher's {_sql.SCHEMA_VERSION}; upgrade necrocode-dispatcher"
-                )
+    @property
+    def open_connections(self) -> int:
+        """Connections open now, one per thread that used the registry (finished threads'
+        are closed when the next one opens)."""
+        return self._db.open_connections
 
     def close(self) -> None:
         """Close every connection of every thread."""
-        self._closed = True
-        with self._conns_lock:
-            conns, self._conns = self._conns, []
-        for _, conn in conns:
-            try:
-                conn.close()
-            except sqlite3.Error:  # pragma: no cover - closing is best effort
-                log.debug("closing a registry connection failed", exc_info=True)
+        self._db.close()
 
     def __enter__(self) -> SQLiteRegistry:
         return self

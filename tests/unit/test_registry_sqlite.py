@@ -118,9 +118,9 @@ def test_connections_of_finished_threads_are_closed(tmp_path: Path) -> None:
         t = threading.Thread(target=reg.get_task, args=("t/1",))
         t.start()
         t.join()
-    assert len(reg._conns) <= 2  # this thread's and the last finished thread's
+    assert reg.open_connections <= 2  # this thread's and the last finished thread's
     reg.close()
-    assert reg._conns == []
+    assert reg.open_connections == 0
 
 
 def test_every_stored_field_survives_a_row_round_trip() -> None:
