@@ -11,21 +11,17 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
 from ..widgets.logview import LogView
 from .detail import _LOG_NAMES, LogChunk, read_log_chunk
-from .modals import ConfirmModal
-
-if TYPE_CHECKING:
-    from ..app import NecroApp
+from .task_verbs import TaskVerbScreen
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +46,7 @@ def log_file(directory: Path) -> Path | None:
     return None
 
 
-class AgentLogScreen(Screen[None]):
+class AgentLogScreen(TaskVerbScreen):
     """One task's attempt, full screen: log (following), prompt, diff; verbs work here too."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -87,10 +83,6 @@ class AgentLogScreen(Screen[None]):
         self._busy = False
         self._record: Any = None
         self._saved: str | None = None
-
-    @property
-    def necro(self) -> NecroApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         yield Static("", id="log-title")
@@ -333,18 +325,3 @@ class AgentLogScreen(Screen[None]):
             self._saved = target
             self._title()
 
-    def action_retry(self) -> None:
-        self.necro.retry_tasks([self.key])
-
-    def action_cancel(self) -> None:
-        def done(yes: bool | None) -> None:
-            if yes:
-                self.necro.cancel_tasks([self.key])
-
-        self.app.push_screen(ConfirmModal(f"Cancel {self.key}?", yes_label="Cancel task"), done)
-
-    def action_bump(self, delta: int) -> None:
-        self.necro.bump_priorities([self.key], delta)
-
-    def action_pause(self) -> None:
-        self.necro.toggle_pause()

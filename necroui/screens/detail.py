@@ -22,7 +22,6 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, RichLog, Static
 
 from ..widgets.eventtail import event_line
@@ -36,6 +35,7 @@ from ..widgets.format import (
     state_value,
     usage_text,
 )
+from .task_verbs import TaskVerbScreen
 
 if TYPE_CHECKING:
     from ..app import NecroApp
@@ -283,7 +283,7 @@ def deps_text(data: DetailData) -> Text:
     return text
 
 
-class TaskDetailScreen(Screen[None]):
+class TaskDetailScreen(TaskVerbScreen):
     """Everything known about one task; follows its log while it runs."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -307,10 +307,6 @@ class TaskDetailScreen(Screen[None]):
         self._log_offset = 0
         self._log_head = b""
         self._loading = False
-
-    @property
-    def necro(self) -> NecroApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="detail-scroll"):
@@ -423,20 +419,3 @@ class TaskDetailScreen(Screen[None]):
     def action_agent_log(self) -> None:
         self.necro.open_agent_log(self.key)
 
-    def action_retry(self) -> None:
-        self.necro.retry_tasks([self.key])
-
-    def action_cancel(self) -> None:
-        from .modals import ConfirmModal
-
-        def done(yes: bool | None) -> None:
-            if yes:
-                self.necro.cancel_tasks([self.key])
-
-        self.app.push_screen(ConfirmModal(f"Cancel {self.key}?", yes_label="Cancel task"), done)
-
-    def action_bump(self, delta: int) -> None:
-        self.necro.bump_priorities([self.key], delta)
-
-    def action_pause(self) -> None:
-        self.necro.toggle_pause()
