@@ -13,7 +13,6 @@ Each problem names ``file:line`` and the key, like the rest of the config.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import socket
@@ -21,6 +20,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import Problem
+from .section_keys import section_values
 from .yaml_source import Locate, Path_, type_name
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -58,15 +58,7 @@ def ha_from_yaml(section: dict[Any, Any], locate: Locate,
         problems.append(Problem(locate(path), f"ha.{key}" if key else "ha", message, hint))
 
     before = len(problems)
-    values: dict[str, Any] = {}
-    for key, value in section.items():
-        name = str(key)
-        if name not in HA_KEYS:
-            close = difflib.get_close_matches(name, list(HA_KEYS), n=1, cutoff=0.6)
-            add(name, "unknown key in section ha",
-                f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(HA_KEYS)}")
-        else:
-            values[name] = value
+    values = section_values("ha", section, HA_KEYS, locate, problems)
     lease = values.get("lease")
     if lease is None:
         add("", "the Lease name is missing", "add `lease: NAME` (e.g. necrocode-dispatcher)")

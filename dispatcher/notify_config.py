@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .errors import Problem
+from .section_keys import section_values
 from .yaml_source import Locate, type_name
 
 KINDS = ("task_failed", "budget_stop", "conflict", "gate_failed", "taskset_finished")
@@ -43,17 +44,7 @@ NOTIFY_KEYS = tuple(f.name for f in fields(NotifyConfig))
 def notify_from_section(raw: dict[Any, Any], locate: Locate,
                         problems: list[Problem]) -> NotifyConfig:
     """The NotifyConfig of a parsed ``notify:`` mapping (unknown keys are problems)."""
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = str(key)
-        if name in NOTIFY_KEYS:
-            kwargs[name] = value
-            continue
-        close = difflib.get_close_matches(name, list(NOTIFY_KEYS), n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(NOTIFY_KEYS)}"
-        problems.append(Problem(locate(("notify", name)), f"notify.{name}",
-                                "unknown key in section notify", hint))
-    return NotifyConfig(**kwargs)
+    return NotifyConfig(**section_values("notify", raw, NOTIFY_KEYS, locate, problems))
 
 
 def validate_notify(notify: NotifyConfig, add: Callable[..., None]) -> None:

@@ -18,7 +18,6 @@ Parsing and validation live here so that :mod:`.config_loader` only routes the s
 
 from __future__ import annotations
 
-import difflib
 import re
 import string
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from typing import Any
 
 from .config import WorkConfig
 from .errors import Problem
+from .section_keys import section_values
 from .yaml_source import Locate, Path_, type_name
 
 WORK_KEYS = tuple(f.name for f in fields(WorkConfig))
@@ -41,17 +41,7 @@ _BAD_REF = re.compile(r"(^[-/.])|(\.\.)|(//)|([\s~^:?*\[\\\x00-\x1f\x7f])|(@\{)|
 
 def work_from_section(raw: dict[Any, Any], locate: Locate, problems: list[Problem]) -> WorkConfig:
     """The WorkConfig of a parsed ``work:`` mapping (unknown keys are problems)."""
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = str(key)
-        if name in WORK_KEYS:
-            kwargs[name] = value
-            continue
-        close = difflib.get_close_matches(name, list(WORK_KEYS), n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(WORK_KEYS)}"
-        problems.append(Problem(locate(("work", name)), f"work.{name}",
-                                "unknown key in section work", hint))
-    return WorkConfig(**kwargs)
+    return WorkConfig(**section_values("work", raw, WORK_KEYS, locate, problems))
 
 
 def valid_branch_name(name: str) -> bool:
