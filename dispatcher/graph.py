@@ -53,7 +53,7 @@ def is_acyclic(tasks: Sequence[Task]) -> bool:
     """Whether the dependency edges among ``tasks`` have no cycle (dependencies outside them
     ignored): Kahn's algorithm on plain dicts, several times faster and smaller than building
     the graph, for the common case; :func:`find_cycles` names the cycles when there are."""
-    keys = [t.key for t in tasks]
+    keys = [f"{t.taskset}/{t.id}" for t in tasks]
     known = set(keys)
     waiting: dict[str, int] = {}
     dependents: dict[str, list[str]] = {}

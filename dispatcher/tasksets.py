@@ -127,7 +127,8 @@ def _check(text: str, source: str, p: Path, config: DispatcherConfig | None,
     # other bad fields, even a duplicate) and cycles over the known edges, whatever else
     # is wrong. Without a taskset name _parse said why, and the other checks still ran.
     more, warnings = validate_all(parsed.taskset, existing, config, parsed.locate_task,
-                                  parsed.all_ids, extra=parsed.extra, check_name=False)
+                                  parsed.all_ids, extra=parsed.extra, check_name=False,
+                                  fields_checked=True)
     return parsed.taskset, parsed.problems + more, warnings, located
 
 
