@@ -61,9 +61,10 @@ class Pending:
         return self.message
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class QueuedTaskView:
-    """A task waiting to run (READY or BLOCKED), as the console shows it."""
+    """A task waiting to run (READY or BLOCKED), as the console shows it (slots: one per
+    queued task, 100,000 of them in a big queue)."""
 
     key: str
     taskset: str

@@ -39,6 +39,7 @@ from .health import EngineHealth
 from .landings import Landings
 from .launch_plane import LaunchPlane
 from .ownership import Ownership
+from .queued_views import queued_view, rest_order, shows, view_with
 from .reconciler import Reconciler
 from .runner_table import RunnerTable
 from .runs import run_number_of
@@ -55,39 +56,9 @@ FINISHED_KEEP = 200
 EVENTS_KEEP = 200
 
 
-def _rest_order(view: QueuedTaskView) -> tuple[bool, int, str]:
-    return (view.state is TaskState.BLOCKED, -view.priority, view.key)
-
-
 def _shape(task: Task) -> tuple[Any, ...]:
     """What a READY task's capacity reason depends on (the scheduler explains per shape)."""
     return (task.required_skill, task.resources.cpu, task.resources.memory_mb)
-
-
-def _shows(view: QueuedTaskView, task: Task, pending: Pending, in_queue: bool) -> bool:
-    """Whether ``view`` already shows ``task`` with ``pending`` and ``in_queue`` (compared
-    field by field instead of keeping a signature tuple per queued task: 25 MB at 100k)."""
-    return (view.state is task.state and view.priority == task.priority
-            and view.in_queue == in_queue and view.pending == pending
-            and view.title == task.title and view.skill == task.required_skill
-            and view.tenant == task.tenant and view.ready_at == task.ready_at
-            and view.created_at == task.created_at and view.attempts == task.attempts
-            and view.next_attempt_at == task.next_attempt_at
-            and view.branch == (task.branch or task.reserved_branch)
-            and view.head == task.head and view.commits == task.commits
-            and view.files_changed == task.files_changed and view.landed == task.landed
-            and view.gate_failed == task.gate_failed)
-
-
-def _view_with(view: QueuedTaskView, **fields: Any) -> QueuedTaskView:
-    """A copy of ``view`` with ``fields`` changed and ``rev`` bumped; several times faster than
-    :func:`dataclasses.replace` (no __init__), which matters for 10,000 queued views."""
-    new = object.__new__(QueuedTaskView)
-    attrs = view.__dict__.copy()
-    attrs.update(fields)
-    attrs["rev"] = view.rev + 1
-    object.__setattr__(new, "__dict__", attrs)
-    return new
 
 
 @dataclass(frozen=True)
@@ -181,9 +152,8 @@ class SnapshotBuilder:
         self._event_seq = seq
 
     # --- pending reasons -------------------------------------------------------------------
-    def _pending_for(self, task: Task, now: float) -> Pending:
+    def _pending_for(self, key: str, task: Task, now: float) -> Pending:
         src = self.src
-        key = task.key
         self._shape_of.pop(key, None)
         try:
             if src.deadlocks.in_cycle(key):
@@ -222,20 +192,14 @@ class SnapshotBuilder:
     # --- views -----------------------------------------------------------------------------
     def _queued_view(self, task: Task, now: float) -> QueuedTaskView:
         """The view of a queued task (the cached one when nothing it shows changed)."""
-        old = self._queued.get(task.key)
-        pending = self._pending_for(task, now)
-        in_queue = task.state is TaskState.READY and task.key in self.src.admission.queue
-        if old is not None and _shows(old, task, pending, in_queue):
+        key = task.key
+        old = self._queued.get(key)
+        pending = self._pending_for(key, task, now)
+        in_queue = task.state is TaskState.READY and key in self.src.admission.queue
+        if old is not None and shows(old, task, pending, in_queue):
             return old
-        view = QueuedTaskView(
-            key=task.key, taskset=task.taskset, task_id=task.id, title=task.title,
-            state=task.state, skill=task.required_skill, tenant=task.tenant,
-            priority=task.priority, ready_at=task.ready_at, created_at=task.created_at,
-            attempts=task.attempts, in_queue=in_queue, pending=pending,
-            next_attempt_at=task.next_attempt_at, rev=0 if old is None else old.rev + 1,
-            **work_fields(task),
-        )
-        self._queued[task.key] = view
+        view = queued_view(key, task, pending, in_queue, 0 if old is None else old.rev + 1)
+        self._queued[key] = view
         return view
 
     def _finished_view(self, task: Task) -> FinishedTaskView:
@@ -315,11 +279,11 @@ class SnapshotBuilder:
         added = rest_keys - self._rest_keys
         if prev is None or not added <= moved or len(moved) > REST_RESORT_LIMIT:
             rest = [views[k] for k in rest_keys]
-            rest.sort(key=_rest_order)
+            rest.sort(key=rest_order)
         else:
             rest = [v for v in prev if v.key in rest_keys and v.key not in moved]
             for key in moved:
-                bisect.insort(rest, views[key], key=_rest_order)
+                bisect.insort(rest, views[key], key=rest_order)
         self._rest_sorted, self._rest_keys = rest, rest_keys
         return rest
 
@@ -345,7 +309,7 @@ class SnapshotBuilder:
             view = views.get(key)
             if answer is None or view is None or view.pending == answer:
                 continue
-            views[key] = _view_with(view, pending=answer)
+            views[key] = view_with(view, pending=answer)
         return True
 
     def _assemble(self, order: list[str], keys: set[str],
@@ -384,7 +348,7 @@ class SnapshotBuilder:
 
     def _flip(self, key: str, view: QueuedTaskView, queued: bool) -> QueuedTaskView:
         """The view of a task that entered or left the dispatch queue."""
-        view = _view_with(view, in_queue=queued)
+        view = view_with(view, in_queue=queued)
         self._queued[key] = view
         return view
 

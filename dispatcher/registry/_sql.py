@@ -14,6 +14,7 @@ from typing import Any
 
 from ..models import EventType, Resources, Task, TaskEvent, Taskset, TaskState
 from ..yaml_source import paused_gc
+from .bulk_read import decode_rows
 
 SCHEMA_VERSION = 1
 
@@ -229,11 +230,12 @@ def row_to_task(row: sqlite3.Row | tuple[Any, ...]) -> Task:
 def rows_to_tasks(rows: Iterable[sqlite3.Row | tuple[Any, ...]], bulk: bool) -> list[Task]:
     """:func:`row_to_task` of each row; with ``bulk`` (maybe thousands of rows: the engine's
     first read of a 100,000-task queue) the cyclic GC is paused meanwhile: otherwise its full
-    collections walk the tasks made so far again and again (a third of the engine's start)."""
+    collections walk the tasks made so far again and again (a third of the engine's start),
+    and the rows' repeated times and strings are shared (:func:`.bulk_read.decode_rows`)."""
     if not bulk:
         return [row_to_task(r) for r in rows]
     with paused_gc():
-        return [row_to_task(r) for r in rows]
+        return decode_rows(rows)
 
 
 def event_rows(events: Sequence[TaskEvent], first_seq: int) -> list[tuple[Any, ...]]:

@@ -102,7 +102,8 @@ def test_incremental_rest_order_equals_a_full_sort() -> None:
     exactly the order a full sort gives."""
     import random
 
-    from necrocode.dispatcher.engine.snapshot_builder import SnapshotBuilder, _rest_order
+    from necrocode.dispatcher.engine.queued_views import rest_order as _rest_order
+    from necrocode.dispatcher.engine.snapshot_builder import SnapshotBuilder
     from necrocode.dispatcher.snapshot import Pending, PendingReason, QueuedTaskView
 
     def view(key: str, state: TaskState, priority: int) -> QueuedTaskView:

@@ -170,3 +170,19 @@ def test_queue_matches_a_sorted_model(operations: list[tuple[str, int, int]]) ->
             del model[best], arrival[best]
         assert len(q) == len(model)
         assert set(t.key for t in q) == set(model)
+
+
+def test_tasks_of_one_group_share_one_group_object() -> None:
+    """An index keeps one object per group (not the equal tuple made for each task), built at
+    once or maintained, and a first entry's generation is its arrival number."""
+    q = TaskQueue()
+    for i in range(3):
+        q.enqueue(make(i, required_skill="py"))
+    built = q.build_index(lambda t: (t.required_skill, 1), default_sort_key)
+    kept = q.index("kept", lambda t: (t.required_skill, 1), default_sort_key)
+    q.enqueue(make(9, required_skill="py"))
+    for idx in (built, kept):
+        groups = {id(idx._member[k]) for k in idx._member}
+        assert len(groups) == 1 and list(idx.groups) == [("py", 1)]
+    assert q._gen["default/0"] is q._order["default/0"]
+    assert [q.dequeue().id for _ in range(4)] == ["0", "1", "2", "9"]  # type: ignore
