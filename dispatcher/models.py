@@ -31,8 +31,10 @@ class TaskState(str, Enum):
 
     @property
     def terminal(self) -> bool:
-        return self in (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED)
+        return self in _TERMINAL  # a constant set: this is asked for every task change
 
+
+_TERMINAL = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED})
 
 #: Allowed state changes. Everything else is refused with InvalidTransitionError.
 ALLOWED_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {

@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 REST_RESORT_LIMIT = 256  # rebuilt views above which the rest of the queue is sorted anew
 FULL_REFRESH_SMALL = 200  # queues up to this size get positions recomputed every snapshot
 FINISHED_KEEP = 200
+_QUEUED_STATES = (TaskState.READY, TaskState.BLOCKED)
 EVENTS_KEEP = 200
 
 
@@ -99,9 +100,8 @@ class SnapshotBuilder:
     def __init__(self, src: SnapshotSources) -> None:
         self.src = src
         self.version = 0
-        self._queued: dict[str, QueuedTaskView] = {}
+        self._queued: dict[str, QueuedTaskView] = {}  # every queued task's, after a build
         self._finished: dict[str, FinishedTaskView] = {}
-        self._queued_keys: set[str] = set()
         self._order: list[str] = []  # READY keys in dispatch order (last full refresh)
         self._reason_stamp: object = None
         # READY views whose reason is the scheduler's capacity answer for their shape: when the
@@ -122,18 +122,22 @@ class SnapshotBuilder:
         self._event_seq = 0
 
     # --- inputs ----------------------------------------------------------------------------
-    def note_changed(self, keys: set[str]) -> None:
-        """Track which tasks are queued (READY/BLOCKED, not running) after changes."""
+    def note_changed(self, keys: set[str]) -> set[str]:
+        """Of the changed ``keys``, keep the queued ones (READY/BLOCKED, not running) and
+        return the others, whose views are dropped. :meth:`build` then builds the queued ones'
+        views anew (the views' keys are the queued tasks': no set of them is kept besides;
+        ``keys`` is narrowed in place: no second set of 100,000 keys at a big queue's start)."""
         src = self.src
+        get = src.book.get
+        gone: set[str] = set()
         for key in keys:
-            task = src.book.get(key)
-            if task is not None and task.state in (TaskState.READY, TaskState.BLOCKED) \
-                    and not src.has_runner(key):
-                self._queued_keys.add(key)
-            else:
-                self._queued_keys.discard(key)
+            task = get(key)
+            if task is None or task.state not in _QUEUED_STATES or src.has_runner(key):
+                gone.add(key)
                 self._queued.pop(key, None)
                 self._shape_of.pop(key, None)
+        keys -= gone
+        return gone
 
     def poll_events(self) -> None:
         """Fetch registry events newer than the last seen (outside writers included)."""
@@ -312,10 +316,9 @@ class SnapshotBuilder:
             views[key] = view_with(view, pending=answer)
         return True
 
-    def _assemble(self, order: list[str], keys: set[str],
-                  rest: list[str]) -> tuple[QueuedTaskView, ...]:
+    def _assemble(self, order: list[str], rest: list[str]) -> tuple[QueuedTaskView, ...]:
         """The queued views in dispatch order: the keys of ``order`` (the cached dispatch
-        order) still queued (in ``keys``), then ``rest`` (READY since the last full refresh
+        order) still queued (with a view), then ``rest`` (READY since the last full refresh
         first, then BLOCKED). A view is replaced only when the task entered or left the
         dispatch queue (waiting for a slot, paths or budget outside it) without changing
         otherwise; no view changes because others moved. One pass, membership tests on sets
@@ -327,8 +330,6 @@ class SnapshotBuilder:
         append = out.append
         get = views.get
         for key in order:
-            if key not in keys:
-                continue
             view = get(key)
             if view is None:
                 continue
@@ -353,15 +354,25 @@ class SnapshotBuilder:
         return view
 
     # --- assembly --------------------------------------------------------------------------
+    def _small(self, changed: set[str]) -> bool:
+        """Whether the queue (its views and the ``changed`` queued keys) is small enough to
+        have its order and reasons recomputed at every snapshot."""
+        views = self._queued
+        if len(views) > FULL_REFRESH_SMALL:
+            return False
+        if len(views) + len(changed) <= FULL_REFRESH_SMALL:
+            return True
+        return len(views) + sum(1 for k in changed if k not in views) <= FULL_REFRESH_SMALL
+
     def build(self, now: float, state: str, api_url: str | None) -> Snapshot:
         """Assemble the next snapshot from the cached views and the engine's state."""
         src = self.src
         changed = src.views.take()
         self._roots_memo = {}  # failure roots, valid while the task map does not change
-        self.note_changed(changed)
+        gone = self.note_changed(changed)  # ``changed`` keeps the queued keys
         self.poll_events()
-        full = len(self._queued_keys) <= FULL_REFRESH_SMALL \
-            or now - self._last_full >= self._full_interval
+        views = self._queued
+        full = self._small(changed) or now - self._last_full >= self._full_interval
         # pending reasons of READY tasks depend on the pools (capacity), pause and slots: when
         # those changed, explain them again (cheap: the scheduler caches per task shape), so a
         # reason never says "8/8" while the same snapshot shows fewer running
@@ -372,7 +383,7 @@ class SnapshotBuilder:
         pause_changed = paused != self._was_paused
         self._was_paused = paused
         moved = self._refresh_capacity_reasons() if reasons_stale else False
-        structure = full or bool(changed) or moved or pause_changed
+        structure = full or bool(changed) or bool(gone) or moved or pause_changed
         if full:
             began = time.perf_counter()
             self._last_full = now
@@ -384,27 +395,29 @@ class SnapshotBuilder:
                 src.health.failed("queue order", exc)
                 self._order = [t.key for t in src.admission.queue.tasks()]
             self._order_set = set(self._order)
-            rebuild = set(self._queued_keys)
-        elif pause_changed:
-            known_now = src.book
-            rebuild = {k for k in self._queued_keys
-                       if (t := known_now.get(k)) is not None and t.state is TaskState.READY}
-            rebuild |= changed & self._queued_keys
-        else:
-            rebuild = changed & self._queued_keys
         known = src.book
-        for key in rebuild:
+        for key in changed:
             task = known.get(key)
             if task is not None:
                 self._queued_view(task, now)
+        rebuilt = changed
+        if full:  # every view, each once (no set of all the keys to rebuild)
+            for key in list(views):
+                task = known.get(key)
+                if task is not None and key not in changed:
+                    self._queued_view(task, now)
+        elif pause_changed:
+            ready = [t for k in views if k not in changed
+                     and (t := known.get(k)) is not None and t.state is TaskState.READY]
+            for task in ready:
+                self._queued_view(task, now)
+            rebuilt = changed.union(t.key for t in ready)
         if structure or self._queued_tuple is None:
-            views = self._queued
-            keys = self._queued_keys
-            rest = self._sorted_rest({k for k in keys - self._order_set if k in views},
-                                     rebuild)
-            self._queued_tuple = self._assemble(self._order, keys, [v.key for v in rest])
+            rest_keys = views.keys() - self._order_set
+            rest = self._sorted_rest(rest_keys, rest_keys if full else rebuilt)
+            self._queued_tuple = self._assemble(self._order, [v.key for v in rest])
         queued = self._queued_tuple
-        if full and len(self._queued_keys) > FULL_REFRESH_SMALL:
+        if full and len(views) > FULL_REFRESH_SMALL:
             # big queues: a full refresh may cost at most ~5% of the engine's time
             self._full_interval = max(1.0, 20.0 * (time.perf_counter() - began))
 
@@ -418,7 +431,7 @@ class SnapshotBuilder:
             if task is None or not task.state.terminal:
                 continue
             view = self._finished.get(key)
-            if view is None or key in changed:
+            if view is None or key in gone:
                 view = self._finished_view(task)
             finished.append(view)
             if len(finished) >= FINISHED_KEEP:

@@ -184,5 +184,8 @@ def test_tasks_of_one_group_share_one_group_object() -> None:
     for idx in (built, kept):
         groups = {id(idx._member[k]) for k in idx._member}
         assert len(groups) == 1 and list(idx.groups) == [("py", 1)]
-    assert q._gen["default/0"] is q._order["default/0"]
+    assert q._order == {}  # arrival numbers kept apart only for re-enqueued keys
+    q.enqueue(make(0, required_skill="py"))  # replaced: keeps its place in ties
+    assert list(q._order) == ["default/0"] and q._gen["default/0"] != q._order["default/0"]
     assert [q.dequeue().id for _ in range(4)] == ["0", "1", "2", "9"]  # type: ignore
+    assert q._order == {} and q._gen == {}
