@@ -30,6 +30,7 @@ def decode_rows(rows: Iterable[Any]) -> list[Task]:
     share = texts.setdefault
     loads = json.loads
     states = _STATES
+    intern = _intern
     out: list[Task] = []
     append = out.append
     prev_c: float | None = None
@@ -37,33 +38,30 @@ def decode_rows(rows: Iterable[Any]) -> list[Task]:
     prev_u: float | None = None
     for (_key, taskset, tid, state, skill, tenant, priority, ready_at, created_at, updated_at,
          _seq, _position, data) in rows:
-        # equal times share one float: the row's own, else the previous row's
+        # equal times share one float: the row's creation time, else the previous row's
         if created_at == prev_c and type(created_at) is type(prev_c):
             created_at = prev_c
         prev_c = created_at
         if ready_at is not None:
-            ready_at = _same(ready_at, created_at, prev_r)
+            if ready_at == created_at and type(ready_at) is type(created_at):
+                ready_at = created_at
+            elif ready_at == prev_r and type(ready_at) is type(prev_r):
+                ready_at = prev_r
             prev_r = ready_at
-        updated_at = _same(updated_at, created_at, prev_u)
+        if updated_at == created_at and type(updated_at) is type(created_at):
+            updated_at = created_at
+        elif updated_at == prev_u and type(updated_at) is type(prev_u):
+            updated_at = prev_u
         prev_u = updated_at
-        fields: dict[str, Any] = loads(data) if data != "{}" else {}
-        if fields:
+        fields: dict[str, Any] = loads(data)
+        if len(fields) > 1 or "title" not in fields:
             _share_values(fields, share)
         append(Task(
-            id=tid, taskset=_intern(taskset), state=states.get(state) or TaskState(state),
-            required_skill=_intern(skill), tenant=_intern(tenant), priority=priority,
+            id=tid, taskset=intern(taskset), state=states.get(state) or TaskState(state),
+            required_skill=intern(skill), tenant=intern(tenant), priority=priority,
             ready_at=ready_at, created_at=created_at, updated_at=updated_at, **fields,
         ))
     return out
-
-
-def _same(value: Any, first: Any, second: Any) -> Any:
-    """``first`` or else ``second`` when equal to ``value`` (and of its type), else ``value``."""
-    if value == first and type(value) is type(first):
-        return first
-    if value == second and type(value) is type(second):
-        return second
-    return value
 
 
 def _share_values(fields: dict[str, Any], share: Any) -> None:
