@@ -8,7 +8,7 @@ in how they store the result.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,45 +19,16 @@ from ..models import (
     Resources,
     Task,
     TaskEvent,
-    Taskset,
     TaskState,
     Usage,
     shallow_copy,
     task_key,
 )
 from ..yaml_source import paused_gc  # noqa: F401 - the registries import it from here
-from .base import UPDATABLE_FIELDS, SubmitResult
-
-#: Fields that define a task (from its taskset file); a resubmit compares and updates them.
-DEFINITION_FIELDS = (
-    "title",
-    "description",
-    "dependencies",
-    "required_skill",
-    "priority",
-    "tenant",
-    "resources",
-    "command",
-    "timeout",
-    "max_attempts",
-    "metadata",
-    "repo",
-    "optional",
-    "estimated_duration",
-    "paths",
-    "agent",
-    "agent_options",
-    "max_cost_usd",
-    "max_tokens",
-    "max_turns",
-)
+from .base import UPDATABLE_FIELDS
 
 #: Orders accepted by ``list_tasks(order_by=...)``.
 ORDER_BY = ("key", "priority", "updated")
-
-#: States a new task may be submitted in (a checked Kiro box is DONE); others are computed.
-KEPT_SUBMIT_STATES = frozenset({TaskState.DONE, TaskState.CANCELLED})
-
 
 def clone(task: Task, **changes: Any) -> Task:
     """A deep-enough copy of ``task`` (like Task.copy, ~10x faster) with ``changes`` set.
@@ -234,170 +205,3 @@ def sort_tasks(tasks: list[Task], order_by: str, seq_of: Callable[[str], int]) -
     if order_by == "updated":
         return sorted(tasks, key=lambda t: -seq_of(t.key))
     return sorted(tasks, key=lambda t: t.key)
-
-
-def normalize_tasks(taskset: Taskset) -> list[Task]:
-    """The submitted tasks as members of ``taskset`` (name, default tenant), in file order.
-
-    Refuses what would corrupt the registry: duplicate ids and ids containing '/'.
-    """
-    out: list[Task] = []
-    seen: set[str] = set()
-    default_tenant = taskset.tenant or taskset.name
-    for task in taskset.tasks:
-        if "/" in task.id or not task.id:
-            raise RegistryError(
-                f"taskset {taskset.name!r}: task id {task.id!r} is invalid; ids are non-empty "
-                "and contain no '/'"
-            )
-        if task.id in seen:
-            raise RegistryError(
-                f"taskset {taskset.name!r}: task id {task.id!r} appears twice; ids are unique "
-                "within a taskset"
-            )
-        seen.add(task.id)
-        tenant = task.tenant
-        if not tenant or tenant == task.taskset:  # defaulted from its (old) taskset name
-            tenant = default_tenant
-        # A shallow copy: the registry stores deep copies or serialises, never these objects.
-        new = shallow_copy(task)
-        new.taskset = taskset.name
-        new.tenant = tenant
-        out.append(new)
-    return out
-
-
-@dataclass
-class SubmitPlan:
-    """What a submit writes: tasks to insert or replace, dependency rows, events."""
-
-    result: SubmitResult
-    created: list[Task] = field(default_factory=list)
-    updated: list[Task] = field(default_factory=list)  # full new rows of existing tasks
-    deps_changed: list[Task] = field(default_factory=list)  # existing tasks with new deps
-    events: list[TaskEvent] = field(default_factory=list)
-    positions: dict[str, int] = field(default_factory=dict)
-    dep_keys: dict[str, list[str]] = field(default_factory=dict)  # of every submitted task
-
-
-def definition_changes(old: Task, new: Task) -> list[str]:
-    return [f for f in DEFINITION_FIELDS if getattr(old, f) != getattr(new, f)]
-
-
-class _CreatedEvents:
-    """``TaskCreated`` events of one submit, built without the frozen dataclass's ``__init__``
-    (one ``object.__setattr__`` per field: the slowest part of planning 100,000 new tasks).
-    Every event gets every field; the details dict per state is shared (serialised once)."""
-
-    def __init__(self, now: float) -> None:
-        proto = TaskEvent(EventType.TASK_CREATED, None, timestamp=now)
-        self._fields = {f.name: getattr(proto, f.name) for f in dataclasses.fields(TaskEvent)}
-        self._per_state = {s: ({"state": s.value}, f"created {s.value}") for s in TaskState}
-
-    def __call__(self, key: str, state: TaskState) -> TaskEvent:
-        details, message = self._per_state[state]
-        event: TaskEvent = object.__new__(TaskEvent)
-        attrs = event.__dict__
-        attrs.update(self._fields)
-        attrs["task_key"], attrs["message"], attrs["details"] = key, message, details
-        return event
-
-
-def plan_submit(
-    taskset: Taskset,
-    existing: dict[str, Task],
-    outside_states: Callable[[Iterable[str]], dict[str, TaskState]],
-    now: float,
-) -> SubmitPlan:
-    """Decide what submitting ``taskset`` does, given its tasks already stored (by key).
-
-    ``outside_states`` answers the states of dependency keys outside this taskset.
-    """
-    tasks = normalize_tasks(taskset)
-    name = taskset.name
-    prefix = f"{name}/"
-    keys = [prefix + t.id for t in tasks]
-    plan = SubmitPlan(result=SubmitResult(taskset=name))
-    result = plan.result
-    plan.positions = {k: i for i, k in enumerate(keys)}
-    state_of: dict[str, TaskState] = {k: t.state for k, t in existing.items()}
-    blocked, done, ready = TaskState.BLOCKED, TaskState.DONE, TaskState.READY
-    kept = KEPT_SUBMIT_STATES
-    new_items: list[tuple[str, Task]] = []
-    dep_lists = plan.dep_keys
-    for key, task in zip(keys, tasks, strict=True):
-        if key not in existing:
-            new_items.append((key, task))
-            state_of[key] = task.state if task.state in kept else blocked
-        deps = task.dependencies
-        dep_lists[key] = [d if "/" in d else prefix + d for d in deps] if deps else []
-    outside = {d for deps in dep_lists.values() for d in deps if d not in state_of}
-    if outside:
-        state_of.update(outside_states(outside))
-
-    def all_done(key: str) -> bool:
-        return all(state_of.get(d) is done for d in dep_lists[key])
-
-    created_event = _CreatedEvents(now)
-    created, created_keys, events = plan.created, result.created, plan.events
-    for key, task in new_items:
-        state = task.state
-        if state not in kept:
-            state = task.state = ready if all_done(key) else blocked
-            state_of[key] = state
-        task.created_at = task.updated_at = now
-        if state is ready:
-            task.ready_at = now
-        elif state is done and task.finished_at is None:
-            task.finished_at = now
-        created.append(task)
-        created_keys.append(key)
-        events.append(created_event(key, state))
-    if len(created_keys) == len(keys):  # a new taskset: nothing else to compare
-        result.ready.extend(key for key, task in new_items if task.state is ready)
-        return plan
-    created_set = set(created_keys)
-    for key, task in zip(keys, tasks, strict=True):
-        if key in created_set:
-            if task.state is TaskState.READY:
-                result.ready.append(key)
-            continue
-        old = existing[key]
-        changed = definition_changes(old, task)
-        new = clone(old, **{f: getattr(task, f) for f in changed}) if changed else old
-        state_event: TaskEvent | None = None
-        deps_changed = "dependencies" in changed
-        if old.state is TaskState.BLOCKED or (old.state is TaskState.READY and deps_changed):
-            target = TaskState.READY if all_done(key) else TaskState.BLOCKED
-            if target is not old.state:
-                if new is old:
-                    new = clone(old)
-                new.state = target
-                if target is TaskState.READY:
-                    new.ready_at = now
-                    state_event = ready_event(key, now, "dependencies done")
-                else:
-                    state_event = TaskEvent(
-                        EventType.TASK_BLOCKED, key, timestamp=now,
-                        message="waits for dependencies", details={"reason": "dependencies"},
-                    )
-        if new is old:
-            result.unchanged.append(key)
-        else:
-            new.updated_at = now
-            plan.updated.append(new)
-            result.updated.append(key)
-            if changed:
-                plan.events.append(
-                    TaskEvent(
-                        EventType.TASK_UPDATED, key, timestamp=now,
-                        message=f"updated {', '.join(changed)}", details={"fields": changed},
-                    )
-                )
-            if state_event is not None:
-                plan.events.append(state_event)
-        if deps_changed:
-            plan.deps_changed.append(new)
-        if new.state is TaskState.READY:
-            result.ready.append(key)
-    return plan

@@ -151,6 +151,8 @@ def _make_dumps_fast() -> Callable[[Any], str]:
 
 
 _dumps_fast = _make_dumps_fast()
+#: Compact JSON text of a value (``separators=(",", ":")``, anything else as its ``str``).
+dumps: Callable[[Any], str] = _dumps
 
 
 def _make_encode_data() -> Callable[[Task], str]:

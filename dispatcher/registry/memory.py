@@ -30,11 +30,11 @@ from ._common import (
     dependency_keys,
     event_type_values,
     paused_gc,
-    plan_submit,
     priority_event,
     ready_event,
     sort_tasks,
 )
+from ._submit_plan import plan_submit
 from .base import ChangeBatch, SubmitResult
 
 

@@ -35,12 +35,11 @@ from ._common import (
     check_requests,
     check_updates,
     clone,
-    normalize_tasks,
     paused_gc,
-    plan_submit,
     priority_event,
     sort_tasks,
 )
+from ._submit_plan import normalize_tasks, plan_submit
 from .base import ChangeBatch, SubmitResult
 from .necrocode_cache import SpecCache
 from .necrocode_events import EventLog

@@ -36,11 +36,11 @@ from ._common import (
     dependency_keys,
     event_type_values,
     paused_gc,
-    plan_submit,
     priority_event,
     ready_event,
     with_seq,
 )
+from ._submit_plan import created_event_rows, plan_submit
 from .base import ChangeBatch, SubmitResult
 from .sqlite_file import SQLiteFile
 
@@ -202,13 +202,21 @@ class SQLiteRegistry:
             if written:
                 first = self._next_seq(conn, len(written))
                 pos = plan.positions
-                conn.executemany(
-                    _sql.INSERT_TASK,
-                    [_sql.task_row(t, first + i, pos[t.key]) for i, t in enumerate(written)],
-                )
-            self._set_deps(conn, plan.created, fresh=True, dep_keys=plan.dep_keys)
-            self._set_deps(conn, plan.deps_changed, fresh=False, dep_keys=plan.dep_keys)
-            self._insert_events(conn, plan.events)
+                conn.executemany(_sql.INSERT_TASK, [
+                    _sql.task_row(t, first + i, pos[f"{t.taskset}/{t.id}"])
+                    for i, t in enumerate(written)
+                ])
+            dep_keys = plan.dep_keys
+            rows = [(k, d) for k in plan.result.created for d in dep_keys[k]]
+            if rows:  # new tasks have no rows yet
+                conn.executemany("INSERT OR IGNORE INTO deps VALUES (?, ?)", rows)
+            self._set_deps(conn, plan.deps_changed, fresh=False, dep_keys=dep_keys)
+            n_created = len(plan.created_states)
+            events = plan.later_events
+            if n_created or events:
+                first = self._next_seq(conn, n_created + len(events))
+                conn.executemany(_sql.INSERT_EVENT, created_event_rows(plan, first, _sql.dumps))
+                conn.executemany(_sql.INSERT_EVENT, _sql.event_rows(events, first + n_created))
         log.info(
             "submitted taskset %s: %d created, %d updated, %d unchanged",
             taskset.name, len(plan.result.created), len(plan.result.updated),
