@@ -7,18 +7,23 @@ known task becomes a node with ``task=None`` and ``missing=True``.
 This is the seed's ``graph_visualizer``: :func:`to_dot` and :func:`to_mermaid` export the graph,
 :func:`levels` (also :func:`execution_order`) groups it into levels that can run in parallel, and
 :func:`critical_path` finds the longest chain by estimated duration.
+
+networkx is imported by the functions that build or walk a graph, not with this module:
+checking a taskset (:func:`is_acyclic`) never needs it, and its import is a good part of
+``necroui submit``'s start.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from .errors import DeadlockDetectedError
 from .models import Task, TaskState, task_key
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 #: Colours of task states in the exports (fill colour).
 STATE_COLOURS: dict[str, str] = {
@@ -36,6 +41,7 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 def build_graph(tasks: Iterable[Task]) -> nx.DiGraph:
     """Graph of ``tasks``: node = task key (attr ``task``), edge dependency -> dependent."""
+    import networkx as nx  # noqa: PLC0415 - see the module docstring
     g: nx.DiGraph = nx.DiGraph()
     tasks = list(tasks)
     for task in tasks:
@@ -85,6 +91,7 @@ def find_cycles(g: nx.DiGraph) -> list[list[str]]:
 
     Costs O(V + E): it does not enumerate every elementary cycle.
     """
+    import networkx as nx  # noqa: PLC0415 - see the module docstring
     cycles: list[list[str]] = []
     for component in nx.strongly_connected_components(g):
         if len(component) == 1:
@@ -111,6 +118,7 @@ def levels(g: nx.DiGraph) -> list[list[str]]:
 
     Raises DeadlockDetectedError when the graph has a cycle.
     """
+    import networkx as nx  # noqa: PLC0415 - see the module docstring
     try:
         return [sorted(gen, key=natural_key) for gen in nx.topological_generations(g)]
     except nx.NetworkXUnfeasible as exc:
@@ -174,11 +182,13 @@ def critical_path(
 
 def ancestors(g: nx.DiGraph, key: str) -> set[str]:
     """Every task ``key`` depends on, directly or not."""
+    import networkx as nx  # noqa: PLC0415 - see the module docstring
     return set(nx.ancestors(g, key)) if key in g else set()
 
 
 def descendants(g: nx.DiGraph, key: str) -> set[str]:
     """Every task that depends on ``key``, directly or not."""
+    import networkx as nx  # noqa: PLC0415 - see the module docstring
     return set(nx.descendants(g, key)) if key in g else set()
 
 

@@ -187,7 +187,8 @@ def plan_submit(
         created_keys.append(key)
         states.append(state)
     if len(created_keys) == len(keys):  # a new taskset: nothing else to compare
-        result.ready.extend(key for key, task in new_items if task.state is ready)
+        result.ready.extend([key for key, state in zip(created_keys, states, strict=True)
+                             if state is ready])
         return plan
     created_set = set(created_keys)
     for key, task in zip(keys, tasks, strict=True):
