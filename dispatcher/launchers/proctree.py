@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ from . import procfs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ProcessTrees", "Tree", "evict", "processes_using", "runner_processes"]
+__all__ = ["Evictor", "ProcessTrees", "Tree", "evict", "last_pid", "processes_using",
+           "runner_processes"]
 
 #: Folder made under the Dispatcher's own cgroup for the runners' cgroups.
 CGROUP_DIR = "necrocode-runners"
@@ -75,8 +77,9 @@ def runner_processes(runner_ids: Iterable[str]) -> dict[int, str]:
     return found
 
 
-def processes_using(folder: str | os.PathLike[str]) -> list[int]:
-    """Live processes whose working folder is ``folder`` or inside it.
+def processes_using(folder: str | os.PathLike[str], *, newer_than: int = 0) -> list[int]:
+    """Live processes whose working folder is ``folder`` or inside it (with ``newer_than``,
+    only those whose pid is above it).
 
     The last net before a slot is reused, for a process that escaped both its runner's cgroup
     and the environment scan (it cleared its environment): such a process is still found where
@@ -92,7 +95,7 @@ def processes_using(folder: str | os.PathLike[str]) -> list[int]:
     except OSError:
         return found
     for entry in entries:
-        if not entry.isdigit() or int(entry) == me:
+        if not entry.isdigit() or int(entry) == me or int(entry) <= newer_than:
             continue
         try:
             cwd = os.readlink(f"/proc/{entry}/cwd")
@@ -105,10 +108,11 @@ def processes_using(folder: str | os.PathLike[str]) -> list[int]:
     return found
 
 
-def evict(folder: str | os.PathLike[str], what: str, wait: float = 5.0) -> list[int]:
+def evict(folder: str | os.PathLike[str], what: str, wait: float = 5.0, *,
+          newer_than: int = 0) -> list[int]:
     """Kill the processes still using ``folder`` (see :func:`processes_using`) and wait until
     they are gone; returns their pids (a warning names them)."""
-    pids = processes_using(folder)
+    pids = processes_using(folder, newer_than=newer_than)
     if not pids:
         return pids
     logger.warning("%s: processes of an earlier run still use it: %s; killing them", what, pids)
@@ -120,6 +124,50 @@ def evict(folder: str | os.PathLike[str], what: str, wait: float = 5.0) -> list[
     if left:
         logger.warning("%s: processes %s are still there after SIGKILL", what, left)
     return pids
+
+
+class Evictor:
+    """Empties folders of processes before they are reused (:func:`evict`), looking only at
+    the processes started since a folder was last emptied.
+
+    Every process of a run that used a folder started after the folder was emptied before that
+    run, so it has a higher pid than the newest one then (pids only rise until they wrap). A
+    folder emptied less than :attr:`FULL_SCAN_AFTER` seconds ago is therefore scanned for those
+    pids only: a short task's launch reads a few ``/proc`` entries instead of every process on
+    the host. A wrap (the newest pid went down), an unreadable ``/proc/loadavg`` or an older
+    mark scans every process, as :func:`evict` alone does.
+    """
+
+    FULL_SCAN_AFTER = 5.0
+
+    def __init__(self) -> None:
+        self._marks: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def evict(self, folder: str, what: str) -> list[int]:
+        newest, now = last_pid(), time.monotonic()  # before the scan: what starts later is
+        with self._lock:                            # looked at next time
+            mark = self._marks.get(folder)
+        newer_than = 0
+        if mark is not None and newest is not None and newest >= mark[0] \
+                and now - mark[1] < self.FULL_SCAN_AFTER:
+            newer_than = mark[0]
+        pids = evict(folder, what, newer_than=newer_than)
+        with self._lock:
+            if newest is None:
+                self._marks.pop(folder, None)
+            else:
+                self._marks[folder] = (newest, now)
+        return pids
+
+
+def last_pid() -> int | None:
+    """The pid most recently given out on this host (its pid namespace), or None."""
+    try:
+        with open("/proc/loadavg", "rb") as fh:
+            return int(fh.read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _alive(pids: Iterable[int]) -> list[int]:

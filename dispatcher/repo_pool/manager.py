@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..launchers.proctree import evict
+from ..launchers.proctree import Evictor
 from ..models import Slot, Task
 from .files import empty_dir, remove_tree, write_whole
 from .git import (
@@ -91,6 +91,7 @@ class RepoPoolManager:
         self.fetch_interval = fetch_interval
         self._lock = threading.RLock()
         self._slots: dict[str, _SlotRecord] = {}
+        self._evictor = Evictor()
         self._last_fetch: dict[str, float] = {}
         self._state_path = self.root / STATE_FILE
         self.root.mkdir(parents=True, exist_ok=True)
@@ -207,7 +208,8 @@ class RepoPoolManager:
         lock, so concurrent launches (and releases) do not wait for each other's /proc scan
         and deletes — then record it. A failure gives the slot back."""
         try:
-            evict(rec.path, f"slot {rec.slot_id}")  # nothing of an earlier run may stay in it
+            # nothing of an earlier run may stay in it
+            self._evictor.evict(rec.path, f"slot {rec.slot_id}")
             empty_dir(rec.path)
         except BaseException:
             with self._lock:
@@ -232,7 +234,8 @@ class RepoPoolManager:
             return start
         branch = branch_name(task.taskset, task.id)
         _keep_previous(mirror, branch, start.commit)
-        evict(rec.path, f"slot {rec.slot_id}")  # nothing of an earlier run may stay in it
+        # nothing of an earlier run may stay in it
+        self._evictor.evict(rec.path, f"slot {rec.slot_id}")
         try:
             self._prepare_worktree(mirror, Path(rec.path), branch, start)
         except RepoPoolError:
