@@ -1,20 +1,22 @@
-"""LocalProcessLauncher: Agent Runners as direct child processes of the Dispatcher.
+"""LocalProcessLauncher: Agent Runners as local processes, supervised directly.
 
 Direct supervision (DESIGN.md "Agent Runner contract"): the agent runs in its own session and
-process group, with stdout+stderr appended to the attempt's ``output.log``. No Python interpreter
-is started per task; a one-line ``sh`` trampoline records the exit status in the attempt
-directory (``exit_status.json``, one write of a whole JSON document) so that a Dispatcher
-restarted after a crash still learns how an orphaned run ended. The agent's argv reaches ``sh``
-as positional parameters (``"$@"``) and is never parsed by the shell, so task fields cannot
-inject commands.
+process group, with stdout+stderr appended to the attempt's ``output.log``. No interpreter or
+shell is started per task: the launcher's spawn server (:mod:`.spawn_server`, one small process
+that outlives the Dispatcher) execs the agent's argv as is and writes its exit status into the
+attempt directory (``exit_status.json``, one write of a whole JSON document) before it reaps
+it, so a Dispatcher restarted after a crash still learns how an orphaned run ended. Where the
+server is not available the Dispatcher starts the agent itself behind a one-line ``sh``
+trampoline that records the status (:mod:`.local_start`); the argv reaches ``sh`` as positional
+parameters (``"$@"``) and is never parsed by the shell, so task fields cannot inject commands.
 
 Every attempt directory also gets ``runner.json`` (runner id, task, pid, start time, pgid, boot id)
 from which :meth:`LocalProcessLauncher.reconcile` adopts live runners after a restart, refusing a
 pid whose start time differs (a recycled pid).
 
-A runner is its whole process tree (:mod:`.proctree`): where cgroup v2 is writable the trampoline
-first moves itself into a cgroup of the runner's own, else the tree is found by the runner id in
-the environment. :meth:`~LocalProcessLauncher.stop` is confirmed only once the whole tree is
+A runner is its whole process tree (:mod:`.proctree`): where cgroup v2 is writable the agent
+starts inside a cgroup of the runner's own, else the tree is found by the runner id in the
+environment. :meth:`~LocalProcessLauncher.stop` is confirmed only once the whole tree is
 gone, and :meth:`~LocalProcessLauncher.release` kills what is left of a finished one, so
 grandchildren that called ``setsid`` never outlive their task. ``output.log`` is capped per
 attempt with its tail kept (:mod:`.logwatch`).
@@ -25,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..agents.base import USAGE_FILE, AgentInvocation
+from ..agents.base import USAGE_FILE
 from ..errors import RunnerLaunchError
 from ..models import AgentPool, Runner, RunnerState, Slot, Task
 from . import procfs
@@ -47,24 +48,20 @@ from .base import (
     attempt_dir,
     log_cap_for,
     new_runner_id,
-    runner_env,
 )
 from .local_files import (
     EXIT_FILE,
     LOG_FILE,
     RUNNER_FILE,
-    TRAMPOLINE,
     read_exit_status,
     write_record,
 )
+from .local_start import AgentStarter
 from .logwatch import LogCapper
 from .proctree import ProcessTrees, Tree
 
 logger = logging.getLogger(__name__)
 
-# Inherited variables that must not leak into a runner (the Dispatcher's own contract names).
-_DROP_PREFIXES = ("NECROCODE_", "RUNNER_")
-_DROP_NAMES = frozenset({"TASK_CONTEXT", "POOL_NAME"})
 
 
 def runner_id_for(task: Task, attempt: int) -> str:
@@ -89,6 +86,7 @@ class _Tracked:
     proc: subprocess.Popen[bytes] | None  # None: adopted after a restart, not our child
     exit: RunnerExit | None = None
     cgroup: str | None = None
+    spawned: bool = False  # a child of the spawn server: its exit comes as a notice
 
     @property
     def tree(self) -> Tree:
@@ -114,14 +112,23 @@ class LocalProcessLauncher(RunnerLauncher):
         super().__init__(env)
         self.trees = ProcessTrees(process_tree)
         self._logs = LogCapper()
-        self.inherit_env = inherit_env
-        self.extra_env = dict(extra_env or {})
-        self._found: set[tuple[str, str]] = set()
         self._tracked: dict[str, _Tracked] = {}
         self._records: dict[str, dict[str, Any]] = {}
         self._exit_lock = threading.Lock()  # t.exit: the watcher's thread and stop()
         self._watcher = procfs.ExitWatcher(self._exited, use_pidfd=use_pidfd)
         self._boot_id = procfs.boot_id()
+        self._early: dict[str, int] = {}  # exit notices that came before their launch ended
+        self._starter = AgentStarter(
+            env, self.trees, inherit_env=inherit_env, extra_env=extra_env,
+            on_exit=self._spawned_exit, on_lost=self._spawner_lost,
+            cgroup_home=self.trees.folder(f"spawn-{os.getpid()}-{id(self):x}"),
+        )
+
+    @property
+    def spawn_server_pid(self) -> int | None:
+        """The pid of the spawn server that starts this launcher's agents (None: not started,
+        gone, or not used: the agents are then started directly, behind a trampoline)."""
+        return self._starter.server_pid
 
     # --- launch ------------------------------------------------------------------------------
     def launch(self, task: Task, slot: Slot, pool: AgentPool, *, attempt: int = 1) -> Runner:
@@ -132,15 +139,15 @@ class LocalProcessLauncher(RunnerLauncher):
             slot = Slot(slot.slot_id, str(cwd), slot.repo, slot.branch)
         adir = attempt_dir(self.env.runs_dir.absolute(), task, attempt)
         plan = agent_plan(task, slot, pool, attempt, self.env, agent_dir=str(adir),
-                          environ={**os.environ, **self.extra_env})
+                          environ={**os.environ, **self._starter.extra_env})
         argv = agent_argv(task, slot, pool, runner_id, attempt, plan=plan)
         if not cwd.is_dir():
             raise RunnerLaunchError(
                 f"slot {slot.slot_id!r} of task {task.key!r}: directory {cwd} does not exist",
                 pool=pool.name,
             )
-        env = self._child_env(task, slot, pool, runner_id, attempt, plan)
-        self._check_executable(argv, cwd, env.get("PATH", os.defpath), task, pool)
+        env = self._starter.child_env(task, slot, pool, runner_id, attempt, plan)
+        self._starter.check_executable(argv, cwd, env.get("PATH", os.defpath), task, pool)
         try:
             try:
                 os.mkdir(adir)
@@ -165,77 +172,31 @@ class LocalProcessLauncher(RunnerLauncher):
         # a wrapped agent (agent_runner) must be down before our own KILL of its wrapper
         env["NECROCODE_STOP_GRACE"] = f"{max(0.1, self.env.stop_grace / 2):g}"
         started_at = time.time()
-        try:
-            with open(log_path, "ab") as log:
-                if log.tell() > 0:  # an earlier run of this attempt (requeued at shutdown)
-                    log.write(f"\n--- necrocode: runner {runner_id} started ---\n".encode())
-                    log.flush()
-                proc = subprocess.Popen(
-                    ["/bin/sh", "-c", TRAMPOLINE, "necrocode-runner", *argv],
-                    cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-                )
-        except OSError as exc:
-            self.trees.forget(Tree(runner_id, 0, cgroup))
-            raise RunnerLaunchError(f"cannot start task {task.key!r} in pool {pool.name!r}: "
-                                    f"{exc}", pool=pool.name) from exc
-        st = procfs.read_stat(proc.pid)
+        pid, proc = self._starter.start(task, pool, argv, cwd, env, adir, runner_id, cgroup)
+        st = procfs.read_stat(pid)
         ticks = st.start_ticks if st else None
         record = {
             "runner_id": runner_id, "task_key": task.key, "pool": pool.name,
-            "pid": proc.pid, "pgid": proc.pid, "start_ticks": ticks, "boot_id": self._boot_id,
+            "pid": pid, "pgid": pid, "start_ticks": ticks, "boot_id": self._boot_id,
             "started_at": started_at, "attempt": attempt, "slot_id": slot.slot_id,
             "slot_path": slot.slot_path, "log_path": str(log_path), "attempt_dir": str(adir),
             "cpu": task.resources.cpu, "memory_mb": task.resources.memory_mb,
             "cgroup": cgroup,
         }
         write_record(adir / RUNNER_FILE, record)
-        self._tracked[runner_id] = _Tracked(runner_id, proc.pid, proc.pid, ticks, adir, proc,
-                                            cgroup=cgroup)
+        tracked = _Tracked(runner_id, pid, pid, ticks, adir, proc, cgroup=cgroup,
+                           spawned=proc is None)
+        with self._exit_lock:
+            self._tracked[runner_id] = tracked
+            early = self._early.pop(runner_id, None)
         self._records[runner_id] = record
-        self._watcher.watch(runner_id, proc.pid, proc)
+        if proc is not None:
+            self._watcher.watch(runner_id, pid, proc)
+        elif early is not None:  # it ended before we got here
+            self._spawned_exit(runner_id, early)
         self._logs.watch(runner_id, str(log_path), log_cap_for(pool, self.env))
-        logger.debug("launched %s for %s: pid %d in %s", runner_id, task.key, proc.pid, cwd)
+        logger.debug("launched %s for %s: pid %d in %s", runner_id, task.key, pid, cwd)
         return self._runner_from(record, RunnerState.RUNNING)
-
-    def _child_env(
-        self, task: Task, slot: Slot, pool: AgentPool, runner_id: str, attempt: int,
-        plan: AgentInvocation | None = None,
-    ) -> dict[str, str]:
-        env: dict[str, str] = {}
-        if self.inherit_env:
-            env = {
-                k: v for k, v in os.environ.items()
-                if not k.startswith(_DROP_PREFIXES) and k not in _DROP_NAMES
-            }
-        else:
-            env["PATH"] = os.environ.get("PATH", os.defpath)
-        env.update(self.extra_env)
-        env.update(runner_env(task, slot, pool, runner_id, attempt, self.env, plan=plan))
-        return env
-
-    def _check_executable(
-        self, argv: list[str], cwd: Path, path: str, task: Task, pool: AgentPool
-    ) -> None:
-        if not argv or not argv[0]:
-            raise RunnerLaunchError(f"task {task.key!r}: empty command", pool=pool.name,
-                                    retryable=False)
-        prog = argv[0]
-        if "/" in prog:
-            target = cwd / prog
-            ok = target.is_file() and os.access(target, os.X_OK)
-        elif (prog, path) in self._found:  # positive lookups only: a new install is seen
-            ok = True
-        else:
-            ok = shutil.which(prog, path=path) is not None
-            if ok:
-                self._found.add((prog, path))
-        if not ok:
-            raise RunnerLaunchError(
-                f"task {task.key!r}: command {prog!r} not found or not executable "
-                f"(cwd {cwd}); fix `command:` of the task or `agent_command:` of pool "
-                f"{pool.name!r}", pool=pool.name, retryable=False,
-            )
 
     # --- watch ------------------------------------------------------------------------------
     def poll(self, runner: Runner) -> RunnerExit | None:
@@ -247,10 +208,12 @@ class LocalProcessLauncher(RunnerLauncher):
             return t.exit
         if t.proc is not None:
             return self._reap_child(t)
+        if t.spawned and self._starter.server_alive:
+            return None  # the server's notice says when it ended
         recorded = read_exit_status(t.adir, t.runner_id)
         if recorded is not None:
             t.exit = recorded
-        elif procfs.same_process(t.pid, t.start_ticks):
+        elif _still_there(t.pid, t.start_ticks):
             return None
         else:
             t.exit = read_exit_status(t.adir, t.runner_id) or RunnerExit(
@@ -297,6 +260,10 @@ class LocalProcessLauncher(RunnerLauncher):
             return None
         if t.exit is not None:
             return t.exit
+        return self._ended(t, rc)
+
+    def _ended(self, t: _Tracked, rc: int) -> RunnerExit:
+        """The runner's exit from its return code (negative: a signal) and recorded status."""
         recorded = read_exit_status(t.adir, t.runner_id)
         if rc >= 0:
             exit_ = RunnerExit(rc, recorded.reason if recorded else "exited",
@@ -310,6 +277,25 @@ class LocalProcessLauncher(RunnerLauncher):
             if t.exit is None:
                 t.exit = exit_
             return t.exit
+
+    def _spawned_exit(self, runner_id: str, rc: int) -> None:
+        """The spawn server's notice (its reader thread): the child's status is on disk and
+        the child reaped."""
+        with self._exit_lock:
+            t = self._tracked.get(runner_id)
+            if t is None:  # its launch has not registered it yet: it picks this up
+                self._early[runner_id] = rc
+                return
+        if t.exit is None:
+            self._ended(t, rc)
+        self.env.on_exit(runner_id)
+
+    def _spawner_lost(self) -> None:
+        """The spawn server is gone: its children's exits are watched as adopted ones."""
+        for t in list(self._tracked.values()):
+            if t.spawned and t.exit is None:
+                t.spawned = False
+                self._watcher.watch(t.runner_id, t.pid)
 
     def _exited(self, runner_id: str) -> None:
         """The exit watcher's callback (its own thread): make the exit, then wake the engine."""
@@ -421,6 +407,7 @@ class LocalProcessLauncher(RunnerLauncher):
         """Stop the exit watcher; running agents are left alone (they may be adopted later)."""
         self._watcher.close()
         self._logs.close()
+        self._starter.close()
 
     # --- helpers -----------------------------------------------------------------------------
     def _track(self, runner: Runner) -> _Tracked | None:
@@ -463,3 +450,10 @@ class LocalProcessLauncher(RunnerLauncher):
                      "start_ticks": record.get("start_ticks"), "boot_id": record.get("boot_id"),
                      "cgroup": record.get("cgroup")},
         )
+
+
+def _still_there(pid: int, start_ticks: int | None) -> bool:
+    """The process lives, or is a zombie its parent has not reaped yet: a spawn server writes
+    the status of a child that ended before it reaps it, so its end is not known yet."""
+    st = procfs.read_stat(pid)
+    return st is not None and (start_ticks is None or st.start_ticks == start_ticks)

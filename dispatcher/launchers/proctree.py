@@ -221,6 +221,11 @@ class ProcessTrees:
             return None
         return str(path)
 
+    def folder(self, name: str) -> str | None:
+        """The path a cgroup called ``name`` would have beside the runners' (None: no
+        cgroups here)."""
+        return None if self._root is None else str(self._root / name)
+
     def members(self, tree: Tree) -> list[int]:
         """Live processes of the tree (the group, the cgroup, or the environment scan)."""
         pids = set(procfs.group_members(tree.pgid)) if tree.pgid > 1 else set()
@@ -317,6 +322,7 @@ class ProcessTrees:
 #: Empty runner cgroups older than this are removed when a launcher starts (runners that
 #: ended while no Dispatcher ran); younger ones may belong to a launch in progress.
 PRUNE_AGE = 600.0
+SPAWN_PRUNE_AGE = 10.0
 
 
 def _prune(root: Path) -> None:
@@ -326,8 +332,10 @@ def _prune(root: Path) -> None:
     except OSError:
         return
     for entry in entries:
+        # a spawn server's cgroup is empty once the server ended: no need to wait for it
+        age = SPAWN_PRUNE_AGE if entry.name.startswith("spawn-") else PRUNE_AGE
         try:
-            if not entry.is_dir() or now - entry.stat().st_mtime < PRUNE_AGE:
+            if not entry.is_dir() or now - entry.stat().st_mtime < age:
                 continue
             if "populated 0" in (entry / "cgroup.events").read_text():
                 entry.rmdir()

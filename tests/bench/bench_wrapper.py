@@ -27,7 +27,8 @@ from typing import Any
 from necrocode.dispatcher.api.server import ApiServer
 from necrocode.dispatcher.api.tokens import runner_token
 from necrocode.dispatcher.launchers.base import LaunchEnvironment
-from necrocode.dispatcher.launchers.local import TRAMPOLINE, LocalProcessLauncher
+from necrocode.dispatcher.launchers.local import LocalProcessLauncher
+from necrocode.dispatcher.launchers.local_files import TRAMPOLINE
 from necrocode.dispatcher.models import AgentPool, Slot, Task
 
 TRUE = "/bin/true"
