@@ -18,17 +18,32 @@ import heapq
 import itertools
 import threading
 from collections.abc import Callable, Hashable, Iterator, KeysView
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from .models import Task
 
-__all__ = ["QueueIndex", "TaskQueue", "default_sort_key", "ready_time"]
+__all__ = ["MaintainedIndex", "QueueIndex", "TaskQueue", "default_sort_key", "ready_time"]
 
 _COMPACT_MIN = 64
 
 #: A heap entry: (*sort key, arrival order, generation, task key), flat so that comparisons stay
 #: cheap. The arrival order is unique, so comparisons never reach the generation or the key.
 Entry = tuple[Any, ...]
+
+
+class MaintainedIndex(Protocol):
+    """What the queue tells an index it maintains (under the queue's lock): see
+    :meth:`TaskQueue.attach_index`. ``order`` is the task's arrival number (kept when the task is
+    replaced), ``gen`` grows with every enqueue."""
+
+    def add(self, task: Task, order: int, gen: int) -> None: ...
+
+    def discard(self, key: str) -> None: ...
+
+    def cleared(self) -> MaintainedIndex: ...
+
+
+_I = TypeVar("_I", bound=MaintainedIndex)
 
 
 def _flat(key: Any) -> tuple[Any, ...]:
@@ -120,6 +135,10 @@ class QueueIndex:
 
     def _valid(self, gen: int, key: str) -> bool:
         return self._queue._gen.get(key) == gen
+
+    def cleared(self) -> QueueIndex:
+        """An empty index with the same functions (the queue was cleared)."""
+        return QueueIndex(self._queue, self.group_fn, self.key_fn, delay_aware=self.delay_aware)
 
     # --- reading ------------------------------------------------------------------------------
     def promote(self, now: float) -> int:
@@ -215,7 +234,7 @@ class TaskQueue:
         # a first entry's generation is its arrival number (one map of 100,000 keys less)
         self._order: dict[str, int] = {}
         self._counter = itertools.count(1)
-        self._indexes: dict[str, QueueIndex] = {}
+        self._indexes: dict[str, MaintainedIndex] = {}
         self._version = 0
 
     @property
@@ -273,9 +292,7 @@ class TaskQueue:
             self._gen.clear()
             self._order.clear()
             for name, index in list(self._indexes.items()):
-                self._indexes[name] = QueueIndex(
-                    self, index.group_fn, index.key_fn, delay_aware=index.delay_aware
-                )
+                self._indexes[name] = index.cleared()
 
     # --- keyed access -------------------------------------------------------------------------
     def remove(self, key: str) -> bool:
@@ -285,6 +302,13 @@ class TaskQueue:
                 return False
             self._pop_locked(key)
             return True
+
+    def pop(self, key: str) -> Task | None:
+        """Remove and return the task with ``key`` (None when it was not queued). O(1)."""
+        with self._lock:
+            if key not in self._tasks:
+                return None
+            return self._pop_locked(key)
 
     def get(self, key: str) -> Task | None:
         """The queued task with ``key``, or None."""
@@ -343,7 +367,23 @@ class TaskQueue:
             if idx is None:
                 idx = self.build_index(group_fn, key_fn, delay_aware=delay_aware)
                 self._indexes[name] = idx
+            assert isinstance(idx, QueueIndex), f"index {name!r} is not a QueueIndex"
             return idx
+
+    def attach_index(self, name: str,
+                     make: Callable[[list[tuple[Task, int, int]]], _I]) -> _I:
+        """The index attached as ``name``. On first use ``make`` builds it from the queued
+        ``(task, order, gen)`` triples (O(n)); from then on the queue keeps it up to date
+        (``add``/``discard`` on every change, ``cleared`` on :meth:`clear`). ``make`` must give
+        the same kind of index for a name every time."""
+        with self._lock:
+            idx = self._indexes.get(name)
+            if idx is None:
+                order, gen = self._order, self._gen
+                made = make([(t, order.get(k, gen[k]), gen[k]) for k, t in self._tasks.items()])
+                self._indexes[name] = made
+                return made
+            return idx  # type: ignore[return-value]
 
     def build_index(
         self,

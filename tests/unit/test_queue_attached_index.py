@@ -1,0 +1,50 @@
+"""TaskQueue.attach_index: an index of another kind, kept up to date by the queue; pop."""
+
+from __future__ import annotations
+
+from necrocode.dispatcher.models import Task
+from necrocode.dispatcher.task_queue import TaskQueue
+
+
+class Recorder:
+    """A MaintainedIndex that records what the queue tells it."""
+
+    def __init__(self, items: list[tuple[Task, int, int]]) -> None:
+        self.loaded = [(t.key, order, gen) for t, order, gen in items]
+        self.calls: list[tuple[str, str]] = []
+
+    def add(self, task: Task, order: int, gen: int) -> None:
+        self.calls.append(("add", task.key))
+
+    def discard(self, key: str) -> None:
+        self.calls.append(("discard", key))
+
+    def cleared(self) -> Recorder:
+        return Recorder([])
+
+
+def test_attach_loads_the_queue_then_follows_every_change() -> None:
+    q = TaskQueue()
+    q.enqueue(Task(id="a"))
+    q.enqueue(Task(id="b"))
+    made: list[Recorder] = []
+
+    def make(items: list[tuple[Task, int, int]]) -> Recorder:
+        made.append(Recorder(items))
+        return made[-1]
+
+    idx = q.attach_index("rec", make)
+    assert [k for k, _, _ in idx.loaded] == ["default/a", "default/b"]
+    assert idx.loaded[0][1] < idx.loaded[1][1]  # arrival order
+    assert q.attach_index("rec", make) is idx and len(made) == 1  # built once
+    q.enqueue(Task(id="c"))
+    q.enqueue(Task(id="a", priority=3))  # replaced: discarded, then added again
+    assert q.remove("default/b")
+    popped = q.pop("default/c")
+    assert popped is not None and popped.id == "c" and "default/c" not in q
+    assert q.pop("default/c") is None
+    assert idx.calls == [("add", "default/c"), ("discard", "default/a"), ("add", "default/a"),
+                         ("discard", "default/b"), ("discard", "default/c")]
+    q.clear()
+    fresh = q.attach_index("rec", make)
+    assert fresh is not idx and fresh.loaded == [] and len(made) == 1
