@@ -29,10 +29,11 @@ from . import pending as _pending
 from .config import DispatcherConfig
 from .errors import DispatcherStateError
 from .models import AgentPool, SchedulingPolicy, Task
-from .policies import Policy, make_policy, register_policy
+from .policies import PartitionPicker, Policy, make_policy, register_policy
 from .pool_manager import AgentPoolManager, cpu_millis
+from .shape_index import Entry, ShapeIndex
 from .snapshot import Pending, PendingReason
-from .task_queue import QueueIndex, TaskQueue
+from .task_queue import TaskQueue
 
 log = logging.getLogger(__name__)
 
@@ -87,22 +88,44 @@ class Scheduler:
             task.resources.memory_mb,
         )
 
-    def _sort_key(self, now: float) -> Any:
+    def _sort_key(self, now: float) -> tuple[Callable[[Task], Any], bool]:
+        """The index's key function, and whether it gives ints."""
         policy = self.policy
+        int_key = policy.int_sort_key()
+        problem = limits.task_problem
+        if int_key is not None:
+            fast = int_key
+
+            def code(task: Task) -> int:
+                return 0 if problem(task) is not None else fast(task)
+
+            return code, True
 
         def key(task: Task) -> Any:
-            if limits.task_problem(task) is not None:
+            if problem(task) is not None:
                 return (0,)  # only ever compared with other invalid tasks
             return policy.sort_key(task, now)
 
-        return key
+        return key, False
 
-    def _index(self, queue: TaskQueue, now: float) -> QueueIndex:
-        policy = self.policy
-        if policy.time_invariant:
-            index = queue.index(self._index_name, self._group_of, self._sort_key(0.0))
-        else:
-            index = queue.build_index(self._group_of, self._sort_key(now))
+    def _attached(self, queue: TaskQueue) -> ShapeIndex:
+        def make(items: list[tuple[Task, int, int]]) -> ShapeIndex:
+            key, ints = self._sort_key(0.0)
+            return ShapeIndex.build(queue, self._group_of, key, items, int_keys=ints)
+
+        return queue.attach_index(self._index_name, make)
+
+    def _index(self, queue: TaskQueue, now: float) -> ShapeIndex:
+        if self.policy.time_invariant:
+            index = self._attached(queue)
+        else:  # a key that depends on now: a one-off index for this round
+            def make(items: list[tuple[Task, int, int]]) -> ShapeIndex:
+                key, ints = self._sort_key(now)
+                return ShapeIndex.build(queue, self._group_of, key, items, int_keys=ints)
+
+            name = f"{self._index_name}-once"
+            index = queue.attach_index(name, make)
+            queue.drop_index(name)
         index.promote(now)
         return index
 
@@ -165,56 +188,61 @@ class Scheduler:
             index = self._index(task_queue, now)
             parts = self._open_heads(index, pm)
             policy = self.policy
+            picker = policy.picker(now)
+            pick = picker.pick
             # the base class's on_assigned does nothing: not called per decision then
-            assigned: Callable[[Task, AgentPool, float], None] | None = policy.on_assigned
-            if getattr(assigned, "__func__", None) is Policy.on_assigned:
+            assigned: Callable[[Task, AgentPool], None] | None = picker.assigned
+            if (type(picker) is PartitionPicker
+                    and getattr(policy.on_assigned, "__func__", None) is Policy.on_assigned):
                 assigned = None
-            max_global = pm.max_global_concurrency
-            while parts:
-                if limit is not None and len(decisions) >= limit:
-                    break
-                if pm.global_running >= max_global:
-                    break
-                part = next(iter(parts)) if len(parts) == 1 else policy.pick_partition(
-                    list(parts), now
-                )
+            budget = pm.max_global_concurrency - pm.global_running
+            if limit is not None:
+                budget = min(budget, limit)
+            select = pm.select_pool
+            acquire = pm.acquire_shape
+            take = index.take_head
+            heappop = heapq.heappop
+            heapreplace = heapq.heapreplace
+            while parts and budget > 0:
+                part = next(iter(parts)) if len(parts) == 1 else pick(parts)
                 heap = parts[part]
                 group = heap[0][1]
-                pool = pm.select_pool(group[1], group[2], group[3])
+                pool = select(group[1], group[2], group[3])
                 if pool is None:
-                    heapq.heappop(heap)
+                    heappop(heap)
                 else:
-                    task = index.take_head(group)
+                    task, key, nxt = take(group)
                     if hold is not None and hold(task):
                         pass  # it waits outside the queue; the next head of its group may go
                     else:
                         try:
-                            pm.acquire_shape(pool, task.key, group[2], group[3])
+                            acquire(pool, key, group[2], group[3])
                         except DispatcherStateError as exc:
                             # Queued while it still holds capacity: it runs already; drop it
                             # here rather than lose the decisions of this round.
                             log.error("task %s left the queue without a decision: %s",
-                                      task.key, exc)
+                                      key, exc)
                         else:
                             if assigned is not None:
-                                assigned(task, pool, now)
-                            self._state_version += 1
+                                assigned(task, pool)
                             decisions.append((task, pool))
-                    head = index.head(group)
-                    if head is None:
-                        heapq.heappop(heap)
+                            budget -= 1
+                    if nxt is None:
+                        heappop(heap)
                     else:
-                        heapq.heapreplace(heap, (head[:-2], group))
+                        heapreplace(heap, (nxt, group))
                 if not heap:
                     del parts[part]
+            if decisions:
+                self._state_version += 1
         if decisions:
             log.debug("scheduled %d task(s) with policy %s", len(decisions), self.policy.name)
         return decisions
 
     def _open_heads(
-        self, index: QueueIndex, pm: AgentPoolManager
-    ) -> dict[Hashable, list[tuple[tuple[Any, ...], Group]]]:
-        parts: dict[Hashable, list[tuple[tuple[Any, ...], Group]]] = {}
+        self, index: ShapeIndex, pm: AgentPoolManager
+    ) -> dict[Hashable, list[tuple[Entry, Group]]]:
+        parts: dict[Hashable, list[tuple[Entry, Group]]] = {}
         for group in list(index.groups):
             g: Group = group  # type: ignore[assignment]
             if g == INVALID_GROUP:
@@ -228,12 +256,12 @@ class Scheduler:
             head = index.head(g)
             if head is None:
                 continue
-            parts.setdefault(g[0], []).append((head[:-2], g))
+            parts.setdefault(g[0], []).append((head, g))
         for heap in parts.values():
             heapq.heapify(heap)
         return parts
 
-    def _warn_if_never(self, index: QueueIndex, group: Group, pm: AgentPoolManager) -> None:
+    def _warn_if_never(self, index: ShapeIndex, group: Group, pm: AgentPoolManager) -> None:
         shape = (group[1], group[2], group[3])
         if shape in self._never_checked:
             return
@@ -269,33 +297,33 @@ class Scheduler:
                 if due is None or due > now:
                     return list(cached[2])
             index = self._index(task_queue, now)
+            tasks = task_queue._tasks
             later = [t for t in (task_queue.get(k) for k in index.delayed_keys()) if t]
-            per_part: dict[Hashable, list[tuple[tuple[Any, ...], str]]] = {}
+            per_part: dict[Hashable, list[Entry]] = {}
             for group in index.groups:
                 if group == INVALID_GROUP:  # never dispatched: last, in arrival order
-                    later.extend(task_queue._tasks[e[-1]] for e in index.live_entries(group))
+                    later.extend(t for t in index.live_tasks(group))
                     continue
                 part = group[0]  # type: ignore[index]
-                per_part.setdefault(part, []).extend(
-                    (e[:-2], e[-1]) for e in index.live_entries(group)
-                )
+                per_part.setdefault(part, []).extend(index.live_entries(group))
             out: list[Task] = []
-            for entries in per_part.values():
-                entries.sort()
-            if len(per_part) <= 1:
-                for entries in per_part.values():
-                    out.extend(task_queue._tasks[e[1]] for e in entries)
+            ordered = {p: [tasks[k] for e in sorted(entries) if (k := index.key_of(e))]
+                       for p, entries in per_part.items()}
+            if len(ordered) <= 1:
+                for chosen in ordered.values():
+                    out.extend(chosen)
             else:
                 sim = policy.clone()
-                cursors = {p: 0 for p in per_part}
+                picker = sim.picker(now)
+                cursors = {p: 0 for p in ordered}
                 dummy = AgentPool(name="order")
                 while cursors:
-                    part = sim.pick_partition(list(cursors), now)
+                    part = picker.pick(cursors)
                     i = cursors[part]
-                    task = task_queue._tasks[per_part[part][i][1]]
+                    task = ordered[part][i]
                     out.append(task)
-                    sim.on_assigned(task, dummy, now)
-                    if i + 1 < len(per_part[part]):
+                    picker.assigned(task, dummy)
+                    if i + 1 < len(ordered[part]):
                         cursors[part] = i + 1
                     else:
                         del cursors[part]
@@ -366,8 +394,7 @@ class Scheduler:
         """Earliest ``next_attempt_at`` among queued tasks still in backoff, if any."""
         with task_queue.lock:
             if self.policy.time_invariant:
-                index = task_queue.index(self._index_name, self._group_of, self._sort_key(0.0))
-                return index.next_delayed_at()
+                return self._attached(task_queue).next_delayed_at()
             times = [t.next_attempt_at for t in task_queue.tasks() if t.next_attempt_at]
             return min(times) if times else None
 
