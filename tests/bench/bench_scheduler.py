@@ -19,9 +19,14 @@ inflates them less than wall-clock time would. Columns:
 - ``blocked round us``: one schedule() call when only tasks of the full pool's skill are queued
   and other pools have room (touches one group head per task shape, not the queue);
 - ``heapq us`` and ``x heapq``: the floor: a bare ``heapq.heappop`` + ``heappush`` of
-  (priority, ready_at, seq, task) tuples on a heap of the same size (the queue stays full), CPU
-  per pair, the median of ``--repeat`` measurements; ``x heapq`` is the scheduler's CPU per
-  decision over that.
+  (priority, ready_at, seq, task) tuples on a heap of the same size built from the same tasks
+  (the heap stays full), CPU per pair, measured right before each decision measurement;
+  ``x heapq`` is the scheduler's CPU per decision over that floor, the median of the rounds
+  with their range.
+
+Rounds alternate: each of ``--repeat`` rounds measures every policy once (floor, then
+decisions), starting with a different policy each round, so that load from other work falls
+alike on every policy and on its floor.
 """
 
 from __future__ import annotations
@@ -114,21 +119,20 @@ def run_rounds(s: Scheduler, q: TaskQueue, pm: AgentPoolManager, target: int) ->
     return done, time.process_time() - start
 
 
-def measure(policy: str, n: int, target: int, repeat: int = 1) -> dict[str, float]:
-    builds: list[float] = []
-    rates: list[float] = []
-    for _ in range(max(1, repeat)):
-        s, q, pm = setup(policy, n)
-        gc.collect()
-        t0 = time.process_time()
-        first = s.schedule(q, pm, now=2_000_000.0, limit=1)
-        builds.append(time.process_time() - t0)
-        assert first
-        done, secs = run_rounds(s, q, pm, target)
-        rates.append(done / secs if secs else float("inf"))
-        del s, q, pm
-    build = statistics.median(builds)
-    # memory, in a separate run
+def decisions_once(policy: str, n: int, target: int) -> tuple[float, int, float]:
+    """One measurement: (first round's build seconds, decisions, CPU seconds of the rounds)."""
+    s, q, pm = setup(policy, n)
+    gc.collect()
+    t0 = time.process_time()
+    first = s.schedule(q, pm, now=2_000_000.0, limit=1)
+    build = time.process_time() - t0
+    assert first
+    done, secs = run_rounds(s, q, pm, target)
+    return build, done, secs
+
+
+def memory(policy: str, n: int, target: int) -> tuple[float, float]:
+    """(Task objects MB, scheduler peak MB above them), under tracemalloc."""
     gc.collect()
     tracemalloc.start()
     tasks = make_tasks(n)
@@ -145,32 +149,21 @@ def measure(policy: str, n: int, target: int, repeat: int = 1) -> dict[str, floa
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     del s2, q2, pm2, tasks
-    return {
-        "build_ms": build * 1000,
-        "decisions": done,
-        "per_s": statistics.median(rates),
-        "tasks_mb": base / 1e6,
-        "peak_mb": (peak - base) / 1e6,
-        "full_us": full_round(policy, n),
-        "blocked_us": blocked_round(policy, n),
-    }
+    return base / 1e6, (peak - base) / 1e6
 
 
-def heapq_pair_us(n: int, target: int, repeat: int = 3) -> float:
-    """CPU microseconds of one heappop + heappush on a heap of ``n`` task entries."""
-    tasks = make_tasks(n)
-    out = []
-    for _ in range(max(1, repeat)):
-        heap = [(-t.priority, t.ready_at or 0.0, i, t) for i, t in enumerate(tasks)]
-        heapq.heapify(heap)
-        seq = n
-        start = time.process_time()
-        for _ in range(target):
-            _, ready, _, task = heapq.heappop(heap)
-            heapq.heappush(heap, (-task.priority, ready + 1000.0, seq, task))
-            seq += 1
-        out.append((time.process_time() - start) / target * 1e6)
-    return statistics.median(out)
+def heapq_pair_us(tasks: list[Task], target: int) -> float:
+    """CPU microseconds of one heappop + heappush on a heap of ``len(tasks)`` task entries."""
+    n = len(tasks)
+    heap = [(-t.priority, t.ready_at or 0.0, i, t) for i, t in enumerate(tasks)]
+    heapq.heapify(heap)
+    seq = n
+    start = time.process_time()
+    for _ in range(target):
+        _, ready, _, task = heapq.heappop(heap)
+        heapq.heappush(heap, (-task.priority, ready + 1000.0, seq, task))
+        seq += 1
+    return (time.process_time() - start) / target * 1e6
 
 
 def _time_calls(fn: Callable[[], object], calls: int = 2000) -> float:
@@ -231,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policies", default=",".join(p.value for p in SchedulingPolicy))
     ap.add_argument("--target", type=int, default=20_000, help="decisions per measurement")
     ap.add_argument("--quick", action="store_true", help="sizes 1000,10000 only")
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="decision measurements per cell (and heapq floors): medians")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="alternating rounds (each: every policy once, floor then decisions)")
     args = ap.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",")]
     if args.quick:
@@ -241,19 +234,35 @@ def main(argv: list[str] | None = None) -> int:
     print("workload: 4 skills, 3 pools (gamma full), priorities 0-9, 3 tenants, 3 shapes")
     header = (f"{'policy':<12} {'queued':>8} {'build ms':>9} {'decisions':>9} "
               f"{'decisions/s':>12} {'tasks MB':>8} {'sched MB':>8} {'full round us':>14} "
-              f"{'blocked round us':>17} {'heapq us':>9} {'x heapq':>8}")
+              f"{'blocked round us':>17} {'heapq us':>9} {'x heapq':>8} {'range':>9}")
     print(header)
     print("-" * len(header))
-    floor = {n: heapq_pair_us(n, args.target, args.repeat) for n in sizes}
-    for policy in args.policies.split(","):
-        for n in sizes:
-            r = measure(policy, n, args.target, args.repeat)
-            per_decision_us = 1e6 / r["per_s"] if r["per_s"] else float("nan")
-            print(f"{policy:<12} {n:>8} {r['build_ms']:>9.1f} {r['decisions']:>9.0f} "
-                  f"{r['per_s']:>12,.0f} {r['tasks_mb']:>8.1f} {r['peak_mb']:>8.1f} "
-                  f"{r['full_us']:>14.1f} "
-                  f"{r['blocked_us']:>17.1f} {floor[n]:>9.2f} "
-                  f"{per_decision_us / floor[n]:>7.1f}x")
+    policies = args.policies.split(",")
+    for n in sizes:
+        floor_tasks = make_tasks(n)
+        builds: dict[str, list[float]] = {p: [] for p in policies}
+        per_us: dict[str, list[float]] = {p: [] for p in policies}
+        ratios: dict[str, list[float]] = {p: [] for p in policies}
+        floors: list[float] = []
+        done: dict[str, int] = {}
+        for r in range(max(1, args.repeat)):
+            for policy in policies[r % len(policies):] + policies[:r % len(policies)]:
+                floor = heapq_pair_us(floor_tasks, args.target)
+                build, done[policy], secs = decisions_once(policy, n, args.target)
+                us = secs / done[policy] * 1e6
+                floors.append(floor)
+                builds[policy].append(build)
+                per_us[policy].append(us)
+                ratios[policy].append(us / floor)
+        for policy in policies:
+            tasks_mb, sched_mb = memory(policy, n, args.target)
+            us = statistics.median(per_us[policy])
+            spread = f"{min(ratios[policy]):.1f}-{max(ratios[policy]):.1f}"
+            print(f"{policy:<12} {n:>8} {statistics.median(builds[policy]) * 1000:>9.1f} "
+                  f"{done[policy]:>9} {1e6 / us:>12,.0f} {tasks_mb:>8.1f} {sched_mb:>8.1f} "
+                  f"{full_round(policy, n):>14.1f} {blocked_round(policy, n):>17.1f} "
+                  f"{statistics.median(floors):>9.2f} "
+                  f"{statistics.median(ratios[policy]):>7.1f}x {spread:>9}")
             sys.stdout.flush()
     return 0
 
