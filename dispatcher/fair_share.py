@@ -158,15 +158,23 @@ class FairSharePolicy(PriorityPolicy):
         return _LeastShare(self, now)
 
     def on_assigned(self, task: Task, pool: AgentPool, now: float) -> None:
+        self.assigned_all([task], now)
+
+    def assigned_all(self, tasks: list[Task], now: float) -> None:
+        """:meth:`on_assigned` for each of ``tasks``, all placed at ``now``, under one lock."""
         with self._lock:
-            key = task.key
-            if key in self._tenant_of:
-                self.on_released(key)
-            running = self._running.get(task.tenant)
-            if running is None:
-                running = self._running[task.tenant] = _Running()
-            running.add(key, now)
-            self._tenant_of[key] = task.tenant
+            running_of = self._running
+            tenant_of = self._tenant_of
+            for task in tasks:
+                key = task.key
+                tenant = task.tenant
+                if key in tenant_of:
+                    self.on_released(key)
+                running = running_of.get(tenant)
+                if running is None:
+                    running = running_of[tenant] = _Running()
+                running.add(key, now)
+                tenant_of[key] = tenant
 
     def on_released(self, task_key: str) -> None:
         """The runner of ``task_key`` ended: stop counting it as running."""
@@ -187,7 +195,8 @@ class _LeastShare(PartitionPicker):
 
     At a fixed ``now`` (and an entry charge above 0) a decision only adds one young runner to
     its tenant, so the tenant's share is recomputed from the parts :meth:`FairSharePolicy.
-    pick_partition` sums, in the same order: the same floats, the same choice.
+    pick_partition` sums, in the same order: the same floats, the same choice. The policy's
+    own bookkeeping of the round's runners is done once, in :meth:`close`.
     """
 
     def __init__(self, policy: FairSharePolicy, now: float) -> None:
@@ -196,6 +205,7 @@ class _LeastShare(PartitionPicker):
         self._parts: dict[str, tuple[float, float, float]] = {}  # tenant -> done, old, weight
         self._young: dict[str, int] = {}
         self._rank: dict[Hashable, tuple[float, str]] = {}
+        self._placed: list[Task] = []
 
     def _rank_of(self, tenant: Hashable) -> tuple[float, str]:
         fair = self.fair
@@ -223,13 +233,13 @@ class _LeastShare(PartitionPicker):
 
     def pick(self, candidates: Collection[Hashable]) -> Hashable:
         rank = self._rank
-        for tenant in candidates:
-            if tenant not in rank:
+        if not rank:  # the first call: the candidates only shrink from here
+            for tenant in candidates:
                 rank[tenant] = self._rank_of(tenant)
         return min(candidates, key=rank.__getitem__)
 
     def assigned(self, task: Task, pool: AgentPool) -> None:
-        self.fair.on_assigned(task, pool, self.now)
+        self._placed.append(task)
         name = task.tenant
         if name in self._young:
             young = self._young[name]
@@ -239,3 +249,8 @@ class _LeastShare(PartitionPicker):
             self._young[name] = young + 1
             if name in self._rank:
                 self._rank[name] = self._rank_for(name)
+
+    def close(self) -> None:
+        placed, self._placed = self._placed, []
+        if placed:
+            self.fair.assigned_all(placed, self.now)

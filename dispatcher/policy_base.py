@@ -33,7 +33,8 @@ class PartitionPicker:
     """Picks partitions during one round (or one simulated dispatch order) at a fixed ``now``.
 
     Between two calls of :meth:`pick` the candidates only shrink (a partition that has nothing
-    placeable left drops out); :meth:`assigned` follows each decision. This one asks the
+    placeable left drops out); :meth:`assigned` follows each decision and :meth:`close` the
+    end of the round (the policy's state is complete after it). This one asks the
     policy's :meth:`Policy.pick_partition` and :meth:`Policy.on_assigned` every time; the
     built-in policies give faster ones that keep what they computed for the round.
     """
@@ -49,6 +50,9 @@ class PartitionPicker:
     def assigned(self, task: Task, pool: AgentPool) -> None:
         """``task`` was placed in ``pool``."""
         self.policy.on_assigned(task, pool, self.now)
+
+    def close(self) -> None:
+        """The round is over (called once, also when it ended by an error)."""
 
 
 class Policy:

@@ -187,57 +187,73 @@ class Scheduler:
                 return decisions
             index = self._index(task_queue, now)
             parts = self._open_heads(index, pm)
-            policy = self.policy
-            picker = policy.picker(now)
-            pick = picker.pick
-            # the base class's on_assigned does nothing: not called per decision then
-            assigned: Callable[[Task, AgentPool], None] | None = picker.assigned
-            if (type(picker) is PartitionPicker
-                    and getattr(policy.on_assigned, "__func__", None) is Policy.on_assigned):
-                assigned = None
-            budget = pm.max_global_concurrency - pm.global_running
-            if limit is not None:
-                budget = min(budget, limit)
-            select = pm.select_pool
-            acquire = pm.acquire_shape
-            take = index.take_head
-            heappop = heapq.heappop
-            heapreplace = heapq.heapreplace
-            while parts and budget > 0:
-                part = next(iter(parts)) if len(parts) == 1 else pick(parts)
-                heap = parts[part]
-                group = heap[0][1]
-                pool = select(group[1], group[2], group[3])
-                if pool is None:
-                    heappop(heap)
-                else:
-                    task, key, nxt = take(group)
-                    if hold is not None and hold(task):
-                        pass  # it waits outside the queue; the next head of its group may go
-                    else:
-                        try:
-                            acquire(pool, key, group[2], group[3])
-                        except DispatcherStateError as exc:
-                            # Queued while it still holds capacity: it runs already; drop it
-                            # here rather than lose the decisions of this round.
-                            log.error("task %s left the queue without a decision: %s",
-                                      key, exc)
-                        else:
-                            if assigned is not None:
-                                assigned(task, pool)
-                            decisions.append((task, pool))
-                            budget -= 1
-                    if nxt is None:
-                        heappop(heap)
-                    else:
-                        heapreplace(heap, (nxt, group))
-                if not heap:
-                    del parts[part]
+            picker = self.policy.picker(now)
+            try:
+                self._decide(index, parts, pm, picker, limit, hold, decisions)
+            finally:
+                picker.close()
             if decisions:
                 self._state_version += 1
         if decisions:
             log.debug("scheduled %d task(s) with policy %s", len(decisions), self.policy.name)
         return decisions
+
+    def _decide(
+        self,
+        index: ShapeIndex,
+        parts: dict[Hashable, list[tuple[Entry, Group]]],
+        pm: AgentPoolManager,
+        picker: PartitionPicker,
+        limit: int | None,
+        hold: Callable[[Task], bool] | None,
+        decisions: list[tuple[Task, AgentPool]],
+    ) -> None:
+        """The round's decisions, appended to ``decisions`` (the hot loop)."""
+        policy = self.policy
+        pick = picker.pick
+        # the base class's on_assigned does nothing: not called per decision then
+        assigned: Callable[[Task, AgentPool], None] | None = picker.assigned
+        if (type(picker) is PartitionPicker
+                and getattr(policy.on_assigned, "__func__", None) is Policy.on_assigned):
+            assigned = None
+        budget = pm.max_global_concurrency - pm.global_running
+        if limit is not None:
+            budget = min(budget, limit)
+        select = pm.select_pool
+        acquire = pm.acquire_shape
+        take = index.take_head
+        heappop = heapq.heappop
+        heapreplace = heapq.heapreplace
+        while parts and budget > 0:
+            part = next(iter(parts)) if len(parts) == 1 else pick(parts)
+            heap = parts[part]
+            group = heap[0][1]
+            pool = select(group[1], group[2], group[3])
+            if pool is None:
+                heappop(heap)
+            else:
+                task, key, nxt = take(group)
+                if hold is not None and hold(task):
+                    pass  # it waits outside the queue; the next head of its group may go
+                else:
+                    try:
+                        acquire(pool, key, group[2], group[3])
+                    except DispatcherStateError as exc:
+                        # Queued while it still holds capacity: it runs already; drop it
+                        # here rather than lose the decisions of this round.
+                        log.error("task %s left the queue without a decision: %s",
+                                  key, exc)
+                    else:
+                        if assigned is not None:
+                            assigned(task, pool)
+                        decisions.append((task, pool))
+                        budget -= 1
+                if nxt is None:
+                    heappop(heap)
+                else:
+                    heapreplace(heap, (nxt, group))
+            if not heap:
+                del parts[part]
 
     def _open_heads(
         self, index: ShapeIndex, pm: AgentPoolManager
@@ -327,6 +343,7 @@ class Scheduler:
                         cursors[part] = i + 1
                     else:
                         del cursors[part]
+                picker.close()
             out.extend(later)
             if policy.time_invariant:
                 self._order_cache = (stamp, index.next_delayed_at(), out)

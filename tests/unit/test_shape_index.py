@@ -179,6 +179,7 @@ def test_fair_share_picker_matches_pick_partition() -> None:
             slow.on_assigned(task, AgentPool("p"), now)
             if rng.random() < 0.2:
                 cands.discard(rng.choice(sorted(cands)))
+        picker.close()  # the round's runners reach the policy's books here
         for i in rng.sample(range(n), min(n, 3)):
             for policy in (fast, slow):
                 policy.on_released(f"x/{i}")
