@@ -9,10 +9,8 @@ widgets; it never touches engine internals. Verbs go through the engine's contro
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -25,10 +23,12 @@ from necrocode.dispatcher.snapshot import Snapshot
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 
 from .bumps import PriorityBumper
+from .collector import CollectorPacer
 from .desktop import DesktopNotifier
+from .run import run_dashboard as run_dashboard  # the bare ``necroui`` command's entry
 from .screens.main import MUTATING_ACTIONS, MainScreen
 from .screens.modals import QuitChoice, QuitModal
 from .widgets import DashboardHeader
@@ -102,6 +102,7 @@ class NecroApp(App[QuitChoice]):
         owns_engine: bool = True,
         notify_osc: str | None = None,
         osc_write: Callable[[str], None] | None = None,
+        pace_collector: bool = False,
     ) -> None:
         super().__init__()
         # False when attached: quitting leaves the remote dispatcher and its runners alone
@@ -122,6 +123,9 @@ class NecroApp(App[QuitChoice]):
         self.desktop = DesktopNotifier(notify_osc or getattr(ui, "notify_osc", "off") or "off",
                                        osc_write or self._write_to_terminal)
         self.unacknowledged: list[Notice] = []  # failures the operator has not looked at
+        # the process's full garbage collections, paced (the necroui command; not in tests,
+        # where many apps come and go in one process)
+        self.collector = CollectorPacer() if pace_collector else None
 
     # --- lifecycle -------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -146,20 +150,32 @@ class NecroApp(App[QuitChoice]):
         if connection is not None:
             header = self.main.query_one(DashboardHeader)
             header.set_connection(None if connection.ok else connection.message)
+        new = snap is not None and (self.snapshot is None or snap.version != self.snapshot.version)
+        if new:
+            self.snapshot = snap
         try:
             with self.batch_update():
-                if snap is not None and (
-                    self.snapshot is None or snap.version != self.snapshot.version
-                ):
-                    self.snapshot = snap
-                    self.main.apply(snap)
+                if not self._dashboard_covered():
+                    if self.snapshot is not None and self.main.shown is not self.snapshot:
+                        self.main.apply(self.snapshot)
+                        if self.collector is not None:
+                            self.collector.settled()
+                    elif not new:
+                        self.main.tick()
+                if new and snap is not None:
                     self._tell(self.notices.feed(snap))
                     if isinstance(self.screen, QuitModal):
                         self.screen.set_running(len(snap.running))  # 0: closes, quits
-                else:
-                    self.main.tick()
         except NoMatches:  # the screen is being torn down (quitting)
             return
+
+    def _dashboard_covered(self) -> bool:
+        """A dialog (help, a question) is open over the dashboard. Textual draws the whole
+        dashboard again behind a dialog for every change in it (hundreds of ms at 10k tasks),
+        so the dashboard stands still until the dialog closes, then catches up at once."""
+        stack = self.screen_stack
+        return (len(stack) >= 2 and stack[-2] is self.main
+                and isinstance(stack[-1], ModalScreen))
 
     # --- engine control (threads: the engine answers within a few seconds) ------------------
     def control(self, label: str, calls: list[Callable[[], str]]) -> None:
@@ -305,8 +321,12 @@ class NecroApp(App[QuitChoice]):
     def action_help(self) -> None:
         from .screens.help import HelpScreen
 
-        if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+        if isinstance(self.screen, HelpScreen):
+            return
+        if not self.is_screen_installed("help"):
+            # built once and kept: composing its table of keys takes a few hundred ms
+            self.install_screen(HelpScreen(), "help")
+        self.push_screen("help")
 
     def action_interrupt(self) -> None:
         """ctrl+c: ask as q does; a second ctrl+c while asking stops the runners now."""
@@ -379,120 +399,3 @@ class NecroApp(App[QuitChoice]):
         for sort_id in ("task", "skill", "priority", "wait", "tenant"):
             yield SystemCommand(f"Sort by {sort_id}", "the focused table",
                                 lambda s=sort_id: main.action_sort(s))
-
-
-def run_dashboard(config: DispatcherConfig, *, demo: bool = False, read_only: bool = False,
-                  agents: bool = False) -> int:
-    """Start the engine, run the dashboard, stop the engine as the operator chose. Exit code.
-
-    Textual draws on stderr: when stderr is redirected but a terminal is there (stdout or
-    /dev/tty), the dashboard could not show, so say so on stdout and return 2 at once.
-    """
-    if _stderr_redirected():
-        print("necroui draws on stderr; it is redirected, so the dashboard cannot show. "
-              "Use --no-tui for headless output", flush=True)
-        return 2
-    from necrocode.dispatcher.core import DispatcherCore
-
-    if demo:
-        from .demo import demo_config
-
-        config = demo_config(config)
-    engine = DispatcherCore(config)
-    notice: str | None = None
-    if demo:
-        from .demo import prepare_demo
-
-        notice = prepare_demo(engine, agents=agents).hint
-    engine.start()  # its notify: hooks run off the engine and UI threads
-    choice: QuitChoice | None = None
-    try:
-        app = NecroApp(engine, read_only=read_only, notice=notice)
-        choice = app.run()
-    finally:
-        _stop_engine(engine, config, choice)
-    return 0
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream is not None and stream.isatty())
-    except (AttributeError, ValueError, OSError):
-        return False
-
-
-def _stderr_redirected() -> bool:
-    """stderr is not a terminal while stdout or the controlling terminal (/dev/tty) is."""
-    if _isatty(sys.stderr) or os.environ.get("TEXTUAL_DRIVER"):
-        return False  # a terminal, or a driver of its own (textual-serve's web driver)
-    if _isatty(sys.stdout):
-        return True
-    try:
-        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
-    except OSError:
-        return False
-    os.close(fd)
-    return True
-
-
-def _stop_engine(engine: Any, config: DispatcherConfig, choice: QuitChoice | None) -> None:
-    """Stop the engine per the quit choice, saying on the terminal what happens.
-
-    Waiting prints a status line each time the number of runners changes and a closing line;
-    ctrl+c while waiting stops the runners now.
-    """
-    timeout = config.graceful_shutdown_timeout
-    running = _running_count(engine)
-    try:
-        if choice is QuitChoice.LEAVE:
-            engine.stop(timeout=0, leave_running=True)
-            _say(f"left {running} runner(s) running; the next start adopts them" if running
-                 else "stopped")
-        elif choice is QuitChoice.STOP:
-            engine.stop(timeout=0)
-            _say(f"stopped {running} runner(s); their tasks go back to ready" if running
-                 else "stopped")
-        elif not running:
-            engine.stop(timeout=timeout)
-            _say("stopped")
-        else:
-            done = threading.Event()
-            _say(f"waiting for {running} runner(s) to finish (up to {timeout:g}s)… "
-                 "ctrl+c to stop them now")
-            watcher = threading.Thread(target=_watch_runners, args=(engine, running, done),
-                                       name="necroui-wait", daemon=True)
-            watcher.start()
-            try:
-                engine.stop(timeout=timeout)
-            finally:
-                done.set()
-                watcher.join(2)
-            left = _running_count(engine)
-            _say("every runner finished; stopped" if not left
-                 else f"stopped; {left} runner(s) were stopped at the timeout")
-    except KeyboardInterrupt:
-        _say("stopping the runners now…")
-        engine.stop(timeout=0)
-        _say("stopped")
-
-
-def _say(message: str) -> None:
-    print(f"necroui: {message}", file=sys.stderr, flush=True)
-
-
-def _running_count(engine: Any) -> int:
-    try:
-        snap = engine.snapshot()
-    except Exception:  # noqa: BLE001 - stopping: a count is only informative
-        return 0
-    return len(snap.running) if snap is not None else 0
-
-
-def _watch_runners(engine: Any, running: int, done: threading.Event) -> None:
-    """While the engine drains, print the number of runners left when it changes."""
-    last = running
-    while not done.wait(0.5):
-        now = _running_count(engine)
-        if now != last and now:
-            _say(f"waiting for {now} runner(s)… ctrl+c to stop them now")
-        last = now

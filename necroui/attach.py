@@ -185,7 +185,8 @@ class RemoteEngine:
 
 def run_attached(url: str, token: str, *, read_only: bool = False) -> int:
     """The dashboard on the dispatcher at ``url`` until the operator quits; exit code."""
-    from .app import NecroApp, _stderr_redirected
+    from .app import NecroApp
+    from .run import _stderr_redirected
 
     if _stderr_redirected():
         print("necroui draws on stderr; it is redirected, so the dashboard cannot show",
@@ -194,7 +195,7 @@ def run_attached(url: str, token: str, *, read_only: bool = False) -> int:
     engine = RemoteEngine(url, token)
     engine.start()
     try:
-        NecroApp(engine, read_only=read_only, owns_engine=False).run()
+        NecroApp(engine, read_only=read_only, owns_engine=False, pace_collector=True).run()
     finally:
         engine.stop()
     return 0

@@ -30,7 +30,8 @@ from ..widgets import (
 )
 from ..widgets.footer import QuietFooter
 from ..widgets.format import state_value
-from .modals import ConfirmModal, FilterInput, PriorityModal
+from .main_verbs import DashboardVerbs
+from .modals import FilterInput
 
 if TYPE_CHECKING:
     from ..app import NecroApp
@@ -56,7 +57,7 @@ class PanelTabs(Tabs, can_focus=False):
     """The tab bar of narrow layouts (clicks and tab keys switch panels)."""
 
 
-class MainScreen(Screen[None]):
+class MainScreen(DashboardVerbs, Screen[None]):
     """The live dashboard."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -102,6 +103,8 @@ class MainScreen(Screen[None]):
         self.failed_only = False
         self._snap: Snapshot | None = None
         self._filter_timer: Timer | None = None
+        self._titles: dict[str, str] = {}  # panel id -> its title now
+        self._tab_labels: dict[str, str] = {}  # panel id -> the label its tab shows
 
     @property
     def necro(self) -> NecroApp:
@@ -140,6 +143,7 @@ class MainScreen(Screen[None]):
     def _layout_for(self, width: int, height: int) -> None:
         self.set_class(width >= WIDE_MIN[0] and height >= WIDE_MIN[1], "wide")
         if not self.wide:
+            self._label_tabs()
             self.show_panel(self._panel)
 
     @property
@@ -182,6 +186,15 @@ class MainScreen(Screen[None]):
                 self.show_panel(pid)
 
     # --- data ------------------------------------------------------------------------------------
+    @property
+    def shown(self) -> Snapshot | None:
+        """The snapshot the dashboard shows (applied last)."""
+        return self._snap
+
+    def on_screen_resume(self) -> None:
+        # back from a dialog: the snapshots that came meanwhile, once the dialog is gone
+        self.call_after_refresh(self.necro.refresh_snapshot)
+
     def apply(self, snap: Snapshot) -> None:
         """Apply a new snapshot to every panel."""
         was_paused = self.paused
@@ -243,8 +256,18 @@ class MainScreen(Screen[None]):
             box = self.query_one(f"#box-{pid}")
             if box.border_title != title:
                 box.border_title = title
-                tab = self.query_one(f"#tab-{pid}", Tab)
-                tab.label = title
+            self._titles[pid] = title
+        self._label_tabs()
+
+    def _label_tabs(self) -> None:
+        """The panels' titles on the tab bar, which only the narrow layout shows: a tab's new
+        label lays out the whole screen again, so the wide layout leaves them until narrow."""
+        if self.wide:
+            return
+        for pid, title in self._titles.items():
+            if self._tab_labels.get(pid) != title:
+                self._tab_labels[pid] = title
+                self.query_one(f"#tab-{pid}", Tab).label = title
 
     def task_tables(self) -> list[DiffTable[Any]]:
         return [self.query_one(RunningTable), self.query_one(QueueTable),
@@ -293,87 +316,11 @@ class MainScreen(Screen[None]):
     def paused(self) -> bool:
         return self._snap is not None and self._snap.state == "paused"
 
-    def action_pause_toggle(self) -> None:
-        self.necro.toggle_pause()
-
-    def action_pause(self) -> None:
-        self.necro.toggle_pause()
-
-    def action_resume(self) -> None:
-        self.necro.toggle_pause()
-
-    def _bump(self, delta: int) -> None:
-        keys = self.target_tasks()
-        if not keys:
-            self._no_task()
-            return
-        self.necro.bump_priorities(keys, delta)
-        self.clear_all_marks()
-
-    def action_priority_up(self) -> None:
-        self._bump(+1)
-
-    def action_priority_down(self) -> None:
-        self._bump(-1)
-
-    def action_priority_set(self) -> None:
-        keys = self.target_tasks()
-        if not keys:
-            self._no_task()
-            return
-        current = self.task_priority(keys[0]) if len(keys) == 1 else None
-        what = keys[0] if len(keys) == 1 else f"{len(keys)} marked tasks"
-
-        def done(value: int | None) -> None:
-            if value is not None:
-                self.necro.set_priorities([(k, value) for k in keys])
-                self.clear_all_marks()
-
-        self.app.push_screen(PriorityModal(f"Priority of {what}", current), done)
-
     def clear_all_marks(self) -> None:
         """After a bulk action: no table keeps marks (they would take the next verb too)."""
         for table in self.task_tables():
             table.clear_marks()
         self._update_titles()
-
-    def action_retry(self) -> None:
-        keys = self.target_tasks()
-        if not keys:
-            self._no_task()
-            return
-        self.necro.retry_tasks(keys)
-        self.clear_all_marks()
-
-    def action_retry_from_base(self) -> None:
-        keys = self.target_tasks()
-        if not keys:
-            self.notify("no task selected", severity="warning")
-            return
-        self.necro.retry_tasks(keys, from_base=True)
-        self.clear_all_marks()
-
-    def action_land(self) -> None:
-        keys = self.target_tasks()
-        if not keys:
-            self.notify("no task selected", severity="warning")
-            return
-        self.necro.land_tasksets(sorted({key.rpartition("/")[0] for key in keys}))
-        self.clear_all_marks()
-
-    def action_cancel(self) -> None:
-        keys = self.target_tasks()
-        if not keys:
-            self._no_task()
-            return
-        what = keys[0] if len(keys) == 1 else f"{len(keys)} marked tasks"
-
-        def done(yes: bool | None) -> None:
-            if yes:
-                self.necro.cancel_tasks(keys)
-                self.clear_all_marks()
-
-        self.app.push_screen(ConfirmModal(f"Cancel {what}?", yes_label="Cancel task"), done)
 
     def action_pool_toggle(self) -> None:
         pools = self.query_one(PoolsTable)

@@ -152,7 +152,8 @@ class DiffTable(ScrollView, Generic[V], can_focus=True):
         return frozenset()
 
     def view_key(self, view: V) -> str:
-        return str(cast(Any, view).key)
+        key: str = cast(Any, view).key  # every view's key is a str: asked per row per apply
+        return key
 
     # --- queries ---------------------------------------------------------------------------------
     @property

@@ -29,6 +29,7 @@ class SortSpec:
 
     name: str
     value: Callable[[Any, float], Any]  # (view, now) -> sortable value
+    by_key: bool = False  # the value depends on the row's key only (kept while the row is)
 
 
 class RowSpec(Protocol[V_contra]):
@@ -95,6 +96,10 @@ class RowModel(Generic[V]):
         self._sigs: dict[str, Hashable] = {}
         self._search: dict[str, str] = {}
         self._last: Sequence[V] | None = None
+        # the sort's value of each row (dropped when the row changes), and which sort they are
+        self._sort_values: dict[str, Any] = {}
+        self._values_of: str | None = None
+        self._sorted_by: tuple[str, bool] | None = None  # the sort ``order`` is in
 
     # --- queries ---------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -159,6 +164,9 @@ class RowModel(Generic[V]):
         updated = added = 0
         membership = False
         shown = self.index
+        values = self._sort_values
+        drop_values = bool(values) and not (self._values_of is not None
+                                            and self.sorts[self._values_of].by_key)
         for i, view in enumerate(views):
             key = spec.view_key(view)
             new_views[key] = view
@@ -167,6 +175,8 @@ class RowModel(Generic[V]):
             if old is not None and not force:
                 if old is view:
                     continue
+                if drop_values:
+                    values.pop(key, None)
                 row = cells.get(key)
                 if row is not None:
                     row.view = view  # positions and times: the next tick compares them
@@ -177,6 +187,7 @@ class RowModel(Generic[V]):
             if old is not None and not force and sig == sigs.get(key):
                 continue
             sigs[key] = sig
+            values.pop(key, None)
             if self.flags is not None:
                 self._set_flags(key, self.flags(view))
             self._search.pop(key, None)
@@ -199,6 +210,7 @@ class RowModel(Generic[V]):
             if key in self._flags:
                 self._set_flags(key, frozenset())
             sigs.pop(key, None)
+            self._sort_values.pop(key, None)
             self._search.pop(key, None)
             cells.pop(key, None)
             self.marked.discard(key)
@@ -249,7 +261,7 @@ class RowModel(Generic[V]):
         """Show only rows whose text contains every word of ``text`` (case-insensitive)."""
         self.filter_text = text.strip().lower()
         before = set(self.order)
-        reordered = self._reorder(always=True)
+        reordered = self._reorder(always=True, resort=True)
         after = self.index
         return Change(added=sum(1 for k in after if k not in before),
                       removed=sum(1 for k in before if k not in after), reordered=reordered)
@@ -274,21 +286,41 @@ class RowModel(Generic[V]):
         elif key in self.views:
             self.marked.add(key)
 
-    def _desired(self) -> list[str]:
+    def _desired(self, resort: bool) -> list[str]:
         rank = self.rank
-        keys = ([k for k in rank if self.matches(k)] if self.filter_text or self.only
-                else list(rank))
         if self.sort_id is None:
+            keys = ([k for k in rank if self.matches(k)] if self.filter_text or self.only
+                    else list(rank))
             return keys[::-1] if self.sort_reverse else keys
+        sort = (self.sort_id, self.sort_reverse)
+        if resort or self._sorted_by != sort:
+            keys = ([k for k in rank if self.matches(k)] if self.filter_text or self.only
+                    else list(rank))
+        else:
+            # the same sort and filter as the rows shown: start from their order (nearly
+            # sorted already, so the sort below is about one comparison per row), less the
+            # rows gone, plus the rows arrived or changed
+            shown = self.index
+            keys = [k for k in self.order if k in rank]
+            if self.filter_text or self.only:
+                keys = [k for k in keys if self.matches(k)]
+            keys += [k for k in rank if k not in shown and self.matches(k)]
+        self._sorted_by = sort
+        values = self._sort_values
+        if self._values_of != self.sort_id:
+            values.clear()
+            self._values_of = self.sort_id
         value = self.sorts[self.sort_id].value
         views, now = self.views, self.clock()
-        return sorted(keys, key=lambda k: (value(views[k], now), rank[k]),
-                      reverse=self.sort_reverse)
+        for k in keys:
+            if k not in values:
+                values[k] = value(views[k], now)
+        return sorted(keys, key=lambda k: (values[k], rank[k]), reverse=self.sort_reverse)
 
-    def _reorder(self, *, always: bool) -> bool:
+    def _reorder(self, *, always: bool, resort: bool = False) -> bool:
         if not always:
             return False
-        desired = self._desired()
+        desired = self._desired(resort)
         if desired == self.order:
             return False
         self.order = desired

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Hashable
-from functools import lru_cache
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from necrocode.dispatcher.graph import natural_key
 from necrocode.dispatcher.snapshot import (
     FinishedTaskView,
     PendingReason,
@@ -32,10 +31,24 @@ from .format import (
 _INF = float("inf")
 
 
-@lru_cache(maxsize=65536)
-def _natural(key: str) -> tuple[Any, ...]:
-    """natural_key of a task key, cached: a T sort of 10k rows no longer splits 10k keys."""
-    return tuple(tuple(part) for part in natural_key(key))
+_DIGITS = re.compile(r"(\d+)")
+
+
+def _natural(key: str) -> str:
+    """A string that sorts as :func:`natural_key` does (``fe.9`` before ``fe.10``, a taskset's
+    tasks before the next taskset's), compared at C speed: per part (taskset, id), digit runs
+    as ``\x01`` + their length + their digits, texts as ``\x02`` + the text, ``\x00`` at the
+    part's end (a shorter part first). Kept per row by the model (``by_key``)."""
+    out: list[str] = []
+    for part in key.split("/", 1):
+        for i, piece in enumerate(_DIGITS.split(part)):
+            if i % 2:
+                digits = str(int(piece))
+                out.append(f"\x01{chr(len(digits) + 32)}{digits}")
+            else:
+                out.append("\x02" + piece)
+        out.append("\x00")
+    return "".join(out)
 
 #: Colours of pending reasons: red when the task can never run as things stand.
 _PENDING_STYLES: dict[PendingReason, str] = {
@@ -86,7 +99,7 @@ class QueueTable(DiffTable[QueuedTaskView]):
         Column("pending", "pending reason", width=36, flex=True),
     )
     SORTS: ClassVar[dict[str, SortSpec]] = {
-        "task": SortSpec("task", lambda v, now: _natural(v.key)),
+        "task": SortSpec("task", lambda v, now: _natural(v.key), by_key=True),
         "skill": SortSpec("skill", lambda v, now: (v.skill, -v.priority)),
         "priority": SortSpec("priority", lambda v, now: -v.priority),
         "wait": SortSpec("wait", lambda v, now: v.ready_at if v.ready_at else v.created_at),
@@ -148,7 +161,7 @@ class RunningTable(DiffTable[RunningTaskView]):
         Column("progress", "progress", width=16, flex=True),
     )
     SORTS: ClassVar[dict[str, SortSpec]] = {
-        "task": SortSpec("task", lambda v, now: _natural(v.key)),
+        "task": SortSpec("task", lambda v, now: _natural(v.key), by_key=True),
         "skill": SortSpec("skill", lambda v, now: (v.skill, -v.priority)),
         "priority": SortSpec("priority", lambda v, now: -v.priority),
         "wait": SortSpec("wait", lambda v, now: v.started_at),
@@ -207,7 +220,7 @@ class FinishedTable(DiffTable[FinishedTaskView]):
     )
     FOLLOW_HEAD: ClassVar[bool] = True  # the newest on top stay in view
     SORTS: ClassVar[dict[str, SortSpec]] = {
-        "task": SortSpec("task", lambda v, now: _natural(v.key)),
+        "task": SortSpec("task", lambda v, now: _natural(v.key), by_key=True),
         "wait": SortSpec("wait", lambda v, now: -(v.duration or 0.0)),
         "skill": SortSpec("skill", lambda v, now: state_value(v.state)),
         "priority": SortSpec("priority", lambda v, now: -(v.finished_at or 0.0)),

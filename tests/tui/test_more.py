@@ -12,7 +12,7 @@ from necroui_fakes import FakeEngine, demo_tasks
 from textual.widgets import RichLog
 from tui_helpers import make_app, select, settle
 
-from necroui.app import _stop_engine
+from necroui.run import _stop_engine
 from necroui.screens.detail import TaskDetailScreen
 from necroui.screens.graph import FULL_LIMIT, GraphScreen
 from necroui.screens.modals import QuitChoice

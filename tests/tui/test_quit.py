@@ -11,7 +11,7 @@ from necroui_fakes import FakeEngine
 from textual.widgets import Label
 from tui_helpers import make_app, settle
 
-from necroui.app import _stop_engine
+from necroui.run import _stop_engine
 from necroui.screens.modals import QuitChoice, QuitModal
 
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 from necrocode.dispatcher.config import DispatcherConfig
 
-from necroui import app as app_module
+from necroui import run as app_module
 
 
 class _Terminal(io.StringIO):
