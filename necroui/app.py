@@ -20,6 +20,7 @@ from necrocode.dispatcher.config import DispatcherConfig
 from necrocode.dispatcher.errors import DispatcherError
 from necrocode.dispatcher.notify import Notice, NoticeDeriver
 from necrocode.dispatcher.snapshot import Snapshot
+from textual import events
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
@@ -34,6 +35,11 @@ from .screens.modals import QuitChoice, QuitModal
 from .widgets import DashboardHeader
 
 log = logging.getLogger(__name__)
+
+#: While keys come, a new snapshot waits until none came for this long (seconds)…
+KEYS_QUIET = 0.3
+#: …or until the one shown is this old.
+KEYS_FIRST = 2.0
 
 
 class EngineLike(Protocol):
@@ -126,6 +132,8 @@ class NecroApp(App[QuitChoice]):
         # the process's full garbage collections, paced (the necroui command; not in tests,
         # where many apps come and go in one process)
         self.collector = CollectorPacer() if pace_collector else None
+        self._key_at = 0.0  # time.monotonic() of the last key pressed
+        self._applied_at = 0.0  # of the last snapshot applied to the dashboard
 
     # --- lifecycle -------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -135,7 +143,21 @@ class NecroApp(App[QuitChoice]):
         if self.notice:
             self.notify(self.notice, severity="warning", timeout=12)
         self.call_after_refresh(self.refresh_snapshot)
-        self.set_interval(self.refresh_interval, self.refresh_snapshot, name="snapshot")
+        self.set_interval(self.refresh_interval, self._refresh_tick, name="snapshot")
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key):
+            self._key_at = time.monotonic()
+        await super().on_event(event)
+
+    def _refresh_tick(self) -> None:
+        """The timer's refresh. While keys come (one in the last :data:`KEYS_QUIET` s), a new
+        snapshot waits, up to :data:`KEYS_FIRST` s: applying one to 10k rows and drawing it
+        takes the interpreter for a while, and the keys' own frames come first."""
+        now = time.monotonic()
+        if now - self._key_at < KEYS_QUIET and now - self._applied_at < KEYS_FIRST:
+            return
+        self.refresh_snapshot()
 
     def refresh_snapshot(self) -> None:
         """Take the engine's newest snapshot; apply it if new, else let the clock tick."""
@@ -158,6 +180,7 @@ class NecroApp(App[QuitChoice]):
                 if not self._dashboard_covered():
                     if self.snapshot is not None and self.main.shown is not self.snapshot:
                         self.main.apply(self.snapshot)
+                        self._applied_at = time.monotonic()
                         if self.collector is not None:
                             self.collector.settled()
                     elif not new:

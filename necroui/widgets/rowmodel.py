@@ -159,22 +159,24 @@ class RowModel(Generic[V]):
             return Change()
         self._last = views
         old_views, sigs, cells, spec = self.views, self._sigs, self.cells, self.spec
-        new_views: dict[str, V] = {}
-        rank: dict[str, int] = {}
+        # keys, rows by key and ranks at C speed; the loop below sees only the views that are
+        # not the very objects shown already (at 10k rows a busy snapshot changes dozens)
+        view_key = spec.view_key
+        keys = [view_key(view) for view in views]
+        new_views: dict[str, V] = dict(zip(keys, views, strict=True))
+        rank: dict[str, int] = dict(zip(keys, range(len(keys)), strict=True))
+        seen = old_views.get
+        fresh = (list(new_views.items()) if force
+                 else [(k, v) for k, v in new_views.items() if seen(k) is not v])
         updated = added = 0
         membership = False
         shown = self.index
         values = self._sort_values
         drop_values = bool(values) and not (self._values_of is not None
                                             and self.sorts[self._values_of].by_key)
-        for i, view in enumerate(views):
-            key = spec.view_key(view)
-            new_views[key] = view
-            rank[key] = i
+        for key, view in fresh:
             old = old_views.get(key)
             if old is not None and not force:
-                if old is view:
-                    continue
                 if drop_values:
                     values.pop(key, None)
                 row = cells.get(key)
@@ -222,8 +224,8 @@ class RowModel(Generic[V]):
             before = self.index
             reordered = self._reorder(always=True)
             after = self.index
-            return Change(added=sum(1 for k in after if k not in before),
-                          removed=sum(1 for k in before if k not in after),
+            return Change(added=len(after.keys() - before.keys()),
+                          removed=len(before.keys() - after.keys()),
                           updated=updated, reordered=reordered)
         # positions changed in the snapshot order: re-sort only without a sort of our own
         reordered = self._reorder(always=self.sort_id is None or bool(updated))
@@ -260,11 +262,11 @@ class RowModel(Generic[V]):
     def set_filter(self, text: str) -> Change:
         """Show only rows whose text contains every word of ``text`` (case-insensitive)."""
         self.filter_text = text.strip().lower()
-        before = set(self.order)
+        before = self.index
         reordered = self._reorder(always=True, resort=True)
         after = self.index
-        return Change(added=sum(1 for k in after if k not in before),
-                      removed=sum(1 for k in before if k not in after), reordered=reordered)
+        return Change(added=len(after.keys() - before.keys()),
+                      removed=len(before.keys() - after.keys()), reordered=reordered)
 
     def set_only(self, only: Callable[[Any], bool] | None) -> Change:
         """Show only rows whose view passes ``only`` (None: all), besides the filter words."""
@@ -289,6 +291,7 @@ class RowModel(Generic[V]):
     def _desired(self, resort: bool) -> list[str]:
         rank = self.rank
         if self.sort_id is None:
+            self._sorted_by = None
             keys = ([k for k in rank if self.matches(k)] if self.filter_text or self.only
                     else list(rank))
             return keys[::-1] if self.sort_reverse else keys
@@ -324,7 +327,7 @@ class RowModel(Generic[V]):
         if desired == self.order:
             return False
         self.order = desired
-        self.index = {k: i for i, k in enumerate(desired)}
+        self.index = dict(zip(desired, range(len(desired)), strict=True))
         return True
 
     # --- cursor ----------------------------------------------------------------------------------
