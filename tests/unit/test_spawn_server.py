@@ -9,8 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,17 +17,10 @@ from necrocode.dispatcher.launchers import procfs
 from necrocode.dispatcher.launchers.base import LaunchEnvironment
 from necrocode.dispatcher.launchers.local import EXIT_FILE, LocalProcessLauncher
 from necrocode.dispatcher.models import AgentPool, Runner, Slot, Task
+from support import wait_until
 
 PY = sys.executable
 POOL = AgentPool(name="local")
-
-
-def wait_for(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def py_task(code: str, tid: str = "1") -> Task:
@@ -70,7 +62,7 @@ def test_the_agent_is_the_servers_child_and_its_status_is_on_disk_when_it_ends(
     assert server is not None and ppid_of(pid) == server  # one exec: no shell in between
     if runner.details.get("cgroup"):  # it started inside its runner's cgroup
         assert Path(f"/proc/{pid}/cgroup").read_text().strip().endswith(runner.runner_id)
-    wait_for(lambda: ended(launcher, runner), what="the agent to end")
+    wait_until(lambda: ended(launcher, runner), what="the agent to end")
     result = launcher.poll(runner)
     assert result is not None and result.exit_code == 3
     status = json.loads((Path(runner.attempt_dir or "") / EXIT_FILE).read_text())
@@ -116,9 +108,9 @@ def test_the_server_outlives_its_dispatcher_and_records_what_ends_meanwhile(
     server = int(info["server"])
     assert procfs.same_process(server, None)  # the Dispatcher is gone, the server is not
     exit_file = Path(info["dir"]) / EXIT_FILE
-    wait_for(exit_file.exists, what="the status of the run that ended meanwhile")
+    wait_until(exit_file.exists, what="the status of the run that ended meanwhile")
     assert json.loads(exit_file.read_text())["exit_code"] == 5
-    wait_for(lambda: not procfs.same_process(server, None), what="the server to exit")
+    wait_until(lambda: not procfs.same_process(server, None), what="the server to exit")
 
 
 def test_when_the_server_is_gone_runs_are_still_watched_and_new_ones_start(
@@ -127,13 +119,13 @@ def test_when_the_server_is_gone_runs_are_still_watched_and_new_ones_start(
     server = launcher.spawn_server_pid
     assert server is not None
     os.kill(server, signal.SIGKILL)
-    wait_for(lambda: launcher.spawn_server_pid is None, what="the launcher to see it gone")
+    wait_until(lambda: launcher.spawn_server_pid is None, what="the launcher to see it gone")
     assert launcher.poll(running) is None  # still running, now watched as an adopted one
     other = tmp_path / "slot2"
     other.mkdir()
     later = launcher.launch(py_task("raise SystemExit(0)", "5"),
                             Slot("scratch/1", str(other)), POOL)
-    wait_for(lambda: ended(launcher, later), what="the later run to end")
+    wait_until(lambda: ended(launcher, later), what="the later run to end")
     assert launcher.poll(later).exit_code == 0  # type: ignore[union-attr]
     assert launcher.stop(running, grace=1.0).confirmed
     assert not procfs.same_process(int(running.handle or 0), None)
@@ -146,6 +138,6 @@ def test_the_server_exits_once_its_dispatcher_let_go_and_its_last_child_ended(
     assert server is not None
     launcher.close()  # the Dispatcher stops; its runner is left to end (or be adopted)
     assert procfs.same_process(server, None)
-    wait_for(lambda: not procfs.same_process(int(runner.handle or 0), None),
+    wait_until(lambda: not procfs.same_process(int(runner.handle or 0), None),
              what="the runner to end")
-    wait_for(lambda: not procfs.same_process(server, None), what="the server to exit")
+    wait_until(lambda: not procfs.same_process(server, None), what="the server to exit")
