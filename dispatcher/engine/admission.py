@@ -75,6 +75,7 @@ class Admission:
             if key in self.queue:
                 self.queue.remove(key)
                 self._dirty = True
+                self._views.touch(key)
             self._no_slot.pop(key, None)
             self._conflicts.pop(key, None)
             self._conflict_seen.pop(key, None)
@@ -101,6 +102,7 @@ class Admission:
             return
         self.queue.enqueue(task)  # new, or replaces the queued copy (keeps its FIFO place)
         self._dirty = True
+        self._views.touch(key)
 
     def enqueue(self, task: Task) -> None:
         """Offer a READY task to the next round."""
@@ -113,6 +115,7 @@ class Admission:
         """The task left the queue for good (cancelled, settled elsewhere)."""
         if key in self.queue:
             self.queue.remove(key)
+            self._views.touch(key)
         self._no_slot.pop(key, None)
         self._conflicts.pop(key, None)
         self._conflict_seen.pop(key, None)

@@ -5,14 +5,14 @@ Per-task views are cached and rebuilt only for tasks that changed since the last
 snapshot derives positions from its order on demand, :meth:`Snapshot.position_of`), so a
 dispatch that moves every task up one place changes no view and a console redraws no row for
 it. The dispatch order of the whole queue (and every pending reason) is recomputed on every
-snapshot for small queues and at most once a second for big ones; in between, tasks that left
-are dropped from the cached order and capacity reasons are updated when the pools changed (per
-task shape), so 10,000 queued tasks do not make the engine lag.
+snapshot for small queues and at most once a second for big ones; in between, the
+:class:`~.queued_layout.QueuedLayout` keeps every task's place and is told only the views that
+changed, and capacity reasons are updated when the pools changed (per task shape), so a
+snapshot's cost follows the changes, not the 10,000 tasks queued.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 import time
 from collections import deque
@@ -39,7 +39,8 @@ from .health import EngineHealth
 from .landings import Landings
 from .launch_plane import LaunchPlane
 from .ownership import Ownership
-from .queued_views import queued_view, rest_order, shows, view_with
+from .queued_layout import QueuedLayout
+from .queued_views import queued_view, shows, view_with
 from .reconciler import Reconciler
 from .runner_table import RunnerTable
 from .runs import run_number_of
@@ -50,7 +51,6 @@ from .work_step import COMMITTING, WorkStep
 
 logger = logging.getLogger(__name__)
 
-REST_RESORT_LIMIT = 256  # rebuilt views above which the rest of the queue is sorted anew
 FULL_REFRESH_SMALL = 200  # queues up to this size get positions recomputed every snapshot
 FINISHED_KEEP = 200
 _QUEUED_STATES = (TaskState.READY, TaskState.BLOCKED)
@@ -102,7 +102,8 @@ class SnapshotBuilder:
         self.version = 0
         self._queued: dict[str, QueuedTaskView] = {}  # every queued task's, after a build
         self._finished: dict[str, FinishedTaskView] = {}
-        self._order: list[str] = []  # READY keys in dispatch order (last full refresh)
+        self._layout = QueuedLayout()  # the views in the order a snapshot shows them
+        self._resetting = False  # a full refresh: the layout is rebuilt after the views
         self._reason_stamp: object = None
         # READY views whose reason is the scheduler's capacity answer for their shape: when the
         # pools change, only the shapes whose answer changed are updated (no re-explaining)
@@ -113,11 +114,7 @@ class SnapshotBuilder:
         self._shape_task: dict[tuple[Any, ...], Task] = {}
         self._last_full = 0.0
         self._full_interval = 1.0
-        self._order_set: set[str] = set()
-        self._queued_tuple: tuple[QueuedTaskView, ...] | None = None
         self._roots_memo: dict[str, tuple[str, ...]] = {}
-        self._rest_sorted: list[QueuedTaskView] | None = None
-        self._rest_keys: set[str] = set()
         self._events: deque[TaskEvent] = deque(maxlen=EVENTS_KEEP)
         self._event_seq = 0
 
@@ -135,19 +132,23 @@ class SnapshotBuilder:
             if task is None or task.state not in _QUEUED_STATES or src.has_runner(key):
                 gone.add(key)
                 self._queued.pop(key, None)
+                self._layout.drop(key)
                 self._shape_of.pop(key, None)
         keys -= gone
         return gone
 
     def poll_events(self) -> None:
-        """Fetch registry events newer than the last seen (outside writers included)."""
+        """Fetch registry events newer than the last seen (outside writers included): the
+        newest :data:`EVENTS_KEEP` of them, which is all a snapshot shows (a backlog — a
+        100,000-task submit's events — is skipped, not decoded)."""
         try:
-            new = self.src.registry.get_events(after_seq=self._event_seq, limit=500)
+            new = self.src.registry.get_events(after_seq=self._event_seq, limit=EVENTS_KEEP,
+                                               newest_first=True)
         except Exception as exc:
             self.src.health.failed("event feed", exc)
             return
         self.src.health.ok("event feed")
-        for ev in new:
+        for ev in reversed(new):
             self._events.append(ev)
             if ev.seq is not None:
                 self._event_seq = max(self._event_seq, ev.seq)
@@ -203,8 +204,13 @@ class SnapshotBuilder:
         if old is not None and shows(old, task, pending, in_queue):
             return old
         view = queued_view(key, task, pending, in_queue, 0 if old is None else old.rev + 1)
-        self._queued[key] = view
+        self._set_view(key, view)
         return view
+
+    def _set_view(self, key: str, view: QueuedTaskView) -> None:
+        self._queued[key] = view
+        if not self._resetting:
+            self._layout.put(key, view)
 
     def _finished_view(self, task: Task) -> FinishedTaskView:
         pool = self.src.launches.last_pool(task.key)
@@ -272,25 +278,6 @@ class SnapshotBuilder:
         out.sort(key=lambda v: v.started_at)
         return tuple(out)
 
-    def _sorted_rest(self, rest_keys: set[str], rebuilt: set[str]) -> list[QueuedTaskView]:
-        """Queued views outside the dispatch order (BLOCKED, or READY since the last full
-        refresh), READY first, then by priority and key. The previous order is kept and only
-        the views rebuilt since are placed again (bisect), instead of sorting every BLOCKED
-        task at every snapshot."""
-        views = self._queued
-        prev = self._rest_sorted
-        moved = rebuilt & rest_keys
-        added = rest_keys - self._rest_keys
-        if prev is None or not added <= moved or len(moved) > REST_RESORT_LIMIT:
-            rest = [views[k] for k in rest_keys]
-            rest.sort(key=rest_order)
-        else:
-            rest = [v for v in prev if v.key in rest_keys and v.key not in moved]
-            for key in moved:
-                bisect.insort(rest, views[key], key=rest_order)
-        self._rest_sorted, self._rest_keys = rest, rest_keys
-        return rest
-
     def _refresh_capacity_reasons(self) -> bool:
         """The pools changed: explain each task shape again and update the views of the shapes
         whose answer changed. True when a view changed."""
@@ -313,45 +300,8 @@ class SnapshotBuilder:
             view = views.get(key)
             if answer is None or view is None or view.pending == answer:
                 continue
-            views[key] = view_with(view, pending=answer)
+            self._set_view(key, view_with(view, pending=answer))
         return True
-
-    def _assemble(self, order: list[str], rest: list[str]) -> tuple[QueuedTaskView, ...]:
-        """The queued views in dispatch order: the keys of ``order`` (the cached dispatch
-        order) still queued (with a view), then ``rest`` (READY since the last full refresh
-        first, then BLOCKED). A view is replaced only when the task entered or left the
-        dispatch queue (waiting for a slot, paths or budget outside it) without changing
-        otherwise; no view changes because others moved. One pass, membership tests on sets
-        and dict views only: this runs at every snapshot that has a change."""
-        views = self._queued
-        in_queue = self.src.admission.queue.keys()
-        ready = TaskState.READY
-        out: list[QueuedTaskView] = []
-        append = out.append
-        get = views.get
-        for key in order:
-            view = get(key)
-            if view is None:
-                continue
-            queued = view.state is ready and key in in_queue
-            if view.in_queue is not queued:
-                view = self._flip(key, view, queued)
-            append(view)
-        for key in rest:
-            view = views[key]
-            queued = view.state is ready and key in in_queue
-            if view.in_queue is not queued:
-                view = self._flip(key, view, queued)
-            append(view)
-        if self._rest_sorted is not None:
-            self._rest_sorted = [views[k] for k in rest]
-        return tuple(out)
-
-    def _flip(self, key: str, view: QueuedTaskView, queued: bool) -> QueuedTaskView:
-        """The view of a task that entered or left the dispatch queue."""
-        view = view_with(view, in_queue=queued)
-        self._queued[key] = view
-        return view
 
     # --- assembly --------------------------------------------------------------------------
     def _small(self, changed: set[str]) -> bool:
@@ -382,41 +332,40 @@ class SnapshotBuilder:
         paused = src.admission.paused
         pause_changed = paused != self._was_paused
         self._was_paused = paused
-        moved = self._refresh_capacity_reasons() if reasons_stale else False
-        structure = full or bool(changed) or bool(gone) or moved or pause_changed
+        if reasons_stale:
+            self._refresh_capacity_reasons()
+        order: list[str] = []
         if full:
             began = time.perf_counter()
             self._last_full = now
+            self._resetting = True  # the layout is rebuilt from every view below
             try:
-                ordered = src.admission.order(now)
-                self._order = [t.key for t in ordered]
+                order = [t.key for t in src.admission.order(now)]
                 src.health.ok("queue order")
             except Exception as exc:  # positions then follow the queue, not the policy
                 src.health.failed("queue order", exc)
-                self._order = [t.key for t in src.admission.queue.tasks()]
-            self._order_set = set(self._order)
+                order = [t.key for t in src.admission.queue.tasks()]
         known = src.book
-        for key in changed:
-            task = known.get(key)
-            if task is not None:
-                self._queued_view(task, now)
-        rebuilt = changed
-        if full:  # every view, each once (no set of all the keys to rebuild)
-            for key in list(views):
+        try:
+            for key in changed:
                 task = known.get(key)
-                if task is not None and key not in changed:
+                if task is not None:
                     self._queued_view(task, now)
-        elif pause_changed:
-            ready = [t for k in views if k not in changed
-                     and (t := known.get(k)) is not None and t.state is TaskState.READY]
-            for task in ready:
-                self._queued_view(task, now)
-            rebuilt = changed.union(t.key for t in ready)
-        if structure or self._queued_tuple is None:
-            rest_keys = views.keys() - self._order_set
-            rest = self._sorted_rest(rest_keys, rest_keys if full else rebuilt)
-            self._queued_tuple = self._assemble(self._order, [v.key for v in rest])
-        queued = self._queued_tuple
+            if full:  # every view, each once (no set of all the keys to rebuild)
+                for key in list(views):
+                    task = known.get(key)
+                    if task is not None and key not in changed:
+                        self._queued_view(task, now)
+            elif pause_changed:
+                for key in [k for k in views if k not in changed]:
+                    task = known.get(key)
+                    if task is not None and task.state is TaskState.READY:
+                        self._queued_view(task, now)
+        finally:
+            if self._resetting:
+                self._resetting = False
+                self._layout.reset(order, views)
+        queued = self._layout.queued()
         if full and len(views) > FULL_REFRESH_SMALL:
             # big queues: a full refresh may cost at most ~5% of the engine's time
             self._full_interval = max(1.0, 20.0 * (time.perf_counter() - began))

@@ -97,36 +97,43 @@ def test_deadlock_check_runs_only_after_a_change_it_reports_on(tmp_path: Path) -
         core.stop(timeout=0.5)
 
 
-def test_incremental_rest_order_equals_a_full_sort() -> None:
-    """The queue's BLOCKED/unordered part, kept sorted incrementally across snapshots, is in
-    exactly the order a full sort gives."""
+def test_queued_layout_kept_by_changes_equals_one_built_from_scratch() -> None:
+    """The queued views as a snapshot shows them, kept by the views that changed between full
+    refreshes (places in the dispatch order kept, the rest placed by bisection or sorted anew
+    after many changes), are exactly what assembling every view from scratch gives."""
     import random
 
-    from necrocode.dispatcher.engine.queued_views import rest_order as _rest_order
-    from necrocode.dispatcher.engine.snapshot_builder import SnapshotBuilder
+    from necrocode.dispatcher.engine.queued_layout import QueuedLayout
+    from necrocode.dispatcher.engine.queued_views import rest_order
     from necrocode.dispatcher.snapshot import Pending, PendingReason, QueuedTaskView
 
-    def view(key: str, state: TaskState, priority: int) -> QueuedTaskView:
+    def view(key: str, state: TaskState, priority: int, rev: int) -> QueuedTaskView:
         return QueuedTaskView(key=key, taskset="r", task_id=key, title="", state=state,
                               skill="", tenant="r", priority=priority, ready_at=None,
                               created_at=0.0, attempts=0,
-                              pending=Pending(PendingReason.QUEUED, ""))
+                              pending=Pending(PendingReason.QUEUED, ""), rev=rev)
 
     rng = random.Random(7)
-    builder = SnapshotBuilder.__new__(SnapshotBuilder)
-    builder._queued = {}
-    builder._rest_sorted = None
-    builder._rest_keys = set()
+    layout = QueuedLayout()
+    views: dict[str, QueuedTaskView] = {}
+    order: list[str] = []
     states = (TaskState.READY, TaskState.BLOCKED)
-    for step in range(200):
-        rebuilt: set[str] = set()
-        for _ in range(rng.choice((0, 1, 3, 40))):
-            key = f"r/{rng.randrange(300)}"
-            if rng.random() < 0.2:
-                builder._queued.pop(key, None)
+    for step in range(400):
+        if step % 50 == 0:  # a full refresh: a new dispatch order of some of the keys
+            order = rng.sample(sorted(views), k=len(views) // 2) if views else []
+            layout.reset(order, views)
+        for _ in range(rng.choice((0, 1, 3, 40, 300))):
+            key = f"r/{rng.randrange(400)}"
+            if rng.random() < 0.25:
+                views.pop(key, None)
+                layout.drop(key)
             else:
-                builder._queued[key] = view(key, rng.choice(states), rng.randrange(3))
-            rebuilt.add(key)
-        keys = {k for k in builder._queued if rng.random() < 0.95 or step % 7}
-        got = builder._sorted_rest(keys, rebuilt)
-        assert got == sorted((builder._queued[k] for k in keys), key=_rest_order)
+                views[key] = view(key, rng.choice(states), rng.randrange(3), step)
+                layout.put(key, views[key])
+        placed = set(order)
+        expected = [views[k] for k in order if k in views]
+        expected += sorted((v for k, v in views.items() if k not in placed), key=rest_order)
+        got = layout.queued()
+        assert [v.key for v in got] == [v.key for v in expected]
+        assert all(a is b for a, b in zip(got, expected, strict=True))
+
