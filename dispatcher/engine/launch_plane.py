@@ -375,7 +375,7 @@ class LaunchPlane:
         """A runner could not start: release everything, then retry with backoff or fail."""
         p = self._p
         if slot is not None:
-            p.workspaces.release(task.key, slot.slot_id)
+            p.workspaces.release(task.key, slot)
         p.admission.give_back(pool.name, task)
         extra = log_extra(task=task.key, pool=pool.name)
         if _task_fault(task, pool, exc):  # the task's mistake: the pool stays healthy

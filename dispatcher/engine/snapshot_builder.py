@@ -5,10 +5,10 @@ Per-task views are cached and rebuilt only for tasks that changed since the last
 snapshot derives positions from its order on demand, :meth:`Snapshot.position_of`), so a
 dispatch that moves every task up one place changes no view and a console redraws no row for
 it. The dispatch order of the whole queue (and every pending reason) is recomputed on every
-snapshot for small queues and at most once a second for big ones; in between, the
-:class:`~.queued_layout.QueuedLayout` keeps every task's place and is told only the views that
-changed, and capacity reasons are updated when the pools changed (per task shape), so a
-snapshot's cost follows the changes, not the 10,000 tasks queued.
+snapshot for small queues and, for big ones, at most once a second and at most 2% of a core;
+in between, the :class:`~.queued_layout.QueuedLayout` keeps every task's place and is told
+only the views that changed, and capacity reasons are updated when the pools changed (per
+task shape), so a snapshot's cost follows the changes, not the 10,000 tasks queued.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from .work_step import COMMITTING, WorkStep
 logger = logging.getLogger(__name__)
 
 FULL_REFRESH_SMALL = 200  # queues up to this size get positions recomputed every snapshot
+FULL_REFRESH_SHARE = 50.0  # bigger ones: at most every 50 times what the last one cost
 FINISHED_KEEP = 200
 _QUEUED_STATES = (TaskState.READY, TaskState.BLOCKED)
 EVENTS_KEEP = 200
@@ -336,7 +337,7 @@ class SnapshotBuilder:
             self._refresh_capacity_reasons()
         order: list[str] = []
         if full:
-            began = time.perf_counter()
+            began = time.thread_time()
             self._last_full = now
             self._resetting = True  # the layout is rebuilt from every view below
             try:
@@ -367,8 +368,9 @@ class SnapshotBuilder:
                 self._layout.reset(order, views)
         queued = self._layout.queued()
         if full and len(views) > FULL_REFRESH_SMALL:
-            # big queues: a full refresh may cost at most ~5% of the engine's time
-            self._full_interval = max(1.0, 20.0 * (time.perf_counter() - began))
+            # big queues: a full refresh may cost at most ~2% of a core (its CPU time, so a
+            # busy machine does not stretch it)
+            self._full_interval = max(1.0, FULL_REFRESH_SHARE * (time.thread_time() - began))
 
         finished: list[FinishedTaskView] = []
         seen: set[str] = set()

@@ -155,7 +155,7 @@ class Supervisor:
 
     def _work_settled(self, key: str, slot: Slot, done: Task | None) -> None:
         p = self._p
-        p.workspaces.release(key, slot.slot_id)
+        p.workspaces.release(key, slot)
         p.views.touch(key)
         p.admission.slot_may_have_freed()
         if done is not None and done.state is TaskState.DONE:
@@ -230,7 +230,7 @@ class Supervisor:
                            exc_info=True, extra=log_extra(task=rec.key, runner=rec.runner_id,
                                                           pool=rec.pool))
         if rec.slot is not None and rec.slot.slot_id and not keep_slot:
-            p.workspaces.release(rec.key, rec.slot.slot_id)
+            p.workspaces.release(rec.key, rec.slot)
         p.admission.runner_ended(rec.pool.name, rec.task, max(0.0, time.time() - rec.started_at))
         p.views.touch(rec.key)
         p.admission.slot_may_have_freed()

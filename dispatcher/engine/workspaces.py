@@ -69,11 +69,14 @@ class Workspaces:
                            extra=log_extra(task=key))
             return False
 
-    def release(self, key: str, slot_id: str) -> None:
-        """Release the slot of a runner that is gone, in a worker; the task's next launch
-        waits until it is done."""
+    def release(self, key: str, slot: Slot) -> None:
+        """Release the slot of a runner that is gone. A worktree is released in a worker (git
+        lets go of its branch), and the task's next launch waits until it is done; a scratch
+        slot's release only records it free (it is emptied when it is next allocated), so it
+        is done here, without a thread hand-off and a command back per task."""
+        slot_id = slot.slot_id
         workers = self._workers
-        if workers is None:
+        if workers is None or slot.repo is None:
             self.release_now(slot_id, key)
             return
         self._releasing[key] = self._releasing.get(key, 0) + 1
