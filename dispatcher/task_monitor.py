@@ -12,7 +12,7 @@ import threading
 
 from .config import DispatcherConfig
 from .models import Task, TaskState
-from .registry.base import TaskRegistry
+from .registry.base import KnownVersion, TaskRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +40,15 @@ class TaskMonitor:
         self.seq = 0  # last change sequence seen
         self._lock = threading.Lock()
 
-    def poll_changes(self) -> list[Task]:
-        """Every task changed since the last poll (newest state of each), in sequence order."""
+    def poll_changes(self, known: KnownVersion | None = None) -> list[Task]:
+        """Every task changed since the last poll (newest state of each), in sequence order;
+        with ``known``, the versions it says the caller holds may be left out."""
         with self._lock:
             out: list[Task] = []
             while True:
-                batch = self.registry.changes_since(self.seq, limit=self.batch_size)
+                batch = self.registry.changes_since(self.seq, limit=self.batch_size,
+                                                    known=known) if known is not None \
+                    else self.registry.changes_since(self.seq, limit=self.batch_size)
                 out.extend(batch.tasks)
                 advanced = batch.seq > self.seq
                 self.seq = max(self.seq, batch.seq)

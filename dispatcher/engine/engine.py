@@ -145,6 +145,18 @@ class Engine:
         self.note(task)
         self._registry_dirty = True
 
+    def _holds(self, key: str, state: str, updated_at: float | None) -> bool:
+        """The echo of our own assignment: the TaskBook has this RUNNING version already and
+        its runner is ours (launching or running), so :meth:`_apply_change` would do nothing
+        with it. Other echoes are applied: a retry's READY, a settlement, a cancel place the
+        task where its state says."""
+        if state != "running" or updated_at is None:
+            return False
+        task = self.parts.book.get(key)
+        return task is not None and task.updated_at == updated_at \
+            and task.state is TaskState.RUNNING and key not in self.parts.reconciler \
+            and (key in self.launches or self.parts.runners.has_task(key))
+
     def registry_changed(self) -> None:
         """Someone else moved a task: poll the registry at the next iteration."""
         self._registry_dirty = True
@@ -400,7 +412,7 @@ class Engine:
         if self._registry_dirty or now >= self._next_poll:
             self._registry_dirty = False
             self._next_poll = now + max(0.05, float(p.config.poll_interval))
-            for task in self._monitor.poll_changes():
+            for task in self._monitor.poll_changes(self._holds):
                 self._apply_change(task, now)
         p.admission.release_due(now)
         if len(p.runners):

@@ -11,7 +11,7 @@ behaviour, for unit tests). One behaviour test suite runs against both.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -76,6 +76,10 @@ class SubmitResult:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     ready: list[str] = field(default_factory=list)  # keys READY after the submit
+
+
+#: ``known(key, state value, updated_at)``: whether the caller already holds that version.
+KnownVersion = Callable[[str, str, float | None], bool]
 
 
 @dataclass
@@ -175,10 +179,14 @@ class TaskRegistry(Protocol):
         """The latest change sequence number."""
         ...
 
-    def changes_since(self, seq: int, limit: int | None = None) -> ChangeBatch:
+    def changes_since(self, seq: int, limit: int | None = None, *,
+                      known: KnownVersion | None = None) -> ChangeBatch:
         """Tasks whose latest change is after ``seq``, in sequence order.
 
-        Costs O(changes), not O(tasks): implementations index the sequence.
+        Costs O(changes), not O(tasks): implementations index the sequence. ``known(key,
+        state, updated_at)`` True: the caller holds that version already (its own write's
+        echo); an implementation may leave such a task out of ``tasks`` (the sequence still
+        moves past it) instead of decoding it again.
         """
         ...
 

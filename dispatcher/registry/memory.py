@@ -35,7 +35,7 @@ from ._common import (
     sort_tasks,
 )
 from ._submit_plan import plan_submit
-from .base import ChangeBatch, SubmitResult
+from .base import ChangeBatch, KnownVersion, SubmitResult
 
 
 class MemoryRegistry:
@@ -280,8 +280,10 @@ class MemoryRegistry:
         with self._lock:
             return self._seq
 
-    def changes_since(self, seq: int, limit: int | None = None) -> ChangeBatch:
-        """Tasks whose latest change is after ``seq``, in sequence order."""
+    def changes_since(self, seq: int, limit: int | None = None, *,
+                      known: KnownVersion | None = None) -> ChangeBatch:
+        """Tasks whose latest change is after ``seq``, in sequence order (``known`` is not
+        asked: nothing is decoded here)."""
         with self._lock:
             out: list[Task] = []
             last = seq

@@ -40,7 +40,7 @@ from ._common import (
     sort_tasks,
 )
 from ._submit_plan import normalize_tasks, plan_submit
-from .base import ChangeBatch, SubmitResult
+from .base import ChangeBatch, KnownVersion, SubmitResult
 from .necrocode_cache import SpecCache
 from .necrocode_events import EventLog
 from .necrocode_format import new_head, set_head_info
@@ -345,8 +345,10 @@ class NecroCodeRegistry:
             self._events.refresh()
             return self._seq
 
-    def changes_since(self, seq: int, limit: int | None = None) -> ChangeBatch:
-        """Tasks whose latest change is after ``seq``, in sequence order."""
+    def changes_since(self, seq: int, limit: int | None = None, *,
+                      known: KnownVersion | None = None) -> ChangeBatch:
+        """Tasks whose latest change is after ``seq``, in sequence order (``known`` is not
+        asked: the files are read as a whole anyway)."""
         with self._lock:
             self._cache.refresh()
             if self._cache.unsettled:

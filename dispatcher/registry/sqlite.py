@@ -41,7 +41,7 @@ from ._common import (
     with_seq,
 )
 from ._submit_plan import created_event_rows, plan_submit
-from .base import ChangeBatch, SubmitResult
+from .base import ChangeBatch, KnownVersion, SubmitResult
 from .sqlite_file import SQLiteFile
 
 log = logging.getLogger(__name__)
@@ -408,8 +408,10 @@ class SQLiteRegistry:
         row = self._conn().execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()
         return int(row[0])
 
-    def changes_since(self, seq: int, limit: int | None = None) -> ChangeBatch:
-        """Tasks whose latest change is after ``seq``, in sequence order (index on seq)."""
+    def changes_since(self, seq: int, limit: int | None = None, *,
+                      known: KnownVersion | None = None) -> ChangeBatch:
+        """Tasks whose latest change is after ``seq``, in sequence order (index on seq);
+        the rows ``known`` already holds are not decoded."""
         if limit is not None and limit <= 0:
             return ChangeBatch([], seq)
         self.check_present()
@@ -421,7 +423,8 @@ class SQLiteRegistry:
                 f"SELECT {_sql.TASK_COLUMNS} FROM tasks WHERE seq > ? ORDER BY seq LIMIT ?",
                 (seq, -1 if limit is None else limit),
             ).fetchall()
-        tasks = _sql.rows_to_tasks(rows, len(rows) > 2000)
+        fresh = rows if known is None else [r for r in rows if not known(r[0], r[3], r[9])]
+        tasks = _sql.rows_to_tasks(fresh, len(fresh) > 2000)
         if limit is not None and len(rows) >= limit and rows:
             return ChangeBatch(tasks, int(rows[-1][10]))
         return ChangeBatch(tasks, max(current, seq))

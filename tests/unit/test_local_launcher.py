@@ -387,10 +387,14 @@ def test_adopted_runner_exit_is_seen(
     tmp_path: Path, slot: Slot, make_launcher: Callable[..., LocalProcessLauncher],
     exits: Exits, use_pidfd: bool,
 ) -> None:
-    info = launch_from_dying_parent(
-        tmp_path, slot, "import sys, time; time.sleep(1.0); sys.exit(6)")
+    go = tmp_path / "go"  # the orphan ends once adopted (not after a time a busy machine
+    info = launch_from_dying_parent(  # may take to get to the adoption)
+        tmp_path, slot, "import os, sys, time\ndeadline = time.monotonic() + 60\n"
+        f"while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.02)\nsys.exit(6)")
     launcher = make_launcher(use_pidfd=use_pidfd)
     [runner] = launcher.reconcile(POOL)
+    go.touch()
     wait_for(lambda: runner.runner_id in exits.ids, what="on_exit of the adopted runner")
     result = wait_exit(launcher, runner)
     assert result is not None and result.exit_code == 6

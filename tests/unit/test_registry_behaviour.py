@@ -421,6 +421,30 @@ def test_changes_since_is_incremental_and_ordered(
     assert batch.seq == registry.current_seq() > first.seq
 
 
+def test_changes_since_may_leave_out_the_versions_the_caller_holds(
+    registry: TaskRegistry, task_factory: Any
+) -> None:
+    """``known``: the caller's own write's echo may be left out (the sequence moves past it);
+    a later change of the same task by anyone else is in the feed."""
+    submit(registry, "t", *[task_factory(str(i)) for i in range(3)])
+    seq = registry.changes_since(0).seq
+    mine = registry.transition("t/1", S.RUNNING)
+    held = {mine.key: (mine.state.value, mine.updated_at)}
+
+    def known(key: str, state: str, updated_at: float | None) -> bool:
+        return held.get(key) == (state, updated_at)
+
+    registry.set_priority("t/2", 5)
+    batch = registry.changes_since(seq, known=known)
+    assert "t/2" in [t.key for t in batch.tasks] and batch.seq == registry.current_seq()
+    assert all(t.key != "t/1" or t.state is S.RUNNING for t in batch.tasks)
+    if isinstance(registry, SQLiteRegistry):  # the engine's registry: the echo is not decoded
+        assert [t.key for t in batch.tasks] == ["t/2"]
+    registry.transition("t/1", S.DONE)  # someone else moved it on: a version we do not hold
+    after = registry.changes_since(batch.seq, known=known)
+    assert [(t.key, t.state) for t in after.tasks] == [("t/1", S.DONE)]
+
+
 def test_changes_since_pages_with_limit(registry: TaskRegistry, task_factory: Any) -> None:
     submit(registry, "t", *[task_factory(str(i)) for i in range(7)])
     seen: list[str] = []
