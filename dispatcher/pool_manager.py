@@ -178,14 +178,15 @@ class AgentPoolManager:
         best_u = 0.0
         sick: _PoolState | None = None
         sick_u = 0.0
-        for st in self._route(skill):
+        route = self._route_cache.get(skill)
+        for st in self._route(skill) if route is None else route:
             pool = st.pool
             if not pool.enabled or st.running >= pool.max_concurrency:
                 continue
             if st.platform_error is not None:
                 continue  # its engine/cluster is unreachable: launching would only burn attempts
             quota = pool.cpu_quota
-            if quota is not None and st.cpu_m + cpu_m > cpu_millis(quota):
+            if quota is not None and st.cpu_m + cpu_m > int(round(quota * 1000)):
                 continue
             mquota = pool.memory_quota
             if mquota is not None and st.memory_mb + memory_mb > mquota:

@@ -230,8 +230,8 @@ class ShapeIndex:
             if key is not None:
                 break
             self._stale[group] -= 1
-        del self._entry_of[key]  # so that the queue's removal finds nothing left to discard
-        task = self._queue.pop(key)
+        del self._entry_of[key]
+        task = self._queue.take_for(key, self)
         if task is None:  # never: the index follows the queue
             raise KeyError(f"task {key!r} is indexed but not queued")
         live = self._live[group] - 1

@@ -310,6 +310,22 @@ class TaskQueue:
                 return None
             return self._pop_locked(key)
 
+    def take_for(self, key: str, index: MaintainedIndex) -> Task | None:
+        """:meth:`pop` on behalf of the attached ``index``, which has dropped ``key`` itself
+        (it handed the task out): the other indexes are told, ``index`` is not. The caller
+        holds the queue's lock (the scheduler's decision loop: one call per decision)."""
+        task = self._tasks.pop(key, None)
+        if task is None:
+            return None
+        self._version += 1
+        del self._gen[key]
+        if self._order:
+            self._order.pop(key, None)
+        for other in self._indexes.values():
+            if other is not index:
+                other.discard(key)
+        return task
+
     def get(self, key: str) -> Task | None:
         """The queued task with ``key``, or None."""
         return self._tasks.get(key)

@@ -48,3 +48,18 @@ def test_attach_loads_the_queue_then_follows_every_change() -> None:
     q.clear()
     fresh = q.attach_index("rec", make)
     assert fresh is not idx and fresh.loaded == [] and len(made) == 1
+
+
+def test_take_for_tells_the_other_indexes_only() -> None:
+    q = TaskQueue()
+    for tid in ("a", "b"):
+        q.enqueue(Task(id=tid))
+    one = q.attach_index("one", Recorder)
+    two = q.attach_index("two", Recorder)
+    with q.lock:
+        taken = q.take_for("default/a", one)
+        assert q.take_for("default/a", one) is None  # no longer queued
+    assert taken is not None and taken.id == "a" and "default/a" not in q and len(q) == 1
+    assert one.calls == [] and two.calls == [("discard", "default/a")]
+    q.enqueue(Task(id="a"))  # queued again: a new arrival, told to both
+    assert one.calls == [("add", "default/a")] == two.calls[1:]
