@@ -21,7 +21,7 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from . import limits
@@ -89,29 +89,27 @@ class Scheduler:
         )
 
     def _sort_key(self, now: float) -> tuple[Callable[[Task], Any], bool]:
-        """The index's key function, and whether it gives ints."""
+        """The index's key function, and whether it gives ints. The index never asks it about
+        a task of INVALID_GROUP (``unkeyed``: their key is 0, they keep their arrival order)."""
         policy = self.policy
         int_key = policy.int_sort_key()
-        problem = limits.task_problem
         if int_key is not None:
-            fast = int_key
-
-            def code(task: Task) -> int:
-                return 0 if problem(task) is not None else fast(task)
-
-            return code, True
+            return int_key, True
 
         def key(task: Task) -> Any:
-            if problem(task) is not None:
-                return (0,)  # only ever compared with other invalid tasks
             return policy.sort_key(task, now)
 
         return key, False
 
+    def _build(self, queue: TaskQueue, now: float,
+               items: Iterable[tuple[Task, int, int]]) -> ShapeIndex:
+        key, ints = self._sort_key(now)
+        return ShapeIndex.build(queue, self._group_of, key, items, int_keys=ints,
+                                unkeyed=INVALID_GROUP)
+
     def _attached(self, queue: TaskQueue) -> ShapeIndex:
-        def make(items: list[tuple[Task, int, int]]) -> ShapeIndex:
-            key, ints = self._sort_key(0.0)
-            return ShapeIndex.build(queue, self._group_of, key, items, int_keys=ints)
+        def make(items: Iterable[tuple[Task, int, int]]) -> ShapeIndex:
+            return self._build(queue, 0.0, items)
 
         return queue.attach_index(self._index_name, make)
 
@@ -119,9 +117,8 @@ class Scheduler:
         if self.policy.time_invariant:
             index = self._attached(queue)
         else:  # a key that depends on now: a one-off index for this round
-            def make(items: list[tuple[Task, int, int]]) -> ShapeIndex:
-                key, ints = self._sort_key(now)
-                return ShapeIndex.build(queue, self._group_of, key, items, int_keys=ints)
+            def make(items: Iterable[tuple[Task, int, int]]) -> ShapeIndex:
+                return self._build(queue, now, items)
 
             name = f"{self._index_name}-once"
             index = queue.attach_index(name, make)
@@ -315,16 +312,16 @@ class Scheduler:
             index = self._index(task_queue, now)
             tasks = task_queue._tasks
             later = [t for t in (task_queue.get(k) for k in index.delayed_keys()) if t]
-            per_part: dict[Hashable, list[Entry]] = {}
+            per_part: dict[Hashable, list[Hashable]] = {}
             for group in index.groups:
                 if group == INVALID_GROUP:  # never dispatched: last, in arrival order
                     later.extend(t for t in index.live_tasks(group))
                     continue
                 part = group[0]  # type: ignore[index]
-                per_part.setdefault(part, []).extend(index.live_entries(group))
+                per_part.setdefault(part, []).append(group)
             out: list[Task] = []
-            ordered = {p: [tasks[k] for e in sorted(entries) if (k := index.key_of(e))]
-                       for p, entries in per_part.items()}
+            ordered = {p: [tasks[k] for k in index.ordered_keys(groups)]
+                       for p, groups in per_part.items()}
             if len(ordered) <= 1:
                 for chosen in ordered.values():
                     out.extend(chosen)

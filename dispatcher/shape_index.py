@@ -23,7 +23,7 @@ live ones. Tasks with a future ``next_attempt_at`` wait in a heap of their own u
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from .models import Task
@@ -56,11 +56,13 @@ class ShapeIndex:
         key_fn: Callable[[Task], Any],
         *,
         int_keys: bool,
+        unkeyed: Hashable = None,
     ) -> None:
         self._queue = queue
         self.group_fn = group_fn
         self.key_fn = key_fn
         self.int_keys = int_keys
+        self.unkeyed = unkeyed
         self.groups: dict[Hashable, list[Entry]] = {}
         self._live: dict[Hashable, int] = {}
         self._stale: dict[Hashable, int] = {}
@@ -78,22 +80,59 @@ class ShapeIndex:
         queue: TaskQueue,
         group_fn: Callable[[Task], Hashable],
         key_fn: Callable[[Task], Any],
-        items: list[tuple[Task, int, int]],
+        items: Iterable[tuple[Task, int, int]],
         *,
         int_keys: bool,
+        unkeyed: Hashable = None,
     ) -> ShapeIndex:
-        """An index of ``items`` (``(task, order, gen)``), heapified once: O(n)."""
-        idx = cls(queue, group_fn, key_fn, int_keys=int_keys)
-        for task, order, gen in items:
-            idx._place(task, order, gen, heapify=False, due=False)
-        for heap in idx.groups.values():
-            heapq.heapify(heap)
-        heapq.heapify(idx._delayed)
+        """An index of ``items`` (``(task, order, gen)``), heapified once: O(n).
+
+        Tasks whose group is ``unkeyed`` (when not None: e.g. tasks that can never be placed)
+        are not given to ``key_fn``: their sort key is 0 (``(0,)`` for tuple keys), so they
+        keep their arrival order among themselves."""
+        idx = cls(queue, group_fn, key_fn, int_keys=int_keys, unkeyed=unkeyed)
+        idx._load(items)
         return idx
+
+    def _load(self, items: Iterable[tuple[Task, int, int]]) -> None:
+        """What :meth:`_place` does for each item of a new index, in one loop (the first
+        snapshot of a 100,000-task queue builds it), then each heap heapified once."""
+        group_fn, key_fn, ints, unkeyed = self.group_fn, self.key_fn, self.int_keys, self.unkeyed
+        groups, gid_of, by_gid = self.groups, self._gid, self._by_gid
+        key_at, entry_of = self._key_at, self._entry_of
+        delayed, delayed_of = self._delayed, self._delayed_of
+        for task, order, gen in items:
+            key = task.key
+            if task.next_attempt_at is not None:
+                delayed_of[key] = (gen, order)
+                delayed.append((task.next_attempt_at, gen, key))
+                continue
+            group = group_fn(task)
+            gid = gid_of.get(group)
+            if gid is None:  # a new index: a new group is a new heap too
+                gid = gid_of[group] = len(by_gid)
+                by_gid.append(group)
+                groups[group] = []
+            if ints:
+                code = 0 if unkeyed is not None and group == unkeyed else key_fn(task)
+                e: Entry = (((code << 64) + order) << 96) + (gen << 32) + gid
+                key_at[e] = key
+            else:
+                flat = (0,) if unkeyed is not None and group == unkeyed else _flat(key_fn(task))
+                e = (*flat, order, (gen << 32) + gid)
+                key_at[e[-1]] = key
+            groups[group].append(e)
+            entry_of[key] = e
+        for group, heap in groups.items():
+            heapq.heapify(heap)
+            self._live[group] = len(heap)
+            self._stale[group] = 0
+        heapq.heapify(delayed)
 
     def cleared(self) -> ShapeIndex:
         """An empty index with the same functions (the queue was cleared)."""
-        return ShapeIndex(self._queue, self.group_fn, self.key_fn, int_keys=self.int_keys)
+        return ShapeIndex(self._queue, self.group_fn, self.key_fn, int_keys=self.int_keys,
+                          unkeyed=self.unkeyed)
 
     # --- maintenance (called by the queue) ----------------------------------------------------
     def add(self, task: Task, order: int, gen: int) -> None:
@@ -114,10 +153,12 @@ class ShapeIndex:
         if gid is None:
             gid = self._gid[group] = len(self._by_gid)
             self._by_gid.append(group)
+        plain = self.unkeyed is not None and group == self.unkeyed
         if self.int_keys:
-            e: Entry = (((self.key_fn(task) << 64) + order) << 96) + (gen << 32) + gid
+            code = 0 if plain else self.key_fn(task)
+            e: Entry = (((code << 64) + order) << 96) + (gen << 32) + gid
         else:
-            e = (*_flat(self.key_fn(task)), order, (gen << 32) + gid)
+            e = (*((0,) if plain else _flat(self.key_fn(task))), order, (gen << 32) + gid)
         heap = self.groups.get(group)
         if heap is None:
             heap = self.groups[group] = []
@@ -256,10 +297,25 @@ class ShapeIndex:
         key = self.key_of(entry)
         return None if key is None else self._queue.get(key)
 
+    def ordered_keys(self, groups: Iterable[Hashable]) -> list[str]:
+        """The keys of the queued tasks of ``groups`` in entry order (the policy's order, then
+        arrival): one sort of their live entries."""
+        key_at = self._key_at
+        entries: list[Entry] = []
+        for group in groups:
+            entries.extend(self.live_entries(group))
+        entries.sort()
+        if self.int_keys:
+            return [key_at[e] for e in entries]
+        return [key_at[e[-1]] for e in entries]
+
     def live_entries(self, group: Hashable) -> list[Entry]:
         """The live entries of ``group``, unordered."""
         key_at = self._key_at
-        return [e for e in self.groups.get(group, ()) if self._ident(e) in key_at]
+        heap = self.groups.get(group, ())
+        if self.int_keys:
+            return [e for e in heap if e in key_at]
+        return [e for e in heap if e[-1] in key_at]
 
     def live_tasks(self, group: Hashable) -> list[Task]:
         """The queued tasks of ``group``, unordered."""

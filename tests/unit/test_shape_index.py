@@ -185,3 +185,40 @@ def test_fair_share_picker_matches_pick_partition() -> None:
                 policy.on_released(f"x/{i}")
     for tenant in ("t0", "t1", "t2", "t3"):
         assert fast.usage(tenant, now) == slow.usage(tenant, now)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**16), st.booleans())
+def test_a_late_index_keeps_arrival_and_the_unkeyed_group_is_never_keyed(
+        seed: int, ints: bool) -> None:
+    """Built after replacements (arrival kept, a new generation): ordered_keys gives what
+    draining the groups in order gives; tasks of the unkeyed group never reach key_fn and
+    keep their arrival order."""
+    rng = random.Random(seed)
+    q = TaskQueue()
+    for i in range(rng.randint(1, 40)):
+        q.enqueue(Task(id=str(i), required_skill=rng.choice(["a", "b", "bad"]),
+                       priority=rng.randint(0, 3), ready_at=float(rng.randint(0, 5))))
+    arrival = {t.key: n for n, t in enumerate(q.tasks())}
+    for key in rng.sample(sorted(arrival), k=len(arrival) // 3):
+        q.update_priority(key, rng.randint(0, 3))  # before the index exists
+    policy = PriorityPolicy()
+    code = policy.int_sort_key()
+    assert code is not None
+
+    def key_fn(task: Task) -> Any:
+        assert task.required_skill != "bad", "key_fn asked about an unkeyed task"
+        return code(task) if ints else policy.sort_key(task, 0.0)
+
+    idx = q.attach_index("late", lambda items: ShapeIndex.build(
+        q, by_skill, key_fn, items, int_keys=ints, unkeyed="bad"))
+    q.enqueue(Task(id="late", required_skill="bad", priority=9))  # after: through add
+    arrival["default/late"] = len(arrival)
+    for skill in ("a", "b"):
+        mine = [t for t in q.tasks() if t.required_skill == skill]
+        expect = [t.id for t in sorted(mine, key=lambda t: (-t.priority, t.ready_at,
+                                                            arrival[t.key]))]
+        assert [k.split("/")[1] for k in idx.ordered_keys([skill])] == expect
+        assert drain(idx, skill) == expect
+    bad = sorted((t for t in q.tasks() if t.required_skill == "bad"), key=lambda t: arrival[t.key])
+    assert idx.ordered_keys(["bad"]) == [t.key for t in bad]
