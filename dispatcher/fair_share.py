@@ -173,7 +173,8 @@ class FairSharePolicy(PriorityPolicy):
                 running = running_of.get(tenant)
                 if running is None:
                     running = running_of[tenant] = _Running()
-                running.add(key, now)
+                running.young.append((now, key))  # _Running.add, inline (once per decision)
+                running.young_live[key] = now
                 tenant_of[key] = tenant
 
     def on_released(self, task_key: str) -> None:
@@ -241,14 +242,17 @@ class _LeastShare(PartitionPicker):
     def assigned(self, task: Task, pool: AgentPool) -> None:
         self._placed.append(task)
         name = task.tenant
-        if name in self._young:
-            young = self._young[name]
+        young = self._young.get(name)
+        if young is not None:
             if young < 0:  # its first runner: the running part appears
                 self._parts[name] = (self._parts[name][0], 0.0, self._parts[name][2])
                 young = 0
-            self._young[name] = young + 1
-            if name in self._rank:
-                self._rank[name] = self._rank_for(name)
+            young += 1
+            self._young[name] = young
+            if name in self._rank:  # _rank_for(name), inline (once per decision)
+                done, old, weight = self._parts[name]
+                self._rank[name] = ((done + (old + self.fair.entry_charge * young)) / weight,
+                                    name)
 
     def close(self) -> None:
         placed, self._placed = self._placed, []
