@@ -64,8 +64,9 @@ class Scheduler:
         self._index_name = f"scheduler-{id(self)}"
         self._warned: set[tuple[tuple[str, int, int], PendingReason]] = set()
         self._never_checked: set[tuple[str, int, int]] = set()
-        self._explain_cache: dict[tuple[str, int, int], Pending] = {}
+        self._explain_cache: dict[tuple[str, float, int], Pending] = {}
         self._explain_stamp: tuple[int, int] = (0, -1)
+        self._millis: dict[float, int] = {}  # cores -> milli-cores (a queue has few sizes)
         self._watched: set[int] = set()  # pool managers that tell us of releases
         self._state_version = 0  # policy state (fair-share usage, rotation) changes
         self._order_cache: tuple[tuple[int, int, int], float | None, list[Task]] | None = None
@@ -81,12 +82,13 @@ class Scheduler:
     def _group_of(self, task: Task) -> Group:
         if limits.task_problem(task) is not None:
             return INVALID_GROUP
-        return (
-            self.policy.partition(task),
-            task.required_skill,
-            cpu_millis(task.resources.cpu),
-            task.resources.memory_mb,
-        )
+        res = task.resources
+        millis = self._millis.get(res.cpu)
+        if millis is None:
+            if len(self._millis) >= 4096:  # sizes of every kind: forget, do not grow
+                self._millis.clear()
+            millis = self._millis[res.cpu] = cpu_millis(res.cpu)
+        return (self.policy.partition(task), task.required_skill, millis, res.memory_mb)
 
     def _sort_key(self, now: float) -> tuple[Callable[[Task], Any], bool]:
         """The index's key function, and whether it gives ints. The index never asks it about
@@ -374,11 +376,13 @@ class Scheduler:
         if self._explain_stamp != stamp:
             self._explain_cache.clear()
             self._explain_stamp = stamp
-        shape = (task.required_skill, cpu_millis(task.resources.cpu), task.resources.memory_mb)
-        found = self._explain_cache.get(shape)
+        res = task.resources
+        asked = (task.required_skill, res.cpu, res.memory_mb)  # the cores as given: no rounding
+        found = self._explain_cache.get(asked)  # per task (100,000 at a big queue's snapshot)
         if found is None:
             found = _pending.explain_placement(task, pm, now)
-            self._explain_cache[shape] = found
+            self._explain_cache[asked] = found
+            shape = (task.required_skill, cpu_millis(res.cpu), res.memory_mb)
             if found.reason in _WARN and (shape, found.reason) not in self._warned:
                 self._warned.add((shape, found.reason))
                 log.warning("task %s (and others like it) waits: %s", task.key, found)

@@ -351,6 +351,8 @@ class TaskQueue:
         return self._tasks.keys()
 
     def __contains__(self, key: object) -> bool:
+        if type(key) is str:  # the usual question (a snapshot asks it of every queued task)
+            return key in self._tasks
         if isinstance(key, Task):
             key = key.key
         return key in self._tasks
