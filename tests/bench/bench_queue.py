@@ -7,10 +7,11 @@ cost per dispatched task while 10k wait.
 1. ``--headless N``: a registry with N READY tasks whose only pool is disabled (nothing runs);
    ``necroui --no-tui`` on it as a subprocess, read through /proc and its HTTP API: seconds from
    the process start to its "dispatcher started" line and to the first snapshot showing all N
-   tasks queued (the start), peak and final RSS, CPU over ``--idle-seconds`` once started
-   (idle CPU), and the seconds SIGINT takes to end it. Beside it, the floor: Python importing
-   ``necroui.cli``, the same rows read with a bare ``sqlite3`` ``fetchall``, and the
-   registry's ``list_tasks()`` of them (Task objects), each a subprocess with its peak RSS.
+   tasks queued (the start) with the CPU the process used to that point, peak and final RSS,
+   CPU over ``--idle-seconds`` once started (idle CPU), and the seconds SIGINT takes to end
+   it. Beside it, the floor: Python importing ``necroui.cli``, the same rows read with a bare
+   ``sqlite3`` ``fetchall``, and the registry's ``list_tasks()`` of them (Task objects), each
+   a subprocess with its peak RSS.
 2. ``--dispatching Q,...``: ``DispatcherCore`` (public API, local pool of 16, SQLite registry)
    with Q tasks of ``true`` submitted at once; once 100 are done, over the next ``--window``
    done tasks: CPU of the engine thread and of the whole process per dispatched task, the
@@ -118,6 +119,7 @@ def headless_once(root: Path, registry: Path, n: int, idle_s: float) -> dict[str
             if status and status.get("state") == "running" and c.get("ready") == n \
                     and status.get("totals", {}).get("queued") == n:
                 out["start"] = time.perf_counter() - t0
+                out["start_cpu"] = proc_cpu(proc.pid)[0]  # its own CPU to that point
                 break
             time.sleep(0.05)
         if "start" not in out:
@@ -173,6 +175,7 @@ def bench_headless(root: Path, n: int, repeat: int, idle_s: float) -> None:
     print(table(["measure", "median (min–max)"], [
         ["process start -> \"dispatcher started\" line", col("started_line", ".2f", " s")],
         [f"process start -> a snapshot with all {n:,} queued (start)", col("start", ".2f", " s")],
+        ["CPU of the process to that point (the start's CPU)", col("start_cpu", ".2f", " s")],
         ["peak RSS (VmHWM)", col("peak_mb", ".0f", " MB")],
         ["RSS once started", col("rss_mb", ".0f", " MB")],
         ["idle CPU once started", col("idle_cpu_pct", ".2f", " %")],
