@@ -205,6 +205,17 @@ def task_row(task: Task, seq: int, position: int) -> tuple[Any, ...]:
     )
 
 
+def created_task_row(task: Task, key: str, taskset: str, tenant: str, state: TaskState,
+                     stamp: float, seq: int, position: int) -> tuple[Any, ...]:
+    """The row of a task created by a submit at ``stamp``, from the submitted ``task`` (not
+    changed): its key, taskset, tenant and state as the submit decided."""
+    return (
+        key, taskset, task.id, _STATE_TEXT[state], task.required_skill, tenant, task.priority,
+        stamp if state is TaskState.READY else task.ready_at, stamp, stamp, seq, position,
+        encode_data(task),
+    )
+
+
 def task_update_row(task: Task, seq: int) -> tuple[Any, ...]:
     """Parameters of UPDATE_TASK for a changed task."""
     return (

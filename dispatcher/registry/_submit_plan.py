@@ -2,8 +2,9 @@
 
 :func:`plan_submit` decides, from the submitted taskset and its tasks already stored, which
 tasks are created (and in which state), which change, their dependency rows and events; each
-registry then stores the plan its own way. :func:`created_event_rows` gives the SQLite
-registry the rows of the TaskCreated events straight from the plan.
+registry then stores the plan its own way. :func:`created_task_rows` and
+:func:`created_event_rows` give the SQLite registry the rows of the created tasks and of their
+TaskCreated events straight from the plan and the submitted tasks, without a copy of each.
 """
 
 from __future__ import annotations
@@ -46,35 +47,54 @@ DEFINITION_FIELDS = (
 KEPT_SUBMIT_STATES = frozenset({TaskState.DONE, TaskState.CANCELLED})
 
 
+def submitted_keys(taskset: Taskset) -> list[str]:
+    """The keys of the submitted tasks, in file order.
+
+    Refuses what would corrupt the registry: duplicate ids and ids containing '/'.
+    """
+    prefix = f"{taskset.name}/"
+    ids = [t.id for t in taskset.tasks]
+    keys = [prefix + i for i in ids]
+    if len(set(ids)) != len(ids) or any(not i or "/" in i for i in ids):
+        seen: set[str] = set()
+        for tid in ids:
+            if "/" in tid or not tid:
+                raise RegistryError(
+                    f"taskset {taskset.name!r}: task id {tid!r} is invalid; ids are non-empty "
+                    "and contain no '/'"
+                )
+            if tid in seen:
+                raise RegistryError(
+                    f"taskset {taskset.name!r}: task id {tid!r} appears twice; ids are unique "
+                    "within a taskset"
+                )
+            seen.add(tid)
+    return keys
+
+
+def member_tenant(task: Task, default_tenant: str) -> str:
+    """The tenant of a submitted task: its own, else (empty, or defaulted from its old
+    taskset's name) the taskset's default."""
+    tenant = task.tenant
+    return default_tenant if not tenant or tenant == task.taskset else tenant
+
+
+def as_member(task: Task, taskset: Taskset) -> Task:
+    """A shallow copy of ``task`` as a member of ``taskset`` (its name, default tenant)."""
+    new = shallow_copy(task)
+    new.tenant = member_tenant(task, taskset.tenant or taskset.name)
+    new.taskset = taskset.name
+    return new
+
+
 def normalize_tasks(taskset: Taskset) -> list[Task]:
     """The submitted tasks as members of ``taskset`` (name, default tenant), in file order.
 
     Refuses what would corrupt the registry: duplicate ids and ids containing '/'.
     """
-    out: list[Task] = []
-    seen: set[str] = set()
-    default_tenant = taskset.tenant or taskset.name
-    for task in taskset.tasks:
-        if "/" in task.id or not task.id:
-            raise RegistryError(
-                f"taskset {taskset.name!r}: task id {task.id!r} is invalid; ids are non-empty "
-                "and contain no '/'"
-            )
-        if task.id in seen:
-            raise RegistryError(
-                f"taskset {taskset.name!r}: task id {task.id!r} appears twice; ids are unique "
-                "within a taskset"
-            )
-        seen.add(task.id)
-        tenant = task.tenant
-        if not tenant or tenant == task.taskset:  # defaulted from its (old) taskset name
-            tenant = default_tenant
-        # A shallow copy: the registry stores deep copies or serialises, never these objects.
-        new = shallow_copy(task)
-        new.taskset = taskset.name
-        new.tenant = tenant
-        out.append(new)
-    return out
+    submitted_keys(taskset)
+    # Shallow copies: the registry stores deep copies or serialises, never these objects.
+    return [as_member(t, taskset) for t in taskset.tasks]
 
 
 @dataclass
@@ -88,7 +108,8 @@ class SubmitPlan:
     """
 
     result: SubmitResult
-    created: list[Task] = field(default_factory=list)
+    taskset: Taskset | None = None  # what was submitted; its tasks are never changed
+    created_index: list[int] = field(default_factory=list)  # of created tasks in the file
     updated: list[Task] = field(default_factory=list)  # full new rows of existing tasks
     deps_changed: list[Task] = field(default_factory=list)  # existing tasks with new deps
     later_events: list[TaskEvent] = field(default_factory=list)  # after the TaskCreated ones
@@ -97,6 +118,27 @@ class SubmitPlan:
     created_states: list[TaskState] = field(default_factory=list)
     stamp: float = 0.0
     _events: list[TaskEvent] | None = None
+    _created: list[Task] | None = None
+
+    @property
+    def created(self) -> list[Task]:
+        """The created tasks as stored (copies of the submitted ones as members of the
+        taskset, in their state, with their times), built on first use: the SQLite
+        registry writes their rows from the submitted tasks (:func:`created_task_rows`)."""
+        if self._created is None:
+            self._created = []
+            if self.taskset is not None:
+                tasks, stamp = self.taskset.tasks, self.stamp
+                for i, state in zip(self.created_index, self.created_states, strict=True):
+                    task = as_member(tasks[i], self.taskset)
+                    task.state = state
+                    task.created_at = task.updated_at = stamp
+                    if state is TaskState.READY:
+                        task.ready_at = stamp
+                    elif state is TaskState.DONE and task.finished_at is None:
+                        task.finished_at = stamp
+                    self._created.append(task)
+        return self._created
 
     @property
     def events(self) -> list[TaskEvent]:
@@ -140,24 +182,26 @@ def plan_submit(
 ) -> SubmitPlan:
     """Decide what submitting ``taskset`` does, given its tasks already stored (by key).
 
-    ``outside_states`` answers the states of dependency keys outside this taskset.
+    ``outside_states`` answers the states of dependency keys outside this taskset. The
+    submitted tasks are not changed (nor copied, when they are all new).
     """
-    tasks = normalize_tasks(taskset)
+    keys = submitted_keys(taskset)
+    tasks = taskset.tasks
     name = taskset.name
     prefix = f"{name}/"
-    keys = [prefix + t.id for t in tasks]
-    plan = SubmitPlan(result=SubmitResult(taskset=name), stamp=now)
+    plan = SubmitPlan(result=SubmitResult(taskset=name), taskset=taskset, stamp=now)
     result = plan.result
     plan.positions = dict(zip(keys, range(len(keys)), strict=True))
     state_of: dict[str, TaskState] = {k: t.state for k, t in existing.items()}
     blocked, done, ready = TaskState.BLOCKED, TaskState.DONE, TaskState.READY
     kept = KEPT_SUBMIT_STATES
-    new_items: list[tuple[str, Task]] = []
+    new_items: list[int] = []
     dep_lists = plan.dep_keys
-    for key, task in zip(keys, tasks, strict=True):
+    for i, (key, task) in enumerate(zip(keys, tasks, strict=True)):
         if key not in existing:
-            new_items.append((key, task))
-            state_of[key] = task.state if task.state in kept else blocked
+            new_items.append(i)
+            state = task.state
+            state_of[key] = state if state in kept else blocked
         deps = task.dependencies
         dep_lists[key] = [d if "/" in d else prefix + d for d in deps] if deps else []
     outside = {d for deps in dep_lists.values() for d in deps if d not in state_of}
@@ -168,34 +212,31 @@ def plan_submit(
         return all(state_of.get(d) is done for d in dep_lists[key])
 
     state_get = state_of.get
-    created, created_keys, states = plan.created, result.created, plan.created_states
-    for key, task in new_items:
-        state = task.state
+    created_keys, states = result.created, plan.created_states
+    for i in new_items:
+        key = keys[i]
+        state = tasks[i].state
         if state not in kept:
             state = ready
             for dep in dep_lists[key]:  # READY when every dependency is DONE
                 if state_get(dep) is not done:
                     state = blocked
                     break
-            task.state = state_of[key] = state
-        task.created_at = task.updated_at = now
-        if state is ready:
-            task.ready_at = now
-        elif state is done and task.finished_at is None:
-            task.finished_at = now
-        created.append(task)
+            state_of[key] = state
         created_keys.append(key)
         states.append(state)
+    plan.created_index = new_items
     if len(created_keys) == len(keys):  # a new taskset: nothing else to compare
         result.ready.extend([key for key, state in zip(created_keys, states, strict=True)
                              if state is ready])
         return plan
-    created_set = set(created_keys)
-    for key, task in zip(keys, tasks, strict=True):
-        if key in created_set:
-            if task.state is TaskState.READY:
+    created_state = dict(zip(created_keys, states, strict=True))
+    for key, submitted in zip(keys, tasks, strict=True):
+        if key in created_state:
+            if created_state[key] is ready:
                 result.ready.append(key)
             continue
+        task = as_member(submitted, taskset)
         old = existing[key]
         changed = definition_changes(old, task)
         new = clone(old, **{f: getattr(task, f) for f in changed}) if changed else old
@@ -235,6 +276,32 @@ def plan_submit(
         if new.state is TaskState.READY:
             result.ready.append(key)
     return plan
+
+
+def created_task_rows(plan: SubmitPlan, first_seq: int,
+                      row: Callable[[Task, str, str, str, TaskState, float, int, int], Any],
+                      ) -> list[Any]:
+    """Rows of the created tasks of ``plan`` (``row(task, key, taskset, tenant, state, stamp,
+    seq, position)`` of each submitted task), numbered from ``first_seq``: what
+    :attr:`SubmitPlan.created` holds, without copying the tasks."""
+    taskset = plan.taskset
+    if taskset is None:
+        return []
+    tasks, stamp, name = taskset.tasks, plan.stamp, taskset.name
+    default_tenant = taskset.tenant or name
+    done = TaskState.DONE
+    rows = []
+    for j, (i, key, state) in enumerate(zip(plan.created_index, plan.result.created,
+                                            plan.created_states, strict=True)):
+        task = tasks[i]
+        tenant = task.tenant
+        if not tenant or tenant == task.taskset:
+            tenant = default_tenant
+        if state is done and task.finished_at is None:  # finished at the submit's time
+            task = shallow_copy(task)
+            task.finished_at = stamp
+        rows.append(row(task, key, name, tenant, state, stamp, first_seq + j, i))
+    return rows
 
 
 def created_event_rows(plan: SubmitPlan, first_seq: int,
