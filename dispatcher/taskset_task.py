@@ -19,7 +19,7 @@ from . import limits
 from .agents.checks import TASKSET_AGENT_KEYS, task_agent_fields
 from .errors import Problem
 from .graph import parse_duration
-from .models import Resources, Task, Taskset, TaskState
+from .models import Resources, Task, Taskset, TaskState, shallow_copy
 from .names import name_problem
 from .path_claims import parse_paths
 from .taskset_validate import NAME_HINT
@@ -32,6 +32,8 @@ TASK_KEYS = ("id", "title", "description", "skill", "priority", "depends_on", "r
 RESOURCE_KEYS = ("cpu", "memory_mb")
 _TASK_KEY_SET = frozenset(TASK_KEYS)
 _AGENT_KEY_SET = frozenset(TASKSET_AGENT_KEYS)
+_RARE_KEY_SET = frozenset(("resources", "command", "timeout", "max_attempts", "metadata",
+                           "optional", "paths"))
 _PRIO_LOW, _PRIO_HIGH = limits.PRIORITY.low, limits.PRIORITY.high
 
 
@@ -79,11 +81,13 @@ def scalar_text(value: Any, path: Path_, doc: YamlDocument) -> str | None:
 
 def parse_task(item: Any, path: Path_, doc: YamlDocument, out: Collector, taskset: Taskset,
                base_dir: Path | None, agent_defaults: dict[str, Any],
-               inherited: dict[str, Any] | None = None) -> Task | None:
+               inherited: dict[str, Any] | None = None, proto: Task | None = None
+               ) -> Task | None:
     """One task of the file, or None without a usable id; its problems go to ``out``.
 
     ``inherited``: the agent fields of a task that names none (the taskset's), when those
-    cannot be wrong; None to check every task's own way.
+    cannot be wrong; None to check every task's own way. ``proto``: :func:`prototype` of
+    the taskset, made once for all its tasks.
     """
     if not isinstance(item, dict):
         out.add(path, f"tasks[#{path[-1] + 1}]",  # type: ignore[operator]
@@ -124,6 +128,61 @@ def parse_task(item: Any, path: Path_, doc: YamlDocument, out: Collector, taskse
         if why:
             bad("priority", why, f"{limits.PRIORITY.hint()}; higher runs first")
     deps = _dependencies(get("depends_on"), path, doc, bad)
+    if _RARE_KEY_SET.isdisjoint(item):  # the common case: each of these at its default
+        resources, command, timeout, max_attempts, metadata, optional, paths = (
+            Resources(), None, None, None, {}, False, ())
+        estimate = _estimate(get("estimate"), bad)
+    else:
+        (resources, command, timeout, max_attempts, metadata, estimate, optional,
+         paths) = _rare_fields(get, path, label, out, bad)
+    if inherited is not None and _AGENT_KEY_SET.isdisjoint(item):
+        # What task_agent_fields gives an item without agent keys (checked once per file).
+        agent = {**inherited, "agent_options": dict(inherited["agent_options"])}
+    else:
+        agent = task_agent_fields(item, agent_defaults, path, lambda p, m, h="": bad(
+            ".".join(str(x) for x in p[len(path):]), m, h))
+    if tid is None:
+        return None
+    if len(out.problems) > before:
+        # Only for the dependency and cycle checks: the fields that matter are valid.
+        return Task(id=tid, title="", taskset=taskset.name, dependencies=deps,
+                    state=TaskState.BLOCKED if deps else TaskState.READY)
+    repo = get("repo")
+    # A copy of a prototype with its fields set: a third of the cost of Task(...) (46
+    # keyword arguments, default factories, __post_init__), for what Task(...) would build.
+    task = shallow_copy(proto if proto is not None else prototype(taskset))
+    task.id = tid
+    task.title = title or ""
+    task.description = get("description") or ""
+    task.state = TaskState.BLOCKED if deps else TaskState.READY
+    task.dependencies = deps
+    task.required_skill = get("skill") or ""
+    task.priority = priority
+    tenant = get("tenant")
+    if tenant:
+        task.tenant = tenant
+    task.resources = resources
+    task.command = list(command) if command is not None else None
+    task.timeout = float(timeout) if timeout is not None else None
+    task.max_attempts = max_attempts
+    task.metadata = dict(metadata)
+    task.repo = resolve_repo(repo, base_dir) if repo else taskset.repo
+    task.optional = optional
+    task.estimated_duration = estimate
+    task.paths = paths
+    task.artifacts = []
+    task.agent = agent["agent"]
+    task.agent_options = agent["agent_options"]
+    task.max_cost_usd = agent["max_cost_usd"]
+    task.max_tokens = agent["max_tokens"]
+    task.max_turns = agent["max_turns"]
+    return task
+
+
+def _rare_fields(get: Callable[..., Any], path: Path_, label: str, out: Collector,
+                 bad: Callable[..., None]) -> tuple[Any, ...]:
+    """The fields most tasks leave out, checked in this order: resources, command, timeout,
+    max_attempts, metadata, (estimate,) optional and paths."""
     raw_resources = get("resources")
     resources = Resources() if raw_resources is None else _parse_resources(raw_resources, bad)
     command = get("command")
@@ -157,40 +216,13 @@ def parse_task(item: Any, path: Path_, doc: YamlDocument, out: Collector, taskse
         for index, why in path_problems:
             out.add((*path, "paths") if index is None else (*path, "paths", index),
                     f"{label}.paths", why, 'e.g. "src/api/**" or "docs/*.md"')
-    if inherited is not None and _AGENT_KEY_SET.isdisjoint(item):
-        # What task_agent_fields gives an item without agent keys (checked once per file).
-        agent = {**inherited, "agent_options": dict(inherited["agent_options"])}
-    else:
-        agent = task_agent_fields(item, agent_defaults, path, lambda p, m, h="": bad(
-            ".".join(str(x) for x in p[len(path):]), m, h))
-    if tid is None:
-        return None
-    if len(out.problems) > before:
-        # Only for the dependency and cycle checks: the fields that matter are valid.
-        return Task(id=tid, title="", taskset=taskset.name, dependencies=deps,
-                    state=TaskState.BLOCKED if deps else TaskState.READY)
-    repo = get("repo")
-    return Task(
-        id=tid,
-        title=title or "",
-        taskset=taskset.name,
-        description=get("description") or "",
-        state=TaskState.BLOCKED if deps else TaskState.READY,
-        dependencies=deps,
-        required_skill=get("skill") or "",
-        priority=priority,
-        tenant=get("tenant") or taskset.tenant or "",
-        resources=resources,
-        command=list(command) if command is not None else None,
-        timeout=float(timeout) if timeout is not None else None,
-        max_attempts=max_attempts,
-        metadata=dict(metadata),
-        repo=resolve_repo(repo, base_dir) if repo else taskset.repo,
-        optional=optional,
-        estimated_duration=estimate,
-        paths=paths,
-        **agent,
-    )
+    return resources, command, timeout, max_attempts, metadata, estimate, optional, paths
+
+
+def prototype(taskset: Taskset) -> Task:
+    """A task of ``taskset`` with every other field at its default, for :func:`parse_task`
+    to copy (one per file)."""
+    return Task(id="", taskset=taskset.name, tenant=taskset.tenant or "")
 
 
 def _dependencies(raw: Any, path: Path_, doc: YamlDocument, bad: Callable[..., None]

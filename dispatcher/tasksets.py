@@ -53,7 +53,7 @@ from .models import Task, Taskset
 from .names import name_problem
 from .registry.base import SubmitResult, TaskRegistry
 from .taskset_task import TASK_KEYS as TASK_KEYS
-from .taskset_task import Collector, parse_task, resolve_repo, scalar_text
+from .taskset_task import Collector, parse_task, prototype, resolve_repo, scalar_text
 from .taskset_validate import NAME_HINT, LocateTask, validate_all, validate_taskset
 from .yaml_source import (
     YamlDocument,
@@ -223,6 +223,7 @@ def _parse(doc: YamlDocument, source: str, base_dir: Path | None) -> _Parsed:
         raw_tasks = []
     seen: dict[str, int] = {}
     extra: list[tuple[Task, LocateTask, bool]] = []
+    proto = prototype(taskset)
 
     def locate_at(path: Path_) -> LocateTask:
         return lambda _tid, fld: locate((*path, fld)) if fld else locate(path)
@@ -240,7 +241,8 @@ def _parse(doc: YamlDocument, source: str, base_dir: Path | None) -> _Parsed:
             seen[tid] = i
             where_task[tid] = path
         before = len(out.problems)
-        task = parse_task(item, path, doc, out, taskset, base_dir, agent_defaults, inherited)
+        task = parse_task(item, path, doc, out, taskset, base_dir, agent_defaults, inherited,
+                          proto)
         if task is None:
             continue
         if duplicate:  # its dependencies are checked; it takes no part in the graph
