@@ -44,6 +44,7 @@ DEFINITION_FIELDS = (
 )
 
 #: States a new task may be submitted in (a checked Kiro box is DONE); others are computed.
+#: (:func:`plan_submit` tells them by identity.)
 KEPT_SUBMIT_STATES = frozenset({TaskState.DONE, TaskState.CANCELLED})
 
 
@@ -55,7 +56,8 @@ def submitted_keys(taskset: Taskset) -> list[str]:
     prefix = f"{taskset.name}/"
     ids = [t.id for t in taskset.tasks]
     keys = [prefix + i for i in ids]
-    if len(set(ids)) != len(ids) or any(not i or "/" in i for i in ids):
+    distinct = set(ids)
+    if len(distinct) != len(ids) or "" in distinct or "/" in "".join(ids):
         seen: set[str] = set()
         for tid in ids:
             if "/" in tid or not tid:
@@ -194,14 +196,14 @@ def plan_submit(
     plan.positions = dict(zip(keys, range(len(keys)), strict=True))
     state_of: dict[str, TaskState] = {k: t.state for k, t in existing.items()}
     blocked, done, ready = TaskState.BLOCKED, TaskState.DONE, TaskState.READY
-    kept = KEPT_SUBMIT_STATES
+    cancelled = TaskState.CANCELLED  # KEPT_SUBMIT_STATES, told by identity (no enum hash)
     new_items: list[int] = []
     dep_lists = plan.dep_keys
     for i, (key, task) in enumerate(zip(keys, tasks, strict=True)):
         if key not in existing:
             new_items.append(i)
             state = task.state
-            state_of[key] = state if state in kept else blocked
+            state_of[key] = state if state is done or state is cancelled else blocked
         deps = task.dependencies
         dep_lists[key] = [d if "/" in d else prefix + d for d in deps] if deps else []
     outside = {d for deps in dep_lists.values() for d in deps if d not in state_of}
@@ -216,7 +218,7 @@ def plan_submit(
     for i in new_items:
         key = keys[i]
         state = tasks[i].state
-        if state not in kept:
+        if state is not done and state is not cancelled:
             state = ready
             for dep in dep_lists[key]:  # READY when every dependency is DONE
                 if state_get(dep) is not done:

@@ -40,9 +40,10 @@ from ._common import (
     ready_event,
     with_seq,
 )
-from ._submit_plan import created_event_rows, created_task_rows, plan_submit
+from ._submit_plan import plan_submit
 from .base import ChangeBatch, KnownVersion, SubmitResult
 from .sqlite_file import SQLiteFile
+from .sqlite_submit import write_plan
 
 log = logging.getLogger(__name__)
 
@@ -198,27 +199,7 @@ class SQLiteRegistry:
                 (taskset.name, taskset.repo, taskset.tenant, taskset.description,
                  taskset.source, taskset.created_at, stamp),
             )
-            n_created, updated = len(plan.created_states), plan.updated
-            if n_created or updated:
-                first = self._next_seq(conn, n_created + len(updated))
-                if n_created:
-                    conn.executemany(_sql.INSERT_TASK, created_task_rows(
-                        plan, first, _sql.created_task_row))
-                pos = plan.positions
-                conn.executemany(_sql.INSERT_TASK, [
-                    _sql.task_row(t, first + n_created + i, pos[f"{t.taskset}/{t.id}"])
-                    for i, t in enumerate(updated)
-                ])
-            dep_keys = plan.dep_keys
-            rows = [(k, d) for k in plan.result.created for d in dep_keys[k]]
-            if rows:  # new tasks have no rows yet
-                conn.executemany("INSERT OR IGNORE INTO deps VALUES (?, ?)", rows)
-            self._set_deps(conn, plan.deps_changed, fresh=False, dep_keys=dep_keys)
-            events = plan.later_events
-            if n_created or events:
-                first = self._next_seq(conn, n_created + len(events))
-                conn.executemany(_sql.INSERT_EVENT, created_event_rows(plan, first, _sql.dumps))
-                conn.executemany(_sql.INSERT_EVENT, _sql.event_rows(events, first + n_created))
+            write_plan(conn, plan, self._next_seq, self._set_deps)
         log.info(
             "submitted taskset %s: %d created, %d updated, %d unchanged",
             taskset.name, len(plan.result.created), len(plan.result.updated),
