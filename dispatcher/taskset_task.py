@@ -93,6 +93,10 @@ def parse_task(item: Any, path: Path_, doc: YamlDocument, out: Collector, taskse
         out.add(path, f"tasks[#{path[-1] + 1}]",  # type: ignore[operator]
                 f"expected a task (a mapping with id and title), got {type_name(item)}")
         return None
+    if proto is not None and inherited is not None and _QUICK_KEY_SET.issuperset(item):
+        quick = _quick_task(item, proto, inherited)
+        if quick is not None:
+            return quick
     get = item.get
     raw_id = get("id")
     tid = raw_id if type(raw_id) is str else scalar_text(raw_id, (*path, "id"), doc)
@@ -219,10 +223,63 @@ def _rare_fields(get: Callable[..., Any], path: Path_, label: str, out: Collecto
     return resources, command, timeout, max_attempts, metadata, estimate, optional, paths
 
 
+def _quick_task(item: dict[str, Any], proto: Task, inherited: dict[str, Any]) -> Task | None:
+    """The task of an item with only common keys (:data:`_QUICK_KEY_SET`), each of the
+    plainest valid kind (strings, an integer priority and estimate in range, a list of string
+    ids); None when any is not, for the general checks. It builds what :func:`parse_task`
+    builds for the same item."""
+    get = item.get
+    tid, title = get("id"), get("title")
+    if type(tid) is not str or type(title) is not str or name_problem(tid) is not None:
+        return None
+    task = shallow_copy(proto)
+    task.id, task.title = tid, title
+    for key, attr in _QUICK_STRINGS:
+        value = get(key)
+        if value is not None:
+            if type(value) is not str:
+                return None
+            if value:
+                setattr(task, attr, value)
+    priority = get("priority", 0)  # given as null: refused by the general checks
+    if type(priority) is not int or not _PRIO_LOW <= priority <= _PRIO_HIGH:
+        return None
+    task.priority = priority
+    estimate = get("estimate")
+    if estimate is not None:
+        if type(estimate) is not int or not 0 <= estimate <= limits.YEAR:
+            return None
+        task.estimated_duration = float(estimate)
+    deps = get("depends_on")
+    if deps is None:
+        task.dependencies = []
+    elif type(deps) is list and all(type(d) is str for d in deps):
+        task.dependencies = list(deps)
+        if deps:
+            task.state = TaskState.BLOCKED
+    else:
+        return None
+    task.resources = Resources()
+    task.metadata = {}
+    task.artifacts = []
+    task.agent = inherited["agent"]
+    task.agent_options = dict(inherited["agent_options"])
+    task.max_cost_usd = inherited["max_cost_usd"]
+    task.max_tokens = inherited["max_tokens"]
+    task.max_turns = inherited["max_turns"]
+    return task
+
+
+_QUICK_KEY_SET = frozenset(("id", "title", "description", "skill", "tenant", "priority",
+                            "estimate", "depends_on"))
+_QUICK_STRINGS = (("description", "description"), ("skill", "required_skill"),
+                  ("tenant", "tenant"))
+
+
 def prototype(taskset: Taskset) -> Task:
     """A task of ``taskset`` with every other field at its default, for :func:`parse_task`
     to copy (one per file)."""
-    return Task(id="", taskset=taskset.name, tenant=taskset.tenant or "")
+    return Task(id="", taskset=taskset.name, tenant=taskset.tenant or "", repo=taskset.repo)
 
 
 def _dependencies(raw: Any, path: Path_, doc: YamlDocument, bad: Callable[..., None]

@@ -1,5 +1,6 @@
-"""A submit's quick paths give what the general ones give: the cycle check of a file listed in
-dependency order, and the created tasks' rows written from the submitted tasks without a copy
+"""A submit's quick paths give what the general ones give: a task of common keys built without
+the general checks, the cycle check of a file listed in dependency order, and the created
+tasks' rows written from the submitted tasks without a copy
 (the SQLite registry) against the copies the in-memory registry stores."""
 
 from __future__ import annotations
@@ -7,13 +8,21 @@ from __future__ import annotations
 import dataclasses
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from necrocode.dispatcher.agents.checks import task_agent_fields
 from necrocode.dispatcher.errors import TasksetError
 from necrocode.dispatcher.graph import build_graph, find_cycles
 from necrocode.dispatcher.models import Task, Taskset, TaskState
 from necrocode.dispatcher.registry import MemoryRegistry, SQLiteRegistry
+from necrocode.dispatcher.taskset_task import Collector, parse_task, prototype
 from necrocode.dispatcher.taskset_validate import validate_taskset
+from necrocode.dispatcher.yaml_source import YamlDocument
+
+INHERITED = task_agent_fields({}, {}, (), lambda *a: None)
 
 
 def random_taskset(rng: random.Random, n: int) -> Taskset:
@@ -79,3 +88,29 @@ def test_created_rows_are_the_stored_copies(tmp_path: Path) -> None:
     assert by_id["f"]["state"] is TaskState.READY and by_id["f"]["ready_at"] == "now"
     assert by_id["b"]["state"] is TaskState.BLOCKED and by_id["e"]["state"] is TaskState.CANCELLED
     sqlite.close()
+
+
+VALUES = st.one_of(st.none(), st.sampled_from(["", "x", "1.1", "a/b", " x", "..", "task 1"]),
+                   st.integers(-2, 2), st.sampled_from([10**9, 7, True, 1.5, -1]),
+                   st.lists(st.sampled_from(["a", "b", "", 1, None]), max_size=3))
+PLAIN = st.fixed_dictionaries({"id": st.sampled_from(["x", "1.1"]), "title": st.just("T")})
+ITEMS = st.tuples(st.one_of(PLAIN, st.just({})), st.dictionaries(st.sampled_from(
+    ["id", "title", "description", "skill", "tenant", "priority", "estimate", "depends_on"]),
+    VALUES, max_size=4)).map(lambda pair: {**pair[0], **pair[1]})
+
+
+@settings(max_examples=1000, deadline=None)
+@given(ITEMS)
+def test_the_quick_lane_builds_what_the_general_checks_build(item: dict[str, Any]) -> None:
+    taskset = Taskset(name="s", tenant="t", repo="/r")
+    doc = YamlDocument({"tasks": [item]})
+    fields = [f.name for f in dataclasses.fields(Task) if f.name not in ("created_at",
+                                                                        "updated_at")]
+    out = []
+    for proto in (prototype(taskset), None):
+        problems = Collector("f", lambda path: "f")
+        task = parse_task(item, ("tasks", 0), doc, problems, taskset, None, {}, INHERITED,
+                          proto)
+        out.append((None if task is None else [getattr(task, f) for f in fields],
+                    problems.problems))
+    assert out[0] == out[1]
