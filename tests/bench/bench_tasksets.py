@@ -5,9 +5,10 @@ Run: python tests/bench/bench_tasksets.py [sizes...] [--submit] [--repeat 3] [--
 (default sizes 1000 10000 100000). In-process: load + validate of a YAML taskset, a Kiro file,
 graph levels and the critical path. With ``--submit``: ``necroui --registry NEW.db submit
 FILE.yaml`` as a subprocess per size (a new registry each time), wall time and peak RSS, beside
-its floors: Python importing ``necroui.cli``, and libyaml's parse of the same file into nodes
-(``yaml.compose`` with ``CSafeLoader``, gc off; PyYAML's own ``yaml.load`` on top of that is
-slower than the whole submit), both subprocesses, interpreter start included; medians of
+its floor, Python importing ``necroui.cli``, and libyaml's parse of the same file into nodes
+(``yaml.compose`` with ``CSafeLoader``, gc off: what a file that is not simple YAML costs
+first; a simple one is read by lines without it, ``dispatcher/yaml_lines.py``), both
+subprocesses, interpreter start included; medians of
 ``--repeat`` alternating runs with their range. 90% of the tasks have a dependency. Prints
 tables; not collected by pytest.
 """
@@ -105,7 +106,7 @@ def end_to_end(sizes: list[int], repeat: int, folder: str) -> None:
                          cell("yaml", 0, ".2f", " s"), cell("yaml", 1, ".0f", " MB")])
     print(table(["tasks (YAML size)", "`necroui submit`", "its peak RSS",
                  "floor: Python + `import necroui.cli`",
-                 "floor: libyaml's parse to nodes (`yaml.compose`, CSafeLoader)",
+                 "libyaml's parse to nodes (`yaml.compose`, CSafeLoader)",
                  "its peak RSS"], rows))
 
 
