@@ -91,7 +91,10 @@ class _Scalars:
         elif tag not in _TYPED:
             raise _GiveUp  # '<<' or '=' as a value: PyYAML's own way
         else:
-            value = self._loader.construct_object(yaml.ScalarNode(tag, text), deep=True)
+            # The tag's constructor itself: construct_object would keep every node it built
+            # (and is not for several threads at once).
+            construct = self._loader.yaml_constructors[tag]
+            value = construct(self._loader, yaml.ScalarNode(tag, text))
             number = isinstance(value, int | float) and not isinstance(value, bool)
             out = (value, number and str(value) != text)
         if len(self.cache) < _CACHE_MAX:
@@ -112,7 +115,7 @@ def simple_value(text: str) -> tuple[Any, dict[Path_, str]] | None:
         _SCALARS = _Scalars()
     try:
         return _Reader(text, _SCALARS).read()
-    except (_GiveUp, ValueError, RecursionError):  # ValueError: a number too long to read
+    except (_GiveUp, ValueError, RecursionError, yaml.YAMLError):  # a number too long, a bad date
         return None
 
 
