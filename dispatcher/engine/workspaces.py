@@ -28,6 +28,8 @@ class SlotProvider(Protocol):
 
     def release_slot(self, slot_id: str) -> bool: ...
 
+    def flush(self) -> None: ...
+
     def mark_in_use(self, slot_id: str, task_key: str) -> Any: ...
 
     def assignments(self) -> Mapping[str, str]: ...
@@ -44,9 +46,11 @@ class Workspaces:
         self._post = post
         self._releasing: dict[str, int] = {}  # task key -> releases in flight
         self._workers: ThreadPoolExecutor | None = None
+        self._used = False  # the Repo Pool was asked for (it is built on first use)
 
     @property
     def pool(self) -> SlotProvider:
+        self._used = True
         return self._repo_pool()
 
     def start(self) -> None:
@@ -57,6 +61,13 @@ class Workspaces:
         if self._workers is not None:
             self._workers.shutdown(wait=True)
             self._workers = None
+        if not self._used:
+            return
+        try:
+            self.pool.flush()  # the releases not written yet
+        except Exception as exc:
+            logger.warning("slot records could not be written at shutdown: %s", exc,
+                           exc_info=True)
 
     # --- releases --------------------------------------------------------------------------
     def release_now(self, slot_id: str, key: str | None = None) -> bool:

@@ -94,6 +94,7 @@ class RepoPoolManager:
         self._evictor = Evictor()
         self._last_fetch: dict[str, float] = {}
         self._state_path = self.root / STATE_FILE
+        self._unsaved = False  # a scratch slot's release not written yet
         self.root.mkdir(parents=True, exist_ok=True)
         self._load()
 
@@ -132,11 +133,23 @@ class RepoPoolManager:
                 return False
             logger.debug("slot %s released by %s", slot_id, rec.task)
             rec.task = None
+            if rec.repo is None:
+                # a scratch slot: written with the next allocation or at shutdown (flush); a
+                # crash meanwhile leaves it recorded as held, and the restart frees slots
+                # whose task has no live runner (Workspaces.release_leaked)
+                self._unsaved = True
+                return True
             self._save()
             if rec.repo is not None and Path(rec.path).is_dir():
                 # let go of the branch so a retry of the task can check it out elsewhere
                 run_git(["checkout", "-q", "--detach"], cwd=rec.path, check=False)
             return True
+
+    def flush(self) -> None:
+        """Write slots.json if a release is not in it yet (at shutdown)."""
+        with self._lock:
+            if self._unsaved:
+                self._save()
 
     def slot_in_use(self, slot_id: str) -> bool:
         """True while a task holds the slot."""
@@ -353,15 +366,17 @@ class RepoPoolManager:
     def _save(self) -> None:
         """Write slots.json in place: one ``pwrite`` of the whole document from offset 0.
 
-        Two saves per task made the tmp-file-and-rename of earlier versions the costliest part
-        of a short task (each rename creates and deletes an inode; on ext4 inode allocation then
-        scans ever more recently deleted inodes). A single write() of a complete document is not
-        torn by a killed process, and a shorter document is padded with blanks (JSON allows
-        trailing whitespace) instead of truncating, so the file is a valid document after every
-        write. Should it still be unreadable (power loss), :meth:`_load` ignores it and the
-        engine re-derives ownership on restart (``mark_in_use`` for adopted runners, the rest is
-        free) — as when the file is missing.
+        (One save per scratch task: its slot's release is written with the next save, see
+        :meth:`release_slot`.) Two saves per task made the tmp-file-and-rename of earlier
+        versions the costliest part of a short task (each rename creates and deletes an inode;
+        on ext4 inode allocation then scans ever more recently deleted inodes). A single
+        write() of a complete document is not torn by a killed process, and a shorter document
+        is padded with blanks (JSON allows trailing whitespace) instead of truncating, so the
+        file is a valid document after every write. Should it still be unreadable (power loss),
+        :meth:`_load` ignores it and the engine re-derives ownership on restart
+        (``mark_in_use`` for adopted runners, the rest is free) — as when the file is missing.
         """
+        self._unsaved = False
         body = _dumps({"version": 1, "slots": {
             sid: {"slot_id": r.slot_id, "path": r.path, "repo": r.repo, "branch": r.branch,
                   "task": r.task, "base": r.base, "merged": list(r.merged)}

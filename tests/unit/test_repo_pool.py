@@ -233,6 +233,7 @@ def test_state_file_is_rewritten_in_place_and_always_parses(tmp_path: Path) -> N
     for i, slot in enumerate(slots):
         assert slot is not None
         pool.release_slot(slot.slot_id)  # each release shortens the document
+        pool.flush()  # (a scratch slot's release is written with the next write)
         data = json.loads(path.read_text())
         held = {sid for sid, s in data["slots"].items() if s["task"]}
         assert len(held) == 5 - i
@@ -242,6 +243,27 @@ def test_state_file_is_rewritten_in_place_and_always_parses(tmp_path: Path) -> N
     again = pool.allocate_slot(task("x", None))
     assert again is not None
     assert RepoPoolManager(state).assignments() == {again.slot_id: "chat/x"}
+
+
+def test_a_scratch_slot_release_is_written_with_the_next_write_and_at_shutdown(
+    tmp_path: Path,
+) -> None:
+    """Releasing a scratch slot is not a write of its own: the next allocation's write (or
+    the flush at shutdown) records it; until then the file still says held, which a restart
+    treats as it treats any slot whose task has no live runner (it frees it)."""
+    state = tmp_path / "state"
+    pool = RepoPoolManager(state)
+    first = pool.allocate_slot(task("1", None))
+    assert first is not None
+    pool.release_slot(first.slot_id)
+    assert pool.assignments() == {}  # free at once for this dispatcher
+    assert RepoPoolManager(state).assignments() == {first.slot_id: "chat/1"}  # not yet on disk
+    second = pool.allocate_slot(task("2", None))
+    assert second is not None and second.slot_id == first.slot_id  # reused
+    assert RepoPoolManager(state).assignments() == {second.slot_id: "chat/2"}
+    pool.release_slot(second.slot_id)
+    pool.flush()
+    assert RepoPoolManager(state).assignments() == {}
 
 
 def test_scratch_slot_left_as_a_file_or_symlink_is_made_a_directory(tmp_path: Path) -> None:
@@ -282,6 +304,7 @@ def test_state_file_parses_when_another_manager_grew_it_and_shrinks_when_mostly_
     assert RepoPoolManager(state).assignments() == {one.slot_id: "chat/1"}
     monkeypatch.setattr(manager, "_MAX_PADDING", 16)
     small.release_slot(one.slot_id)
+    small.flush()
     assert path.stat().st_size < grown  # rewritten smaller instead of padded
     assert RepoPoolManager(state).assignments() == {}
     assert not list(path.parent.glob(".*tmp"))
