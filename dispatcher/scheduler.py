@@ -69,7 +69,7 @@ class Scheduler:
         self._millis: dict[float, int] = {}  # cores -> milli-cores (a queue has few sizes)
         self._watched: set[int] = set()  # pool managers that tell us of releases
         self._state_version = 0  # policy state (fair-share usage, rotation) changes
-        self._order_cache: tuple[tuple[int, int, int], float | None, list[Task]] | None = None
+        self._order_cache: tuple[tuple[int, int, int], float | None, list[str]] | None = None
         self._lock = threading.Lock()
         self._invalid_logged: set[str] = set()
         self.saw_invalid = False  # a round met tasks that can never be scheduled
@@ -104,13 +104,13 @@ class Scheduler:
         return key, False
 
     def _build(self, queue: TaskQueue, now: float,
-               items: Iterable[tuple[Task, int, int]]) -> ShapeIndex:
+               items: Iterable[tuple[str, Task, int, int]]) -> ShapeIndex:
         key, ints = self._sort_key(now)
         return ShapeIndex.build(queue, self._group_of, key, items, int_keys=ints,
                                 unkeyed=INVALID_GROUP)
 
     def _attached(self, queue: TaskQueue) -> ShapeIndex:
-        def make(items: Iterable[tuple[Task, int, int]]) -> ShapeIndex:
+        def make(items: Iterable[tuple[str, Task, int, int]]) -> ShapeIndex:
             return self._build(queue, 0.0, items)
 
         return queue.attach_index(self._index_name, make)
@@ -119,7 +119,7 @@ class Scheduler:
         if self.policy.time_invariant:
             index = self._attached(queue)
         else:  # a key that depends on now: a one-off index for this round
-            def make(items: Iterable[tuple[Task, int, int]]) -> ShapeIndex:
+            def make(items: Iterable[tuple[str, Task, int, int]]) -> ShapeIndex:
                 return self._build(queue, now, items)
 
             name = f"{self._index_name}-once"
@@ -302,6 +302,18 @@ class Scheduler:
         Tasks still in retry backoff come last, earliest retry first. Nothing is changed (the
         policy's state is simulated on a copy).
         """
+        with task_queue.lock:
+            tasks = task_queue._tasks
+            return [tasks[k] for k in self.order_keys(task_queue, agent_pool_manager, now)]
+
+    def order_keys(
+        self,
+        task_queue: TaskQueue,
+        agent_pool_manager: AgentPoolManager | None = None,
+        now: float | None = None,
+    ) -> list[str]:
+        """The keys of :meth:`order` (what queue positions need: the first snapshot of a big
+        queue then reads no task twice)."""
         now = time.time() if now is None else now
         with task_queue.lock, self._lock:
             policy = self.policy
@@ -313,17 +325,17 @@ class Scheduler:
                     return list(cached[2])
             index = self._index(task_queue, now)
             tasks = task_queue._tasks
-            later = [t for t in (task_queue.get(k) for k in index.delayed_keys()) if t]
+            later = [k for k in index.delayed_keys() if k in tasks]
             per_part: dict[Hashable, list[Hashable]] = {}
             for group in index.groups:
                 if group == INVALID_GROUP:  # never dispatched: last, in arrival order
-                    later.extend(t for t in index.live_tasks(group))
+                    later.extend(k for e in index.live_entries(group)
+                                 if (k := index.key_of(e)) is not None and k in tasks)
                     continue
                 part = group[0]  # type: ignore[index]
                 per_part.setdefault(part, []).append(group)
-            out: list[Task] = []
-            ordered = {p: [tasks[k] for k in index.ordered_keys(groups)]
-                       for p, groups in per_part.items()}
+            out: list[str] = []
+            ordered = {p: index.ordered_keys(groups) for p, groups in per_part.items()}
             if len(ordered) <= 1:
                 for chosen in ordered.values():
                     out.extend(chosen)
@@ -335,9 +347,9 @@ class Scheduler:
                 while cursors:
                     part = picker.pick(cursors)
                     i = cursors[part]
-                    task = ordered[part][i]
-                    out.append(task)
-                    picker.assigned(task, dummy)
+                    key = ordered[part][i]
+                    out.append(key)
+                    picker.assigned(tasks[key], dummy)
                     if i + 1 < len(ordered[part]):
                         cursors[part] = i + 1
                     else:

@@ -80,12 +80,12 @@ class ShapeIndex:
         queue: TaskQueue,
         group_fn: Callable[[Task], Hashable],
         key_fn: Callable[[Task], Any],
-        items: Iterable[tuple[Task, int, int]],
+        items: Iterable[tuple[str, Task, int, int]],
         *,
         int_keys: bool,
         unkeyed: Hashable = None,
     ) -> ShapeIndex:
-        """An index of ``items`` (``(task, order, gen)``), heapified once: O(n).
+        """An index of ``items`` (``(key, task, order, gen)``), heapified once: O(n).
 
         Tasks whose group is ``unkeyed`` (when not None: e.g. tasks that can never be placed)
         are not given to ``key_fn``: their sort key is 0 (``(0,)`` for tuple keys), so they
@@ -94,15 +94,14 @@ class ShapeIndex:
         idx._load(items)
         return idx
 
-    def _load(self, items: Iterable[tuple[Task, int, int]]) -> None:
+    def _load(self, items: Iterable[tuple[str, Task, int, int]]) -> None:
         """What :meth:`_place` does for each item of a new index, in one loop (the first
         snapshot of a 100,000-task queue builds it), then each heap heapified once."""
         group_fn, key_fn, ints, unkeyed = self.group_fn, self.key_fn, self.int_keys, self.unkeyed
         groups, gid_of, by_gid = self.groups, self._gid, self._by_gid
         key_at, entry_of = self._key_at, self._entry_of
         delayed, delayed_of = self._delayed, self._delayed_of
-        for task, order, gen in items:
-            key = task.key
+        for key, task, order, gen in items:
             if task.next_attempt_at is not None:
                 delayed_of[key] = (gen, order)
                 delayed.append((task.next_attempt_at, gen, key))

@@ -389,10 +389,10 @@ class TaskQueue:
             return idx
 
     def attach_index(self, name: str,
-                     make: Callable[[Iterable[tuple[Task, int, int]]], _I]) -> _I:
+                     make: Callable[[Iterable[tuple[str, Task, int, int]]], _I]) -> _I:
         """The index attached as ``name``. On first use ``make`` builds it from the queued
-        ``(task, order, gen)`` triples (O(n), an iterator read once: no list of 100,000
-        triples); from then on the queue keeps it up to date (``add``/``discard`` on every
+        ``(key, task, order, gen)`` (O(n), an iterator read once: no list of 100,000 tuples);
+        from then on the queue keeps it up to date (``add``/``discard`` on every
         change, ``cleared`` on :meth:`clear`). ``make`` must give the same kind of index for a
         name every time."""
         with self._lock:
@@ -403,16 +403,16 @@ class TaskQueue:
                 return made
             return idx  # type: ignore[return-value]
 
-    def _triples(self) -> Iterator[tuple[Task, int, int]]:
-        """``(task, order, gen)`` of every queued task, in arrival of their keys."""
+    def _triples(self) -> Iterator[tuple[str, Task, int, int]]:
+        """``(key, task, order, gen)`` of every queued task, in arrival of their keys."""
         order, gens = self._order, self._gen
         if not order:  # no key was re-enqueued: every arrival number is the generation
-            for task, gen in zip(self._tasks.values(), gens.values(), strict=True):
-                yield task, gen, gen
+            for (key, task), gen in zip(self._tasks.items(), gens.values(), strict=True):
+                yield key, task, gen, gen
             return
         for key, task in self._tasks.items():
             gen = gens[key]
-            yield task, order.get(key, gen), gen
+            yield key, task, order.get(key, gen), gen
 
     def build_index(
         self,

@@ -336,6 +336,10 @@ class Admission:
         """Every queued task in dispatch order."""
         return self.scheduler.order(self.queue, self.pools, now=now)
 
+    def order_keys(self, now: float) -> list[str]:
+        """The keys of :meth:`order` (queue positions)."""
+        return self.scheduler.order_keys(self.queue, self.pools, now=now)
+
     def pool_status(self) -> list[PoolStatus]:
         return list(self.pools.get_all_pool_status())
 

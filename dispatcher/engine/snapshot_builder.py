@@ -341,7 +341,7 @@ class SnapshotBuilder:
             self._last_full = now
             self._resetting = True  # the layout is rebuilt from every view below
             try:
-                order = [t.key for t in src.admission.order(now)]
+                order = src.admission.order_keys(now)
                 src.health.ok("queue order")
             except Exception as exc:  # positions then follow the queue, not the policy
                 src.health.failed("queue order", exc)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from necrocode.dispatcher.models import Task
 from necrocode.dispatcher.task_queue import TaskQueue
 
@@ -9,8 +11,11 @@ from necrocode.dispatcher.task_queue import TaskQueue
 class Recorder:
     """A MaintainedIndex that records what the queue tells it."""
 
-    def __init__(self, items: list[tuple[Task, int, int]]) -> None:
-        self.loaded = [(t.key, order, gen) for t, order, gen in items]
+    def __init__(self, items: Iterable[tuple[str, Task, int, int]]) -> None:
+        self.loaded = []
+        for key, task, order, gen in items:
+            assert key == task.key
+            self.loaded.append((key, order, gen))
         self.calls: list[tuple[str, str]] = []
 
     def add(self, task: Task, order: int, gen: int) -> None:
@@ -29,7 +34,7 @@ def test_attach_loads_the_queue_then_follows_every_change() -> None:
     q.enqueue(Task(id="b"))
     made: list[Recorder] = []
 
-    def make(items: list[tuple[Task, int, int]]) -> Recorder:
+    def make(items: Iterable[tuple[str, Task, int, int]]) -> Recorder:
         made.append(Recorder(items))
         return made[-1]
 

@@ -191,3 +191,22 @@ def test_a_queued_task_that_already_holds_capacity_is_dropped_not_fatal() -> Non
     out = Scheduler("fifo", cfg).schedule(q, pm)
     assert [t.id for t, _ in out] == ["2"] and len(q) == 0
     assert pm.get_pool_status("local").running == 2
+
+
+@pytest.mark.parametrize("policy", [p.value for p in SchedulingPolicy])
+def test_order_keys_are_the_keys_of_the_order(policy: str) -> None:
+    """Several partitions (skills, tenants), a task in backoff and one that can never be
+    placed: order_keys gives the keys of order, first computed and then cached."""
+    cfg = config()
+    pm = AgentPoolManager(cfg)
+    tasks = [task(i, skill="ab"[i % 2], priority=i % 3, ready=float(i)) for i in range(12)]
+    for i, t in enumerate(tasks):
+        t.tenant = f"team-{i % 3}"
+    tasks.append(task("later", next_attempt_at=50.0))
+    tasks.append(task("bad", cpu=float("nan")))
+    q = queue_of(*tasks)
+    s = Scheduler(policy, cfg)
+    keys = s.order_keys(q, pm, now=10.0)
+    assert keys == [t.key for t in s.order(q, pm, now=10.0)] == s.order_keys(q, pm, now=10.0)
+    assert sorted(keys) == sorted(t.key for t in tasks)
+    assert keys[-2:] == ["default/later", "default/bad"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from typing import Any
 
 from hypothesis import given, settings
@@ -66,7 +67,7 @@ def index_of(q: TaskQueue, ints: bool) -> ShapeIndex:
     code = policy.int_sort_key()
     assert code is not None
 
-    def make(items: list[tuple[Task, int, int]]) -> ShapeIndex:
+    def make(items: Iterable[tuple[str, Task, int, int]]) -> ShapeIndex:
         key = code if ints else (lambda t: policy.sort_key(t, 0.0))
         return ShapeIndex.build(q, by_skill, key, items, int_keys=ints)
 
