@@ -1,16 +1,20 @@
 """Benchmark: key -> visible change in the dashboard at 10,000 tasks while dispatching.
 
-Keys go to the 160x50 dashboard as a terminal's key events, at a person's pace; each figure
-is the time from the key event until the first frame written that shows its effect (the
-screen, focus, cursor, sort, filter or filter box changed), p50 and p95 over the presses.
-Every frame is rendered to the bytes a terminal would get (headless Textual skips that).
+Keys go to the 160x50 dashboard as a terminal's key events, posted from a thread of their own
+as Textual's driver posts what it reads, after a random gap (a person's pace), so they land at
+every phase of the console's work, during a snapshot's apply too; each figure is the time from
+the key's sending until the first frame written that shows its effect (the screen, focus,
+cursor, sort, filter or filter box changed), p50 and p95 over the presses. Every frame is
+rendered to the bytes a terminal would get (headless Textual skips that). The keys sent while
+a snapshot was being applied (from the refresh that took it to the end of the frame drawing
+it) are counted apart too.
 
 By default a scripted engine publishes a new snapshot every 0.5 s with ~1% of the queue
 changed (re-prioritised, leaving, arriving): the UI side alone. ``--engine``: a real
 DispatcherCore in the same process dispatching ``true`` through 4 runners, its threads
 competing for the interpreter as they do under ``necroui``.
 
-    python tests/bench/bench_keys.py [10000] [--engine] [--switch-interval 0.001]
+    python tests/bench/bench_keys.py [10000] [--engine] [--rounds 20] [--switch-interval 0.001]
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import asyncio
 import gc
 import inspect
 import os
+import queue
 import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import unicodedata
 from collections.abc import Callable
@@ -81,12 +87,48 @@ class GcPauses:
             self.pauses.append((time.perf_counter() - self._started) * 1000)
 
 
+class Applies:
+    """When the console applied a snapshot: from the refresh that applied it until the end of
+    the first frame written after it (the frame that draws it is part of its cost)."""
+
+    def __init__(self, app: NecroApp) -> None:
+        self.app = app
+        self.spans: list[tuple[float, float]] = []
+        self._open: float | None = None
+        original = app.refresh_snapshot
+
+        def refresh_snapshot() -> None:
+            shown = app.main.shown
+            started = time.perf_counter()
+            original()
+            if app.main.shown is not shown:
+                self.frame_written()
+                self._open = started
+                self.spans.append((started, time.perf_counter()))
+
+        app.refresh_snapshot = refresh_snapshot  # type: ignore[method-assign]
+
+    def frame_written(self) -> None:
+        """A frame written: the one drawing the last apply, if it follows within a second."""
+        if self._open is not None:
+            now = time.perf_counter()
+            if now - self._open < 1.0:
+                self.spans[-1] = (self._open, now)
+            self._open = None
+
+    def during(self, at: float) -> bool:
+        """Did ``at`` fall inside an apply (or the frame drawing it)?"""
+        if self._open is not None and self._open <= at < self._open + 1.0:
+            return True
+        return any(start <= at <= end for start, end in self.spans[-8:])
+
+
 class Frames:
     """Timestamps the frames the app writes, each rendered to terminal bytes as a terminal
     would get them (headless Textual skips that step), and answers "when was the first frame
     that shows this?"."""
 
-    def __init__(self, app: NecroApp) -> None:
+    def __init__(self, app: NecroApp, applies: Applies) -> None:
         self.app = app
         self.waiting: tuple[Callable[[], bool], asyncio.Future[float]] | None = None
         self.frames = 0
@@ -99,18 +141,25 @@ class Frames:
             if isinstance(renderable, CompositorUpdate):
                 renderable.render_segments(app.console)
             self.frames += 1
+            now = time.perf_counter()
+            applies.frame_written()
             if self.waiting is not None:
                 shows, future = self.waiting
                 if not future.done() and shows():
-                    future.set_result(time.perf_counter())
+                    future.set_result(now)
 
         app._display = display  # type: ignore[method-assign]
+
+    def watch(self, shows: Callable[[], bool]) -> asyncio.Future[float]:
+        """A future set to the time of the first frame written while ``shows()``."""
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.waiting = (shows, future)
+        return future
 
     async def until(self, shows: Callable[[], bool], started: float,
                     timeout: float = 10.0) -> float:
         """Milliseconds from ``started`` to the first frame written while ``shows()``."""
-        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self.waiting = (shows, future)
+        future = self.watch(shows)
         try:
             done = await asyncio.wait_for(future, timeout)
         except TimeoutError:
@@ -118,6 +167,37 @@ class Frames:
         finally:
             self.waiting = None
         return (done - started) * 1000
+
+
+class Terminal:
+    """Sends keys from a thread of its own, as a terminal's input thread does (Textual's driver
+    posts each key it reads from a thread to the app's loop): a key can arrive at any moment,
+    while the console applies a snapshot too, and then waits for it as a real one does. (A
+    key posted from the loop itself, as Pilot does, only ever arrives between two callbacks.)"""
+
+    def __init__(self, app: NecroApp) -> None:
+        self.app = app
+        self.jobs: queue.Queue[tuple[float, list[events.Key], Callable[[float], None]] | None]
+        self.jobs = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="terminal", daemon=True)
+        self.thread.start()
+
+    def send(self, keys: list[events.Key], at: float, sent: Callable[[float], None]) -> None:
+        """Post ``keys`` back to back at ``at`` (perf_counter); ``sent(t)`` tells when."""
+        self.jobs.put((at, keys, sent))
+
+    def close(self) -> None:
+        self.jobs.put(None)
+        self.thread.join(5)
+
+    def _run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            at, keys, sent = job
+            time.sleep(max(0.0, at - time.perf_counter()))
+            started = time.perf_counter()
+            sent(started)
+            for key in keys:
+                self.app.post_message(key)
 
 
 def key_event(key: str) -> events.Key:
@@ -130,84 +210,141 @@ def key_event(key: str) -> events.Key:
     return events.Key(key, char)
 
 
-def state(app: NecroApp) -> tuple[Any, ...]:
-    """What a key can change on screen: the screen, the focus, the queue's cursor, sort and
-    filter, the filter box."""
+def shown(app: NecroApp, what: str) -> tuple[Any, ...]:
+    """What a key of class ``what`` changes on screen (only that: the cursor's task also moves
+    when its row is dispatched, which must not pass for another key's effect)."""
     table = app.main.query_one("#queue-table", DiffTable)
     box = app.main.query_one("#filter", Input)
-    return (id(app.screen), id(app.focused), table.selected_key, table.sort_id,
-            table.sort_reverse, table.filter_text, box.display, box.value)
+    return {
+        "cursor": (table.selected_key,),
+        "sort": (table.sort_id, table.sort_reverse),
+        "focus": (id(app.focused),),
+        "screen": (id(app.screen),),
+        "box": (box.display, id(app.focused)),
+        "text": (box.value,),
+        # enter after the debounced filter applied: the focus back on the table shows it
+        "filter": (table.filter_text, box.display, id(app.focused)),
+    }[what]
 
 
-async def bench(n: int, engine_mode: bool, root: Path) -> dict[str, list[float]]:
+#: (row label, key, what it changes, the gap before it: a person's pace, drawn at random so
+#: keys land at every phase of the console's snapshot refreshes)
+ROUND: tuple[tuple[str, str, str, tuple[float, float]], ...] = (
+    ("G / Home", "G", "cursor", (0.05, 0.5)),
+    ("G / Home", "home", "cursor", (0.05, 0.5)),
+    ("T (sort)", "T", "sort", (0.05, 0.5)),
+    ("O (order)", "O", "sort", (0.05, 0.5)),
+    ("tab (panel)", "tab", "focus", (0.05, 0.5)),
+    ("? / esc (help)", "question_mark", "screen", (0.05, 0.5)),
+    ("? / esc (help)", "escape", "screen", (0.05, 0.5)),
+    ("/ (filter box)", "slash", "box", (0.05, 0.5)),
+    ("typing a filter", "t", "text", (0.05, 0.3)),
+    ("typing a filter", "0", "text", (0.05, 0.3)),
+    ("typing a filter", "1", "text", (0.05, 0.3)),
+    ("enter (apply filter)", "enter", "filter", (0.05, 0.5)),
+    ("esc (clear filter)", "escape", "filter", (0.05, 0.5)),
+)
+CURSOR = ("j / k (cursor)", "cursor", (0.03, 0.45))
+
+
+class Results:
+    """Milliseconds per key class, and the keys sent while a snapshot was being applied."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, list[float]] = {}
+        self.during_apply: list[float] = []
+        self.waited: list[float] = []  # sent -> the app's loop took the key
+        self.timeouts = 0
+
+
+async def bench(n: int, engine_mode: bool, root: Path, rounds: int, seed: int,
+                extra: int) -> tuple[Results, list[float]]:
     engine: Any
     # as the necroui command runs it (paced full collections), where the console has that
     like_necroui: dict[str, Any] = (
         {"pace_collector": True}
         if "pace_collector" in inspect.signature(NecroApp).parameters else {})
     if engine_mode:
-        engine = real_engine(root, n)
+        engine = real_engine(root, n + extra)
         app = NecroApp(engine, refresh_interval=0.5, **like_necroui)
     else:
         engine = Dispatching(n)
         app = NecroApp(engine, clock=lambda: T0, refresh_interval=0.5,  # type: ignore[arg-type]
                        **like_necroui)
-    out: dict[str, list[float]] = {}
+    res = Results()
+    rng = random.Random(seed)
     try:
         async with app.run_test(size=(160, 50)) as pilot:
-            frames = Frames(app)
-            queue = app.main.query_one("#queue-table", DiffTable)
-            while queue.row_count < n // 2:  # the first snapshot with the queue applied
+            applies = Applies(app)
+            frames = Frames(app, applies)
+            terminal = Terminal(app)
+            queue_table = app.main.query_one("#queue-table", DiffTable)
+            while queue_table.row_count < n // 2:  # the first snapshot with the queue applied
                 await asyncio.sleep(0.1)
             await pilot.pause(1.0)
-            queue.focus()
+            app.set_focus(queue_table)
             await pilot.pause()
+            if engine_mode:
+                print(f"engine: {queue_table.row_count:,} queued at the start")
+            loop = asyncio.get_running_loop()
+            armed: dict[str, Any] = {}
+            original_on_event = app.on_event
 
-            async def press(name: str, key: str, gap: float = 0.15) -> None:
-                before = state(app)
-                started = time.perf_counter()
-                app.post_message(key_event(key))
-                ms = await frames.until(lambda: state(app) != before, started)
-                out.setdefault(name, []).append(ms)
-                await asyncio.sleep(gap)  # a person's pace between keys
+            async def on_event(event: events.Event) -> None:
+                # the key reaches the app's loop: what it changes, as it is before the key
+                if isinstance(event, events.Key) and not event.is_forwarded and armed:
+                    what, delivered = armed.pop("what"), armed.pop("delivered")
+                    before = shown(app, what)
+                    future = frames.watch(lambda: shown(app, what) != before)
+                    delivered.set_result((time.perf_counter(), future))
+                await original_on_event(event)
 
-            for _ in range(40):
-                await press("j / k (cursor)", "j", 0.05)
-            for _ in range(5):
-                await press("G / Home", "G")
-                await press("G / Home", "home")
-                await press("T (sort)", "T")
-                await press("O (order)", "O")
-                await press("tab (panel)", "tab")
-                queue.focus()
-                await pilot.pause()
-                await press("? / esc (help)", "question_mark")
-                await press("? / esc (help)", "escape")
-                await press("/ (filter box)", "slash")
-                for ch in "t0001":
-                    await press("typing a filter", ch, 0.1)
-                await press("enter (apply filter)", "enter")
-                await press("esc (clear filter)", "escape", 0.3)
-            out["snapshot applied (tick)"] = []
-            for _ in range(10):
-                version = app.snapshot.version if app.snapshot else 0
-                if not engine_mode:
-                    engine.last = 0.0  # the next read publishes a new snapshot
-                started = time.perf_counter()
-                app.refresh_snapshot()
-                ms = await frames.until(
-                    lambda v=version: app.snapshot is not None and app.snapshot.version != v,
-                    started)
-                out["snapshot applied (tick)"].append(ms)
-                await asyncio.sleep(0.3)
+            app.on_event = on_event  # type: ignore[method-assign]
+
+            async def press(name: str, key: str, what: str, gap: tuple[float, float]) -> None:
+                sent: list[float] = []
+                delivered: asyncio.Future[tuple[float, asyncio.Future[float]]] = (
+                    loop.create_future())
+                armed.update(what=what, delivered=delivered)
+                terminal.send([key_event(key)], time.perf_counter() + rng.uniform(*gap),
+                              sent.append)
+                try:
+                    took, future = await asyncio.wait_for(delivered, 10.0)
+                    done = await asyncio.wait_for(future, 5.0)
+                except TimeoutError:
+                    res.timeouts += 1
+                    done = took = time.perf_counter()  # never shown: the timeout stands in
+                finally:
+                    frames.waiting = None
+                    armed.clear()
+                ms = (done - sent[0]) * 1000
+                res.keys.setdefault(name, []).append(ms)
+                res.waited.append((took - sent[0]) * 1000)
+                if applies.during(sent[0]):
+                    res.during_apply.append(ms)
+
+            # the cursor in the middle of the queue, whose rows are not dispatched meanwhile
+            queue_table.move_cursor(row=queue_table.row_count // 2)
+            await pilot.pause()
+            label, what, gap = CURSOR
+            for _ in range(2 * rounds):
+                await press(label, rng.choice("jk"), what, gap)
+            for _ in range(rounds):
+                for label, key, what, gap in ROUND:
+                    await press(label, key, what, gap)
+                    if key == "tab":
+                        app.set_focus(queue_table)
+                        await pilot.pause()
+            terminal.close()
+            spans = [(end - start) * 1000 for start, end in applies.spans]
             if engine_mode and app.snapshot is not None:
                 c = app.snapshot.counters
                 print(f"engine: {len(app.snapshot.queued):,} queued at the end, "
-                      f"{c.done:,} done", file=sys.stderr)
+                      f"{c.done:,} done, {c.failed:,} failed")
     finally:
         if engine_mode:
             engine.stop(timeout=10)
-    return out
+    return res, spans
 
 
 def real_engine(root: Path, n: int) -> Any:
@@ -237,12 +374,23 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def row(name: str, values: list[float]) -> str:
+    return (f"{name:<30} {len(values):>4} {statistics.median(values):>6.1f}ms "
+            f"{pct(values, 0.95):>6.1f}ms {max(values):>6.1f}ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("tasks", nargs="?", type=int, default=10_000)
     parser.add_argument("--engine", action="store_true",
                         help="a real DispatcherCore in this process dispatching `true` "
                         "(4 runners) instead of the scripted snapshots")
+    parser.add_argument("--rounds", type=int, default=20,
+                        help="presses of each key (j / k: twice as many; default 20)")
+    parser.add_argument("--extra", type=int, default=7000,
+                        help="--engine: tasks submitted beyond TASKS, dispatched while the "
+                        "keys come (~50 a second), so the queue stays above TASKS")
+    parser.add_argument("--seed", type=int, default=1, help="of the random gaps between keys")
     parser.add_argument("--switch-interval", type=float, default=None,
                         help="sys.setswitchinterval for this process (seconds)")
     args = parser.parse_args()
@@ -250,25 +398,35 @@ def main() -> None:
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
     pauses = GcPauses()
+    load_before = os.getloadavg()[0]
+    wall, cpu = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory(prefix="bench-keys-") as tmp:
-        result = asyncio.run(bench(n, args.engine, Path(tmp)))
-    result["full collection (gc)"] = pauses.pauses
+        res, spans = asyncio.run(bench(n, args.engine, Path(tmp), args.rounds, args.seed,
+                                      args.extra))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     load = os.getloadavg()[0]
     source = ("a real engine in this process dispatching `true`" if args.engine
               else "a new snapshot every 0.5 s (~1% of rows changed)")
     print(f"necroui key -> first frame showing it, {n:,} tasks, {source}, 160x50, "
-          f"switch interval {sys.getswitchinterval() * 1000:g} ms, load average {load:.1f}")
-    print(f"{'what':<26} {'n':>4} {'p50':>8} {'p95':>8} {'max':>8}")
+          f"switch interval {sys.getswitchinterval() * 1000:g} ms, load average "
+          f"{load_before:.1f} -> {load:.1f}, {wall:.0f} s wall, {cpu:.0f} s CPU")
+    print(f"{'what':<30} {'n':>4} {'p50':>8} {'p95':>8} {'max':>8}")
     every: list[float] = []
-    for name, values in result.items():
-        if not values:
-            continue
-        if name not in ("snapshot applied (tick)", "full collection (gc)"):
-            every += values
-        print(f"{name:<26} {len(values):>4} {statistics.median(values):>6.1f}ms "
-              f"{pct(values, 0.95):>6.1f}ms {max(values):>6.1f}ms")
-    print(f"{'all keys':<26} {len(every):>4} {statistics.median(every):>6.1f}ms "
-          f"{pct(every, 0.95):>6.1f}ms {max(every):>6.1f}ms")
+    for name, values in res.keys.items():
+        every += values
+        print(row(name, values))
+    print(row("all keys", every))
+    if res.during_apply:
+        print(row("keys sent during an apply", res.during_apply))
+    else:
+        print(f"{'keys sent during an apply':<30} {0:>4}")
+    print(row("  sent -> taken by the loop", res.waited))
+    if spans:
+        print(row("snapshot applied, until drawn", spans))
+    if pauses.pauses:
+        print(row("full collection (gc)", pauses.pauses))
+    if res.timeouts:
+        print(f"{res.timeouts} keys never showed within 5 s (counted as the time waited)")
 
 
 if __name__ == "__main__":
