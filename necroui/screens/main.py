@@ -74,7 +74,9 @@ class MainScreen(DashboardVerbs, Screen[None]):
         Binding("M", "land", "Land", id="land", show=False,
                 tooltip="Land the selected task's taskset (merge its DONE work)"),
         Binding("e", "pool_toggle", "Pool", id="pool_toggle", tooltip="Enable / disable the pool"),
-        Binding("slash", "filter", "Filter", id="filter"),
+        # priority: taken when the app reads the key, so keys read with it in one go (`/fe`)
+        # already go to the filter box (see check_action: in the box, `/` is a character)
+        Binding("slash", "filter", "Filter", id="filter", priority=True),
         Binding("space", "mark", "Mark", id="mark", show=False),
         Binding("enter", "detail", "Detail", id="detail"),
         Binding("g", "graph", "Graph", id="graph"),
@@ -310,6 +312,8 @@ class MainScreen(DashboardVerbs, Screen[None]):
             return False
         if action in ("pause", "resume"):
             return (action == "resume") == self.paused
+        if action == "filter" and isinstance(self.focused, FilterInput):
+            return False  # typed into the filter (task keys have a `/`)
         return True
 
     @property
@@ -341,7 +345,9 @@ class MainScreen(DashboardVerbs, Screen[None]):
         box.add_class("shown")
         box.display = True  # inline, at once: focus() refuses a widget not displayed yet
         # Screen.set_focus is immediate; Widget.focus() is deferred behind keys already queued,
-        # which would then reach the table as verbs (r, c, …) instead of the filter.
+        # which would then reach the table as verbs (r, c, …) instead of the filter. The
+        # binding is a priority one for the same reason: the app forwards each key it reads to
+        # the widget focused then, before the table would have run a binding of its own.
         self.set_focus(box)
 
     @on(Input.Changed, "#filter")

@@ -7,10 +7,11 @@ import threading
 
 from necrocode.dispatcher.models import Task, TaskState
 from necroui_fakes import T0, FakeEngine, demo_tasks
+from textual import events
 from textual.widgets import Button, Footer
 from tui_helpers import make_app, screen_lines, select, settle
 
-from necroui.screens.modals import QuitChoice, QuitModal
+from necroui.screens.modals import FilterInput, QuitChoice, QuitModal
 from necroui.widgets import PoolsTable, QueueTable
 from necroui.widgets.header import header_text
 
@@ -177,3 +178,25 @@ def test_header_shows_capacity_totals_and_retries(engine: FakeEngine) -> None:
     text = header_text(snap).plain
     assert "run 3/4" in text  # the disabled pool's 2 slots are not capacity
     assert "retries 4" in text
+
+
+async def test_slash_and_letters_read_in_one_go_go_to_the_filter(engine: FakeEngine) -> None:
+    """A terminal read of `/chat/3` (tmux send-keys, a paste, a fast typist): the app takes
+    every key before the table would have acted on the first one; none may reach the table
+    as a verb (`c` cancel, `e` pool), and the `/` inside the box is a character."""
+    app = make_app(engine)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(pilot)
+        await select(pilot, "queue-table", "chat/3.1")
+        for key, char in [("slash", "/"), *[(c, c) for c in "chate"], ("slash", "/"),
+                          ("3", "3")]:
+            app.post_message(events.Key(key, char))  # back to back, as the driver posts them
+        await pilot.pause()
+        await pilot.pause()
+        box = app.main.query_one(FilterInput)
+        assert box.value == "chate/3"
+        assert app.focused is box
+        await pilot.press("backspace", "backspace", "backspace", "slash", "3", "enter")
+        await settle(pilot)
+        assert app.main.query_one(QueueTable).filter_text == "chat/3"
+        assert not [c for c in engine.calls if c[0] in ("cancel", "set_pool_enabled")]
