@@ -32,6 +32,7 @@ from .desktop import DesktopNotifier
 from .run import run_dashboard as run_dashboard  # the bare ``necroui`` command's entry
 from .screens.main import MUTATING_ACTIONS, MainScreen
 from .screens.modals import QuitChoice, QuitModal
+from .stepper import SteppedApply
 from .widgets import DashboardHeader
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,10 @@ class NecroApp(App[QuitChoice]):
         self.collector = CollectorPacer() if pace_collector else None
         self._key_at = 0.0  # time.monotonic() of the last key pressed
         self._applied_at = 0.0  # of the last snapshot applied to the dashboard
+        # the timer's snapshots are applied in steps, the loop free for keys between them
+        self._taken = self._fed = 0  # new snapshots taken; the last one notices came from
+        self.stepper = SteppedApply(self, covered=self._dashboard_covered,
+                                    last_key=lambda: self._key_at)
 
     # --- lifecycle -------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -157,10 +162,18 @@ class NecroApp(App[QuitChoice]):
         now = time.monotonic()
         if now - self._key_at < KEYS_QUIET and now - self._applied_at < KEYS_FIRST:
             return
-        self.refresh_snapshot()
+        if self.stepper.busy and not self._dashboard_covered():
+            return  # the last one is still being applied (covered: it waits for the dialog)
+        self.refresh_snapshot(stepped=True)
 
-    def refresh_snapshot(self) -> None:
-        """Take the engine's newest snapshot; apply it if new, else let the clock tick."""
+    def refresh_snapshot(self, *, stepped: bool = False) -> None:
+        """Take the engine's newest snapshot; apply it if new, else let the clock tick.
+
+        ``stepped``: apply it panel by panel with the loop free in between (the timer's
+        refresh: a key pressed meanwhile waits for one panel, not all); else at once, after
+        what is left of a stepped apply."""
+        if not stepped:
+            self.stepper.finish()
         try:
             snap = self.engine.snapshot()
         except Exception:  # noqa: BLE001 - keep the UI alive; the log says why
@@ -179,18 +192,38 @@ class NecroApp(App[QuitChoice]):
             with self.batch_update():
                 if not self._dashboard_covered():
                     if self.snapshot is not None and self.main.shown is not self.snapshot:
-                        self.main.apply(self.snapshot)
-                        self._applied_at = time.monotonic()
-                        if self.collector is not None:
-                            self.collector.settled()
+                        if stepped:
+                            self.stepper.start(self.main.apply_steps(self.snapshot),
+                                               self._applied)
+                        else:
+                            self.main.apply(self.snapshot)
+                            self._applied()
                     elif not new:
                         self.main.tick()
                 if new and snap is not None:
-                    self._tell(self.notices.feed(snap))
+                    self._taken += 1
+                    if stepped:  # after the first step, as a step of its own
+                        self.call_later(self._feed, snap, self._taken)
+                    else:
+                        self._feed(snap, self._taken)
                     if isinstance(self.screen, QuitModal):
                         self.screen.set_running(len(snap.running))  # 0: closes, quits
         except NoMatches:  # the screen is being torn down (quitting)
             return
+
+    def _applied(self) -> None:
+        """A snapshot is on the dashboard, every panel of it."""
+        self._applied_at = time.monotonic()
+        if self.collector is not None:
+            self.collector.settled()
+
+    def _feed(self, snap: Snapshot, taken: int) -> None:
+        """What the ``taken``-th new snapshot has to tell: toasts, the bell, hooks (each once,
+        in order: a stepped refresh feeds it a moment later, a whole one at once)."""
+        if taken <= self._fed or not self.main.is_mounted:
+            return
+        self._fed = taken
+        self._tell(self.notices.feed(snap))
 
     def _dashboard_covered(self) -> bool:
         """A dialog (help, a question) is open over the dashboard. Textual draws the whole

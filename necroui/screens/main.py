@@ -7,6 +7,7 @@ that had the focus; every verb goes through the engine's control methods (see ``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from necrocode.dispatcher.snapshot import Snapshot
@@ -199,21 +200,37 @@ class MainScreen(DashboardVerbs, Screen[None]):
 
     def apply(self, snap: Snapshot) -> None:
         """Apply a new snapshot to every panel."""
-        was_paused = self.paused
-        self._snap = snap
-        if self.paused != was_paused:
-            self.refresh_bindings()  # Pause <-> Resume in the footer
-        self.query_one(DashboardHeader).apply(snap)
-        self.query_one(PoolsTable).apply(snap.pools)
-        running = self.query_one(RunningTable)
-        running.heartbeat_timeout = snap.heartbeat_timeout
-        running.apply(snap.running)
-        queue = self.query_one(QueueTable)
-        queue.position_of = snap.position_of
-        queue.apply(snap.queued)
-        self.query_one(FinishedTable).apply(snap.finished)
-        self.query_one(EventTail).apply(snap.events)
-        self._update_titles()
+        for step in self.apply_steps(snap):
+            step()
+
+    def apply_steps(self, snap: Snapshot) -> list[Callable[[], None]]:
+        """:meth:`apply` in steps of one or two panels, to run in this order (the console runs
+        them with its loop free in between, so a key waits for one step at most)."""
+
+        def header() -> None:
+            was_paused = self.paused
+            self._snap = snap
+            if self.paused != was_paused:
+                self.refresh_bindings()  # Pause <-> Resume in the footer
+            self.query_one(DashboardHeader).apply(snap)
+            self.query_one(PoolsTable).apply(snap.pools)
+            running = self.query_one(RunningTable)
+            running.heartbeat_timeout = snap.heartbeat_timeout
+            running.apply(snap.running)
+
+        def queue() -> None:
+            table = self.query_one(QueueTable)
+            table.position_of = snap.position_of
+            table.apply(snap.queued)
+
+        def finished() -> None:
+            self.query_one(FinishedTable).apply(snap.finished)
+
+        def tail() -> None:
+            self.query_one(EventTail).apply(snap.events)
+            self._update_titles()
+
+        return [header, queue, finished, tail]
 
     def tick(self) -> None:
         """Clock tick without a new snapshot: ages and waiting times move on."""
