@@ -7,7 +7,7 @@ from necroui_fakes import T0, FakeEngine
 from tui_helpers import make_app, settle
 
 from necroui.widgets import EventTail
-from necroui.widgets.eventtail import event_line
+from necroui.widgets.eventtail import WRITE_MAX, event_line
 
 
 def _squeeze(text: str) -> str:
@@ -44,3 +44,23 @@ async def _check(size: tuple[int, int]) -> None:
 
 async def test_long_events_wrap_inside_the_panel_at_160x50() -> None:
     await _check((160, 50))
+
+
+async def test_a_busy_snapshot_writes_its_newest_events_and_counts_the_rest() -> None:
+    engine = FakeEngine()
+    count = WRITE_MAX + 80
+    for i in range(count):
+        engine.registry.record(TaskEvent(EventType.TASK_ASSIGNED, f"chat/busy-{i}",
+                                         timestamp=T0 + i, message="assigned", pool="b"))
+    engine.bump()
+    app = make_app(engine, refresh_interval=3600)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(pilot)
+        shown = "\n".join(strip.text for strip in app.main.query_one(EventTail).lines)
+        assert app.snapshot is not None
+        carried = len(app.snapshot.events)  # the snapshot's own bound (the fake's: 50)
+        assert carried > WRITE_MAX
+        assert f"… {carried - WRITE_MAX} more events" in shown
+        assert f"chat/busy-{count - 1} " in shown + " "
+        assert f"chat/busy-{count - WRITE_MAX} " in shown + " "
+        assert f"chat/busy-{count - WRITE_MAX - 1} " not in shown + " "
