@@ -88,8 +88,10 @@ class GcPauses:
 
 
 class Applies:
-    """When the console applied a snapshot: from the refresh that applied it until the end of
-    the first frame written after it (the frame that draws it is part of its cost)."""
+    """When the console applied a snapshot: from the refresh that took it until the end of the
+    first frame written after it (the frame that draws it is part of its cost). A console that
+    applies in steps (``app.stepper``): until the frame after its last step, the gaps between
+    the steps included (a key sent then is counted as sent during the apply)."""
 
     def __init__(self, app: NecroApp) -> None:
         self.app = app
@@ -97,28 +99,35 @@ class Applies:
         self._open: float | None = None
         original = app.refresh_snapshot
 
-        def refresh_snapshot() -> None:
+        def refresh_snapshot(*args: Any, **kwargs: Any) -> None:
             shown = app.main.shown
             started = time.perf_counter()
-            original()
+            original(*args, **kwargs)
             if app.main.shown is not shown:
-                self.frame_written()
+                self._close(started)
                 self._open = started
                 self.spans.append((started, time.perf_counter()))
 
         app.refresh_snapshot = refresh_snapshot  # type: ignore[method-assign]
 
+    def _applying(self) -> bool:
+        stepper = getattr(self.app, "stepper", None)
+        return bool(stepper is not None and stepper.busy)
+
     def frame_written(self) -> None:
-        """A frame written: the one drawing the last apply, if it follows within a second."""
+        """A frame written: the one drawing the last apply, if it is complete."""
+        if self._open is not None and not self._applying():
+            self._close(time.perf_counter())
+
+    def _close(self, now: float) -> None:
         if self._open is not None:
-            now = time.perf_counter()
-            if now - self._open < 1.0:
+            if now - self._open < 3.0:
                 self.spans[-1] = (self._open, now)
             self._open = None
 
     def during(self, at: float) -> bool:
         """Did ``at`` fall inside an apply (or the frame drawing it)?"""
-        if self._open is not None and self._open <= at < self._open + 1.0:
+        if self._open is not None and self._open <= at < self._open + 3.0:
             return True
         return any(start <= at <= end for start, end in self.spans[-8:])
 
