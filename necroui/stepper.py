@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from textual.app import App
+from textual.css.query import NoMatches
 from textual.timer import Timer
 
 #: Seconds between two steps: the loop takes the keys that came meanwhile and draws their frame.
@@ -60,9 +61,13 @@ class SteppedApply:
         self._stop_timer()
         if not self._steps:
             return
-        with self._app.batch_update():
-            while self._steps:
-                self._steps.popleft()()
+        try:
+            with self._app.batch_update():
+                while self._steps:
+                    self._steps.popleft()()
+        except NoMatches:  # the dashboard is being torn down (quitting)
+            self.cancel()
+            return
         self._complete()
 
     def cancel(self) -> None:
@@ -79,8 +84,12 @@ class SteppedApply:
         if now - self._last_key() < KEY_RECENT and now - self._started < HOLD_MAX:
             self._timer = self._app.set_timer(STEP_GAP, self._step, name="apply-step")
             return
-        with self._app.batch_update():
-            self._steps.popleft()()
+        try:
+            with self._app.batch_update():
+                self._steps.popleft()()
+        except NoMatches:  # the dashboard is being torn down (quitting)
+            self.cancel()
+            return
         if self._steps:
             self._timer = self._app.set_timer(STEP_GAP, self._step, name="apply-step")
         else:
