@@ -97,7 +97,7 @@ def run(n: int, rounds: int, extra: int, seed: int) -> dict[str, list[float]]:
         config = prepare(Path(tmp), n + extra)
         necroui = shutil.which("necroui") or str(Path(sys.executable).parent / "necroui")
         tmux("new-session", "-d", "-s", PANE, "-x", "160", "-y", "50",
-             f"{necroui} --config {config} 2>{tmp}/stderr.txt")
+             f"{necroui} --config {config}")  # it draws on stderr: not redirected
         try:
             ok = wait_for(lambda lines: bool(re.search(r"Queue \d{4,}",
                                                        "\n".join(lines))), 120)[1]
