@@ -146,12 +146,15 @@ class Engine:
         self._registry_dirty = True
 
     def _holds(self, key: str, state: str, updated_at: float | None) -> bool:
-        """The echo of our own assignment: the TaskBook has this RUNNING version already and
-        its runner is ours (launching or running), so :meth:`_apply_change` would do nothing
-        with it. Other echoes are applied: a retry's READY, a settlement, a cancel place the
-        task where its state says."""
+        """The echo of our own assignment: a launch worker of ours committed this RUNNING
+        version (the engine notes it when the launch is done), or the TaskBook has it already
+        and its runner is ours, so :meth:`_apply_change` would do nothing with it. Other
+        echoes are applied: a retry's READY, a settlement, a cancel place the task where its
+        state says; a RUNNING written by anyone else is not ours and is applied too."""
         if state != "running" or updated_at is None:
             return False
+        if key in self.launches and self.launches.committed(key) == updated_at:
+            return True
         task = self.parts.book.get(key)
         return task is not None and task.updated_at == updated_at \
             and task.state is TaskState.RUNNING and key not in self.parts.reconciler \

@@ -105,6 +105,9 @@ class LaunchPlane:
         self._ids: dict[str, str] = {}  # runner id -> task key
         self._unsure: dict[str, str] = {}  # task key -> runner id of an unknown assignment
         self._last_pool: dict[str, str] = {}  # task key -> pool of its last runner
+        # task key -> updated_at of the RUNNING version a worker committed (set in the worker,
+        # read and dropped on the engine thread): its echo in the change feed is ours
+        self._committed: dict[str, float | None] = {}
         self._workers: ThreadPoolExecutor | None = None
         self.assigned = 0  # assignments made by this engine
         self.launch_errors = 0  # launches the platform refused
@@ -140,6 +143,11 @@ class LaunchPlane:
 
     def last_pool(self, key: str) -> str | None:
         return self._last_pool.get(key)
+
+    def committed(self, key: str) -> float | None:
+        """``updated_at`` of the RUNNING version a launch worker committed for ``key`` and the
+        engine has not registered yet (None: none)."""
+        return self._committed.get(key)
 
     # --- requests while launching ----------------------------------------------------------
     def request_stop(self, key: str, outcome: FenceOutcome, reason: str, *,
@@ -236,6 +244,7 @@ class LaunchPlane:
                 p.workspaces.release_now(slot.slot_id, key)
                 return LaunchOutcome(found, error=exc)
             running = found
+        self._committed[key] = running.updated_at
         try:
             runner = pending.launcher.launch(running, slot, pool, attempt=pending.attempt)
         except Exception as exc:
@@ -273,6 +282,7 @@ class LaunchPlane:
             return
         p = self._p
         self._ids.pop(pending.runner_id, None)
+        self._committed.pop(key, None)
         p.directory.drop(pending.runner_id)
         p.views.touch(key)
         if outcome.result in (LaunchResult.RUNNER, LaunchResult.LAUNCH_ERROR):
