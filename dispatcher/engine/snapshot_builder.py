@@ -17,7 +17,6 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import Any
 
 from ..config import DispatcherConfig
 from ..models import AgentPool, RunnerState, Task, TaskEvent, TaskState
@@ -34,6 +33,7 @@ from ..snapshot import (
     work_fields,
 )
 from .admission import Admission
+from .capacity_reasons import CapacityReasons
 from .deadlocks import DeadlockWatch
 from .health import EngineHealth
 from .landings import Landings
@@ -56,11 +56,6 @@ FULL_REFRESH_SHARE = 50.0  # bigger ones: at most every 50 times what the last o
 FINISHED_KEEP = 200
 _QUEUED_STATES = (TaskState.READY, TaskState.BLOCKED)
 EVENTS_KEEP = 200
-
-
-def _shape(task: Task) -> tuple[Any, ...]:
-    """What a READY task's capacity reason depends on (the scheduler explains per shape)."""
-    return (task.required_skill, task.resources.cpu, task.resources.memory_mb)
 
 
 @dataclass(frozen=True)
@@ -107,12 +102,9 @@ class SnapshotBuilder:
         self._resetting = False  # a full refresh: the layout is rebuilt after the views
         self._reason_stamp: object = None
         # READY views whose reason is the scheduler's capacity answer for their shape: when the
-        # pools change, only the shapes whose answer changed are updated (no re-explaining)
-        self._shape_of: dict[str, tuple[Any, ...]] = {}
+        # pools change, only the views whose shape's answer changed are updated
+        self._capacity = CapacityReasons()
         self._was_paused = False
-        self._shape_pending: dict[tuple[Any, ...], Pending] = {}
-        self._shapes: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # one tuple per shape
-        self._shape_task: dict[tuple[Any, ...], Task] = {}
         self._last_full = 0.0
         self._full_interval = 1.0
         self._roots_memo: dict[str, tuple[str, ...]] = {}
@@ -134,7 +126,7 @@ class SnapshotBuilder:
                 gone.add(key)
                 self._queued.pop(key, None)
                 self._layout.drop(key)
-                self._shape_of.pop(key, None)
+                self._capacity.forget(key)
         keys -= gone
         return gone
 
@@ -160,7 +152,7 @@ class SnapshotBuilder:
     # --- pending reasons -------------------------------------------------------------------
     def _pending_for(self, key: str, task: Task, now: float) -> Pending:
         src = self.src
-        self._shape_of.pop(key, None)
+        self._capacity.forget(key)  # (it is placed again below if it still waits for capacity)
         try:
             if src.deadlocks.in_cycle(key):
                 return Pending(PendingReason.DEADLOCK, "part of a dependency cycle; see deadlocks")
@@ -188,11 +180,7 @@ class SnapshotBuilder:
             src.health.failed("pending reasons", exc, what=key)
             return Pending(PendingReason.QUEUED, "queued (its pending reason failed: see the "
                                                  "dispatcher log)")
-        shape = _shape(task)
-        shape = self._shapes.setdefault(shape, shape)
-        self._shape_of[key] = shape
-        self._shape_pending[shape] = found
-        self._shape_task[shape] = task
+        self._capacity.shown(key, task, found)
         return found
 
     # --- views -----------------------------------------------------------------------------
@@ -280,29 +268,21 @@ class SnapshotBuilder:
         return tuple(out)
 
     def _refresh_capacity_reasons(self) -> bool:
-        """The pools changed: explain each task shape again and update the views of the shapes
-        whose answer changed. True when a view changed."""
+        """The pools changed: explain each task shape again and update the views whose shown
+        answer is no longer their shape's (only those). True when a view changed."""
         src = self.src
-        fresh: dict[tuple[Any, ...], Pending] = {}
-        for shape, old in list(self._shape_pending.items()):
-            try:
-                new = src.admission.explain(self._shape_task[shape])
-            except Exception as exc:
-                src.health.failed("pending reasons", exc, what=self._shape_task[shape].key)
-                continue
-            self._shape_pending[shape] = new
-            if new != old:
-                fresh[shape] = new
-        if not fresh:
-            return False
+
+        def failed(exc: Exception, task: Task) -> None:
+            src.health.failed("pending reasons", exc, what=task.key)
+
         views = self._queued
-        for key, shape in self._shape_of.items():
-            answer = fresh.get(shape)
+        changed = False
+        for key, answer in self._capacity.refresh(src.admission.explain, failed):
             view = views.get(key)
-            if answer is None or view is None or view.pending == answer:
-                continue
-            self._set_view(key, view_with(view, pending=answer))
-        return True
+            if view is not None and view.pending != answer:
+                self._set_view(key, view_with(view, pending=answer))
+                changed = True
+        return changed
 
     # --- assembly --------------------------------------------------------------------------
     def _small(self, changed: set[str]) -> bool:
