@@ -121,7 +121,7 @@ class LocalProcessLauncher(RunnerLauncher):
         self._starter = AgentStarter(
             env, self.trees, inherit_env=inherit_env, extra_env=extra_env,
             on_exit=self._spawned_exit, on_lost=self._spawner_lost,
-            cgroup_home=self.trees.folder(f"spawn-{os.getpid()}-{id(self):x}"),
+            cgroup_home=self.trees.spawn_home(self),
         )
 
     @property
@@ -408,6 +408,7 @@ class LocalProcessLauncher(RunnerLauncher):
         self._watcher.close()
         self._logs.close()
         self._starter.close()
+        self.trees.release_spawn_home(self)
 
     # --- helpers -----------------------------------------------------------------------------
     def _track(self, runner: Runner) -> _Tracked | None:

@@ -226,6 +226,20 @@ class ProcessTrees:
         cgroups here)."""
         return None if self._root is None else str(self._root / name)
 
+    def spawn_home(self, owner: object) -> str | None:
+        """The cgroup for the spawn server of ``owner`` (a launcher of this process). Until
+        :meth:`release_spawn_home`, no launcher's prune removes it: it is empty for the moment
+        the server steps into a runner's cgroup to spawn, and a removal then would fail the
+        launches that follow (None: no cgroups here)."""
+        name = f"spawn-{os.getpid()}-{id(owner):x}"
+        _SPAWN_HOMES.add(name)
+        return self.folder(name)
+
+    @staticmethod
+    def release_spawn_home(owner: object) -> None:
+        """``owner`` spawns no more: its server's cgroup may be pruned once empty."""
+        _SPAWN_HOMES.discard(f"spawn-{os.getpid()}-{id(owner):x}")
+
     def members(self, tree: Tree) -> list[int]:
         """Live processes of the tree (the group, the cgroup, or the environment scan)."""
         pids = set(procfs.group_members(tree.pgid)) if tree.pgid > 1 else set()
@@ -332,8 +346,13 @@ def _prune(root: Path) -> None:
     except OSError:
         return
     for entry in entries:
-        # a spawn server's cgroup is empty once the server ended: no need to wait for it
-        age = SPAWN_PRUNE_AGE if entry.name.startswith("spawn-") else PRUNE_AGE
+        # a spawn server's cgroup is empty once the server ended: no need to wait for it; but
+        # while its Dispatcher lives it is only empty for the moment the server steps into a
+        # runner's cgroup to spawn, and removing it then fails that launch and the next ones
+        spawn = entry.name.startswith("spawn-")
+        if spawn and _spawn_home_in_use(entry.name):
+            continue
+        age = SPAWN_PRUNE_AGE if spawn else PRUNE_AGE
         try:
             if not entry.is_dir() or now - entry.stat().st_mtime < age:
                 continue
@@ -341,6 +360,28 @@ def _prune(root: Path) -> None:
                 entry.rmdir()
         except OSError:
             continue
+
+
+#: Spawn server cgroups this process may still spawn through (names; see ``spawn_home``).
+_SPAWN_HOMES: set[str] = set()
+
+
+def _spawn_home_in_use(name: str) -> bool:
+    """Whether a spawn server's cgroup (``spawn-<pid>-<id>``) may still be stepped out of for
+    a spawn: its launcher in this process is open, or its Dispatcher is another live process."""
+    parts = name.split("-")
+    if len(parts) < 3 or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return name in _SPAWN_HOMES
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # a live process of someone else
+        return True
+    return True
 
 
 def _cgroup_pids(path: str) -> list[int]:

@@ -141,3 +141,33 @@ def test_the_server_exits_once_its_dispatcher_let_go_and_its_last_child_ended(
     wait_until(lambda: not procfs.same_process(int(runner.handle or 0), None),
              what="the runner to end")
     wait_until(lambda: not procfs.same_process(server, None), what="the server to exit")
+
+
+def test_another_launchers_prune_leaves_an_open_launchers_spawn_cgroup_alone(
+        tmp_path: Path) -> None:
+    """A spawn server's cgroup is empty for the moment the server steps into a runner's
+    cgroup to spawn; a prune by another launcher starting then (it removes empty spawn cgroups
+    older than a few seconds) must leave it while its launcher is open, and may remove it once
+    the launcher let go."""
+    from necrocode.dispatcher.launchers.proctree import SPAWN_PRUNE_AGE, ProcessTrees
+
+    trees = ProcessTrees("cgroup")
+    if trees.kind != "cgroup":
+        pytest.skip("cgroup v2 is not writable here")  # the scan mode has no spawn cgroups
+    owner = object()
+    home = trees.spawn_home(owner)
+    assert home is not None
+    os.mkdir(home)  # empty, as in the moment of a spawn
+    try:
+        old = os.stat(home).st_mtime - SPAWN_PRUNE_AGE - 60
+        os.utime(home, (old, old))
+        assert os.stat(home).st_mtime == old
+        ProcessTrees("cgroup")  # another launcher starts: it prunes
+        assert os.path.isdir(home)
+        trees.release_spawn_home(owner)
+        ProcessTrees("cgroup")
+        assert not os.path.isdir(home)
+    finally:
+        trees.release_spawn_home(owner)
+        if os.path.isdir(home):
+            os.rmdir(home)
