@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import queue as queue_mod
 import threading
 import time
@@ -145,21 +146,6 @@ class Engine:
         self.note(task)
         self._registry_dirty = True
 
-    def _holds(self, key: str, state: str, updated_at: float | None) -> bool:
-        """The echo of our own assignment: a launch worker of ours committed this RUNNING
-        version (the engine notes it when the launch is done), or the TaskBook has it already
-        and its runner is ours, so :meth:`_apply_change` would do nothing with it. Other
-        echoes are applied: a retry's READY, a settlement, a cancel place the task where its
-        state says; a RUNNING written by anyone else is not ours and is applied too."""
-        if state != "running" or updated_at is None:
-            return False
-        if key in self.launches and self.launches.committed(key) == updated_at:
-            return True
-        task = self.parts.book.get(key)
-        return task is not None and task.updated_at == updated_at \
-            and task.state is TaskState.RUNNING and key not in self.parts.reconciler \
-            and (key in self.launches or self.parts.runners.has_task(key))
-
     def registry_changed(self) -> None:
         """Someone else moved a task: poll the registry at the next iteration."""
         self._registry_dirty = True
@@ -196,7 +182,7 @@ class Engine:
             self.restart.reconcile()
         self.platforms.start_checks()
         self.launches.start()
-        pid = _pid()
+        pid = os.getpid()
         self.parts.events.record(TaskEvent(
             event_type=EventType.DISPATCHER_STARTED,
             message=f"dispatcher started (pid {pid}, policy "
@@ -415,7 +401,7 @@ class Engine:
         if self._registry_dirty or now >= self._next_poll:
             self._registry_dirty = False
             self._next_poll = now + max(0.05, float(p.config.poll_interval))
-            for task in self._monitor.poll_changes(self._holds):
+            for task in self._monitor.poll_changes(self.launches.own_echo):
                 self._apply_change(task, now)
         p.admission.release_due(now)
         if len(p.runners):
@@ -506,8 +492,3 @@ class Engine:
     def pool_of(self, pool_name: str) -> AgentPool | None:
         return self.parts.seed.pools.pools.get(pool_name)
 
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()

@@ -144,10 +144,19 @@ class LaunchPlane:
     def last_pool(self, key: str) -> str | None:
         return self._last_pool.get(key)
 
-    def committed(self, key: str) -> float | None:
-        """``updated_at`` of the RUNNING version a launch worker committed for ``key`` and the
-        engine has not registered yet (None: none)."""
-        return self._committed.get(key)
+    def own_echo(self, key: str, state: str, updated_at: float | None) -> bool:
+        """Whether a change in the registry's feed is the echo of our own assignment, which
+        the engine's ``_apply_change`` would do nothing with: the RUNNING version a launch
+        worker of ours committed (the engine notes it when the launch is done), or the one the
+        TaskBook holds while the runner is ours. A RUNNING written by anyone else (our
+        compare-and-set was then refused), a retry's READY, a settlement or a cancel are not."""
+        if state != "running" or updated_at is None:
+            return False
+        if key in self._committed:
+            return self._committed[key] == updated_at
+        task = self._p.book.get(key)
+        return task is not None and task.updated_at == updated_at \
+            and task.state is TaskState.RUNNING and self._p.runners.has_task(key)
 
     # --- requests while launching ----------------------------------------------------------
     def request_stop(self, key: str, outcome: FenceOutcome, reason: str, *,
