@@ -303,8 +303,9 @@ class Scheduler:
         policy's state is simulated on a copy).
         """
         with task_queue.lock:
-            tasks = task_queue._tasks
-            return [tasks[k] for k in self.order_keys(task_queue, agent_pool_manager, now)]
+            get = task_queue.get
+            return [t for k in self.order_keys(task_queue, agent_pool_manager, now)
+                    if (t := get(k)) is not None]
 
     def order_keys(
         self,
@@ -324,7 +325,7 @@ class Scheduler:
                 if due is None or due > now:
                     return list(cached[2])
             index = self._index(task_queue, now)
-            tasks = task_queue._tasks
+            tasks = task_queue.keys()  # membership at C speed
             later = [k for k in index.delayed_keys() if k in tasks]
             per_part: dict[Hashable, list[Hashable]] = {}
             for group in index.groups:
@@ -349,7 +350,9 @@ class Scheduler:
                     i = cursors[part]
                     key = ordered[part][i]
                     out.append(key)
-                    picker.assigned(tasks[key], dummy)
+                    task = task_queue.get(key)
+                    if task is not None:  # (a live entry's task is always queued)
+                        picker.assigned(task, dummy)
                     if i + 1 < len(ordered[part]):
                         cursors[part] = i + 1
                     else:

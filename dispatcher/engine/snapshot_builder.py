@@ -267,22 +267,19 @@ class SnapshotBuilder:
         out.sort(key=lambda v: v.started_at)
         return tuple(out)
 
-    def _refresh_capacity_reasons(self) -> bool:
+    def _refresh_capacity_reasons(self) -> None:
         """The pools changed: explain each task shape again and update the views whose shown
-        answer is no longer their shape's (only those). True when a view changed."""
+        answer is no longer their shape's (only those)."""
         src = self.src
 
         def failed(exc: Exception, task: Task) -> None:
             src.health.failed("pending reasons", exc, what=task.key)
 
         views = self._queued
-        changed = False
         for key, answer in self._capacity.refresh(src.admission.explain, failed):
             view = views.get(key)
             if view is not None and view.pending != answer:
                 self._set_view(key, view_with(view, pending=answer))
-                changed = True
-        return changed
 
     # --- assembly --------------------------------------------------------------------------
     def _small(self, changed: set[str]) -> bool:
